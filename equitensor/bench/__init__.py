@@ -1,0 +1,1 @@
+"""Benchmark harnesses behind ``equitensor bench`` and the scripts in ``benchmarks/``."""

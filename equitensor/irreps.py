@@ -1,0 +1,70 @@
+"""The one irreps interface: ``Irreps`` (e3nn's type, e3nn's string syntax) and layout helpers.
+
+Public tensors use e3nn's ``mul_ir`` layout: for ``"2x0e+3x1o"`` the last axis is
+``[u0, u1 | (u0,m-1) (u0,m0) (u0,m1) (u1,...) (u2,...)]``, i.e. each block is ``[mul, 2l+1]``
+flattened with the multiplicity outermost. ``ir_mul`` (used internally by some backends, as in
+cuEquivariance) stores each block as ``[2l+1, mul]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+
+Irrep = o3.Irrep
+
+
+class Irreps(o3.Irreps):
+    """``e3nn.o3.Irreps`` with errors that say what was expected.
+
+    >>> Irreps("16x0e + 8x1o").dim
+    40
+    """
+
+    def __new__(cls, irreps=None):
+        try:
+            return super().__new__(cls, irreps)
+        except (ValueError, AssertionError, TypeError) as error:
+            raise ValueError(
+                f"cannot parse irreps {irreps!r}: expected e3nn syntax such as '16x0e + 8x1o + 4x2e' "
+                f"(multiplicity 'x' degree, parity e or o) ({error})"
+            ) from None
+
+
+def as_irreps(irreps) -> Irreps:
+    """Coerce a string, ``o3.Irreps`` or list of ``(mul, ir)`` into :class:`Irreps`."""
+    return irreps if isinstance(irreps, Irreps) else Irreps(irreps)
+
+
+def irrep_slices(irreps) -> list[slice]:
+    """Slice of each ``mul x ir`` block along the last axis (mul_ir layout)."""
+    return list(as_irreps(irreps).slices())
+
+
+def check_last_dim(tensor: torch.Tensor, irreps, name: str) -> None:
+    """Raise ``ValueError`` unless ``tensor.shape[-1] == irreps.dim``."""
+    irreps = as_irreps(irreps)
+    if tensor.ndim == 0 or tensor.shape[-1] != irreps.dim:
+        raise ValueError(
+            f"{name} has shape {tuple(tensor.shape)} but irreps {irreps} need last dimension {irreps.dim}"
+        )
+
+
+def mul_ir_to_ir_mul(x: torch.Tensor, irreps) -> torch.Tensor:
+    """Reorder ``[..., irreps.dim]`` from mul_ir to ir_mul (each block ``[mul, 2l+1] -> [2l+1, mul]``)."""
+    irreps = as_irreps(irreps)
+    blocks = [
+        x[..., s].reshape(*x.shape[:-1], mul, ir.dim).transpose(-1, -2).reshape(*x.shape[:-1], mul * ir.dim)
+        for s, (mul, ir) in zip(irreps.slices(), irreps)
+    ]
+    return torch.cat(blocks, dim=-1) if blocks else x
+
+
+def ir_mul_to_mul_ir(x: torch.Tensor, irreps) -> torch.Tensor:
+    """Inverse of :func:`mul_ir_to_ir_mul`."""
+    irreps = as_irreps(irreps)
+    blocks = [
+        x[..., s].reshape(*x.shape[:-1], ir.dim, mul).transpose(-1, -2).reshape(*x.shape[:-1], mul * ir.dim)
+        for s, (mul, ir) in zip(irreps.slices(), irreps)
+    ]
+    return torch.cat(blocks, dim=-1) if blocks else x

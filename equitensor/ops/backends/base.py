@@ -1,0 +1,115 @@
+"""The contract every tensor-product backend implements."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from e3nn import o3
+
+from ..descriptor import TensorProductDescriptor
+
+
+class Path(NamedTuple):
+    """A coupling ``ir_in1 x ir_in2 -> ir_out`` realised by a backend, plus the block indices."""
+
+    ir_in1: o3.Irrep
+    ir_in2: o3.Irrep
+    ir_out: o3.Irrep
+    i_in1: int
+    i_in2: int
+    i_out: int
+
+
+class TensorProductBackend(torch.nn.Module):
+    """Executes a :class:`TensorProductDescriptor`.
+
+    Subclasses set ``weight_numel`` and ``paths`` at construction (building every table then)
+    and implement :meth:`forward`. ``TensorProduct`` has already validated and flattened the
+    inputs, so a backend sees:
+
+    * ``x1``: ``[Z, irreps_in1.dim]``, ``x2``: ``[Z, irreps_in2.dim]`` (mul_ir layout, same dtype);
+    * ``weight``: ``[Z, weight_numel]`` (per sample), ``[weight_numel]`` (shared) or ``None``
+      when ``weight_numel == 0``;
+
+    and returns ``[Z, irreps_out.dim]`` in mul_ir layout. It must be differentiable twice
+    (forces are trained by differentiating through it).
+    """
+
+    #: weights per sample / shared set, in this backend's own layout (see its docstring).
+    weight_numel: int
+    #: the couplings this backend actually realises.
+    paths: tuple[Path, ...]
+
+    def __init__(self, descriptor: TensorProductDescriptor):
+        super().__init__()
+        self.descriptor = descriptor
+        self._tables: dict[str, np.ndarray] = {}
+        self._table_cache: dict[tuple, torch.Tensor] = {}
+
+    def add_table(self, name: str, array: np.ndarray) -> None:
+        """Keep a float64 constant (CG block, grid, ...) built at construction.
+
+        Tables are not buffers: casting the module to float32 and back must not round them,
+        so each dtype/device gets its own copy, made from the float64 master on first use.
+        """
+        self._tables[name] = np.ascontiguousarray(array, dtype=np.float64)
+
+    def table(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """The constant ``name`` in ``like``'s dtype and device (cached)."""
+        key = (name, like.dtype, like.device)
+        cached = self._table_cache.get(key)
+        if cached is None:
+            cached = torch.as_tensor(self._tables[name], dtype=like.dtype, device=like.device)
+            self._table_cache[key] = cached
+        return cached
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        d = self.descriptor
+        return f"{d.irreps_in1} x {d.irreps_in2} -> {d.irreps_out}, paths={len(self.paths)}, weight_numel={self.weight_numel}"
+
+
+def instruction_paths(descriptor: TensorProductDescriptor) -> tuple[Path, ...]:
+    """One :class:`Path` per instruction of the descriptor (what an exact CG product realises)."""
+    return tuple(
+        Path(*descriptor.path_irreps(ins), ins.i_in1, ins.i_in2, ins.i_out) for ins in descriptor.instructions
+    )
+
+
+class ProductBasisBackend(torch.nn.Module):
+    """Many-body product basis (MACE's symmetric contraction and its Gaunt / CP counterparts).
+
+    Construction: ``cls(irreps_in, irreps_out, correlation, num_elements, **options)`` where
+    ``irreps_in`` has one multiplicity for every block (e.g. ``128x0e+128x1o+128x2e+128x3o``),
+    ``irreps_out`` has that same multiplicity (e.g. ``128x0e+128x1o``) and ``correlation`` >= 1
+    is the body order minus one (nu in MACE). Weights are element- and channel-dependent.
+
+    Call: ``forward(x [N, irreps_in.dim], element_onehot [N, num_elements]) -> [N, irreps_out.dim]``
+    (mul_ir layout). The result is a polynomial of degree <= ``correlation`` in ``x`` (the sum
+    of the products of orders 1..correlation, each with its own weights), equivariant in ``x``.
+    Subclasses set ``paths`` (what they realise, for docs and the expressivity tables).
+    """
+
+    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int):
+        super().__init__()
+        from ...irreps import as_irreps
+
+        self.irreps_in, self.irreps_out = as_irreps(irreps_in), as_irreps(irreps_out)
+        muls = {mul for mul, _ in self.irreps_in} | {mul for mul, _ in self.irreps_out}
+        if len(muls) != 1:
+            raise ValueError(
+                f"product basis needs one multiplicity for all blocks, got {self.irreps_in} -> {self.irreps_out}"
+            )
+        if correlation < 1:
+            raise ValueError(f"correlation must be >= 1, got {correlation}")
+        if num_elements < 1:
+            raise ValueError(f"num_elements must be >= 1, got {num_elements}")
+        self.num_channels = muls.pop()
+        self.correlation, self.num_elements = int(correlation), int(num_elements)
+
+    def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,47 @@
+"""Shared test fixtures: the one tolerance table, seeded RNG, location of ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+#: the one tolerance table (absolute, on O(1) quantities), keyed by dtype; every numerical test uses it.
+TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data`` beside the repository, or ``$EQUITENSOR_SHARED_DATA``."""
+    env = os.environ.get("EQUITENSOR_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"reference data not found at {path} (set EQUITENSOR_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def default_float64():
+    """Build modules (and e3nn's reference tables) in float64 for 1e-10 comparisons."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -1,0 +1,56 @@
+"""Linear and gate against e3nn."""
+
+import pytest
+import torch
+from e3nn import nn as e3nn_nn
+from e3nn import o3
+
+from equitensor import so3
+from equitensor.ops.activation import Gate, NormActivation
+from equitensor.ops.linear import Linear
+
+from .conftest import TOL
+
+pytestmark = pytest.mark.usefixtures("default_float64")
+from .helpers import rotate
+
+
+@pytest.mark.parametrize(
+    "irreps_in, irreps_out",
+    [("8x0e+4x1o", "3x0e+5x1o"), ("4x0e+2x1o+4x0e+3x2e", "2x0e+3x1o+1x3o"), ("2x1e", "3x0e")],
+)
+def test_linear_matches_e3nn(irreps_in, irreps_out):
+    ref = o3.Linear(irreps_in, irreps_out).double()
+    ours = Linear(irreps_in, irreps_out).double()
+    assert ours.weight_numel == ref.weight_numel
+    ours.weight.data.copy_(ref.weight.data)
+    x = torch.randn(7, ours.irreps_in.dim, dtype=torch.float64)
+    assert (ours(x) - ref(x)).abs().max() < TOL[torch.float64]
+
+
+def test_linear_gradgradcheck():
+    m = Linear("2x0e+2x1o", "3x0e+1x1o").double()
+    x = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(m, (x,))
+
+
+def test_linear_wrong_shape():
+    with pytest.raises(ValueError, match="last dimension 8"):
+        Linear("2x0e+2x1o", "0e")(torch.randn(3, 7))
+
+
+def test_gate_matches_e3nn_and_is_equivariant(rng):
+    ref = e3nn_nn.Gate("4x0e", [torch.nn.functional.silu], "3x0e", [torch.sigmoid], "2x1o+1x2e")
+    ours = Gate("4x0e", "2x1o+1x2e")
+    x = torch.randn(5, ours.irreps_in.dim, dtype=torch.float64)
+    assert ours.irreps_in.dim == ref.irreps_in.dim and ours.irreps_out.dim == ref.irreps_out.dim
+    assert (ours(x) - ref(x)).abs().max() < TOL[torch.float64]
+    r = so3.random_rotation(rng, improper=True)
+    assert (ours(rotate(x, ours.irreps_in, r)) - rotate(ours(x), ours.irreps_out, r)).abs().max() < TOL[torch.float64]
+
+
+def test_norm_activation_equivariant(rng):
+    m = NormActivation("2x0e+2x1o+1x2e")
+    x = torch.randn(5, m.irreps.dim, dtype=torch.float64)
+    r = so3.random_rotation(rng)
+    assert (m(rotate(x, m.irreps, r)) - rotate(m(x), m.irreps, r)).abs().max() < TOL[torch.float64]
