@@ -1,6 +1,5 @@
 """TensorProduct: the cg backend against e3nn (the reference), equivariance, gradients, bad input."""
 
-import numpy as np
 import pytest
 import torch
 from e3nn import o3
