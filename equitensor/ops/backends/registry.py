@@ -66,7 +66,13 @@ TENSOR_PRODUCTS = _Registry(
         "e3nn": "equitensor.ops.backends.e3nn_adapter:E3nnBackend",
     },
 )
-PRODUCT_BASES = _Registry("product-basis", PRODUCT_BASIS_ENTRY_POINT_GROUP, {})
+PRODUCT_BASES = _Registry(
+    "product-basis",
+    PRODUCT_BASIS_ENTRY_POINT_GROUP,
+    {
+        "cg": "equitensor.ops.backends.symmetric_contraction:SymmetricContractionBackend",
+    },
+)
 
 
 def register_backend(name: str, cls: type | None = None):
