@@ -133,8 +133,8 @@ class GauntFFTBackend(FactorizedBackend):
         plan = self.unit_plans[k]
         l1, l2, lp = plan["l1"], plan["l2"], plan["lp"]
         if plan["method"] == "direct":
-            c1 = torch.view_as_complex(f1.reshape(*f1.shape[:-1], -1, 2).contiguous())  # [z, U, (2L1+1)^2]
-            c2 = torch.view_as_complex(f2.reshape(*f2.shape[:-1], -1, 2).contiguous())
+            c1 = torch.view_as_complex(f1.reshape(*f1.shape[:-1], (2 * l1 + 1) ** 2, 2).contiguous())  # [z, U, P1]
+            c2 = torch.view_as_complex(f2.reshape(*f2.shape[:-1], (2 * l2 + 1) ** 2, 2).contiguous())
             outer = (c1.unsqueeze(-1) * c2.unsqueeze(-2)).flatten(-2)
             batch = torch.broadcast_shapes(c1.shape[:-1], c2.shape[:-1])
             index = self._scatter_index(k, f1.device)
