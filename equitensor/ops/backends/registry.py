@@ -64,6 +64,9 @@ TENSOR_PRODUCTS = _Registry(
     {
         "cg": "equitensor.ops.backends.cg:CGBackend",
         "e3nn": "equitensor.ops.backends.e3nn_adapter:E3nnBackend",
+        "gaunt_grid": "equitensor.ops.backends.gaunt_grid:GauntGridBackend",
+        "gaunt_fft": "equitensor.ops.backends.gaunt_fft:GauntFFTBackend",
+        "cp": "equitensor.ops.backends.cp:CPBackend",
     },
 )
 PRODUCT_BASES = _Registry(
@@ -71,6 +74,9 @@ PRODUCT_BASES = _Registry(
     PRODUCT_BASIS_ENTRY_POINT_GROUP,
     {
         "cg": "equitensor.ops.backends.symmetric_contraction:SymmetricContractionBackend",
+        "gaunt_grid": "equitensor.ops.backends.gaunt_product_basis:GauntGridProductBasis",
+        "gaunt_fft": "equitensor.ops.backends.gaunt_product_basis:GauntFFTProductBasis",
+        "cp": "equitensor.ops.backends.gaunt_product_basis:CPProductBasis",
     },
 )
 
