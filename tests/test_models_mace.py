@@ -20,6 +20,8 @@ from equitensor.models import MACE, atoms_to_graph
 
 from .mace_port import port_mace_state_dict
 
+from .test_models import single_thread  # noqa: F401
+
 pytestmark = pytest.mark.usefixtures("default_float64")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +46,7 @@ def reference(tmp_path_factory):
     (tmp / "config.json").write_text(json.dumps(CONFIG))
     result = subprocess.run(
         [str(python), "-W", "ignore", str(REPO / "tests" / "mace_reference.py"), str(tmp / "config.json"), str(tmp / "ref.pt")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     if result.returncode != 0:
         if "No module named 'mace'" in result.stderr:
