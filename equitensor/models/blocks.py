@@ -42,10 +42,10 @@ class ElementLinear(torch.nn.Module):
         sizes = [self.irreps_in[i].mul * self.num_elements * self.irreps_out[o].mul for i, o in paths]
         self.weight = torch.nn.Parameter(torch.randn(sum(sizes)))
         starts = [0] + list(torch.tensor(sizes).cumsum(0).tolist()) if sizes else [0]
-        self._plan = []  # per output block: (mul_out, dim, [(input slice, mul_in, weight range)], fan_in)
+        self._plan = []  # per output block: (mul_out, dim, [(input block, mul_in, weight range)], fan_in)
         for o, (mul_out, ir) in enumerate(self.irreps_out):
             sources = [
-                (self.irreps_in.slices()[i], self.irreps_in[i].mul, (starts[k], starts[k + 1]))
+                (i, self.irreps_in[i].mul, (starts[k], starts[k + 1]))
                 for k, (i, oo) in enumerate(paths)
                 if oo == o
             ]
@@ -55,12 +55,13 @@ class ElementLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
         check_last_dim(x, self.irreps_in, "x")
         n, e = x.shape[0], self.num_elements
+        blocks = torch.split(x, [mul * ir.dim for mul, ir in self.irreps_in], dim=1)
         outputs = []
         for mul_out, dim, sources, fan_in in self._plan:
             if not sources:
                 outputs.append(x.new_zeros(n, mul_out * dim))
                 continue
-            xs = torch.cat([x[:, s].reshape(n, mul, dim) for s, mul, _ in sources], dim=1)  # [N, U, dim]
+            xs = torch.cat([blocks[i].reshape(n, mul, dim) for i, mul, _ in sources], dim=1)  # [N, U, dim]
             w = torch.cat([self.weight[a:b].reshape(mul * e, mul_out) for _, mul, (a, b) in sources])  # [U*E, W]
             xa = (xs[:, :, None, :] * element_onehot[:, None, :, None]).reshape(n, -1, dim)  # [N, U*E, dim]
             y = xa.transpose(1, 2) @ (w / math.sqrt(fan_in))  # [N, dim, W]
