@@ -44,13 +44,15 @@ def symmetric_contraction_map(u_mace: torch.Tensor, coupling, ir_out, nu: int) -
     u = u_mace.double().numpy()
     if ir_out[0] == 0:
         u = u[None]
-    m, k_mace = u.shape[0], u.shape[-1]
+    _m, k_mace = u.shape[0], u.shape[-1]
     sym = np.zeros_like(u)
     perms = list(itertools.permutations(range(1, nu + 1)))
     for perm in perms:
         sym += np.transpose(u, (0, *perm, nu + 1))
     sym = (sym / len(perms)).reshape(-1, k_mace)
-    ours = symmetric_coupling_basis(coupling, ir_out, nu).reshape(-1, symmetric_coupling_basis(coupling, ir_out, nu).shape[-1])
+    ours = symmetric_coupling_basis(coupling, ir_out, nu).reshape(
+        -1, symmetric_coupling_basis(coupling, ir_out, nu).shape[-1]
+    )
     a, *_ = np.linalg.lstsq(ours, sym, rcond=None)
     residual = np.abs(ours @ a - sym).max(initial=0.0)
     if residual > 1e-10 * max(1.0, np.abs(sym).max(initial=0.0)):
@@ -79,7 +81,9 @@ def port_mace_state_dict(model, state: dict, w3j_mace: dict) -> dict:
                 # mace-torch orders its instructions (hence weight blocks) by output block
                 mace_order = sorted(range(len(d.instructions)), key=lambda k: d.instructions[k].i_out)
                 sizes_ = [ins.weight_numel for ins in d.instructions]
-                mace_start = {k: sum(sizes_[j] for j in mace_order[: mace_order.index(k)]) for k in mace_order}
+                mace_start = {
+                    k: sum(sizes_[j] for j in mace_order[: mace_order.index(k)]) for k in mace_order
+                }
                 columns = []
                 for k, ins in enumerate(d.instructions):
                     l1, l2, l3 = (ir.l for ir in d.path_irreps(ins))
@@ -90,7 +94,7 @@ def port_mace_state_dict(model, state: dict, w3j_mace: dict) -> dict:
             ours[p + f"conv_tp_weights.weights.{i}"] = w
         skip = state[p + "skip_tp.weight"].clone()
         start = 0
-        for i_in, (mul_in, ir_in) in enumerate(interaction.skip.irreps_in):
+        for _i_in, (mul_in, ir_in) in enumerate(interaction.skip.irreps_in):
             for mul_out, ir_out in interaction.skip.irreps_out:
                 if ir_in == ir_out:
                     n = mul_in * interaction.skip.num_elements * mul_out
@@ -108,9 +112,17 @@ def port_mace_state_dict(model, state: dict, w3j_mace: dict) -> dict:
                 name = f"out{o}_nu{nu}"
                 if name not in impl.weights:
                     continue
-                w_mace = state[c + "weights_max"] if nu == impl.correlation else state[c + f"weights.{impl.correlation - 1 - nu}"]
-                a = torch.tensor(symmetric_contraction_map(state[c + f"U_matrix_{nu}"], coupling, (ir.l, ir.p), nu))
-                ours[f"{p}product.impl.weights.{name}"] = torch.einsum("kj,ejc->ekc", a.to(w_mace.dtype), w_mace)
+                w_mace = (
+                    state[c + "weights_max"]
+                    if nu == impl.correlation
+                    else state[c + f"weights.{impl.correlation - 1 - nu}"]
+                )
+                a = torch.tensor(
+                    symmetric_contraction_map(state[c + f"U_matrix_{nu}"], coupling, (ir.l, ir.p), nu)
+                )
+                ours[f"{p}product.impl.weights.{name}"] = torch.einsum(
+                    "kj,ejc->ekc", a.to(w_mace.dtype), w_mace
+                )
                 sizes.append((str(ir), nu, a.shape[1], a.shape[0]))
     for t in range(len(model.readouts)):
         for key in state:

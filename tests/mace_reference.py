@@ -94,7 +94,11 @@ def main(config_path, out_path):
 
     torch.save(
         {
-            "versions": {"mace": str(mace.__version__), "e3nn": str(e3nn.__version__), "torch": str(torch.__version__)},
+            "versions": {
+                "mace": str(mace.__version__),
+                "e3nn": str(e3nn.__version__),
+                "torch": str(torch.__version__),
+            },
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "structures": [
                 {

@@ -32,6 +32,7 @@ def single_thread():
     yield
     torch.set_num_threads(previous)
 
+
 CONV = sorted(set(available_backends()) & {"cg", "gaunt_fft", "gaunt_grid", "cp", "e3nn"})
 PRODUCT = available_product_bases()
 COMBOS = [(c, p) for c in CONV for p in PRODUCT]
@@ -117,7 +118,9 @@ def test_every_combination(combo, rng):
     r = so3.random_rotation(rng, improper=True)
     moved = model(Batch.from_data_list([transformed(graphs[0], r, [0.3, -1.2, 2.0])]))
     scale = max(1.0, out["forces"].abs().max().item())
-    assert abs(moved["energy"][0] - out["energy"][0]).item() < tol * max(1.0, abs(out["energy"][0].item()) / 100)
+    assert abs(moved["energy"][0] - out["energy"][0]).item() < tol * max(
+        1.0, abs(out["energy"][0].item()) / 100
+    )
     n = graphs[0].num_nodes
     assert (moved["forces"] - out["forces"][:n] @ torch.tensor(r).T).abs().max() < tol * scale
     e0 = model.config["atomic_energies"][ELEMENTS.index(8)] + model.config["atomic_inter_shift"]
@@ -237,7 +240,10 @@ def test_hyperparameter_names_and_defaults():
     assert (c["r_max"], c["num_bessel"], c["num_polynomial_cutoff"], c["max_ell"]) == (5.0, 8, 5, 3)
     assert c["hidden_irreps"] == "128x0e+128x1o" and c["correlation"] == [3, 3] and c["num_interactions"] == 2
     assert c["MLP_irreps"] == "16x0e" and c["radial_MLP"] == [64, 64, 64]
-    assert small_model(num_channels=None, max_L=None, hidden_irreps="4x0e+4x1o").config["hidden_irreps"] == "4x0e+4x1o"
+    assert (
+        small_model(num_channels=None, max_L=None, hidden_irreps="4x0e+4x1o").config["hidden_irreps"]
+        == "4x0e+4x1o"
+    )
     # MACE's layer-1 convolution: 10 paths, 1280 weights per edge
     assert m.interactions[0].conv_tp.weight_numel == 128 * 4
     assert m.interactions[1].conv_tp.weight_numel == 1280
@@ -245,7 +251,9 @@ def test_hyperparameter_names_and_defaults():
 
 def test_bad_input_errors():
     model = small_model()
-    with pytest.raises(ValueError, match=r"atom 1 is N \(Z=7\).*allowed elements: H \(1\), C \(6\), O \(8\), Cu \(29\)"):
+    with pytest.raises(
+        ValueError, match=r"atom 1 is N \(Z=7\).*allowed elements: H \(1\), C \(6\), O \(8\), Cu \(29\)"
+    ):
         run(model, [Atoms("HN", positions=[[0, 0, 0], [0, 0, 1.0]])])
     bad = ethanol()
     bad.positions[4, 1] = np.nan
@@ -255,7 +263,9 @@ def test_bad_input_errors():
         graph = atoms_to_graph(ethanol(), R_MAX)
         graph.pos[4, 1] = float("inf")
         model(Batch.from_data_list([graph]))
-    flat = Atoms("Cu2", positions=[[0, 0, 0], [1.0, 1.0, 0]], cell=[[3, 0, 0], [0, 3, 0], [0, 0, 0]], pbc=True)
+    flat = Atoms(
+        "Cu2", positions=[[0, 0, 0], [1.0, 1.0, 0]], cell=[[3, 0, 0], [0, 3, 0], [0, 0, 0]], pbc=True
+    )
     with pytest.raises(ValueError, match="singular"):
         run(model, [flat])
     with pytest.raises(ValueError, match="unknown tensor-product backend 'nope'"):

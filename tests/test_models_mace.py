@@ -10,7 +10,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from ase import Atoms
@@ -19,7 +18,6 @@ from torch_geometric.data import Batch
 from equitensor.models import MACE, atoms_to_graph
 
 from .mace_port import port_mace_state_dict
-
 from .test_models import single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("default_float64")
@@ -66,7 +64,12 @@ def test_matches_mace_torch_on_same_weights(reference):
     assert reference["versions"]["mace"] == "0.3.16"
     model, report = ported_model(reference)
     structures = [
-        Atoms(numbers=s["numbers"].numpy(), positions=s["positions"].numpy(), cell=s["cell"].numpy(), pbc=s["pbc"].numpy())
+        Atoms(
+            numbers=s["numbers"].numpy(),
+            positions=s["positions"].numpy(),
+            cell=s["cell"].numpy(),
+            pbc=s["pbc"].numpy(),
+        )
         for s in reference["structures"]
     ]
     batch = Batch.from_data_list([atoms_to_graph(a, CONFIG["r_max"], torch.float64) for a in structures])

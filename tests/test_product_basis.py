@@ -11,7 +11,6 @@ from equitensor.so3.coupling import monomial_coupling, symmetric_coupling_basis
 
 from .conftest import TOL
 from .helpers import rotate
-
 from .test_models import single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("default_float64")
@@ -58,7 +57,9 @@ _EMPTY_BATCH_BUG = {"gaunt_fft": "gaunt_fft product basis fails on a batch of 0 
 @pytest.mark.parametrize(
     "backend",
     [
-        pytest.param(b, marks=pytest.mark.xfail(reason=_EMPTY_BATCH_BUG[b], strict=True)) if b in _EMPTY_BATCH_BUG else b
+        pytest.param(b, marks=pytest.mark.xfail(reason=_EMPTY_BATCH_BUG[b], strict=True))
+        if b in _EMPTY_BATCH_BUG
+        else b
         for b in available_product_bases()
     ],
 )
@@ -80,10 +81,12 @@ def test_cg_equals_dense_reference():
     """The monomial execution equals sum_nu,k U_nu[M, i..] w x_i.. with the full symmetric U."""
     pb = ProductBasis(IRREPS_IN, IRREPS_OUT, correlation=3, num_elements=3, backend="cg")
     x, onehot = _inputs()
-    xs = torch.cat([x[:, s].reshape(5, 3, ir.dim) for s, (_, ir) in zip(pb.irreps_in.slices(), pb.irreps_in)], -1)
+    xs = torch.cat(
+        [x[:, s].reshape(5, 3, ir.dim) for s, (_, ir) in zip(pb.irreps_in.slices(), pb.irreps_in)], -1
+    )
     element = onehot.argmax(1)
     expected = []
-    for o, (mul, ir) in enumerate(pb.irreps_out):
+    for o, (_mul, ir) in enumerate(pb.irreps_out):
         block = torch.zeros(5, 3, ir.dim)
         for nu in (1, 2, 3):
             u = torch.tensor(symmetric_coupling_basis(MACE_COUPLING, (ir.l, ir.p), nu))
@@ -127,7 +130,11 @@ def test_coupling_basis_is_symmetric_equivariant_and_orthogonal(ir_out, nu, rng)
 
 def test_coupling_dimensions():
     """Number of independent paths per (L, nu) for MACE's 0e+1o+2e+3o (symmetric products)."""
-    ks = {(l, nu): symmetric_coupling_basis(MACE_COUPLING, (l, (-1) ** l), nu).shape[-1] for l in range(4) for nu in (1, 2, 3)}
+    ks = {
+        (l, nu): symmetric_coupling_basis(MACE_COUPLING, (l, (-1) ** l), nu).shape[-1]
+        for l in range(4)
+        for nu in (1, 2, 3)
+    }
     assert [ks[(0, nu)] for nu in (1, 2, 3)] == [1, 4, 8]
     assert [ks[(1, nu)] for nu in (1, 2, 3)] == [1, 3, 12]
 

@@ -49,20 +49,35 @@ def main(spec):
     cfg = spec["config"]
     zs = sorted({int(z) for a in frames for z in a.numbers})
     z_table = utils.AtomicNumberTable(zs)
-    graphs = [mace_data.AtomicData.from_config(mace_data.config_from_atoms(a), z_table=z_table, cutoff=cfg["r_max"]) for a in frames]
-    batch = next(iter(torch_geometric.dataloader.DataLoader(graphs, batch_size=len(graphs), shuffle=False))).to_dict()
+    graphs = [
+        mace_data.AtomicData.from_config(mace_data.config_from_atoms(a), z_table=z_table, cutoff=cfg["r_max"])
+        for a in frames
+    ]
+    batch = next(
+        iter(torch_geometric.dataloader.DataLoader(graphs, batch_size=len(graphs), shuffle=False))
+    ).to_dict()
     e_ref = torch.tensor([a.info["ref_energy"] for a in frames], dtype=dtype)
     f_ref = torch.cat([torch.tensor(a.arrays["ref_forces"], dtype=dtype) for a in frames])
     start = time.perf_counter()
     model = modules.ScaleShiftMACE(
-        r_max=cfg["r_max"], num_bessel=cfg["num_bessel"], num_polynomial_cutoff=cfg["num_polynomial_cutoff"],
+        r_max=cfg["r_max"],
+        num_bessel=cfg["num_bessel"],
+        num_polynomial_cutoff=cfg["num_polynomial_cutoff"],
         max_ell=cfg["max_ell"],
         interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
         interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
-        num_interactions=cfg["num_interactions"], num_elements=len(zs), hidden_irreps=o3.Irreps(cfg["hidden_irreps"]),
-        MLP_irreps=o3.Irreps(cfg["MLP_irreps"]), atomic_energies=np.zeros(len(zs)),
-        avg_num_neighbors=spec["avg_num_neighbors"], atomic_numbers=zs, correlation=cfg["correlation"],
-        gate=torch.nn.functional.silu, radial_MLP=cfg["radial_MLP"], atomic_inter_scale=1.0, atomic_inter_shift=0.0,
+        num_interactions=cfg["num_interactions"],
+        num_elements=len(zs),
+        hidden_irreps=o3.Irreps(cfg["hidden_irreps"]),
+        MLP_irreps=o3.Irreps(cfg["MLP_irreps"]),
+        atomic_energies=np.zeros(len(zs)),
+        avg_num_neighbors=spec["avg_num_neighbors"],
+        atomic_numbers=zs,
+        correlation=cfg["correlation"],
+        gate=torch.nn.functional.silu,
+        radial_MLP=cfg["radial_MLP"],
+        atomic_inter_scale=1.0,
+        atomic_inter_shift=0.0,
     )
     build_s = time.perf_counter() - start
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
@@ -84,9 +99,13 @@ def main(spec):
     train_times = run_steps(train, spec["repeats"])
     train_peak = maxrss_mb() - base
     return {
-        "build_s": build_s, "atoms": int(batch["positions"].shape[0]), "edges": int(batch["edge_index"].shape[1]),
-        "train_ms": 1e3 * statistics.median(train_times), "infer_ms": 1e3 * statistics.median(infer_times),
-        "train_peak_mb": train_peak, "infer_peak_mb": infer_peak,
+        "build_s": build_s,
+        "atoms": int(batch["positions"].shape[0]),
+        "edges": int(batch["edge_index"].shape[1]),
+        "train_ms": 1e3 * statistics.median(train_times),
+        "infer_ms": 1e3 * statistics.median(infer_times),
+        "train_peak_mb": train_peak,
+        "infer_peak_mb": infer_peak,
     }
 
 

@@ -152,7 +152,9 @@ def find_mace_python(explicit: str | None, create: bool) -> Path | None:
     print(f"creating mace-torch venv at {venv} (torch==2.13.0, mace-torch==0.3.16)", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "mace-torch==0.3.16"], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "mace-torch==0.3.16"], check=True
+    )
     return python
 
 
@@ -184,17 +186,28 @@ def parse_args(argv):
         "--combos", default="cg/cg,e3nn/cg,cg/gaunt_grid,gaunt_grid/gaunt_grid",
         help="conv/product backend pairs, comma separated ('all' = every registered pair)",
     )  # fmt: skip
-    p.add_argument("--max-L", type=int, nargs="*", default=[1, 2], help="hidden max_L values (MACE default 1)")
+    p.add_argument(
+        "--max-L", type=int, nargs="*", default=[1, 2], help="hidden max_L values (MACE default 1)"
+    )
     p.add_argument("--num-channels", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads on both sides (default 1: stable on a loaded machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads on both sides (default 1: stable on a loaded machine)",
+    )
     p.add_argument("--ethanol-frames", type=int, default=16)
     p.add_argument("--mace-python", default=None, help="python of a venv with mace-torch 0.3.16")
     p.add_argument("--no-mace", action="store_true", help="skip mace-torch")
-    p.add_argument("--no-create-venv", action="store_true", help="do not create the mace-torch venv when missing")
+    p.add_argument(
+        "--no-create-venv", action="store_true", help="do not create the mace-torch venv when missing"
+    )
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per subprocess")
     p.add_argument("--out", default=str(RESULTS / "model_step.csv"))
-    p.add_argument("--append", action="store_true", help="add rows to an existing CSV instead of replacing it")
+    p.add_argument(
+        "--append", action="store_true", help="add rows to an existing CSV instead of replacing it"
+    )
     p.add_argument("--quick", action="store_true", help="tiny model and batch (smoke test of the harness)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -234,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick:
             files = files[:1]
         for max_l in args.max_L:
-            config = dict(MACE_DEFAULTS, hidden_irreps="+".join(f"{channels}x{l}{'eo'[l % 2]}" for l in range(max_l + 1)))
+            config = dict(
+                MACE_DEFAULTS,
+                hidden_irreps="+".join(f"{channels}x{l}{'eo'[l % 2]}" for l in range(max_l + 1)),
+            )
             if args.quick:
                 config.update(radial_MLP=[8], correlation=2, max_ell=2)
             avg = average_neighbors(files, config["r_max"])
@@ -316,9 +332,19 @@ def write_results(rows, out: Path) -> None:
     if not groups:
         return
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 * len(ok) + 2))
-    labels = [f"{r['system']} L{r['max_L']} {r['dtype'][5:]} {r['impl'][:4]} {r['conv']}/{r['product'][:10]}" for r in ok]
-    for ax, key, title in ((axes[0], "train_ms", "training step (ms)"), (axes[1], "train_peak_mb", "training peak (MB)")):
-        ax.barh(range(len(ok)), [r[key] for r in ok], color=["tab:red" if r["impl"] == "mace-torch" else "tab:blue" for r in ok])
+    labels = [
+        f"{r['system']} L{r['max_L']} {r['dtype'][5:]} {r['impl'][:4]} {r['conv']}/{r['product'][:10]}"
+        for r in ok
+    ]
+    for ax, key, title in (
+        (axes[0], "train_ms", "training step (ms)"),
+        (axes[1], "train_peak_mb", "training peak (MB)"),
+    ):
+        ax.barh(
+            range(len(ok)),
+            [r[key] for r in ok],
+            color=["tab:red" if r["impl"] == "mace-torch" else "tab:blue" for r in ok],
+        )
         ax.set_yticks(range(len(ok)))
         ax.set_yticklabels(labels if ax is axes[0] else [], fontsize=7)
         ax.set_xscale("log")
@@ -329,7 +355,9 @@ def write_results(rows, out: Path) -> None:
 
 
 def print_summary(rows) -> None:
-    print("\nratios vs mace-torch (same system, max_L, dtype): speed-up = mace time / ours; memory = ours / mace")
+    print(
+        "\nratios vs mace-torch (same system, max_L, dtype): speed-up = mace time / ours; memory = ours / mace"
+    )
     for r in rows:
         if r["impl"] != "equitensor" or "error" in r:
             continue

@@ -62,7 +62,9 @@ class ElementLinear(torch.nn.Module):
                 outputs.append(x.new_zeros(n, mul_out * dim))
                 continue
             xs = torch.cat([blocks[i].reshape(n, mul, dim) for i, mul, _ in sources], dim=1)  # [N, U, dim]
-            w = torch.cat([self.weight[a:b].reshape(mul * e, mul_out) for _, mul, (a, b) in sources])  # [U*E, W]
+            w = torch.cat(
+                [self.weight[a:b].reshape(mul * e, mul_out) for _, mul, (a, b) in sources]
+            )  # [U*E, W]
             xa = (xs[:, :, None, :] * element_onehot[:, None, :, None]).reshape(n, -1, dim)  # [N, U*E, dim]
             y = xa.transpose(1, 2) @ (w / math.sqrt(fan_in))  # [N, dim, W]
             outputs.append(y.transpose(1, 2).reshape(n, mul_out * dim))
@@ -77,7 +79,9 @@ class AtomicEnergies(torch.nn.Module):
 
     def __init__(self, atomic_energies: Sequence[float]):
         super().__init__()
-        self.register_buffer("atomic_energies", torch.tensor(list(atomic_energies), dtype=torch.get_default_dtype()))
+        self.register_buffer(
+            "atomic_energies", torch.tensor(list(atomic_energies), dtype=torch.get_default_dtype())
+        )
 
     def forward(self, element_onehot: torch.Tensor) -> torch.Tensor:
         return element_onehot @ self.atomic_energies.to(element_onehot.dtype)  # [N]
@@ -132,7 +136,11 @@ class InteractionBlock(torch.nn.Module):
         self.residual = bool(residual)
         self.linear_up = Linear(self.node_feats_irreps, self.node_feats_irreps)
         self.conv_tp = ChannelwiseTensorProduct(
-            self.node_feats_irreps, edge_attrs_irreps, self.target_irreps, backend=conv_backend, **conv_options
+            self.node_feats_irreps,
+            edge_attrs_irreps,
+            self.target_irreps,
+            backend=conv_backend,
+            **conv_options,
         )
         self.conv_tp_weights = RadialMLP([num_radial, *radial_MLP, self.conv_tp.weight_numel])
         self.linear = Linear(self.conv_tp.irreps_out, self.target_irreps)
@@ -150,7 +158,9 @@ class InteractionBlock(torch.nn.Module):
         sender, receiver = edge_index[0], edge_index[1]
         sc = self.skip(node_feats, element_onehot) if self.residual else None
         node_feats = self.linear_up(node_feats)
-        message = node_feats.new_zeros(node_feats.shape[0], self.conv_tp.irreps_out.dim)  # [N, irreps_mid.dim]
+        message = node_feats.new_zeros(
+            node_feats.shape[0], self.conv_tp.irreps_out.dim
+        )  # [N, irreps_mid.dim]
         if edge_index.shape[1] > 0:  # graphs without any edge (isolated atoms): no message
             tp_weights = self.conv_tp_weights(edge_feats)  # [n_edges, weight_numel]
             messages = self.conv_tp(node_feats[sender], edge_attrs, tp_weights)  # [n_edges, irreps_mid.dim]
@@ -168,9 +178,13 @@ class ProductBlock(torch.nn.Module):
     -> [N, irreps_out.dim]``.
     """
 
-    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, backend: str = "cg", **options):
+    def __init__(
+        self, irreps_in, irreps_out, correlation: int, num_elements: int, backend: str = "cg", **options
+    ):
         super().__init__()
-        self.product = ProductBasis(irreps_in, irreps_out, correlation, num_elements, backend=backend, **options)
+        self.product = ProductBasis(
+            irreps_in, irreps_out, correlation, num_elements, backend=backend, **options
+        )
         self.linear = Linear(irreps_out, irreps_out)
         self.irreps_out = as_irreps(irreps_out)
 

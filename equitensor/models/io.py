@@ -14,7 +14,10 @@ def save_model(model, path) -> None:
     its ``state_dict`` (in the model's dtype) and the equitensor version."""
     from .. import __version__
 
-    torch.save({"format": FORMAT, "version": __version__, "config": model.config, "state_dict": model.state_dict()}, Path(path))
+    torch.save(
+        {"format": FORMAT, "version": __version__, "config": model.config, "state_dict": model.state_dict()},
+        Path(path),
+    )
 
 
 def load_model(path, map_location="cpu"):

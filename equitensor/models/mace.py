@@ -88,7 +88,9 @@ class MACE(torch.nn.Module):
         super().__init__()
         atomic_numbers = [int(z) for z in atomic_numbers]
         if not atomic_numbers or len(set(atomic_numbers)) != len(atomic_numbers):
-            raise ValueError(f"atomic_numbers must be a non-empty list of distinct elements, got {atomic_numbers}")
+            raise ValueError(
+                f"atomic_numbers must be a non-empty list of distinct elements, got {atomic_numbers}"
+            )
         if any(not 1 <= z <= 118 for z in atomic_numbers):
             raise ValueError(f"atomic_numbers must be in 1..118, got {atomic_numbers}")
         if isinstance(atomic_energies, Mapping):
@@ -104,14 +106,18 @@ class MACE(torch.nn.Module):
         if hidden_irreps is None:
             if (num_channels is None) != (max_L is None):
                 raise ValueError("give both num_channels and max_L, or hidden_irreps")
-            hidden_irreps = natural_irreps(num_channels, max_L) if num_channels is not None else Irreps("128x0e+128x1o")
+            hidden_irreps = (
+                natural_irreps(num_channels, max_L) if num_channels is not None else Irreps("128x0e+128x1o")
+            )
         elif num_channels is not None or max_L is not None:
             raise ValueError("give either hidden_irreps or num_channels + max_L, not both")
         hidden_irreps = as_irreps(hidden_irreps)
         num_interactions = int(num_interactions)
         if num_interactions < 1:
             raise ValueError(f"num_interactions must be >= 1, got {num_interactions}")
-        correlations = [int(correlation)] * num_interactions if isinstance(correlation, int) else list(correlation)
+        correlations = (
+            [int(correlation)] * num_interactions if isinstance(correlation, int) else list(correlation)
+        )
         if len(correlations) != num_interactions:
             raise ValueError(f"need one correlation per interaction ({num_interactions}), got {correlations}")
         get_backend(conv_backend)  # ValueError listing the known names
@@ -171,11 +177,17 @@ class MACE(torch.nn.Module):
             self.interactions.append(interaction)
             self.products.append(
                 ProductBlock(
-                    interaction_irreps, hidden_out, correlations[t], self.num_elements,
-                    backend=product_backend, **(product_options or {}),
+                    interaction_irreps,
+                    hidden_out,
+                    correlations[t],
+                    self.num_elements,
+                    backend=product_backend,
+                    **(product_options or {}),
                 )  # fmt: skip
             )
-            self.readouts.append(NonLinearReadout(hidden_out, MLP_irreps) if last else LinearReadout(hidden_out))
+            self.readouts.append(
+                NonLinearReadout(hidden_out, MLP_irreps) if last else LinearReadout(hidden_out)
+            )
             node_feats_irreps = hidden_out
 
     # ------------------------------------------------------------------ forward
@@ -192,11 +204,15 @@ class MACE(torch.nn.Module):
             )
         return torch.nn.functional.one_hot(index, self.num_elements).to(dtype)
 
-    def forward(self, batch, compute_forces: bool = True, compute_stress: bool = False, training: bool = False):
+    def forward(
+        self, batch, compute_forces: bool = True, compute_stress: bool = False, training: bool = False
+    ):
         pos = batch.pos
         dtype = pos.dtype
         n = pos.shape[0]
-        node_graph = batch.batch if getattr(batch, "batch", None) is not None else pos.new_zeros(n, dtype=torch.long)
+        node_graph = (
+            batch.batch if getattr(batch, "batch", None) is not None else pos.new_zeros(n, dtype=torch.long)
+        )
         num_graphs = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
         cell = batch.cell.reshape(-1, 3, 3).to(dtype)
         _check_graph(pos, cell, batch.pbc.reshape(-1, 3), batch.atomic_numbers)
@@ -214,7 +230,9 @@ class MACE(torch.nn.Module):
             strain = 0.5 * (displacement + displacement.transpose(1, 2))
             positions = pos + torch.einsum("ni,nij->nj", pos, strain[node_graph])
             cell = cell + cell @ strain
-        shifts = torch.einsum("ei,eij->ej", batch.cell_offsets.to(dtype), cell[node_graph[sender]])  # [n_edges, 3]
+        shifts = torch.einsum(
+            "ei,eij->ej", batch.cell_offsets.to(dtype), cell[node_graph[sender]]
+        )  # [n_edges, 3]
         vectors = positions[edge_index[1]] - positions[sender] + shifts  # [n_edges, 3]
         lengths = torch.linalg.vector_norm(vectors, dim=1, keepdim=True)  # [n_edges, 1]
 
@@ -245,17 +263,27 @@ class MACE(torch.nn.Module):
                 volume = torch.linalg.det(batch.cell.reshape(-1, 3, 3).to(dtype)).abs()  # [B]
                 periodic = batch.pbc.reshape(-1, 3).any(dim=1) & (volume > 0)
                 safe = torch.where(periodic, volume, torch.ones_like(volume))
-                stress = torch.where(periodic[:, None, None], d_energy / safe[:, None, None], torch.zeros_like(d_energy))
+                stress = torch.where(
+                    periodic[:, None, None], d_energy / safe[:, None, None], torch.zeros_like(d_energy)
+                )
             if not compute_forces:
                 forces = None
-        return {"energy": energy, "node_energy": node_energy, "forces": forces, "stress": stress, "virials": virials}
+        return {
+            "energy": energy,
+            "node_energy": node_energy,
+            "forces": forces,
+            "stress": stress,
+            "virials": virials,
+        }
 
     def extra_repr(self) -> str:
         c = self.config
         return f"conv_backend={c['conv_backend']!r}, product_backend={c['product_backend']!r}, elements={self.atomic_numbers}"
 
 
-def _check_graph(pos: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, atomic_numbers: torch.Tensor) -> None:
+def _check_graph(
+    pos: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, atomic_numbers: torch.Tensor
+) -> None:
     """``ValueError`` for non-finite positions or singular periodic cells (names the atom / graph)."""
     finite = torch.isfinite(pos).all(dim=1)
     if not bool(finite.all()):
@@ -267,4 +295,6 @@ def _check_graph(pos: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, atomi
         singular = periodic & (torch.linalg.det(cell).abs() < 1e-9)
         if bool(singular.any()):
             b = int(torch.nonzero(singular)[0, 0])
-            raise ValueError(f"graph {b} has a singular cell {cell[b].tolist()} but pbc={pbc[b].tolist()} is set")
+            raise ValueError(
+                f"graph {b} has a singular cell {cell[b].tolist()} but pbc={pbc[b].tolist()} is set"
+            )

@@ -24,7 +24,9 @@ class ProductBasis(torch.nn.Module):
     (mul_ir layout).
     """
 
-    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, backend: str = "cg", **options):
+    def __init__(
+        self, irreps_in, irreps_out, correlation: int, num_elements: int, backend: str = "cg", **options
+    ):
         super().__init__()
         backend_cls = get_product_basis(backend)
         self.backend_name = backend

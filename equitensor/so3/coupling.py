@@ -48,7 +48,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _coupling_paths(irreps_in: tuple[IrrepKey, ...], nu: int) -> tuple[tuple[IrrepKey, np.ndarray], ...]:
     """Every left-to-right coupling path of ``nu`` inputs: ``(ir, tensor [2l+1, d, ..., d])`` (cached)."""
     dims = [2 * l + 1 for l, _ in irreps_in]
@@ -84,7 +84,7 @@ def _couple_right(irreps_in, offsets, ir_left, left, target):
             yield ir_out, full
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _monomial_binning(d: int, nu: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sorted monomials ``[n, nu]``, the monomial of every flat index of ``d^nu`` and multiplicities ``[n]``."""
     monos = sorted_monomials(d, nu)
@@ -95,7 +95,7 @@ def _monomial_binning(d: int, nu: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return _read_only(monos), _read_only(bins), _read_only(counts)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _monomial_basis(irreps_in: tuple[IrrepKey, ...], ir_out: IrrepKey, nu: int) -> np.ndarray:
     """The basis of :func:`symmetric_coupling_basis` as monomial tables ``[n_all, 2L+1, K]``.
 
@@ -139,7 +139,7 @@ def _monomial_basis(irreps_in: tuple[IrrepKey, ...], ir_out: IrrepKey, nu: int) 
     return _read_only(np.moveaxis(q, 1, 0) * np.sqrt(counts)[:, None, None])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def symmetric_coupling_basis(irreps_in: tuple[IrrepKey, ...], ir_out: IrrepKey, nu: int) -> np.ndarray:
     """Basis of the equivariant maps ``Sym^nu(irreps_in) -> ir_out``.
 
@@ -169,11 +169,15 @@ def _canonical(irreps_in, ir_out, nu):
 
 def sorted_monomials(d: int, nu: int) -> np.ndarray:
     """All index tuples ``i_1 <= ... <= i_nu`` in ``range(d)``, lexicographic: ``[n, nu]`` int64."""
-    return np.array(list(itertools.combinations_with_replacement(range(d), nu)), dtype=np.int64).reshape(-1, nu)
+    return np.array(list(itertools.combinations_with_replacement(range(d), nu)), dtype=np.int64).reshape(
+        -1, nu
+    )
 
 
-@functools.lru_cache(maxsize=None)
-def monomial_coupling(irreps_in: tuple[IrrepKey, ...], ir_out: IrrepKey, nu: int) -> tuple[np.ndarray, np.ndarray]:
+@functools.cache
+def monomial_coupling(
+    irreps_in: tuple[IrrepKey, ...], ir_out: IrrepKey, nu: int
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`symmetric_coupling_basis` on sorted monomials.
 
     Returns:

@@ -78,7 +78,7 @@ class SymmetricContractionBackend(ProductBasisBackend):
         self.weights = torch.nn.ParameterDict()
         paths = []
         start = 0
-        for o, (mul, ir) in enumerate(self.irreps_out):
+        for o, (_mul, ir) in enumerate(self.irreps_out):
             m = ir.dim
             ks = [tables[(o, nu)][1].shape[-1] for nu in range(1, self.correlation + 1)]
             k_total = sum(ks)
@@ -129,7 +129,11 @@ class SymmetricContractionBackend(ProductBasisBackend):
                 outputs.append(x.new_zeros(n, c * m))
                 continue
             w = torch.cat(
-                [self.weights[f"out{o}_nu{nu}"] for nu in range(1, self.correlation + 1) if f"out{o}_nu{nu}" in self.weights],
+                [
+                    self.weights[f"out{o}_nu{nu}"]
+                    for nu in range(1, self.correlation + 1)
+                    if f"out{o}_nu{nu}" in self.weights
+                ],
                 dim=1,
             )  # [E, K, c]
             w_node = (element_onehot @ w.reshape(self.num_elements, -1)).reshape(n, k_total, c)  # [N, K, c]
