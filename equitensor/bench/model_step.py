@@ -110,6 +110,7 @@ def equitensor_worker(spec: dict) -> dict:
         product_backend=spec["product"], **config,
     )  # fmt: skip
     build_s = time.perf_counter() - start
+    model = model.to(dtype)  # backends that build float64 tables (e3nn adapter) follow the model's dtype
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
 
     def train():
@@ -209,6 +210,7 @@ def parse_args(argv):
         "--append", action="store_true", help="add rows to an existing CSV instead of replacing it"
     )
     p.add_argument("--quick", action="store_true", help="tiny model and batch (smoke test of the harness)")
+    p.add_argument("--markdown", default=None, help="print the CSV at this path as a markdown table and exit")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -217,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.worker:
         print("RESULT " + json.dumps(equitensor_worker(json.loads(args.worker))), flush=True)
+        return 0
+    if args.markdown:
+        with open(args.markdown) as f:
+            print(
+                markdown_table([{k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)])
+            )
         return 0
     data_dir = shared_data_dir()
     if not data_dir.is_dir():
@@ -352,6 +360,51 @@ def write_results(rows, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=120)
     plt.close(fig)
+
+
+def _reference(rows, r):
+    return next(
+        (
+            m
+            for m in rows
+            if m["impl"] == "mace-torch"
+            and "error" not in m
+            and (m["system"], m["max_L"], m["dtype"]) == (r["system"], r["max_L"], r["dtype"])
+        ),
+        None,
+    )
+
+
+def markdown_table(rows) -> str:
+    """One line per run; speed-up = mace-torch time / ours, memory = ours / mace-torch (same system, L, dtype)."""
+    lines = [
+        "| system | max_L | dtype | implementation | conv / product | atoms | edges | train (ms) | infer (ms) "
+        "| train peak (MB) | train speed-up vs mace | infer speed-up | train memory vs mace |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        name = (
+            f"{r['conv']} / {r['product']}"
+            if r["impl"] == "equitensor"
+            else "e3nn 0.4.4 / symmetric contraction"
+        )
+        if "error" in r:
+            lines.append(
+                f"| {r['system']} | {r['max_L']} | {r['dtype']} | {r['impl']} | {name} | | | error: {r['error']} | | | | | |"
+            )
+            continue
+        ref = _reference(rows, r)
+        ratios = (
+            f"{ref['train_ms'] / r['train_ms']:.2f}x | {ref['infer_ms'] / r['infer_ms']:.2f}x | "
+            f"{r['train_peak_mb'] / max(ref['train_peak_mb'], 1e-9):.2f}x"
+            if ref is not None and r["impl"] == "equitensor"
+            else " | | "
+        )
+        lines.append(
+            f"| {r['system']} | {r['max_L']} | {r['dtype']} | {r['impl']} | {name} | {r['atoms']} | {r['edges']} | "
+            f"{r['train_ms']:.0f} | {r['infer_ms']:.0f} | {r['train_peak_mb']:.0f} | {ratios} |"
+        )
+    return "\n".join(lines)
 
 
 def print_summary(rows) -> None:
