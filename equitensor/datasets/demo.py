@@ -14,8 +14,9 @@ For each system the generator:
    points, so ``energy - reference`` is an EMT adsorption energy (the OC20 referenced target).
 
 Frames carry OC20 tags (0 fixed, 1 free slab, 2 adsorbate), ``move_mask``, ``sid`` (system
-number) and ``fid`` (frame number within the system). Every 10th system goes to ``val/``, the
-rest to ``train/``, so validation systems are unseen in training. Everything is seeded:
+number) and ``fid`` (frame number within the system). Systems 1, 11, 21, ... (every 10th,
+starting early so that tiny runs have one) go to ``val/``, the rest to ``train/``, so
+validation systems are unseen in training. Everything is seeded:
 the same ``(n_frames, seed)`` gives the same bytes. EMT energies are not DFT: use the demo for
 smoke tests and tutorials, not for physics.
 """
@@ -191,7 +192,7 @@ def make_demo_dataset(out_dir: str | Path, n_frames: int = 2000, seed: int = 0) 
     while len(train) + len(val) < n_frames:
         system = _system(sid, seed)
         frames = _system_frames(system, seed, n_frames - len(train) - len(val))
-        (val if sid % VAL_EVERY == VAL_EVERY - 1 else train).extend(frames)
+        (val if sid % VAL_EVERY == 1 else train).extend(frames)
         systems.append({**system.__dict__, "frames": len(frames)})
         sid += 1
 
