@@ -9,7 +9,8 @@ with both directions of every pair present and no self edge with zero shift. Ato
 outside the cell; they are wrapped into it only for binning and the shifts are corrected so that
 ``D`` refers to the positions as given. The one deliberate difference from ASE: two *distinct*
 atoms at exactly the same point give no edge here (a zero-length edge has no direction and turns
-spherical harmonics into NaN), while ASE returns it.
+spherical harmonics into NaN), while ASE returns it. Pairs at |D| == r_max up to rounding
+(ties) may be decided differently from ASE, which computes D in a different order.
 
 Algorithm. Fractional coordinates ``s = x @ inv(cell)`` are binned into a grid of ``nbins_k``
 bins per lattice direction. A point within distance ``r`` of ``x`` differs from it in fractional
@@ -33,9 +34,10 @@ from numba import njit
 
 __all__ = ["neighbor_list"]
 
-# Bins per direction are chosen as floor(width / (r_max / _BIN_SPLIT)): half-cutoff bins scan
-# 5x5x5 bins of volume (r/2)^3 instead of 3x3x3 of volume r^3, about 40 % fewer distance tests.
-_BIN_SPLIT = 2
+# Bins per direction are floor(width * _BIN_SPLIT / r_max). Half-cutoff bins (2) would test
+# ~40 % fewer pairs, but visiting 125 mostly tiny bins cost more than it saved on 10k-atom Cu
+# (measured: 0.16 s vs 0.13 s), so bins are one cutoff wide.
+_BIN_SPLIT = 1
 # Cap on the total number of bins so a huge vacuum or a tiny r_max cannot exhaust memory;
 # fewer bins only means a wider scan (m_k grows), never a missed neighbour.
 _MAX_BINS_PER_ATOM = 4
@@ -54,8 +56,9 @@ def neighbor_list(
         r_max: cutoff radius (Å), > 0. Pairs with |D| < r_max are returned (strict, as ASE).
 
     Returns:
-        ``(i, j, S)``: senders [E] int64, receivers [E] int64, shifts [E, 3] int64, sorted by
-        ``i`` then ``j``; ``D = positions[j] - positions[i] + S @ cell``.
+        ``(i, j, S)``: senders [E] int64, receivers [E] int64, shifts [E, 3] int64, grouped by
+        sender (``i`` non-decreasing; order within a sender unspecified);
+        ``D = positions[j] - positions[i] + S @ cell``.
 
     Raises:
         ValueError: NaN/inf positions (names the first bad atom), a singular cell along
@@ -118,9 +121,20 @@ def neighbor_list(
     bin3 = np.floor(rel * nbins).astype(np.int64)
     bin3 = np.clip(bin3, 0, nbins - 1)  # s == 1.0 after rounding, or the max of a free extent
 
-    i, j, shift = _cell_list_pairs(
-        wrapped, eff_cell, bin3, nbins, scan, pbc.astype(np.bool_), r_max * r_max
-    )
+    # Initial output size: expected pair count for the atoms' mean density, plus headroom.
+    volume = float(np.prod(widths))
+    expected = n_atoms * (n_atoms / max(volume, 1e-12)) * (4.0 / 3.0) * math.pi * r_max**3
+    capacity = int(min(1.25 * expected, float(n_atoms) * n_atoms * 27)) + 16
+    args = (wrapped, eff_cell, bin3, nbins, scan, pbc.astype(np.bool_), r_max * r_max)
+    while True:
+        i = np.empty(capacity, dtype=np.int64)
+        j = np.empty(capacity, dtype=np.int64)
+        shift = np.empty((capacity, 3), dtype=np.int64)
+        count = _cell_list_pairs(*args, i, j, shift)
+        if count <= capacity:
+            break
+        capacity = count  # exact size now known; the second pass always fits
+    i, j, shift = i[:count], j[:count], shift[:count]
     shift += wrap[i] - wrap[j]
     # Shifts along non-periodic directions are 0 by construction; the effective cell differs
     # from ``cell`` only in those rows, so ``S @ cell`` is exact for the caller's cell too.
@@ -154,12 +168,18 @@ def _effective_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _cell_list_pairs(wrapped, cell, bin3, nbins, scan, pbc, r2_max):
-    """Pair search over a bin grid. Returns (i, j, T) in the wrapped frame, sorted by i, then j."""
+def _cell_list_pairs(wrapped, cell, bin3, nbins, scan, pbc, r2_max, out_i, out_j, out_s):
+    """Pair search over a bin grid, writing (i, j, T) in the wrapped frame, sorted by i.
+
+    Returns the number of pairs found. Only the first ``len(out_i)`` are written; a larger
+    return value means the outputs were too small and the caller must retry with that size.
+    (Fixed-size outputs keep the inner loop free of reallocation, which numba compiles poorly.)
+    """
     n = wrapped.shape[0]
     nb0, nb1, nb2 = nbins[0], nbins[1], nbins[2]
     n_bins = nb0 * nb1 * nb2
-    # Counting sort of atoms by flat bin index.
+    # Counting sort of atoms by flat bin index; positions are copied in bin order so the inner
+    # loop reads memory contiguously.
     flat = (bin3[:, 0] * nb1 + bin3[:, 1]) * nb2 + bin3[:, 2]
     start = np.zeros(n_bins + 1, dtype=np.int64)
     for a in range(n):
@@ -168,16 +188,17 @@ def _cell_list_pairs(wrapped, cell, bin3, nbins, scan, pbc, r2_max):
         start[b + 1] += start[b]
     fill = start[:-1].copy()
     members = np.empty(n, dtype=np.int64)
+    binned = np.empty((n, 3), dtype=np.float64)
     for a in range(n):
-        members[fill[flat[a]]] = a
+        p = fill[flat[a]]
+        members[p] = a
+        binned[p, 0] = wrapped[a, 0]
+        binned[p, 1] = wrapped[a, 1]
+        binned[p, 2] = wrapped[a, 2]
         fill[flat[a]] += 1
 
-    capacity = max(16, n * 32)
-    out_i = np.empty(capacity, dtype=np.int64)
-    out_j = np.empty(capacity, dtype=np.int64)
-    out_s = np.empty((capacity, 3), dtype=np.int64)
+    capacity = out_i.shape[0]
     count = 0
-    row_start = 0
     for a in range(n):
         xa0, xa1, xa2 = wrapped[a, 0], wrapped[a, 1], wrapped[a, 2]
         for d0 in range(-scan[0], scan[0] + 1):
@@ -204,37 +225,25 @@ def _cell_list_pairs(wrapped, cell, bin3, nbins, scan, pbc, r2_max):
                         c2 -= t2 * nb2
                     elif c2 < 0 or c2 >= nb2:
                         continue
-                    # Image offset T @ cell, shared by all atoms of this bin.
-                    o0 = t0 * cell[0, 0] + t1 * cell[1, 0] + t2 * cell[2, 0]
-                    o1 = t0 * cell[0, 1] + t1 * cell[1, 1] + t2 * cell[2, 1]
-                    o2 = t0 * cell[0, 2] + t1 * cell[1, 2] + t2 * cell[2, 2]
                     b = (c0 * nb1 + c1) * nb2 + c2
+                    if start[b] == start[b + 1]:
+                        continue
+                    # Image offset T @ cell, shared by all atoms of this bin; folded into the
+                    # sender position once instead of per pair.
+                    ya0 = xa0 - (t0 * cell[0, 0] + t1 * cell[1, 0] + t2 * cell[2, 0])
+                    ya1 = xa1 - (t0 * cell[0, 1] + t1 * cell[1, 1] + t2 * cell[2, 1])
+                    ya2 = xa2 - (t0 * cell[0, 2] + t1 * cell[1, 2] + t2 * cell[2, 2])
                     for p in range(start[b], start[b + 1]):
-                        m = members[p]
-                        dx = wrapped[m, 0] - xa0 + o0
-                        dy = wrapped[m, 1] - xa1 + o1
-                        dz = wrapped[m, 2] - xa2 + o2
+                        dx = binned[p, 0] - ya0
+                        dy = binned[p, 1] - ya1
+                        dz = binned[p, 2] - ya2
                         r2 = dx * dx + dy * dy + dz * dz
                         if r2 < r2_max and r2 > 0.0:
-                            if count == capacity:
-                                capacity *= 2
-                                new_i = np.empty(capacity, dtype=np.int64)
-                                new_j = np.empty(capacity, dtype=np.int64)
-                                new_s = np.empty((capacity, 3), dtype=np.int64)
-                                new_i[:count] = out_i[:count]
-                                new_j[:count] = out_j[:count]
-                                new_s[:count] = out_s[:count]
-                                out_i, out_j, out_s = new_i, new_j, new_s
-                            out_i[count] = a
-                            out_j[count] = m
-                            out_s[count, 0] = t0
-                            out_s[count, 1] = t1
-                            out_s[count, 2] = t2
+                            if count < capacity:
+                                out_i[count] = a
+                                out_j[count] = members[p]
+                                out_s[count, 0] = t0
+                                out_s[count, 1] = t1
+                                out_s[count, 2] = t2
                             count += 1
-        # Order this atom's edges by receiver (stable), so output is sorted like ASE's.
-        if count - row_start > 1:
-            order = np.argsort(out_j[row_start:count], kind="mergesort")
-            out_j[row_start:count] = out_j[row_start:count][order]
-            out_s[row_start:count] = out_s[row_start:count][order]
-        row_start = count
-    return out_i[:count].copy(), out_j[:count].copy(), out_s[:count].copy()
+    return count
