@@ -102,8 +102,8 @@ def test_capacity_retry_for_dense_clusters():
     # All atoms in one tight clump of a big cell: far more pairs than the mean density predicts,
     # which forces the second (exact-size) pass.
     rng = np.random.default_rng(5)
-    positions = rng.normal(0.0, 0.6, size=(60, 3)) + 20.0
-    assert assert_same_as_ase(positions, np.eye(3) * 40.0, [True] * 3, 3.0) > 60 * 30
+    positions = rng.normal(0.0, 0.6, size=(60, 3)) + 7.0
+    assert assert_same_as_ase(positions, np.eye(3) * 14.0, [True] * 3, 3.0) > 60 * 50
 
 
 def test_empty_input():
