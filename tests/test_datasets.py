@@ -208,3 +208,17 @@ def test_open_dataset_rejects_unknown_format(tmp_path):
     path.write_text("x\n")
     with pytest.raises(ValueError, match=r"data\.csv.*accepted.*extxyz"):
         open_dataset(path)
+
+
+def test_readers_work_in_dataloader_workers(tmp_path):
+    frames = oc20_frames()[:4]
+    write_pyg_lmdb(tmp_path / "w.lmdb", frames)
+    write_ase_db(tmp_path / "w.aselmdb", frames)
+    for path in ("w.lmdb", "w.aselmdb"):  # the readers that hold open handles
+        reader = open_dataset(tmp_path / path, allow_pickle=True) if path.endswith(".lmdb") else open_dataset(tmp_path / path)
+        reader[0]  # open handles in the parent first: workers must not reuse them
+        loader = DataLoader(GraphDataset(reader, r_max=5.0), batch_size=2, num_workers=2,
+                            multiprocessing_context="fork")
+        energies = torch.cat([b.energy for b in loader])
+        expected = torch.tensor([frame_labels(a)["energy"] for a in frames], dtype=energies.dtype)
+        torch.testing.assert_close(energies, expected)

@@ -184,7 +184,11 @@ class PyGLmdbReader(FrameReader):
         return state
 
     def _env(self, k: int) -> lmdb.Environment:
-        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
+        if self._pid != os.getpid():
+            # Forked (DataLoader worker): close the child's copies of the parent's handles, as
+            # py-lmdb refuses to reopen a file that is open in this process; the parent keeps its own.
+            for env in self._envs.values():
+                env.close()
             self._envs, self._pid = {}, os.getpid()
         if k not in self._envs:
             self._envs[k] = _open_env(self.db_paths[k])
