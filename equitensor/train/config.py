@@ -52,7 +52,8 @@ class DataConfig:
     ``train`` is a path understood by ``equitensor.datasets.open_dataset`` (OC20 S2EF directory of
     ``*.extxyz``/``*.txt`` files, LMDB, ASE-LMDB, extxyz, ASE trajectory), or ``"demo"`` for the
     embedded demo dataset, generated on first use. Relative paths are resolved against the
-    directory of the YAML file that names them.
+    directory of the YAML file that names them (for packaged configs and ``--set``, against the
+    working directory).
     """
 
     train: str = "demo"
@@ -369,10 +370,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         ConfigError: unreadable file, unknown key (with the closest valid key), wrong type or range.
     """
     cfg = Config()
-    base = Path.cwd()
     if path is not None:
         p = Path(path)
-        if not p.exists() and str(path) in BUILTIN_CONFIGS:
+        packaged = not p.exists() and str(path) in BUILTIN_CONFIGS
+        if packaged:
             p = builtin_config_path(str(path))
         if not p.is_file():
             raise ConfigError(
@@ -386,8 +387,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{p}: expected a mapping of sections (data, model, optim, loss, train)")
         cfg.source = str(p)
         _apply_mapping(cfg, mapping, str(p))
-        base = p.resolve().parent
-        _resolve_paths(cfg, base)
+        # user files: relative to the file; packaged configs: relative to the working directory
+        _resolve_paths(cfg, Path.cwd() if packaged else p.resolve().parent)
     for text in overrides or []:
         section, name, value = _parse_override(text)
         _apply(cfg, section, name, value, f"--set {text}")
