@@ -403,9 +403,14 @@ def config_to_dict(cfg: Config) -> dict:
     return {name: dataclasses.asdict(getattr(cfg, name)) for name in _sections()}
 
 
-def config_from_dict(mapping: dict, where: str = "<checkpoint>") -> Config:
-    """Inverse of :func:`config_to_dict` (validated)."""
+def config_from_dict(mapping: dict, where: str = "<checkpoint>", overrides: list[str] | None = None) -> Config:
+    """Inverse of :func:`config_to_dict`, with optional ``--set`` overrides (validated)."""
     cfg = Config(source=where)
     _apply_mapping(cfg, mapping, where)
+    for text in overrides or []:
+        section, name, value = _parse_override(text)
+        _apply(cfg, section, name, value, f"--set {text}")
+        if section == "data" and name in ("train", "val", "test"):
+            _resolve_paths(cfg, Path.cwd())
     validate(cfg)
     return cfg
