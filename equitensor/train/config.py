@@ -95,6 +95,9 @@ class ModelConfig:
     avg_num_neighbors: Any = "auto"
     conv_backend: str = "cg"
     product_backend: str = "cg"
+    #: scale the interaction energy by the training rms force and shift it by the mean interaction
+    #: energy per atom (mace-torch's ScaleShiftMACE with rms_forces_scaling).
+    scale_shift: bool = True
     #: further keyword arguments passed unchanged to the model constructor.
     extra: dict = field(default_factory=dict)
 

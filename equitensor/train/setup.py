@@ -49,6 +49,10 @@ class DatasetStatistics:
     atomic_energies: dict[int, float]
     avg_num_neighbors: float
     mean_energy_per_atom: float
+    #: mean of (E - sum of E0s) / N_atoms: the shift of the interaction energy per atom (MACE's ScaleShift)
+    mean_interaction_energy_per_atom: float
+    #: root mean square of the force components: the scale of the interaction energy (MACE's rms scaling)
+    rms_forces: float
     num_frames: int
 
     def describe(self) -> str:
@@ -56,7 +60,8 @@ class DatasetStatistics:
         return (
             f"{self.num_frames} training frames, elements {[chemical_symbols[z] for z in self.elements]}, "
             f"E0s (eV) {e0}, avg_num_neighbors {self.avg_num_neighbors:.2f}, "
-            f"mean energy/atom {self.mean_energy_per_atom:.4f} eV"
+            f"mean energy/atom {self.mean_energy_per_atom:.4f} eV, mean interaction energy/atom "
+            f"{self.mean_interaction_energy_per_atom:.4f} eV, rms force {self.rms_forces:.4f} eV/Å"
         )
 
 
@@ -148,10 +153,11 @@ def fit_atomic_energies(compositions: np.ndarray, energies: np.ndarray) -> np.nd
 
 def compute_statistics(train: Sequence, data_cfg: DataConfig) -> DatasetStatistics:
     """Elements, E0s, mean neighbour count and mean energy per atom of the training graphs."""
-    numbers, energies, edges, atoms = [], [], 0, 0
+    numbers, energies, edges, atoms, force_sq = [], [], 0, 0, 0.0
     for index in range(len(train)):
         graph = train[index]
         numbers.append(graph.atomic_numbers.numpy())
+        force_sq += float(graph.forces.double().square().sum())
         energies.append(float(graph.energy.reshape(-1)[0]))
         edges += int(graph.edge_index.shape[1])
         atoms += int(graph.atomic_numbers.numel())
@@ -169,20 +175,36 @@ def compute_statistics(train: Sequence, data_cfg: DataConfig) -> DatasetStatisti
         if missing:
             raise ConfigError(f"data.e0s has no energy for {', '.join(missing)} (elements of the training data)")
         e0 = {z: e0[z] for z in elements}
+    natoms = np.array([len(n) for n in numbers], dtype=np.float64)
+    e0_vector = np.zeros(119)
+    e0_vector[list(e0)] = list(e0.values())
+    reference = np.array([e0_vector[n].sum() for n in numbers])
     return DatasetStatistics(
         elements=elements,
         atomic_energies=e0,
         avg_num_neighbors=edges / max(atoms, 1),
-        mean_energy_per_atom=float(np.mean(energies_np / np.array([len(n) for n in numbers]))),
+        mean_energy_per_atom=float(np.mean(energies_np / natoms)),
+        mean_interaction_energy_per_atom=float(np.mean((energies_np - reference) / natoms)),
+        rms_forces=float(np.sqrt(force_sq / max(3 * atoms, 1))),
         num_frames=len(train),
     )
 
 
 def build_model(cfg: ModelConfig, stats: DatasetStatistics) -> torch.nn.Module:
-    """``equitensor.models.MACE`` from the model config and the training-set statistics."""
+    """``equitensor.models.MACE`` from the model config and the training-set statistics.
+
+    With ``model.scale_shift`` (default) the interaction energy per atom is scaled by the rms force
+    and shifted by the mean interaction energy per atom, as mace-torch's ScaleShiftMACE does.
+    """
     from equitensor.models import MACE
 
     avg = stats.avg_num_neighbors if cfg.avg_num_neighbors == "auto" else float(cfg.avg_num_neighbors)
+    scale_shift = {}
+    if cfg.scale_shift:
+        scale_shift = {
+            "atomic_inter_scale": stats.rms_forces if stats.rms_forces > 0 else 1.0,
+            "atomic_inter_shift": stats.mean_interaction_energy_per_atom,
+        }
     return MACE(
         atomic_numbers=stats.elements,
         atomic_energies=[stats.atomic_energies[z] for z in stats.elements],
@@ -198,5 +220,6 @@ def build_model(cfg: ModelConfig, stats: DatasetStatistics) -> torch.nn.Module:
         avg_num_neighbors=avg,
         conv_backend=cfg.conv_backend,
         product_backend=cfg.product_backend,
+        **scale_shift,
         **cfg.extra,
     )
