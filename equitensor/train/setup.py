@@ -65,13 +65,38 @@ class DatasetStatistics:
         )
 
 
-def open_graphs(path: str, r_max: float, options: dict) -> Sequence:
-    """Graphs (``torch_geometric.data.Data``) of the frames at ``path``, with edges within ``r_max``."""
+class CachedGraphs(torch.utils.data.Dataset):
+    """Keeps every graph of ``dataset`` in memory after its first use (neighbour lists built once)."""
+
+    def __init__(self, dataset: Sequence):
+        self.dataset = dataset
+        self.graphs: list = [None] * len(dataset)
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, index: int):
+        graph = self.graphs[index]
+        if graph is None:
+            graph = self.graphs[index] = self.dataset[index]
+        return graph
+
+
+def open_graphs(path: str, r_max: float, options: dict, cache: bool = False) -> Sequence:
+    """Graphs (``torch_geometric.data.Data``) of the frames at ``path``, with edges within ``r_max``.
+
+    ``cache`` keeps the graphs in memory after first use (for datasets that fit in RAM).
+    """
     from equitensor.datasets import GraphDataset, open_dataset
 
     if not Path(path).exists():
         raise FileNotFoundError(f"dataset not found: {path}")
-    return GraphDataset(open_dataset(path, **options), r_max=r_max)
+    try:
+        reader = open_dataset(path, **options)
+    except TypeError as error:  # an option the reader of this format does not take
+        raise ConfigError(f"data.options {options} for {path}: {error}") from error
+    graphs = GraphDataset(reader, r_max=r_max)
+    return CachedGraphs(graphs) if cache else graphs
 
 
 def _demo_paths(n_frames: int, seed: int, ctx: DistContext) -> tuple[str, str]:
@@ -100,7 +125,7 @@ def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | No
     for key, path in (("data.train", train_path), ("data.val", val_path), ("data.test", cfg.test)):
         if path is not None and not Path(path).exists():
             raise ConfigError(f"{key}: dataset not found: {path} (set it with --set {key}=PATH)")
-    train = open_graphs(train_path, r_max, cfg.options)
+    train = open_graphs(train_path, r_max, cfg.options, cfg.cache_graphs)
     if val_path is None:
         n_val = max(1, int(round(cfg.val_fraction * len(train))))
         if n_val >= len(train):
@@ -110,9 +135,9 @@ def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | No
         train = Subset(train, sorted(order[n_val:].tolist()))
         sources = {"train": train_path, "val": f"{train_path} ({n_val} held-out frames)"}
     else:
-        val = open_graphs(val_path, r_max, cfg.options)
+        val = open_graphs(val_path, r_max, cfg.options, cfg.cache_graphs)
         sources = {"train": train_path, "val": val_path}
-    test = open_graphs(cfg.test, r_max, cfg.options) if cfg.test else None
+    test = open_graphs(cfg.test, r_max, cfg.options) if cfg.test else None  # read once: no cache
     if test is not None:
         sources["test"] = cfg.test
     return DataSplits(_limit(train, cfg.max_train_frames), _limit(val, cfg.max_val_frames), test, sources)
