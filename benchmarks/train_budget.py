@@ -8,8 +8,8 @@ for the same wall-clock budget, then the best-by-validation model of each is eva
 * equitensor: ``python -m equitensor train --config ethanol`` with ``train.time_limit_minutes``.
 * mace-torch: ``mace_run_train`` from its own venv (``/work/mace-venv``, never a dependency of
   equitensor), ``--max_num_epochs`` huge; this script stops it when the budget is spent, then
-  re-runs it with ``--restart_latest --max_num_epochs 1`` so that it writes its best
-  checkpoint as a model file without training further.
+  re-runs it with ``--restart_latest --max_num_epochs <epoch of its best checkpoint>`` so that
+  it writes that checkpoint as a model file without training further.
 
 The two runs execute **at the same time**, each with ``--threads`` torch threads, so that load
 from other processes on a shared machine hits both equally. Each clock starts when training
@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -89,6 +90,7 @@ def common_env(threads: int) -> dict:
 
 def run_equitensor(args, out: Path) -> dict:
     run_dir = out / "equitensor"
+    shutil.rmtree(run_dir, ignore_errors=True)
     overrides = [
         f"data.train={args.train}", "data.test=null", "data.val_fraction=0.05",
         f"model.hidden_irreps={args.hidden_irreps}", f"model.max_ell={args.max_ell}",
@@ -133,10 +135,11 @@ def evaluate_equitensor(model_path: Path, test: str, dtype: str) -> dict:
 
 def run_mace(args, out: Path) -> dict:
     run_dir = out / "mace"
+    shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     base = [
         str(MACE_VENV / "bin" / "mace_run_train"), "--name", "ethanol", "--work_dir", str(run_dir),
-        "--train_file", args.train, "--valid_fraction", "0.05", "--E0s", json.dumps(E0S),
+        "--train_file", args.train, "--valid_fraction", "0.05", "--E0s", str(E0S),
         "--energy_key", "energy", "--forces_key", "forces",
         "--model", "ScaleShiftMACE", "--hidden_irreps", args.hidden_irreps, "--max_ell", str(args.max_ell),
         "--correlation", str(args.correlation), "--num_interactions", "2", "--r_max", "5.0",
@@ -176,10 +179,14 @@ def run_mace(args, out: Path) -> dict:
     wall = time.perf_counter() - (started_training or start)
     if epochs == 0:
         raise RuntimeError(f"mace-torch finished no epoch within the budget; see {log_path}")
-    # write the best checkpoint as a model without further training: the restart begins at the
-    # epoch after the checkpoint's (>= 1), so --max_num_epochs 1 runs no training epoch
+    # write the best checkpoint as a model without further training: mace-torch restarts at the
+    # checkpoint's own epoch number, so --max_num_epochs <that number> runs no training epoch
+    checkpoints = sorted((run_dir / "checkpoints").glob("*_epoch-*.pt"), key=lambda p: p.stat().st_mtime)
+    if not checkpoints:
+        raise RuntimeError(f"mace-torch wrote no checkpoint within the budget; see {log_path}")
+    best_epoch = re.search(r"_epoch-(\d+)\.pt$", checkpoints[-1].name).group(1)
     with open(log_path, "a") as log:
-        rc = subprocess.call(base + ["--max_num_epochs", "1", "--restart_latest"], env=env,
+        rc = subprocess.call(base + ["--max_num_epochs", best_epoch, "--restart_latest"], env=env,
                              stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     model = run_dir / "ethanol.model"
     if rc or not model.is_file():
