@@ -64,9 +64,21 @@ TENSOR_PRODUCTS = _Registry(
     {
         "cg": "equitensor.ops.backends.cg:CGBackend",
         "e3nn": "equitensor.ops.backends.e3nn_adapter:E3nnBackend",
+        "gaunt_grid": "equitensor.ops.backends.gaunt_grid:GauntGridBackend",
+        "gaunt_fft": "equitensor.ops.backends.gaunt_fft:GauntFFTBackend",
+        "cp": "equitensor.ops.backends.cp:CPBackend",
     },
 )
-PRODUCT_BASES = _Registry("product-basis", PRODUCT_BASIS_ENTRY_POINT_GROUP, {})
+PRODUCT_BASES = _Registry(
+    "product-basis",
+    PRODUCT_BASIS_ENTRY_POINT_GROUP,
+    {
+        "cg": "equitensor.ops.backends.symmetric_contraction:SymmetricContractionBackend",
+        "gaunt_grid": "equitensor.ops.backends.gaunt_product_basis:GauntGridProductBasis",
+        "gaunt_fft": "equitensor.ops.backends.gaunt_product_basis:GauntFFTProductBasis",
+        "cp": "equitensor.ops.backends.gaunt_product_basis:CPProductBasis",
+    },
+)
 
 
 def register_backend(name: str, cls: type | None = None):

@@ -1,0 +1,260 @@
+"""Shared machinery of the factorised backends (``gaunt_grid``, ``gaunt_fft``, ``cp``).
+
+These backends do not weight each path; they compute, per channel, *one* bilinear product of
+two functions assembled from several input blocks ("evaluate, multiply, project"):
+
+    out[io] = coefficient[io] * w_out[io] * P_l3( (sum_{i1 in S1} w1[i1] x1[i1]) ⊛ (sum_{i2 in S2} w2[i2] x2[i2]) )
+
+where ``⊛`` is the backend's product (Gaunt: pointwise product of the spherical functions;
+cp: the low-rank shared-path CG product), ``P_l3`` keeps degree ``l3`` of ``irreps_out[io]``
+and ``coefficient[io]`` is e3nn's path normalisation of the descriptor (it must be the same
+for every path into ``io``, which holds for the default normalisations).
+
+A :class:`ProductUnit` is one such product: the input blocks ``S1``, ``S2`` it sums and the
+output blocks it feeds. The planner splits the descriptor's instructions into units so that
+every unit realises *exactly* the requested couplings: inputs are split by parity class
+(natural ``p = (-1)^l`` or pseudo), and when the requested couplings into an output are not
+a full product set ``S1 x S2`` they are split per input-1 block (or per input-2 block).
+
+Weight layout (``weight_numel``, per sample or shared), when the instructions have weights:
+
+    [ w1: for each block of irreps_in1, its mul1 channel weights |
+      w2: for each block of irreps_in2, its mul2 channel weights |
+      w_out: for each block of irreps_out, its mul_out channel weights ]
+
+i.e. one weight per channel and per degree on both inputs and on the output (the factorised
+weights of Luo et al. 2024). Connection modes: ``uvu`` (``out_u = P(f1_u * sum_v f2_v)``, e.g.
+MACE's convolution with edge harmonics of multiplicity 1), ``uvv`` (mirror image) and ``uuu``
+(``out_u = P(f1_u * f2_u)``, channel-wise self-products). Channel mixing (``uvw``) is left to
+:class:`~equitensor.ops.linear.Linear` layers around the product.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from ... import so3
+from .base import Path, TensorProductBackend
+
+SUPPORTED_MODES = ("uvu", "uvv", "uuu")
+
+
+class ProductUnit(NamedTuple):
+    """One evaluate-multiply-project product: summed input blocks and the output blocks it feeds."""
+
+    blocks1: tuple[int, ...]
+    blocks2: tuple[int, ...]
+    outputs: tuple[int, ...]
+    odd_paths: bool  # parity of l1 + l2 + l3 of every coupling this unit realises
+
+
+def parity_class(ir) -> int:
+    """+1 for natural parity (``p = (-1)^l``: 0e, 1o, 2e, ...), -1 for pseudo (0o, 1e, 2o, ...)."""
+    return 1 if ir.p == (-1) ** ir.l else -1
+
+
+def plan_units(descriptor, odd_paths_realisable: bool, allow_subset: bool, backend_name: str):
+    """Split the descriptor's instructions into :class:`ProductUnit` s realising exactly them.
+
+    Returns:
+        ``(units, realised_instruction_indices)``.
+
+    Raises:
+        ValueError: a requested coupling has odd ``l1 + l2 + l3`` and the backend cannot realise
+            it (unless ``allow_subset``, which drops it with a warning).
+    """
+    d = descriptor
+    realised, unrealisable = [], []
+    for k, ins in enumerate(d.instructions):
+        ir1, ir2, iro = d.path_irreps(ins)
+        if (ir1.l + ir2.l + iro.l) % 2 and not odd_paths_realisable:
+            unrealisable.append((k, f"{ir1} x {ir2} -> {iro}"))
+        else:
+            realised.append(k)
+    if unrealisable:
+        names = ", ".join(name for _, name in unrealisable)
+        if not allow_subset:
+            raise ValueError(
+                f"backend {backend_name!r} cannot realise the couplings {names}: a Gaunt product only has paths "
+                "with l1 + l2 + l3 even (its selection rule); use backend='cg' or 'cp' for them, or pass "
+                "allow_subset=True to drop them (they are then missing from `paths`)"
+            )
+        warnings.warn(f"backend {backend_name!r} drops the unrealisable couplings {names} (allow_subset=True)", stacklevel=4)
+
+    merged: dict[tuple, list[int]] = {}
+    for io in range(len(d.irreps_out)):
+        by_class: dict[tuple[int, int], set] = {}
+        for k in realised:
+            ins = d.instructions[k]
+            if ins.i_out == io:
+                key = (parity_class(d.irreps_in1[ins.i_in1].ir), parity_class(d.irreps_in2[ins.i_in2].ir))
+                by_class.setdefault(key, set()).add((ins.i_in1, ins.i_in2))
+        l3 = d.irreps_out[io].ir.l
+        for pairs in by_class.values():
+            i1, i2 = next(iter(pairs))
+            odd = bool((d.irreps_in1[i1].ir.l + d.irreps_in2[i2].ir.l + l3) % 2)
+            for s1, s2 in _product_sets(d, pairs, l3, odd):
+                merged.setdefault((s1, s2, odd), []).append(io)
+    units = [ProductUnit(s1, s2, tuple(outs), odd) for (s1, s2, odd), outs in merged.items()]
+    return units, realised
+
+
+def _product_sets(d, pairs: set, l3: int, odd: bool) -> list[tuple[tuple, tuple]]:
+    """Cover ``pairs`` by product sets whose realisable couplings are exactly ``pairs``."""
+
+    def realisable(s1, s2):
+        return {
+            (i1, i2)
+            for i1 in s1
+            for i2 in s2
+            if so3.triangle(d.irreps_in1[i1].ir.l, d.irreps_in2[i2].ir.l, l3)
+            and (d.irreps_in1[i1].ir.l + d.irreps_in2[i2].ir.l + l3) % 2 == odd
+        }
+
+    s1, s2 = tuple(sorted({a for a, _ in pairs})), tuple(sorted({b for _, b in pairs}))
+    if realisable(s1, s2) == pairs:
+        return [(s1, s2)]
+    by_first = [((a,), tuple(sorted(b for x, b in pairs if x == a))) for a in s1]
+    by_second = [(tuple(sorted(a for a, y in pairs if y == b)), (b,)) for b in s2]
+    return by_first if len(by_first) <= len(by_second) else by_second
+
+
+class FactorizedBackend(TensorProductBackend):
+    """Base of the evaluate-multiply-project backends (see the module docstring for semantics).
+
+    Subclasses implement :meth:`unit_tables` (numpy float64 ``left [sum d1, K1]``,
+    ``right [sum d2, K2]``, ``back [K3, sum d_out]``) and may override :meth:`combine`
+    (default: pointwise product, ``K1 = K2 = K3``).
+    """
+
+    odd_paths_realisable = False
+
+    def __init__(self, descriptor, allow_subset: bool = False):
+        super().__init__(descriptor)
+        d = descriptor
+        name = type(self).__name__
+        modes = {ins.mode for ins in d.instructions}
+        if len(modes) > 1 or (modes and not modes <= set(SUPPORTED_MODES)):
+            raise ValueError(
+                f"{name} supports one connection mode among {SUPPORTED_MODES} per product, got {sorted(modes)}; "
+                "mix channels with Linear layers around the product instead of uvw/uuw"
+            )
+        self.mode = modes.pop() if modes else "uvu"
+        has_weight = {ins.has_weight for ins in d.instructions}
+        if len(has_weight) > 1:
+            raise ValueError(f"{name} weights all paths or none (its weights are per degree, not per path)")
+        self.weighted = has_weight == {True}
+        self.units, realised = plan_units(d, self.odd_paths_realisable, allow_subset, self.backend_name)
+        self.paths = tuple(
+            Path(*d.path_irreps(d.instructions[k]), d.instructions[k].i_in1, d.instructions[k].i_in2, d.instructions[k].i_out)
+            for k in realised
+        )
+        self.output_coefficient = [0.0] * len(d.irreps_out)
+        for k in realised:
+            ins = d.instructions[k]
+            previous = self.output_coefficient[ins.i_out]
+            if previous and not math.isclose(previous, ins.coefficient, rel_tol=1e-12):
+                raise ValueError(
+                    f"{name}: the paths into output block {ins.i_out} ({d.irreps_out[ins.i_out]}) have different "
+                    "normalisation coefficients, which a single product cannot realise; use path_normalization="
+                    "'element' or 'none' and equal path weights"
+                )
+            self.output_coefficient[ins.i_out] = ins.coefficient
+        for unit in self.units:
+            for side, irreps, blocks in (("input 1", d.irreps_in1, unit.blocks1), ("input 2", d.irreps_in2, unit.blocks2)):
+                if len({irreps[i].mul for i in blocks}) > 1:
+                    raise ValueError(f"{name}: blocks {[str(irreps[i]) for i in blocks]} of {side} share a product but differ in multiplicity")
+        n1, n2, no = (sum(mul for mul, _ in irreps) for irreps in (d.irreps_in1, d.irreps_in2, d.irreps_out))
+        self.weight_numel = n1 + n2 + no if self.weighted else 0
+        self._weight_offsets = (0, n1, n1 + n2)
+        for k, unit in enumerate(self.units):
+            left, right, back = self.unit_tables(unit)
+            self.add_table(f"left_{k}", left)
+            self.add_table(f"right_{k}", right)
+            self.add_table(f"back_{k}", back)
+
+    backend_name = "factorized"
+
+    # -- hooks -------------------------------------------------------------------------------
+    def unit_tables(self, unit: ProductUnit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def combine(self, k: int, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        """Product of the two evaluated functions ``[z, U, K]`` (broadcast over ``U``)."""
+        return f1 * f2
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+    def unit_degrees(self, unit: ProductUnit) -> tuple[int, int, int]:
+        """Highest degree of input 1, input 2 and the outputs of a unit."""
+        d = self.descriptor
+        return (
+            max(d.irreps_in1[i].ir.l for i in unit.blocks1),
+            max(d.irreps_in2[i].ir.l for i in unit.blocks2),
+            max(d.irreps_out[i].ir.l for i in unit.outputs),
+        )
+
+    @staticmethod
+    def degree_rows(irreps, blocks) -> np.ndarray:
+        """Indices into a ``(lmax+1)^2`` degree-major axis for the components of ``blocks``."""
+        return np.concatenate([np.arange(irreps[i].ir.l ** 2, (irreps[i].ir.l + 1) ** 2) for i in blocks])
+
+    # -- execution ----------------------------------------------------------------------------
+    def _weighted_blocks(self, x, irreps, weight, offset):
+        z = x.shape[0]
+        blocks, start = [], offset
+        for s, (mul, ir) in zip(irreps.slices(), irreps):
+            block = x[:, s].reshape(z, mul, ir.dim)
+            if weight is not None:
+                block = block * weight[:, start : start + mul, None]
+            blocks.append(block)
+            start += mul
+        return blocks
+
+    def forward(self, x1, x2, weight):
+        d = self.descriptor
+        z = x1.shape[0]
+        if self.weighted:
+            weight = weight.unsqueeze(0) if weight.ndim == 1 else weight  # [Z or 1, weight_numel]
+        else:
+            weight = None
+        off1, off2, off_out = self._weight_offsets
+        blocks1 = self._weighted_blocks(x1, d.irreps_in1, weight, off1)
+        blocks2 = self._weighted_blocks(x2, d.irreps_in2, weight, off2)
+        if self.mode == "uvu":  # out_u = P(f1_u * sum_v f2_v)
+            blocks2 = [b.sum(1, keepdim=True) for b in blocks2]
+        elif self.mode == "uvv":
+            blocks1 = [b.sum(1, keepdim=True) for b in blocks1]
+        outputs = [None] * len(d.irreps_out)
+        for k, unit in enumerate(self.units):
+            left = torch.cat([blocks1[i] for i in unit.blocks1], dim=-1) if len(unit.blocks1) > 1 else blocks1[unit.blocks1[0]]
+            right = torch.cat([blocks2[i] for i in unit.blocks2], dim=-1) if len(unit.blocks2) > 1 else blocks2[unit.blocks2[0]]
+            f1 = left @ self.table(f"left_{k}", x1)
+            f2 = right @ self.table(f"right_{k}", x1)
+            projected = self.combine(k, f1, f2) @ self.table(f"back_{k}", x1)  # [z, U, sum d_out]
+            start = 0
+            for io in unit.outputs:
+                dim = d.irreps_out[io].ir.dim
+                piece = projected[..., start : start + dim]
+                start += dim
+                outputs[io] = piece if outputs[io] is None else outputs[io] + piece
+        result = []
+        offset = off_out
+        for io, (mul, ir) in enumerate(d.irreps_out):
+            out = outputs[io]
+            if out is None:
+                result.append(x1.new_zeros(z, mul * ir.dim))
+            else:
+                out = out.expand(z, mul, ir.dim) * self.output_coefficient[io]
+                if weight is not None:
+                    out = out * weight[:, offset : offset + mul, None]
+                result.append(out.reshape(z, mul * ir.dim))
+            offset += mul
+        return torch.cat(result, dim=1) if result else x1.new_zeros(z, 0)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", mode={self.mode}, units={len(self.units)}"

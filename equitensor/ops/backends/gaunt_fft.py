@@ -1,0 +1,154 @@
+"""Backend ``gaunt_fft``: the Gaunt tensor product through 2D Fourier series (Luo et al. 2024).
+
+Same function as ``gaunt_grid`` (see there and :mod:`equitensor.ops.backends.factorized` for
+semantics and the weight layout); only the route differs:
+
+1. real harmonic coefficients -> 2D Fourier coefficients on (theta, phi) with the exact table
+   :func:`equitensor.so3.fourier.sh_to_fourier` (frequencies ``|u| <= l``, ``|v| <= l``);
+2. the product of the two functions is the *linear* 2D convolution of their coefficient arrays,
+   done either
+   * ``"fft"``: zero-padded to a torus grid of ``N >= 2 (L1 + L2) + 1`` points per axis
+     (no wrap-around), inverse real FFT, pointwise product, real FFT; or
+   * ``"direct"``: the explicit convolution sum (outer product of the coefficient arrays,
+     scattered onto ``u1 + u2, v1 + v2``);
+3. Fourier -> harmonics with the exact projection table
+   :func:`equitensor.so3.fourier.fourier_to_sh` (it integrates against ``sin(theta)``),
+   truncated to the requested output degrees.
+
+Real inputs have Hermitian coefficient arrays, so the FFT route keeps only ``v >= 0`` (rfft).
+
+Options:
+    method: ``"auto"`` (default), ``"fft"`` or ``"direct"``. ``"auto"`` takes ``"direct"`` when
+        ``L1 + L2 <= DIRECT_MAX_DEGREE`` for the product at hand (a static threshold measured
+        on CPU: the outer product costs ``(2 L1 + 1)^2 (2 L2 + 1)^2`` and wins only for tiny
+        degrees, where the FFT's fixed per-call overhead dominates).
+    allow_subset: drop (with a warning) couplings with odd ``l1 + l2 + l3`` instead of raising.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ... import so3
+from .factorized import FactorizedBackend, ProductUnit
+
+#: ``method="auto"`` convolves directly when ``L1 + L2`` is at most this (see module docstring).
+DIRECT_MAX_DEGREE = 2
+METHODS = ("auto", "fft", "direct")
+
+
+def half_plane_fourier_table(irreps, blocks, lmax: int) -> np.ndarray:
+    """``[sum d, (2 lmax + 1) * (lmax + 1) * 2]``: coefficients ``v >= 0`` as (real, imag) pairs."""
+    f = so3.fourier.sh_to_fourier(lmax)[FactorizedBackend.degree_rows(irreps, blocks)][:, :, lmax:]
+    return np.stack([f.real, f.imag], axis=-1).reshape(f.shape[0], -1)
+
+
+def full_plane_fourier_table(irreps, blocks, lmax: int) -> np.ndarray:
+    """``[sum d, (2 lmax + 1)^2 * 2]``: all coefficients as (real, imag) pairs."""
+    f = so3.fourier.sh_to_fourier(lmax)[FactorizedBackend.degree_rows(irreps, blocks)]
+    return np.stack([f.real, f.imag], axis=-1).reshape(f.shape[0], -1)
+
+
+def half_plane_projection_table(irreps, blocks, lmax_out: int, lmax_product: int) -> np.ndarray:
+    """``[(2 Lp + 1) * (lmax_out + 1) * 2, sum d_out]``: ``c = Re sum_{v >= 0} G K'`` as a real GEMM.
+
+    For a real function the terms ``v < 0`` are the conjugates of ``v > 0``, hence ``K' = 2 K`` for
+    ``v > 0``; ``Re(G K') = G_re K'_re - G_im K'_im``.
+    """
+    k = so3.fourier.fourier_to_sh(lmax_out, lmax_product)[:, lmax_product : lmax_product + lmax_out + 1]
+    k = k * np.where(np.arange(lmax_out + 1) > 0, 2.0, 1.0)[None, :, None]
+    k = k[:, :, FactorizedBackend.degree_rows(irreps, blocks)]
+    return np.stack([k.real, -k.imag], axis=2).reshape(-1, k.shape[-1])
+
+
+def full_plane_projection_table(irreps, blocks, lmax_out: int, lmax_product: int) -> np.ndarray:
+    """``[(2 Lp + 1)^2 * 2, sum d_out]``: ``c = Re sum_{u,v} G K`` as a real GEMM."""
+    k = so3.fourier.fourier_to_sh(lmax_out, lmax_product)[:, :, FactorizedBackend.degree_rows(irreps, blocks)]
+    return np.stack([k.real, -k.imag], axis=2).reshape(-1, k.shape[-1])
+
+
+def convolution_scatter_index(lmax1: int, lmax2: int) -> np.ndarray:
+    """Flat index of ``(u1 + u2, v1 + v2)`` in the ``(2 (L1 + L2) + 1)^2`` plane for each coefficient pair."""
+    lp = lmax1 + lmax2
+    n = 2 * lp + 1
+    r1, r2 = np.arange(-lmax1, lmax1 + 1), np.arange(-lmax2, lmax2 + 1)
+    u = (r1[:, None, None, None] + r2[None, None, :, None] + lp) * n
+    v = r1[None, :, None, None] + r2[None, None, None, :] + lp
+    return (u + v).reshape(-1)
+
+
+def torus_pad(coefficients: torch.Tensor, n_theta: int, n_phi_half: int) -> torch.Tensor:
+    """Place half-plane coefficients ``[..., 2L + 1 (u = -L..L), L + 1 (v = 0..L)]`` in rfft2 layout."""
+    lmax = coefficients.shape[-1] - 1
+    *batch, _, _ = coefficients.shape
+    positive, negative = coefficients[..., lmax:, :], coefficients[..., :lmax, :]
+    gap = coefficients.new_zeros(*batch, n_theta - (2 * lmax + 1), lmax + 1)
+    rows = torch.cat([positive, gap, negative], dim=-2)  # u = 0..L, zeros, -L..-1
+    return torch.cat([rows, rows.new_zeros(*batch, n_theta, n_phi_half - (lmax + 1))], dim=-1)
+
+
+def torus_crop(spectrum: torch.Tensor, lmax_u: int, lmax_v: int) -> torch.Tensor:
+    """Inverse of :func:`torus_pad`: ``[..., 2 lmax_u + 1 (u = -lmax_u..), lmax_v + 1]``."""
+    negative = spectrum[..., spectrum.shape[-2] - lmax_u :, : lmax_v + 1]
+    positive = spectrum[..., : lmax_u + 1, : lmax_v + 1]
+    return torch.cat([negative, positive], dim=-2)
+
+
+class GauntFFTBackend(FactorizedBackend):
+    """Gaunt product as a 2D convolution of Fourier coefficients (FFT or direct)."""
+
+    backend_name = "gaunt_fft"
+
+    def __init__(self, descriptor, method: str = "auto", allow_subset: bool = False):
+        if method not in METHODS:
+            raise ValueError(f"method={method!r}; expected one of {METHODS}")
+        self.method = method
+        self.unit_plans: list[dict] = []
+        super().__init__(descriptor, allow_subset=allow_subset)
+
+    def unit_tables(self, unit: ProductUnit):
+        d = self.descriptor
+        l1, l2, lo = self.unit_degrees(unit)
+        lp = l1 + l2
+        lo = min(lo, lp)  # higher output degrees are zero (triangle rule), the table keeps their columns
+        method = self.method if self.method != "auto" else ("direct" if lp <= DIRECT_MAX_DEGREE else "fft")
+        lo_table = self.unit_degrees(unit)[2]
+        if method == "direct":
+            left = full_plane_fourier_table(d.irreps_in1, unit.blocks1, l1)
+            right = full_plane_fourier_table(d.irreps_in2, unit.blocks2, l2)
+            back = full_plane_projection_table(d.irreps_out, unit.outputs, lo_table, lp)
+            plan = {"method": method, "l1": l1, "l2": l2, "lp": lp}
+            self.add_table(f"scatter_{len(self.unit_plans)}", convolution_scatter_index(l1, l2).astype(np.float64))
+        else:
+            n = so3.fourier.fast_fft_size(2 * lp + 1)
+            left = half_plane_fourier_table(d.irreps_in1, unit.blocks1, l1)
+            right = half_plane_fourier_table(d.irreps_in2, unit.blocks2, l2)
+            back = half_plane_projection_table(d.irreps_out, unit.outputs, lo_table, lp)
+            plan = {"method": method, "l1": l1, "l2": l2, "lp": lp, "lo": lo_table, "n": n}
+        self.unit_plans.append(plan)
+        return left, right, back
+
+    def combine(self, k, f1, f2):
+        plan = self.unit_plans[k]
+        l1, l2, lp = plan["l1"], plan["l2"], plan["lp"]
+        if plan["method"] == "direct":
+            c1 = torch.view_as_complex(f1.reshape(*f1.shape[:-1], (2 * l1 + 1) ** 2, 2).contiguous())  # [z, U, P1]
+            c2 = torch.view_as_complex(f2.reshape(*f2.shape[:-1], (2 * l2 + 1) ** 2, 2).contiguous())
+            outer = (c1.unsqueeze(-1) * c2.unsqueeze(-2)).flatten(-2)
+            batch = torch.broadcast_shapes(c1.shape[:-1], c2.shape[:-1])
+            index = self._scatter_index(k, f1.device)
+            plane = outer.new_zeros(*batch, (2 * lp + 1) ** 2).index_add(-1, index, outer)
+            return torch.view_as_real(plane).flatten(-2)
+        n, lo = plan["n"], plan["lo"]
+        half = n // 2 + 1
+        c1 = torch.view_as_complex(f1.reshape(*f1.shape[:-1], 2 * l1 + 1, l1 + 1, 2).contiguous())
+        c2 = torch.view_as_complex(f2.reshape(*f2.shape[:-1], 2 * l2 + 1, l2 + 1, 2).contiguous())
+        # norm="forward": the inverse transform is the plain sum sum_uv G e^{i(u theta + v phi)}
+        g1 = torch.fft.irfft2(torus_pad(c1, n, half), s=(n, n), norm="forward")
+        g2 = torch.fft.irfft2(torus_pad(c2, n, half), s=(n, n), norm="forward")
+        spectrum = torch.fft.rfft2(g1 * g2, norm="forward")
+        return torch.view_as_real(torus_crop(spectrum, lp, min(lo, lp))).flatten(-3)
+
+    def _scatter_index(self, k, device):
+        return self.table(f"scatter_{k}", torch.empty(0, device=device, dtype=torch.float64)).long()

@@ -1,0 +1,206 @@
+"""Many-body product basis with Gaunt products (``gaunt_grid``, ``gaunt_fft``) or CP products (``cp``).
+
+Semantics (Luo et al. 2024; Xie et al. 2025, "MACE with Gaunt products"). Per node ``n`` with
+element ``e`` and per channel ``c``, the node features are the coefficients of a function on
+the sphere (orthonormal real harmonics, natural-parity irreps 0e, 1o, 2e, ... of
+``irreps_in``):
+
+    f_{n,c}(r) = sum_l w_in[e, c, l] x[n, c, l] · Y_l(r)
+
+and the output is the sum over the body orders ``nu = 1..correlation`` of the projections of
+its powers, each with its own weights:
+
+    out[n, c, l'] = sum_nu w_out[e, nu, c, l'] · P_l'( f_{n,c}^nu )
+
+(``P_l'``: coefficients of degree ``l'`` of ``irreps_out``). For ``correlation = 1`` this is the
+per-element weighted linear map ``w_out[e, 1, c, l] w_in[e, c, l] x[n, c, l]``.
+
+* ``gaunt_grid``: ``f`` is evaluated once on a Gauss-Legendre x uniform grid that integrates
+  degree ``correlation * L_in + L_out`` exactly, powers are pointwise products, each power is
+  projected with the quadrature weights. Exact.
+* ``gaunt_fft``: ``f`` goes once to its 2D Fourier coefficients and onto a torus grid large
+  enough for ``f^correlation`` (no aliasing); powers are pointwise products there (= repeated
+  convolutions of the coefficients), and each power returns through rFFT and the exact
+  Fourier -> harmonics table. Exact; equal to ``gaunt_grid`` to round-off.
+* ``cp``: the powers are replaced by a chain of CP-factorised shared-path CG products
+  (:mod:`equitensor.so3.cp`) truncated at ``L = max(L_in, L_out)``:
+  ``h_1 = f``, ``h_{nu+1} = C((A^T h_nu) * (B^T f))``; ``out = sum_nu w_out[nu] P(h_nu)``.
+  Option ``rank`` as for the ``cp`` tensor product (``"full"`` is exact and equivariant).
+
+Parameters: ``weights_in [num_elements, channels, len(irreps_in)]`` (initialised to 1) and
+``weights_out [num_elements, correlation, channels, len(irreps_out)]`` (standard normal over
+``sqrt(correlation)``). Every block of ``irreps_in`` and ``irreps_out`` must have natural parity
+(the powers of a natural-parity function have natural parity) and a distinct degree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ... import so3
+from .base import ProductBasisBackend
+from .gaunt_fft import torus_crop, torus_pad
+
+
+class _PowerProductBasis(ProductBasisBackend):
+    """Common parameters, validation and the weighted sum over body orders."""
+
+    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int):
+        super().__init__(irreps_in, irreps_out, correlation, num_elements)
+        for name, irreps in (("irreps_in", self.irreps_in), ("irreps_out", self.irreps_out)):
+            degrees = [ir.l for _, ir in irreps]
+            if len(set(degrees)) != len(degrees):
+                raise ValueError(f"{name}={irreps}: each degree may appear once in a {type(self).__name__} product basis")
+            pseudo = [str(ir) for _, ir in irreps if ir.p != (-1) ** ir.l]
+            if pseudo:
+                raise ValueError(
+                    f"{name}={irreps} has pseudo-tensor blocks {pseudo}: powers of a function on the sphere only "
+                    "produce natural-parity irreps (0e, 1o, 2e, 3o, ...)"
+                )
+        self.lmax_in = max(ir.l for _, ir in self.irreps_in)
+        self.lmax_out = max(ir.l for _, ir in self.irreps_out)
+        c = self.num_channels
+        self.weights_in = torch.nn.Parameter(torch.ones(num_elements, c, len(self.irreps_in)))
+        self.weights_out = torch.nn.Parameter(
+            torch.randn(num_elements, correlation, c, len(self.irreps_out)) / math.sqrt(correlation)
+        )
+        self.in_rows = np.concatenate([np.arange(ir.l**2, (ir.l + 1) ** 2) for _, ir in self.irreps_in])
+        self.out_rows = np.concatenate([np.arange(ir.l**2, (ir.l + 1) ** 2) for _, ir in self.irreps_out])
+        # which output block each output component belongs to (to expand per-block weights)
+        self._out_block_of_component = torch.tensor(
+            np.concatenate([np.full(ir.dim, k) for k, (_, ir) in enumerate(self.irreps_out)]), dtype=torch.long
+        )
+        self._in_block_of_component = torch.tensor(
+            np.concatenate([np.full(ir.dim, k) for k, (_, ir) in enumerate(self.irreps_in)]), dtype=torch.long
+        )
+        self.paths = tuple(
+            (nu, ir) for nu in range(1, correlation + 1) for _, ir in self.irreps_out if ir.l <= nu * self.lmax_in
+        )
+        self._tables: dict[str, np.ndarray] = {}
+        self._table_cache: dict[tuple, torch.Tensor] = {}
+
+    def add_table(self, name: str, array: np.ndarray) -> None:
+        self._tables[name] = np.array(array, dtype=np.float64, order="C")  # own, writable copy
+
+    def table(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        key = (name, like.dtype, like.device)
+        if key not in self._table_cache:
+            self._table_cache[key] = torch.as_tensor(self._tables[name], dtype=like.dtype, device=like.device)
+        return self._table_cache[key]
+
+    def powers(self, coefficients: torch.Tensor):
+        """Yield the projections ``[N, C, irreps_out components]`` of the body orders 1..correlation."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[0], self.num_channels
+        device_index_in = self._in_block_of_component.to(x.device)
+        device_index_out = self._out_block_of_component.to(x.device)
+        blocks = [x[:, s].reshape(n, c, ir.dim) for s, (_, ir) in zip(self.irreps_in.slices(), self.irreps_in)]
+        coefficients = torch.cat(blocks, dim=-1)  # [N, C, sum d_in], degree order of irreps_in
+        w_in = torch.einsum("ne,ecb->ncb", element_onehot, self.weights_in)
+        coefficients = coefficients * w_in[:, :, device_index_in]
+        w_out = torch.einsum("ne,ekcb->nkcb", element_onehot, self.weights_out)[..., device_index_out]
+        out = None
+        for nu, projected in enumerate(self.powers(coefficients)):
+            term = projected * w_out[:, nu]
+            out = term if out is None else out + term
+        # [N, C, sum d_out] -> mul_ir
+        pieces, start = [], 0
+        for _, ir in self.irreps_out:
+            pieces.append(out[:, :, start : start + ir.dim].reshape(n, c * ir.dim))
+            start += ir.dim
+        return torch.cat(pieces, dim=1)
+
+
+class GauntGridProductBasis(_PowerProductBasis):
+    """Powers of the node function by pointwise products on an exact S2 grid."""
+
+    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, resolution=None):
+        super().__init__(irreps_in, irreps_out, correlation, num_elements)
+        degree = correlation * self.lmax_in + self.lmax_out
+        if resolution is None:
+            res_beta, res_alpha = so3.s2grid.exact_resolution(degree)
+        else:
+            res_beta, res_alpha = (int(r) for r in resolution)
+            so3.s2grid.check_resolution(res_beta, res_alpha, degree)
+        self.resolution = (res_beta, res_alpha)
+        lmax = max(self.lmax_in, self.lmax_out)
+        self.add_table("evaluate", so3.s2grid.harmonics_on_grid(lmax, res_beta, res_alpha)[:, self.in_rows].T)
+        self.add_table("project", so3.s2grid.projection_on_grid(lmax, res_beta, res_alpha)[:, self.out_rows])
+
+    def powers(self, coefficients):
+        values = coefficients @ self.table("evaluate", coefficients)  # [N, C, grid]
+        project = self.table("project", coefficients)
+        power = values
+        for nu in range(1, self.correlation + 1):
+            if nu > 1:
+                power = power * values
+            yield power @ project
+
+
+class GauntFFTProductBasis(_PowerProductBasis):
+    """Powers of the node function through its 2D Fourier series (rFFT on a torus grid)."""
+
+    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int):
+        super().__init__(irreps_in, irreps_out, correlation, num_elements)
+        lin, lout = self.lmax_in, self.lmax_out
+        self.torus_size = so3.fourier.fast_fft_size(2 * correlation * lin + 1)
+        f = so3.fourier.sh_to_fourier(lin)[np.concatenate([np.arange(ir.l**2, (ir.l + 1) ** 2) for _, ir in self.irreps_in])]
+        f = f[:, :, lin:]  # v >= 0 (real functions)
+        self.add_table("to_fourier", np.stack([f.real, f.imag], axis=-1).reshape(f.shape[0], -1))
+        for nu in range(1, correlation + 1):
+            lp = nu * lin
+            lv = min(lout, lp)
+            k = so3.fourier.fourier_to_sh(lout, lp)[:, lp : lp + lv + 1]
+            k = k * np.where(np.arange(lv + 1) > 0, 2.0, 1.0)[None, :, None]
+            k = k[:, :, self.out_rows]
+            self.add_table(f"project_{nu}", np.stack([k.real, -k.imag], axis=2).reshape(-1, k.shape[-1]))
+
+    def powers(self, coefficients):
+        lin, n = self.lmax_in, self.torus_size
+        packed = coefficients @ self.table("to_fourier", coefficients)
+        fourier = torch.view_as_complex(packed.reshape(*packed.shape[:-1], 2 * lin + 1, lin + 1, 2).contiguous())
+        values = torch.fft.irfft2(torus_pad(fourier, n, n // 2 + 1), s=(n, n), norm="forward")  # once
+        power = values
+        for nu in range(1, self.correlation + 1):
+            if nu > 1:
+                power = power * values
+            spectrum = torch.fft.rfft2(power, norm="forward")
+            lp = nu * lin
+            cropped = torch.view_as_real(torus_crop(spectrum, lp, min(self.lmax_out, lp))).flatten(-3)
+            yield cropped @ self.table(f"project_{nu}", coefficients)
+
+
+class CPProductBasis(_PowerProductBasis):
+    """Chain of CP-factorised shared-path CG products (approximate unless ``rank="full"``)."""
+
+    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, rank="default"):
+        super().__init__(irreps_in, irreps_out, correlation, num_elements)
+        if isinstance(rank, int) and not isinstance(rank, bool) and rank < 1:
+            raise ValueError(f"CP rank must be >= 1, got {rank}")
+        self.lmax = max(self.lmax_in, self.lmax_out)
+        self.factors = so3.cp.cp_factors(self.lmax, rank, "even")
+        f = self.factors
+        self.add_table("embed", np.eye((self.lmax + 1) ** 2)[self.in_rows])  # [sum d_in, d]
+        self.add_table("a", f.a)
+        self.add_table("b", f.b)
+        self.add_table("c_t", f.c.T)
+        self.add_table("project", np.eye((self.lmax + 1) ** 2)[:, self.out_rows])
+
+    @property
+    def relative_error(self) -> float:
+        return self.factors.relative_error
+
+    def powers(self, coefficients):
+        h = coefficients @ self.table("embed", coefficients)  # [N, C, d]
+        right = h @ self.table("b", coefficients)  # B^T f, reused by every order
+        project = self.table("project", coefficients)
+        power = h
+        for nu in range(1, self.correlation + 1):
+            if nu > 1:
+                power = ((power @ self.table("a", coefficients)) * right) @ self.table("c_t", coefficients)
+            yield power @ project
