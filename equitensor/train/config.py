@@ -75,6 +75,8 @@ class DataConfig:
     e0s: Any = "fit"
     #: frames of the demo dataset when ``train == "demo"`` and it has to be generated.
     demo_frames: int = 240
+    #: seed of the demo dataset generator (independent of ``train.seed`` so the cached data is shared).
+    demo_seed: int = 0
     #: keep graphs in memory after their first use (neighbour lists built once); turn off for
     #: datasets larger than RAM (OC20 S2EF) and use ``num_workers`` instead.
     cache_graphs: bool = True

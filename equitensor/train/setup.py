@@ -100,11 +100,11 @@ def open_graphs(path: str, r_max: float, options: dict, cache: bool = False) -> 
 
 
 def _demo_paths(n_frames: int, seed: int, ctx: DistContext) -> tuple[str, str]:
-    """Train/val directories of the demo dataset; rank 0 generates it on first use."""
+    """Train/val S2EF folders of the demo dataset; rank 0 generates it on first use."""
     from equitensor.datasets.demo import demo_dataset_path, make_demo_dataset
 
-    root = Path(demo_dataset_path(n_frames=n_frames, seed=seed))
-    if ctx.is_main and not (root / "train").exists():
+    root = Path(demo_dataset_path(n_frames=n_frames, seed=seed, create=False))
+    if ctx.is_main and not (root / "manifest.json").exists():
         print(f"generating the demo dataset ({n_frames} frames, ASE EMT) in {root} ...", flush=True)
         make_demo_dataset(root, n_frames=n_frames, seed=seed)
     ctx.barrier()
@@ -120,7 +120,7 @@ def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | No
     ctx = ctx or DistContext()
     train_path, val_path = cfg.train, cfg.val
     if train_path == "demo":
-        train_path, demo_val = _demo_paths(cfg.demo_frames, seed, ctx)
+        train_path, demo_val = _demo_paths(cfg.demo_frames, cfg.demo_seed, ctx)
         val_path = val_path or demo_val
     for key, path in (("data.train", train_path), ("data.val", val_path), ("data.test", cfg.test)):
         if path is not None and not Path(path).exists():
