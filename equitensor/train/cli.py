@@ -112,17 +112,17 @@ def _train(args) -> int:
     try:
         dtype = DTYPES[cfg.train.dtype]
         torch.set_default_dtype(dtype)
+        if cfg.train.threads is not None:
+            torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.train.seed)
         splits = prepare_data(cfg.data, cfg.model.r_max, cfg.train.seed, ctx)
         stats = compute_statistics(splits.train, cfg.data)
-        if cfg.data.elements:
-            check_elements(splits.train, stats.elements, splits.sources["train"])
         key = "data.elements" if cfg.data.elements else "elements of the training data"
         check_elements(splits.val, stats.elements, splits.sources["val"], key)
         if splits.test is not None:
             check_elements(splits.test, stats.elements, splits.sources["test"], key)
         if ctx.is_main:
-            print(f"data: train {splits.sources['train']} | val {splits.sources['val']}", flush=True)
+            print(f"data: {splits.describe()}", flush=True)
             print(f"statistics: {stats.describe()}", flush=True)
             out_dir = Path(cfg.train.out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)

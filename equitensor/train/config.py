@@ -162,6 +162,8 @@ class TrainConfig:
     dtype: str = "float32"  # float32 | float64
     seed: int = 123
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    #: torch intra-op CPU threads (``torch.set_num_threads``); ``None`` keeps torch's default.
+    threads: int | None = None
     out_dir: str = "runs/demo"
     #: ``auto`` shows tqdm bars only on a TTY; ``always`` / ``never`` force it.
     progress: str = "auto"
@@ -343,6 +345,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{where}: {key} must be > 0, got {value!r}")
     if cfg.train.epochs < 1:
         raise ConfigError(f"{where}: train.epochs must be >= 1, got {cfg.train.epochs}")
+    if cfg.train.threads is not None and cfg.train.threads < 1:
+        raise ConfigError(f"{where}: train.threads must be >= 1 or null, got {cfg.train.threads}")
     if cfg.train.max_steps is not None and cfg.train.max_steps < 1:
         raise ConfigError(f"{where}: train.max_steps must be >= 1 or null, got {cfg.train.max_steps}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:

@@ -38,7 +38,15 @@ class DataSplits:
     train: Sequence
     val: Sequence
     test: Sequence | None
+    #: file of each split ("val" is the training file when validation frames were held out)
     sources: dict[str, str]
+    #: number of validation frames held out of the training file (0 when ``data.val`` is given)
+    held_out: int = 0
+
+    def describe(self) -> str:
+        val = f"{self.held_out} frames held out of the training data" if self.held_out else self.sources["val"]
+        test = f" | test {self.sources['test']}" if "test" in self.sources else ""
+        return f"train {self.sources['train']} ({len(self.train)} frames) | val {val} ({len(self.val)} frames){test}"
 
 
 @dataclass
@@ -118,14 +126,18 @@ def _limit(dataset: Sequence, limit: int | None) -> Sequence:
 def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | None = None) -> DataSplits:
     """Open the datasets named by the config, split off validation frames if needed."""
     ctx = ctx or DistContext()
-    train_path, val_path = cfg.train, cfg.val
+    train_path, val_path, options = cfg.train, cfg.val, dict(cfg.options)
     if train_path == "demo":
         train_path, demo_val = _demo_paths(cfg.demo_frames, cfg.demo_seed, ctx)
         val_path = val_path or demo_val
+        # the demo's target is the OC20 one: energy minus the per-system reference (adsorption energy)
+        options = {"referenced": True, **options}
     for key, path in (("data.train", train_path), ("data.val", val_path), ("data.test", cfg.test)):
         if path is not None and not Path(path).exists():
             raise ConfigError(f"{key}: dataset not found: {path} (set it with --set {key}=PATH)")
-    train = open_graphs(train_path, r_max, cfg.options, cfg.cache_graphs)
+    train = open_graphs(train_path, r_max, options, cfg.cache_graphs)
+    if cfg.elements:
+        check_elements(train, [_element_z(z) for z in cfg.elements], train_path)
     if val_path is None:
         n_val = max(1, int(round(cfg.val_fraction * len(train))))
         if n_val >= len(train):
@@ -133,14 +145,15 @@ def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | No
         order = np.random.default_rng(seed).permutation(len(train))
         val = Subset(train, sorted(order[:n_val].tolist()))
         train = Subset(train, sorted(order[n_val:].tolist()))
-        sources = {"train": train_path, "val": f"{train_path} ({n_val} held-out frames)"}
+        sources = {"train": train_path, "val": train_path}
     else:
-        val = open_graphs(val_path, r_max, cfg.options, cfg.cache_graphs)
+        val = open_graphs(val_path, r_max, options, cfg.cache_graphs)
         sources = {"train": train_path, "val": val_path}
-    test = open_graphs(cfg.test, r_max, cfg.options) if cfg.test else None  # read once: no cache
+        n_val = 0
+    test = open_graphs(cfg.test, r_max, options) if cfg.test else None  # read once: no cache
     if test is not None:
         sources["test"] = cfg.test
-    return DataSplits(_limit(train, cfg.max_train_frames), _limit(val, cfg.max_val_frames), test, sources)
+    return DataSplits(_limit(train, cfg.max_train_frames), _limit(val, cfg.max_val_frames), test, sources, n_val)
 
 
 def _element_z(value) -> int:
@@ -151,8 +164,19 @@ def _element_z(value) -> int:
     return int(value)
 
 
+def _file_index(dataset: Sequence, index: int) -> int:
+    """Index of item ``index`` of ``dataset`` in the underlying file (through ``Subset`` layers)."""
+    while isinstance(dataset, Subset):
+        index = int(dataset.indices[index])
+        dataset = dataset.dataset
+    return index
+
+
 def check_elements(dataset: Sequence, allowed: Sequence[int], where: str, key: str = "data.elements") -> None:
-    """Raise :class:`ConfigError` naming the first frame that holds an element outside ``allowed``."""
+    """Raise :class:`ConfigError` naming the first frame that holds an element outside ``allowed``.
+
+    The frame index is the one in the file, also when ``dataset`` is a subset of it.
+    """
     allowed_set = set(allowed)
     for index in range(len(dataset)):
         numbers = set(dataset[index].atomic_numbers.tolist())
@@ -161,7 +185,7 @@ def check_elements(dataset: Sequence, allowed: Sequence[int], where: str, key: s
             names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in sorted(extra))
             known = ", ".join(chemical_symbols[z] for z in sorted(allowed_set))
             raise ConfigError(
-                f"{where}, frame {index}: element {names} is not allowed ({key} = {known}); "
+                f"{where}, frame {_file_index(dataset, index)}: element {names} is not allowed ({key} = {known}); "
                 "add it to the list or remove the frame from the data"
             )
 
