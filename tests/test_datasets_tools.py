@@ -115,3 +115,20 @@ def test_graph_dtype_option():
     g32, g64 = GraphDataset(reader, 5.0, dtype=torch.float32)[0], GraphDataset(reader, 5.0)[0]
     assert g32.pos.dtype == torch.float32 and g64.pos.dtype == torch.float64
     assert torch.equal(g32.edge_index, g64.edge_index)
+
+
+def test_xz_is_decompressed_and_indexed_once(tmp_path, monkeypatch):
+    import equitensor.datasets.extxyz as extxyz
+    from equitensor.datasets.cache import cache_root
+
+    src = open_dataset(shared("fairchem/toy_c3h8_relax.extxyz"))
+    from equitensor.datasets.extxyz import write_extxyz
+
+    write_extxyz(tmp_path / "toy.extxyz.xz", (src[i] for i in range(10)))
+    first = open_dataset(tmp_path / "toy.extxyz.xz")
+    assert len(first) == 10
+    assert len(list((cache_root() / "xz").iterdir())) >= 1
+    monkeypatch.setattr(extxyz, "index_extxyz", lambda path: pytest.fail("re-indexed a cached file"))
+    again = open_dataset(tmp_path / "toy.extxyz.xz")
+    np.testing.assert_array_equal(again[7].positions, src[7].positions)
+    np.testing.assert_array_equal(frame_labels(again[7])["forces"], frame_labels(src[7])["forces"])
