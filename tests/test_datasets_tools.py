@@ -52,7 +52,7 @@ def test_demo_is_deterministic_and_readable(tmp_path):
 def test_demo_reuses_matching_manifest(tmp_path, monkeypatch):
     path = demo_dataset_path(n_frames=12, seed=0, create=True)
     stamp = (path / "manifest.json").stat().st_mtime_ns
-    import equitensor.datasets.demo as demo
+    from equitensor.datasets import demo
 
     monkeypatch.setattr(demo, "_system_frames", lambda *a: pytest.fail("regenerated an existing dataset"))
     assert demo_dataset_path(n_frames=12, seed=0, create=True) == path
@@ -85,9 +85,15 @@ def test_convert_any_to_each_format(tmp_path):
     for dst, kwargs in [("s2ef", {}), ("one.extxyz.xz", {}), ("db.aselmdb", {}), ("db.lmdb", {})]:
         n = convert(src, tmp_path / dst, frames_per_file=20, **kwargs)
         assert n == len(reader)
-        back = open_dataset(tmp_path / dst, allow_pickle=True) if dst.endswith(".lmdb") else open_dataset(tmp_path / dst)
+        back = (
+            open_dataset(tmp_path / dst, allow_pickle=True)
+            if dst.endswith(".lmdb")
+            else open_dataset(tmp_path / dst)
+        )
         assert len(back) == len(reader)
-        np.testing.assert_allclose(frame_labels(back[-1])["forces"], frame_labels(reader[-1])["forces"], atol=1e-6)
+        np.testing.assert_allclose(
+            frame_labels(back[-1])["forces"], frame_labels(reader[-1])["forces"], atol=1e-6
+        )
         np.testing.assert_array_equal(back[-1].get_tags(), reader[-1].get_tags())
     with pytest.raises(ValueError, match="already exists"):
         convert(src, tmp_path / "db.aselmdb")
@@ -101,8 +107,18 @@ def test_cli_info_convert_make_demo(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "frames: 101" in out and "elements (atom counts): H:" in out and "forces (eV/A" in out
 
-    assert main(["data", "convert", str(shared("fairchem/toy_c3h8_relax.extxyz")), str(tmp_path / "toy"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                str(shared("fairchem/toy_c3h8_relax.extxyz")),
+                str(tmp_path / "toy"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len(S2EFReader(tmp_path / "toy")) == 101
     assert main(["data", "make-demo", "--out", str(tmp_path / "demo"), "--frames", "10"]) == 0
     assert (tmp_path / "demo" / "manifest.json").exists()
@@ -118,7 +134,7 @@ def test_graph_dtype_option():
 
 
 def test_xz_is_decompressed_and_indexed_once(tmp_path, monkeypatch):
-    import equitensor.datasets.extxyz as extxyz
+    from equitensor.datasets import extxyz
     from equitensor.datasets.cache import cache_root
 
     src = open_dataset(shared("fairchem/toy_c3h8_relax.extxyz"))

@@ -94,7 +94,7 @@ def test_real_oc20_frames_match_ase():
 
 def test_output_grouped_by_sender():
     atoms = bulk("Cu", "fcc", a=3.61).repeat((2, 2, 2))
-    i, j, _ = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 5.0)
+    i, _, _ = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 5.0)
     assert np.all(np.diff(i) >= 0) and len(np.unique(i)) == len(atoms)
 
 

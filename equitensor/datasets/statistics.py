@@ -124,7 +124,11 @@ class DatasetSummary:
 
     @property
     def force_rms(self) -> float:
-        return float(np.sqrt(self.force_sq_sum / self.force_components)) if self.force_components else float("nan")
+        return (
+            float(np.sqrt(self.force_sq_sum / self.force_components))
+            if self.force_components
+            else float("nan")
+        )
 
     def lines(self) -> list[str]:
         """Human-readable report lines."""
@@ -135,22 +139,30 @@ class DatasetSummary:
         if self.n_frames == 0:
             return out
         total_atoms = int(n_atoms.sum())
-        out.append(f"atoms per frame: min {n_atoms.min()}, mean {n_atoms.mean():.1f}, max {n_atoms.max()} "
-                   f"(total {total_atoms}, fixed {self.n_fixed}, periodic frames {self.periodic_frames})")
+        out.append(
+            f"atoms per frame: min {n_atoms.min()}, mean {n_atoms.mean():.1f}, max {n_atoms.max()} "
+            f"(total {total_atoms}, fixed {self.n_fixed}, periodic frames {self.periodic_frames})"
+        )
         elements = ", ".join(f"{chemical_symbols[z]}:{c}" for z, c in sorted(self.element_counts.items()))
         out.append(f"elements (atom counts): {elements}")
         if self.energies:
             e = np.asarray(self.energies)
             per_atom = e / np.array([len(nums) for nums in self.numbers])
-            out.append(f"energy (eV): mean {e.mean():.4f}, std {e.std():.4f}, min {e.min():.4f}, max {e.max():.4f}")
+            out.append(
+                f"energy (eV): mean {e.mean():.4f}, std {e.std():.4f}, min {e.min():.4f}, max {e.max():.4f}"
+            )
             out.append(f"energy per atom (eV/atom): mean {per_atom.mean():.4f}, std {per_atom.std():.4f}")
             if len(e) > len(self.element_counts):
                 ref = fit_linear_reference(self.numbers, e)
                 mean, std = reference_residuals(self.numbers, e, ref)
-                out.append(f"after a per-element linear reference: residual per atom mean {mean:.2e}, "
-                           f"std {std:.4f} eV/atom")
+                out.append(
+                    f"after a per-element linear reference: residual per atom mean {mean:.2e}, "
+                    f"std {std:.4f} eV/atom"
+                )
         if self.force_components:
-            out.append(f"forces (eV/A, raw, all atoms): rms {self.force_rms:.4f}, max |F| {self.force_max:.4f}")
+            out.append(
+                f"forces (eV/A, raw, all atoms): rms {self.force_rms:.4f}, max |F| {self.force_max:.4f}"
+            )
         return out
 
 
