@@ -148,3 +148,22 @@ def test_xz_is_decompressed_and_indexed_once(tmp_path, monkeypatch):
     again = open_dataset(tmp_path / "toy.extxyz.xz")
     np.testing.assert_array_equal(again[7].positions, src[7].positions)
     np.testing.assert_array_equal(frame_labels(again[7])["forces"], frame_labels(src[7])["forces"])
+
+
+def test_training_statistics_on_ethanol():
+    from equitensor.datasets.statistics import training_statistics
+
+    reader = open_dataset(shared("molecules/ethanol/train.xyz"))
+    e0s = open_dataset(shared("molecules/ethanol/isolated_atoms.xyz"), require=()).isolated_atom_energies
+    graphs = [GraphDataset(reader, r_max=5.0)[i] for i in range(0, 1000, 50)]
+    stats = training_statistics(graphs, atomic_energies=e0s)
+    assert stats.n_graphs == 20 and stats.atomic_energies == e0s
+    assert stats.avg_num_neighbors == pytest.approx(8.0)  # ethanol fits inside 5 Å
+    energies = np.array([g.energy.item() for g in graphs])
+    e0_total = 2 * e0s[6] + 6 * e0s[1] + e0s[8]
+    assert stats.energy_shift == pytest.approx(np.mean((energies - e0_total) / 9))
+    assert stats.force_rms == pytest.approx(
+        float(np.sqrt(np.mean([(g.forces**2).mean().item() for g in graphs])))
+    )
+    fitted = training_statistics(graphs)
+    assert abs(fitted.energy_shift) < 1e-6  # a least-squares reference leaves a zero-mean residual
