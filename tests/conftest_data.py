@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(os.environ.get("EQUITENSOR_SHARED_DATA", Path(__file__).parents[1].parent / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("EQUITENSOR_SHARED_DATA", Path(__file__).parents[1].parent / "shared" / "data")
+)
 
 
 def shared(relative: str) -> Path:
