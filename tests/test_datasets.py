@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from ase.io import read
-from conftest_data import isolated_cache, shared  # noqa: F401
 from torch_geometric.loader import DataLoader
 
 from equitensor.datasets import (
@@ -26,6 +25,8 @@ from equitensor.datasets import (
     write_pyg_lmdb,
     write_s2ef,
 )
+
+from .conftest_data import shared
 
 OC20_FILES = ("random1000100.traj", "random1447590.traj", "random1000163.traj")
 

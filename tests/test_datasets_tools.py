@@ -6,7 +6,6 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from conftest_data import isolated_cache, shared  # noqa: F401
 
 from equitensor.datasets import GraphDataset, S2EFReader, frame_labels, open_dataset
 from equitensor.datasets.cli import add_data_commands, main
@@ -19,6 +18,8 @@ from equitensor.datasets.statistics import (
     force_rms,
     reference_residuals,
 )
+
+from .conftest_data import shared
 
 
 def folder_digest(folder):

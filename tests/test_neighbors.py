@@ -6,9 +6,10 @@ from ase import Atoms
 from ase.build import bulk, fcc111, molecule
 from ase.io import read
 from ase.neighborlist import neighbor_list as ase_neighbor_list
-from conftest_data import edge_set, isolated_cache, shared  # noqa: F401
 
 from equitensor.datasets.neighbors import neighbor_list
+
+from .conftest_data import edge_set, shared
 
 
 def assert_same_as_ase(positions, cell, pbc, r_max):
