@@ -145,8 +145,10 @@ def FullyConnectedTensorProduct(irreps_in1, irreps_in2, irreps_out, **kwargs) ->
 def channelwise_instructions(irreps_in1, irreps_in2, target_irreps) -> tuple[Irreps, list[tuple]]:
     """MACE's convolution layout: one ``uvu`` output block per path whose output is in ``target_irreps``.
 
-    Returns the sorted output irreps and the instructions (in path order, ``i_out`` pointing
-    into the sorted irreps), exactly like mace-torch's ``tp_out_irreps_with_instructions``.
+    Returns the sorted output irreps (the same as mace-torch's ``tp_out_irreps_with_instructions``)
+    and the instructions in path order, ``i_out`` pointing into the sorted irreps. mace-torch
+    additionally sorts its instructions by ``i_out``, so its per-edge weight columns are a
+    permutation of ours (``tests/mace_port.py`` applies it when porting weights).
     """
     irreps_in1, irreps_in2, target = map(as_irreps, (irreps_in1, irreps_in2, target_irreps))
     target_irs = {ir for _, ir in target}

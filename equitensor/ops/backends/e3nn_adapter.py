@@ -23,8 +23,8 @@ class E3nnBackend(TensorProductBackend):
                 internal_weights=False, shared_weights=shared,
             )  # fmt: skip
 
-        # e3nn builds its wigner_3j buffers in the default dtype: build them in float64 so that
-        # .double() is exact and .float() rounds once.
+        # e3nn builds its wigner_3j buffers in the default dtype: build them in float64 and round
+        # once to the default dtype, like every other module built now.
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch.float64)
         try:
@@ -32,6 +32,8 @@ class E3nnBackend(TensorProductBackend):
             self.per_sample = make(False)
         finally:
             torch.set_default_dtype(previous)
+        self.shared.to(previous)
+        self.per_sample.to(previous)
         self.weight_numel = self.shared.weight_numel
         self.paths = instruction_paths(d)
 
