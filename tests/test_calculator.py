@@ -14,7 +14,7 @@ from torch_geometric.data import Batch
 
 from equitensor.models import EquitensorCalculator, atoms_to_graph, save_model
 
-from .test_models import small_model
+from .test_models import single_thread, small_model  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("default_float64")
 

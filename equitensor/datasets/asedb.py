@@ -47,6 +47,21 @@ def _raw_labels(atoms: Atoms) -> dict:
     return {k: results[k] for k in ("energy", "forces", "stress") if results.get(k) is not None}
 
 
+def _drop_inherited(db) -> None:
+    """Release a database handle inherited through ``fork`` (e.g. by a DataLoader worker).
+
+    py-lmdb refuses to open a file that is already open in the process, and the parent's LMDB
+    environment is, in the child's copy of memory. Closing the child's copy unmaps it and closes
+    the child's file descriptor only; the parent is unaffected (the env is read-only, unlocked).
+    """
+    env = db.__dict__.get("_env")
+    if env is not None:
+        env.close()
+        db.__dict__["_env"] = None
+    # ase-db-backends' __del__ calls close(), which would reopen the file just to close it.
+    db.close = lambda: None
+
+
 class AseDBReader(FrameReader):
     """ASE database reader: ``.aselmdb`` (fairchem), ``.db`` (SQLite) or ``.json``.
 
@@ -73,7 +88,10 @@ class AseDBReader(FrameReader):
 
     @property
     def db(self):
-        if self._db is None or self._pid != os.getpid():
+        if self._db is not None and self._pid != os.getpid():
+            _drop_inherited(self._db)
+            self._db = None
+        if self._db is None:
             self._db, self._pid = _connect(self.path, readonly=True), os.getpid()
         return self._db
 

@@ -63,4 +63,8 @@ class FrameReader(abc.ABC):
             yield self[i]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.path)!r}, frames={len(self)})"
+        try:
+            frames = len(self)
+        except Exception:  # a half-constructed reader (e.g. shown in a traceback)
+            frames = "?"
+        return f"{type(self).__name__}({str(self.path)!r}, frames={frames})"

@@ -77,7 +77,7 @@ def index_extxyz(path: str | Path) -> ExtXYZIndex:
             except ValueError:
                 raise DatasetError(
                     path, f"line {line + 1} should hold the atom count of a frame but reads "
-                    f"{raw.strip()[:60]!r}", len(offsets), "the previous frame probably has a wrong atom count",
+                    f"{raw.strip()[:60].decode(errors='replace')!r}", len(offsets), "the previous frame probably has a wrong atom count",
                 ) from None
             if count < 0 or line + 2 + count > n_lines:
                 raise DatasetError(

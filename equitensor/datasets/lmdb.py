@@ -184,7 +184,11 @@ class PyGLmdbReader(FrameReader):
         return state
 
     def _env(self, k: int) -> lmdb.Environment:
-        if self._pid != os.getpid():  # forked: the parent's handles are not ours to use
+        if self._pid != os.getpid():
+            # Forked (DataLoader worker): close the child's copies of the parent's handles, as
+            # py-lmdb refuses to reopen a file that is open in this process; the parent keeps its own.
+            for env in self._envs.values():
+                env.close()
             self._envs, self._pid = {}, os.getpid()
         if k not in self._envs:
             self._envs[k] = _open_env(self.db_paths[k])
@@ -208,14 +212,17 @@ class PyGLmdbReader(FrameReader):
         return data_to_atoms(self._unpickle(raw, path, local), path, local)
 
 
-def atoms_to_pyg_data(atoms: Atoms):
-    """A frame as the legacy fairchem PyG ``Data`` (``y``, ``force`` naming, float32 like fairchem)."""
+def atoms_to_pyg_data(atoms: Atoms, dtype: torch.dtype = torch.float32):
+    """A frame as the legacy fairchem PyG ``Data`` (``y``, ``force`` naming; float32 like fairchem).
+
+    ``dtype`` applies to ``pos``, ``cell``, ``force`` and ``stress``.
+    """
     from torch_geometric.data import Data
 
     labels = frame_labels(atoms)
     fields = dict(
-        pos=torch.tensor(atoms.positions, dtype=torch.float32),
-        cell=torch.tensor(atoms.cell.array, dtype=torch.float32).view(1, 3, 3),
+        pos=torch.tensor(atoms.positions, dtype=dtype),
+        cell=torch.tensor(atoms.cell.array, dtype=dtype).view(1, 3, 3),
         atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.float32),
         natoms=len(atoms),
         tags=torch.tensor(atoms.get_tags(), dtype=torch.int64),
@@ -225,9 +232,9 @@ def atoms_to_pyg_data(atoms: Atoms):
     if "energy" in labels:
         fields["y"] = float(labels["energy"])
     if "forces" in labels:
-        fields["force"] = torch.tensor(labels["forces"], dtype=torch.float32)
+        fields["force"] = torch.tensor(labels["forces"], dtype=dtype)
     if "stress" in labels:
-        fields["stress"] = torch.tensor(labels["stress"], dtype=torch.float32).view(1, 3, 3)
+        fields["stress"] = torch.tensor(labels["stress"], dtype=dtype).view(1, 3, 3)
     for key in ("sid", "fid"):
         if key in atoms.info:
             fields[key] = atoms.info[key]
@@ -247,10 +254,7 @@ def write_pyg_lmdb(path: str | Path, frames: Iterable[Atoms], dtype=torch.float3
     try:
         txn = env.begin(write=True)
         for atoms in frames:
-            data = atoms_to_pyg_data(atoms)
-            for key in ("pos", "cell", "force", "stress"):
-                if key in data:
-                    data[key] = data[key].to(dtype)
+            data = atoms_to_pyg_data(atoms, dtype)
             txn.put(str(count).encode("ascii"), pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
             count += 1
             if count % 1000 == 0:

@@ -176,6 +176,9 @@ def write_s2ef(
             xyz_fh.write(format_extxyz_frame(atoms))
             txt_fh.write(f"random{sid},frame{fid},{ref!r}\n")
             count += 1
+        if count == 0:  # an empty dataset is still a valid (empty) S2EF folder
+            xyz_fh = opener(out_dir / f"0.extxyz{suffix}")
+            txt_fh = opener(out_dir / f"0.txt{suffix}")
     finally:
         for fh in (xyz_fh, txt_fh):
             if fh is not None:

@@ -42,10 +42,10 @@ class ElementLinear(torch.nn.Module):
         sizes = [self.irreps_in[i].mul * self.num_elements * self.irreps_out[o].mul for i, o in paths]
         self.weight = torch.nn.Parameter(torch.randn(sum(sizes)))
         starts = [0] + list(torch.tensor(sizes).cumsum(0).tolist()) if sizes else [0]
-        self._plan = []  # per output block: (mul_out, dim, [(input slice, mul_in, weight range)], fan_in)
+        self._plan = []  # per output block: (mul_out, dim, [(input block, mul_in, weight range)], fan_in)
         for o, (mul_out, ir) in enumerate(self.irreps_out):
             sources = [
-                (self.irreps_in.slices()[i], self.irreps_in[i].mul, (starts[k], starts[k + 1]))
+                (i, self.irreps_in[i].mul, (starts[k], starts[k + 1]))
                 for k, (i, oo) in enumerate(paths)
                 if oo == o
             ]
@@ -55,12 +55,13 @@ class ElementLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
         check_last_dim(x, self.irreps_in, "x")
         n, e = x.shape[0], self.num_elements
+        blocks = torch.split(x, [mul * ir.dim for mul, ir in self.irreps_in], dim=1)
         outputs = []
         for mul_out, dim, sources, fan_in in self._plan:
             if not sources:
                 outputs.append(x.new_zeros(n, mul_out * dim))
                 continue
-            xs = torch.cat([x[:, s].reshape(n, mul, dim) for s, mul, _ in sources], dim=1)  # [N, U, dim]
+            xs = torch.cat([blocks[i].reshape(n, mul, dim) for i, mul, _ in sources], dim=1)  # [N, U, dim]
             w = torch.cat([self.weight[a:b].reshape(mul * e, mul_out) for _, mul, (a, b) in sources])  # [U*E, W]
             xa = (xs[:, :, None, :] * element_onehot[:, None, :, None]).reshape(n, -1, dim)  # [N, U*E, dim]
             y = xa.transpose(1, 2) @ (w / math.sqrt(fan_in))  # [N, dim, W]
@@ -149,9 +150,11 @@ class InteractionBlock(torch.nn.Module):
         sender, receiver = edge_index[0], edge_index[1]
         sc = self.skip(node_feats, element_onehot) if self.residual else None
         node_feats = self.linear_up(node_feats)
-        tp_weights = self.conv_tp_weights(edge_feats)  # [n_edges, weight_numel]
-        messages = self.conv_tp(node_feats[sender], edge_attrs, tp_weights)  # [n_edges, irreps_mid.dim]
-        message = messages.new_zeros(node_feats.shape[0], messages.shape[1]).index_add_(0, receiver, messages)
+        message = node_feats.new_zeros(node_feats.shape[0], self.conv_tp.irreps_out.dim)  # [N, irreps_mid.dim]
+        if edge_index.shape[1] > 0:  # graphs without any edge (isolated atoms): no message
+            tp_weights = self.conv_tp_weights(edge_feats)  # [n_edges, weight_numel]
+            messages = self.conv_tp(node_feats[sender], edge_attrs, tp_weights)  # [n_edges, irreps_mid.dim]
+            message = message.index_add(0, receiver, messages)
         message = self.linear(message) / self.avg_num_neighbors  # [N, target.dim]
         if not self.residual:
             message = self.skip(message, element_onehot)

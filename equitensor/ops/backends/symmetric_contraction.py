@@ -11,9 +11,10 @@ e.g. 16 for ``0e+1o+2e+3o``), ``U_nu`` the symmetric coupling basis of
 Execution (all tables built once at construction):
 
 1. products of ``x`` on the sorted monomials ``x_i1 x_i2 ... (i1 <= i2 <= ...)`` that the coupling
-   uses, one level per order (``P_nu = P_{nu-1}[parent] * x[last]``): ``[N, c, n_monomials]``;
-2. one matmul of all monomials against the coupling tables of every (L, nu):
-   ``[N*c, n_monomials] @ [n_monomials, sum_L (2L+1) K_L] -> Q``;
+   uses, one level per order (``P_nu = P_{nu-1}[parent] * x[last]``), laid out
+   ``[n_monomials, N*c]`` so that each gather copies whole rows;
+2. one matmul of the coupling tables of every (L, nu) with all monomials:
+   ``[sum_L (2L+1) K_L, n_monomials] @ [n_monomials, N*c] -> Q``;
 3. per output irrep, the element-dependent weights (one-hot @ weights) contract ``k``.
 
 This is the same function as mace-torch's ``SymmetricContraction`` (same weights layout
@@ -111,16 +112,19 @@ class SymmetricContractionBackend(ProductBasisBackend):
 
     def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[0], self.num_channels
-        # [N, c, d]: channel-major view of every coupling irrep
-        xs = torch.cat([x[:, s].reshape(n, mul, dim) for s, mul, dim in self._in_blocks], dim=-1)
+        # [d, N*c]: coupling components first, so that gathering monomials copies whole rows
+        blocks = torch.split(x, [mul * dim for _, mul, dim in self._in_blocks], dim=1)
+        xs = torch.cat([b.reshape(n, mul, dim) for b, (_, mul, dim) in zip(blocks, self._in_blocks)], dim=2)
+        xs = xs.permute(2, 0, 1).reshape(self.coupling_dim, n * c)
         products = [xs]
         for nu in range(2, self.correlation + 1):
             parent, last = getattr(self, f"parent_{nu}"), getattr(self, f"last_{nu}")
-            products.append(products[-1][..., parent] * xs[..., last])  # [N, c, n_nu]
-        monomials = torch.cat(products, dim=-1)  # [N, c, n_monomials]
-        q = monomials @ self.coupling_matrix(x)  # [N, c, sum_o M_o K_o]
+            products.append(products[-1].index_select(0, parent) * xs.index_select(0, last))  # [n_nu, N*c]
+        monomials = torch.cat(products, dim=0) if len(products) > 1 else xs  # [n_monomials, N*c]
+        q = self.coupling_matrix(x).T @ monomials  # [sum_o M_o K_o, N*c]
+        q_blocks = torch.split(q, [m * k for _, m, k, _ in self.blocks], dim=0)
         outputs = []
-        for o, m, k_total, cols in self.blocks:
+        for (o, m, k_total, _), q_o in zip(self.blocks, q_blocks):
             if k_total == 0:
                 outputs.append(x.new_zeros(n, c * m))
                 continue
@@ -129,9 +133,9 @@ class SymmetricContractionBackend(ProductBasisBackend):
                 dim=1,
             )  # [E, K, c]
             w_node = (element_onehot @ w.reshape(self.num_elements, -1)).reshape(n, k_total, c)  # [N, K, c]
-            q_o = q[..., cols].reshape(n, c, m, k_total)  # [N, c, M, K]
-            out = torch.einsum("ncmk,nkc->ncm", q_o, w_node)  # [N, c, M]
-            outputs.append(out.reshape(n, c * m))
+            q_o = q_o.reshape(m, k_total, n, c)  # [M, K, N, c]
+            out = (q_o * w_node.transpose(0, 1)).sum(1)  # [M, N, c]
+            outputs.append(out.permute(1, 2, 0).reshape(n, c * m))
         return torch.cat(outputs, dim=-1)
 
     def extra_repr(self) -> str:
