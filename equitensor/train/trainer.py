@@ -252,6 +252,8 @@ class Trainer:
                 acc.update(pred, batch)
                 terms = self.loss_fn.terms(pred, batch)
                 total = terms if total is None else total + terms
+        if total is None:  # this rank's validation shard is empty (fewer frames than ranks)
+            total = LossTerms(torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
         sums = torch.cat([acc.sums, total.sums.double().cpu(), total.counts.double().cpu()])
         sums = all_reduce_sum(sums, self.dist)
         n = acc.sums.numel()
