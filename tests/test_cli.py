@@ -38,7 +38,7 @@ def test_train_then_evaluate_on_demo_data(demo_cache, capsys):
     rc = main(["train", "--set", *TINY, f"train.out_dir={out}"])
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert "mean-predictor baseline (val)" in text and "final (val) mean baseline" in text
+    assert "mean-predictor baseline (val)" in text and "mean baseline (val)" in text
     for name in ("config.yaml", "checkpoint.pt", "best_model.pt", "metrics.csv", "learning_curve.png"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader(open(out / "metrics.csv")))

@@ -462,9 +462,14 @@ class Trainer:
             final = {
                 k[4:]: v for k, v in self.history[-1].items() if k.startswith("val_") and k != "val_loss"
             }
+        if self.history:
+            best = min(self.history, key=lambda row: row["val_loss"])
+            if best["val_loss"] <= self.best_val_loss:  # else the final validation was the best
+                best_metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_") and k != "val_loss"}
+                self.log(f"best model (val, epoch {best['epoch']}): {format_metrics(best_metrics)}")
         if baseline is not None:
-            self.log(f"final (val)   model: {format_metrics(final)}")
-            self.log(f"final (val) mean baseline: {format_metrics(baseline)}")
+            self.log(f"last model (val): {format_metrics(final)}")
+            self.log(f"mean baseline (val): {format_metrics(baseline)}")
         self._plot()
         return TrainResult(
             history=self.history,
