@@ -32,11 +32,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ase.build import bulk, fcc111  # noqa: E402
-from ase.io import read  # noqa: E402
-from ase.neighborlist import neighbor_list as ase_neighbor_list  # noqa: E402
+from ase.build import bulk, fcc111
+from ase.io import read
+from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-from equitensor.datasets.neighbors import neighbor_list  # noqa: E402
+from equitensor.datasets.neighbors import neighbor_list
 
 SHARED = Path(os.environ.get("EQUITENSOR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "benchmarks" / "results"
@@ -103,12 +103,16 @@ def first_call_seconds(cache_dir: str | None) -> float:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if cache_dir is not None:
         env["NUMBA_CACHE_DIR"] = cache_dir
-    out = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", COMPILE_SNIPPET], env=env, capture_output=True, text=True, check=True
+    )
     return float(out.stdout.split()[1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     args = parser.parse_args()
     repeats = 5 if args.quick else 21
@@ -117,17 +121,23 @@ def main() -> None:
     import matscipy
     import numba
 
-    print(f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
-          f"ase {ase.__version__}, matscipy {matscipy.__version__}")
+    print(
+        f"machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"python {platform.python_version()}, numpy {np.__version__}, numba {numba.__version__}, "
+        f"ase {ase.__version__}, matscipy {matscipy.__version__}"
+    )
 
     with tempfile.TemporaryDirectory() as empty:
         compile_s = first_call_seconds(empty)
     neighbor_list(np.zeros((1, 3)), np.eye(3), [True] * 3, 0.5)  # make sure the on-disk cache exists
     cached_s = first_call_seconds(None)
-    print(f"numba first call: {compile_s:.2f} s with an empty cache (compile), "
-          f"{cached_s:.3f} s with the on-disk cache (cache=True)\n")
+    print(
+        f"numba first call: {compile_s:.2f} s with an empty cache (compile), "
+        f"{cached_s:.3f} s with the on-disk cache (cache=True)\n"
+    )
 
     impls = implementations()
     rows = []
@@ -140,30 +150,44 @@ def main() -> None:
         timings = {}
         for impl, fn in impls.items():
             budget = 20.0 if impl == "ase" else 10.0
-            timings[impl] = median_seconds(lambda: fn(atoms, r_max), repeats, budget)
+            timings[impl] = median_seconds(lambda f=fn, a=atoms, r=r_max: f(a, r), repeats, budget)
         for impl, seconds in timings.items():
-            rows.append({
-                "system": name, "n_atoms": len(atoms), "r_max": r_max, "n_edges": len(reference),
-                "method": impl, "median_ms": round(seconds * 1e3, 4),
-                "ratio_vs_matscipy": round(seconds / timings["matscipy"], 3),
-            })
+            rows.append(
+                {
+                    "system": name,
+                    "n_atoms": len(atoms),
+                    "r_max": r_max,
+                    "n_edges": len(reference),
+                    "method": impl,
+                    "median_ms": round(seconds * 1e3, 4),
+                    "ratio_vs_matscipy": round(seconds / timings["matscipy"], 3),
+                }
+            )
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / "neighbors.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-        fh.write(f"# numba compile (empty cache) s,{compile_s:.3f}\n# numba first call (cached) s,{cached_s:.4f}\n")
+        fh.write(
+            f"# numba compile (empty cache) s,{compile_s:.3f}\n# numba first call (cached) s,{cached_s:.4f}\n"
+        )
 
-    header = f"{'system':<26}{'atoms':>7}{'r_max':>6}{'edges':>9}  " + "".join(f"{m:>13}" for m in impls) + "   equitensor/matscipy"
+    header = (
+        f"{'system':<26}{'atoms':>7}{'r_max':>6}{'edges':>9}  "
+        + "".join(f"{m:>13}" for m in impls)
+        + "   equitensor/matscipy"
+    )
     print(header)
     print("-" * len(header))
     for name in dict.fromkeys(r["system"] for r in rows):
         group = {r["method"]: r for r in rows if r["system"] == name}
         first = next(iter(group.values()))
         cells = "".join(f"{group[m]['median_ms']:>10.3f} ms" for m in impls)
-        print(f"{name:<26}{first['n_atoms']:>7}{first['r_max']:>6.1f}{first['n_edges']:>9}  {cells}"
-              f"   {group['equitensor']['ratio_vs_matscipy']:.2f}")
+        print(
+            f"{name:<26}{first['n_atoms']:>7}{first['r_max']:>6.1f}{first['n_edges']:>9}  {cells}"
+            f"   {group['equitensor']['ratio_vs_matscipy']:.2f}"
+        )
 
     try:
         import matplotlib
@@ -177,11 +201,14 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(impls)
     for k, impl in enumerate(impls):
-        values = [next(r["median_ms"] for r in rows if r["system"] == n and r["method"] == impl) for n in names]
+        values = [
+            next(r["median_ms"] for r in rows if r["system"] == n and r["method"] == impl) for n in names
+        ]
         ax.bar(np.arange(len(names)) + k * width, values, width, label=impl)
     ax.set_xticks(np.arange(len(names)) + width * (len(impls) - 1) / 2)
-    ax.set_xticklabels([f"{n}\n({next(r['n_atoms'] for r in rows if r['system'] == n)} atoms)" for n in names],
-                       fontsize=7)
+    ax.set_xticklabels(
+        [f"{n}\n({next(r['n_atoms'] for r in rows if r['system'] == n)} atoms)" for n in names], fontsize=7
+    )
     ax.set_yscale("log")
     ax.set_ylabel("median time per call (ms)")
     ax.set_title("ijS neighbour list, one thread (lower is better)")

@@ -33,6 +33,12 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep indexes, decompressed files, CP factors and demo data out of the user's ~/.cache."""
+    monkeypatch.setenv("EQUITENSOR_CACHE", str(tmp_path_factory.getbasetemp() / "equitensor-cache"))
+
+
+@pytest.fixture(autouse=True)
 def _seed_torch():
     torch.manual_seed(0)
     yield

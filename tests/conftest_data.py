@@ -1,4 +1,4 @@
-"""Shared helpers for the dataset tests (imported explicitly; not an auto-loaded conftest).
+"""Helpers for the dataset tests: shared reference files and exact edge-set comparison.
 
 The real reference data lives in ``../shared/data`` relative to the repository root, or wherever
 ``EQUITENSOR_SHARED_DATA`` points. Tests that need it skip with a message when it is absent.
@@ -6,13 +6,14 @@ The real reference data lives in ``../shared/data`` relative to the repository r
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(os.environ.get("EQUITENSOR_SHARED_DATA", Path(__file__).parents[1].parent / "shared" / "data"))
+from .conftest import shared_data_dir
+
+SHARED_DATA = shared_data_dir()
 
 
 def shared(relative: str) -> Path:
@@ -21,12 +22,6 @@ def shared(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"reference data {path} not found (set EQUITENSOR_SHARED_DATA to the shared data folder)")
     return path
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch):
-    """Keep indexes, decompressed files and demo data out of the user's ~/.cache."""
-    monkeypatch.setenv("EQUITENSOR_CACHE", str(tmp_path_factory.getbasetemp() / "equitensor-cache"))
 
 
 def edge_set(i, j, S) -> list[tuple]:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from ase.io import read
-from conftest_data import isolated_cache, shared  # noqa: F401
 from torch_geometric.loader import DataLoader
 
 from equitensor.datasets import (
@@ -26,7 +25,8 @@ from equitensor.datasets import (
     write_pyg_lmdb,
     write_s2ef,
 )
-from equitensor.datasets.lmdb import atoms_to_pyg_data
+
+from .conftest_data import shared
 
 OC20_FILES = ("random1000100.traj", "random1447590.traj", "random1000163.traj")
 
@@ -135,9 +135,19 @@ def test_legacy_pyg1_layout_decodes(tmp_path):
         def __reduce__(self):
             return copyreg._reconstructor, (Data, object, None), self.state
 
-    state = dict(pos=torch.rand(3, 3) * 3, cell=torch.eye(3).view(1, 3, 3) * 8, atomic_numbers=torch.tensor([29.0, 29, 8]),
-                 natoms=3, y=-3.25, force=torch.rand(3, 3), tags=torch.tensor([1, 1, 2]), fixed=torch.zeros(3),
-                 sid=7, fid=2, edge_index=None)
+    state = dict(
+        pos=torch.rand(3, 3) * 3,
+        cell=torch.eye(3).view(1, 3, 3) * 8,
+        atomic_numbers=torch.tensor([29.0, 29, 8]),
+        natoms=3,
+        y=-3.25,
+        force=torch.rand(3, 3),
+        tags=torch.tensor([1, 1, 2]),
+        fixed=torch.zeros(3),
+        sid=7,
+        fid=2,
+        edge_index=None,
+    )
     path = tmp_path / "legacy.lmdb"
     env = lmdb.open(str(path), subdir=False, map_size=1 << 24)
     with env.begin(write=True) as txn:
@@ -215,10 +225,15 @@ def test_readers_work_in_dataloader_workers(tmp_path):
     write_pyg_lmdb(tmp_path / "w.lmdb", frames)
     write_ase_db(tmp_path / "w.aselmdb", frames)
     for path in ("w.lmdb", "w.aselmdb"):  # the readers that hold open handles
-        reader = open_dataset(tmp_path / path, allow_pickle=True) if path.endswith(".lmdb") else open_dataset(tmp_path / path)
+        reader = (
+            open_dataset(tmp_path / path, allow_pickle=True)
+            if path.endswith(".lmdb")
+            else open_dataset(tmp_path / path)
+        )
         reader[0]  # open handles in the parent first: workers must not reuse them
-        loader = DataLoader(GraphDataset(reader, r_max=5.0), batch_size=2, num_workers=2,
-                            multiprocessing_context="fork")
+        loader = DataLoader(
+            GraphDataset(reader, r_max=5.0), batch_size=2, num_workers=2, multiprocessing_context="fork"
+        )
         energies = torch.cat([b.energy for b in loader])
         expected = torch.tensor([frame_labels(a)["energy"] for a in frames], dtype=energies.dtype)
         torch.testing.assert_close(energies, expected)

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 from ase import Atoms
-from conftest_data import isolated_cache  # noqa: F401
 
 from equitensor.datasets import DatasetError, ExtXYZReader, S2EFReader, frame_labels, open_dataset
 from equitensor.datasets.frames import attach_labels

@@ -6,7 +6,6 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from conftest_data import isolated_cache, shared  # noqa: F401
 
 from equitensor.datasets import GraphDataset, S2EFReader, frame_labels, open_dataset
 from equitensor.datasets.cli import add_data_commands, main
@@ -19,6 +18,8 @@ from equitensor.datasets.statistics import (
     force_rms,
     reference_residuals,
 )
+
+from .conftest_data import shared
 
 
 def folder_digest(folder):
@@ -52,7 +53,7 @@ def test_demo_is_deterministic_and_readable(tmp_path):
 def test_demo_reuses_matching_manifest(tmp_path, monkeypatch):
     path = demo_dataset_path(n_frames=12, seed=0, create=True)
     stamp = (path / "manifest.json").stat().st_mtime_ns
-    import equitensor.datasets.demo as demo
+    from equitensor.datasets import demo
 
     monkeypatch.setattr(demo, "_system_frames", lambda *a: pytest.fail("regenerated an existing dataset"))
     assert demo_dataset_path(n_frames=12, seed=0, create=True) == path
@@ -85,9 +86,15 @@ def test_convert_any_to_each_format(tmp_path):
     for dst, kwargs in [("s2ef", {}), ("one.extxyz.xz", {}), ("db.aselmdb", {}), ("db.lmdb", {})]:
         n = convert(src, tmp_path / dst, frames_per_file=20, **kwargs)
         assert n == len(reader)
-        back = open_dataset(tmp_path / dst, allow_pickle=True) if dst.endswith(".lmdb") else open_dataset(tmp_path / dst)
+        back = (
+            open_dataset(tmp_path / dst, allow_pickle=True)
+            if dst.endswith(".lmdb")
+            else open_dataset(tmp_path / dst)
+        )
         assert len(back) == len(reader)
-        np.testing.assert_allclose(frame_labels(back[-1])["forces"], frame_labels(reader[-1])["forces"], atol=1e-6)
+        np.testing.assert_allclose(
+            frame_labels(back[-1])["forces"], frame_labels(reader[-1])["forces"], atol=1e-6
+        )
         np.testing.assert_array_equal(back[-1].get_tags(), reader[-1].get_tags())
     with pytest.raises(ValueError, match="already exists"):
         convert(src, tmp_path / "db.aselmdb")
@@ -101,8 +108,18 @@ def test_cli_info_convert_make_demo(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "frames: 101" in out and "elements (atom counts): H:" in out and "forces (eV/A" in out
 
-    assert main(["data", "convert", str(shared("fairchem/toy_c3h8_relax.extxyz")), str(tmp_path / "toy"),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "convert",
+                str(shared("fairchem/toy_c3h8_relax.extxyz")),
+                str(tmp_path / "toy"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len(S2EFReader(tmp_path / "toy")) == 101
     assert main(["data", "make-demo", "--out", str(tmp_path / "demo"), "--frames", "10"]) == 0
     assert (tmp_path / "demo" / "manifest.json").exists()
@@ -115,3 +132,39 @@ def test_graph_dtype_option():
     g32, g64 = GraphDataset(reader, 5.0, dtype=torch.float32)[0], GraphDataset(reader, 5.0)[0]
     assert g32.pos.dtype == torch.float32 and g64.pos.dtype == torch.float64
     assert torch.equal(g32.edge_index, g64.edge_index)
+
+
+def test_xz_is_decompressed_and_indexed_once(tmp_path, monkeypatch):
+    from equitensor.datasets import extxyz
+    from equitensor.datasets.cache import cache_root
+
+    src = open_dataset(shared("fairchem/toy_c3h8_relax.extxyz"))
+    from equitensor.datasets.extxyz import write_extxyz
+
+    write_extxyz(tmp_path / "toy.extxyz.xz", (src[i] for i in range(10)))
+    first = open_dataset(tmp_path / "toy.extxyz.xz")
+    assert len(first) == 10
+    assert len(list((cache_root() / "xz").iterdir())) >= 1
+    monkeypatch.setattr(extxyz, "index_extxyz", lambda path: pytest.fail("re-indexed a cached file"))
+    again = open_dataset(tmp_path / "toy.extxyz.xz")
+    np.testing.assert_array_equal(again[7].positions, src[7].positions)
+    np.testing.assert_array_equal(frame_labels(again[7])["forces"], frame_labels(src[7])["forces"])
+
+
+def test_training_statistics_on_ethanol():
+    from equitensor.datasets.statistics import training_statistics
+
+    reader = open_dataset(shared("molecules/ethanol/train.xyz"))
+    e0s = open_dataset(shared("molecules/ethanol/isolated_atoms.xyz"), require=()).isolated_atom_energies
+    graphs = [GraphDataset(reader, r_max=5.0)[i] for i in range(0, 1000, 50)]
+    stats = training_statistics(graphs, atomic_energies=e0s)
+    assert stats.n_graphs == 20 and stats.atomic_energies == e0s
+    assert stats.avg_num_neighbors == pytest.approx(8.0)  # ethanol fits inside 5 Å
+    energies = np.array([g.energy.item() for g in graphs])
+    e0_total = 2 * e0s[6] + 6 * e0s[1] + e0s[8]
+    assert stats.energy_shift == pytest.approx(np.mean((energies - e0_total) / 9))
+    assert stats.force_rms == pytest.approx(
+        float(np.sqrt(np.mean([(g.forces**2).mean().item() for g in graphs])))
+    )
+    fitted = training_statistics(graphs)
+    assert abs(fitted.energy_shift) < 1e-6  # a least-squares reference leaves a zero-mean residual

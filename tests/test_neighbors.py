@@ -6,9 +6,10 @@ from ase import Atoms
 from ase.build import bulk, fcc111, molecule
 from ase.io import read
 from ase.neighborlist import neighbor_list as ase_neighbor_list
-from conftest_data import edge_set, isolated_cache, shared  # noqa: F401
 
 from equitensor.datasets.neighbors import neighbor_list
+
+from .conftest_data import edge_set, shared
 
 
 def assert_same_as_ase(positions, cell, pbc, r_max):
@@ -39,23 +40,24 @@ def random_cell(rng, skew):
 def test_random_triclinic_cells_match_ase(skew):
     rng = np.random.default_rng(int(skew * 10))
     total = 0
-    for _ in range(60):
+    for _ in range(40):
         cell = random_cell(rng, skew)
         pbc = rng.random(3) < 0.75
         n = int(rng.integers(1, 25))
         positions = rng.uniform(-0.5, 1.5, size=(n, 3)) @ cell  # many atoms outside the cell
         total += assert_same_as_ase(positions, cell, pbc, float(rng.uniform(0.5, 4.5)))
-    assert total > 1000  # the comparison actually saw edges
+    assert total > 500  # the comparison actually saw edges
 
 
 def test_small_and_strongly_skewed_cell_many_images():
-    # Perpendicular widths ~1 Å with r_max = 3 Å: each atom sees several images per direction.
+    # Perpendicular widths 0.05, 0.32 and 1 Å: with r_max ~1.9 Å edges reach images up to ~39
+    # cells away along the thinnest direction.
     cell = np.array([[1.2, 0.0, 0.0], [5.9, 1.1, 0.0], [-4.0, 3.3, 1.0]])
     positions = np.array([[0.1, 0.2, 0.3], [0.7, 0.4, 0.6], [3.0, 1.0, 0.2]]) + 0.0123
-    # r_max avoids exact ties: with these decimal inputs some |D| equal 3.0 up to rounding, and
-    # ASE and we may round such a tie differently.
-    n_edges = assert_same_as_ase(positions, cell, [True, True, True], 2.987)
-    assert n_edges > 200
+    # r_max is kept off round values: with these decimal inputs some |D| equal e.g. 3.0 up to
+    # rounding, and ASE and we may round such a tie differently.
+    n_edges = assert_same_as_ase(positions, cell, [True, True, True], 1.913)
+    assert n_edges > 150
 
 
 def test_single_atom_periodic_images_only():
@@ -94,7 +96,7 @@ def test_real_oc20_frames_match_ase():
 
 def test_output_grouped_by_sender():
     atoms = bulk("Cu", "fcc", a=3.61).repeat((2, 2, 2))
-    i, j, _ = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 5.0)
+    i, _, _ = neighbor_list(atoms.positions, atoms.cell.array, atoms.pbc, 5.0)
     assert np.all(np.diff(i) >= 0) and len(np.unique(i)) == len(atoms)
 
 

@@ -6,6 +6,7 @@ Start with :func:`open_dataset` (any supported format -> reader) and :class:`Gra
 
 from .asedb import AseDBReader, TrajectoryReader, write_ase_db
 from .base import FrameReader
+from .demo import demo_dataset_path, make_demo_dataset
 from .dispatch import ACCEPTED_FORMATS, detect_format, open_dataset
 from .errors import DatasetError
 from .extxyz import ExtXYZReader, write_extxyz
@@ -27,11 +28,13 @@ __all__ = [
     "PyGLmdbReader",
     "S2EFReader",
     "TrajectoryReader",
+    "demo_dataset_path",
     "detect_format",
     "fixed_mask",
     "frame_labels",
     "free_atom_mask",
     "infer_tags",
+    "make_demo_dataset",
     "neighbor_list",
     "open_dataset",
     "write_ase_db",

@@ -83,8 +83,11 @@ class AseDBReader(FrameReader):
         except DatasetError:
             raise
         except Exception as err:
-            raise DatasetError(self.path, f"cannot read as an ASE database: {type(err).__name__}: {err}",
-                               hint="the file is corrupt or not an ASE database") from err
+            raise DatasetError(
+                self.path,
+                f"cannot read as an ASE database: {type(err).__name__}: {err}",
+                hint="the file is corrupt or not an ASE database",
+            ) from err
 
     @property
     def db(self):
@@ -130,7 +133,9 @@ class TrajectoryReader(FrameReader):
         try:
             self._length = len(self.traj)
         except Exception as err:
-            raise DatasetError(self.path, f"cannot read as an ASE trajectory: {type(err).__name__}: {err}") from err
+            raise DatasetError(
+                self.path, f"cannot read as an ASE trajectory: {type(err).__name__}: {err}"
+            ) from err
 
     @property
     def traj(self) -> Trajectory:

@@ -11,7 +11,7 @@ from ase import Atoms
 from .frames import validate_frame
 from .tags import ensure_tags
 
-__all__ = ["FrameReader", "DEFAULT_REQUIRE"]
+__all__ = ["DEFAULT_REQUIRE", "FrameReader"]
 
 DEFAULT_REQUIRE = ("energy", "forces")
 
@@ -65,6 +65,6 @@ class FrameReader(abc.ABC):
     def __repr__(self) -> str:
         try:
             frames = len(self)
-        except Exception:  # a half-constructed reader (e.g. shown in a traceback)
+        except Exception:  # noqa: BLE001 - a half-constructed reader (e.g. shown in a traceback)
             frames = "?"
         return f"{type(self).__name__}({str(self.path)!r}, frames={frames})"

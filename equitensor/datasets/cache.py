@@ -12,7 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["cache_root", "file_key", "atomic_write_bytes"]
+__all__ = ["atomic_write_bytes", "cache_root", "file_key"]
 
 
 def cache_root() -> Path:

@@ -33,7 +33,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     reader = open_dataset(args.path, require=(), **_reader_options(args))
     print(f"{args.path}  [{detect_format(args.path)}, {type(reader).__name__}]")
-    frames = reader if args.max_frames is None else (reader[i] for i in range(min(args.max_frames, len(reader))))
+    frames = (
+        reader if args.max_frames is None else (reader[i] for i in range(min(args.max_frames, len(reader))))
+    )
     summary = summarize(frames, progress=not args.no_progress)
     if args.max_frames is not None and args.max_frames < len(reader):
         print(f"(statistics over the first {args.max_frames} of {len(reader)} frames)")
@@ -41,7 +43,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(line)
     e0s = getattr(reader, "isolated_atom_energies", None)
     if e0s:
-        print("isolated-atom energies E0 (eV): " + ", ".join(f"Z={z}: {e:.6f}" for z, e in sorted(e0s.items())))
+        print(
+            "isolated-atom energies E0 (eV): " + ", ".join(f"Z={z}: {e:.6f}" for z, e in sorted(e0s.items()))
+        )
     return 0
 
 
@@ -49,8 +53,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """Convert SRC to DST (format from --format or DST's name)."""
     from .convert import convert
 
-    n = convert(args.src, args.dst, fmt=args.format, frames_per_file=args.frames_per_file,
-                progress=not args.no_progress, **_reader_options(args))
+    n = convert(
+        args.src,
+        args.dst,
+        fmt=args.format,
+        frames_per_file=args.frames_per_file,
+        progress=not args.no_progress,
+        **_reader_options(args),
+    )
     print(f"wrote {n} frames to {args.dst}")
     return 0
 
@@ -66,8 +76,11 @@ def cmd_make_demo(args: argparse.Namespace) -> int:
 
 
 def _add_read_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--allow-pickle", action="store_true",
-                        help="allow reading legacy PyG LMDBs (pickles execute code: trusted files only)")
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow reading legacy PyG LMDBs (pickles execute code: trusted files only)",
+    )
     parser.add_argument("--referenced", action="store_true", help="S2EF: use energy - reference energy")
     parser.add_argument("--energy-key", help="extxyz: key of the energy (default 'energy')")
     parser.add_argument("--forces-key", help="extxyz: key of the forces (default 'forces')")
@@ -80,8 +93,11 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     from .convert import OUTPUT_FORMATS
     from .dispatch import ACCEPTED_FORMATS
 
-    data = subparsers.add_parser("data", help="inspect, convert and generate datasets",
-                                 description="Readable formats: " + "; ".join(ACCEPTED_FORMATS))
+    data = subparsers.add_parser(
+        "data",
+        help="inspect, convert and generate datasets",
+        description="Readable formats: " + "; ".join(ACCEPTED_FORMATS),
+    )
     sub = data.add_subparsers(dest="data_command", required=True)
 
     info = sub.add_parser("info", help="frame count, atoms, elements, energy and force statistics")
@@ -93,8 +109,12 @@ def add_data_commands(subparsers) -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="convert a dataset to another format")
     conv.add_argument("src")
     conv.add_argument("dst")
-    conv.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default=None,
-                      help="output format (default: from DST's name; no suffix = S2EF folder)")
+    conv.add_argument(
+        "--format",
+        choices=sorted(OUTPUT_FORMATS),
+        default=None,
+        help="output format (default: from DST's name; no suffix = S2EF folder)",
+    )
     conv.add_argument("--frames-per-file", type=int, default=5000, help="S2EF output: frames per file")
     _add_read_options(conv)
     conv.set_defaults(func=cmd_convert)

@@ -29,8 +29,11 @@ def output_format(dst: str | Path) -> str:
         return "extxyz"
     if "." not in name:
         return "s2ef"
-    raise DatasetError(dst, "cannot tell the output format from the name",
-                       hint="pass --format, one of " + ", ".join(OUTPUT_FORMATS))
+    raise DatasetError(
+        dst,
+        "cannot tell the output format from the name",
+        hint="pass --format, one of " + ", ".join(OUTPUT_FORMATS),
+    )
 
 
 def convert(

@@ -39,7 +39,7 @@ from .cache import cache_root
 from .frames import attach_labels
 from .oc20 import write_s2ef
 
-__all__ = ["make_demo_dataset", "demo_dataset_path", "DEMO_VERSION"]
+__all__ = ["DEMO_VERSION", "demo_dataset_path", "make_demo_dataset"]
 
 DEMO_VERSION = 1
 METALS = ("Cu", "Ag", "Au", "Ni", "Pd", "Pt", "Al")
@@ -136,7 +136,7 @@ def _system_frames(system: _System, seed: int, max_frames: int) -> list[Atoms]:
     ads = Atoms(gas.get_chemical_symbols(), positions=gas.positions)
     add_adsorbate(slab, ads, height, position=system.site, offset=offset, mol_index=0)
     tags = slab.get_tags()
-    tags[-len(ads):] = 2
+    tags[-len(ads) :] = 2
     slab.set_tags(tags)
     slab.calc = EMT()
 
@@ -202,8 +202,13 @@ def make_demo_dataset(out_dir: str | Path, n_frames: int = 2000, seed: int = 0) 
     tmp.mkdir(parents=True)
     write_s2ef(train, tmp / "train", frames_per_file=FILES_FRAMES)
     write_s2ef(val, tmp / "val", frames_per_file=FILES_FRAMES)
-    manifest = {**wanted, "train_frames": len(train), "val_frames": len(val), "systems": systems,
-                "layout": "OC20 S2EF raw (N.extxyz + N.txt); energies EMT, eV; forces eV/A"}
+    manifest = {
+        **wanted,
+        "train_frames": len(train),
+        "val_frames": len(val),
+        "systems": systems,
+        "layout": "OC20 S2EF raw (N.extxyz + N.txt); energies EMT, eV; forces eV/A",
+    }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -7,7 +7,7 @@ from pathlib import Path
 from .base import FrameReader
 from .errors import DatasetError
 
-__all__ = ["open_dataset", "ACCEPTED_FORMATS", "detect_format"]
+__all__ = ["ACCEPTED_FORMATS", "detect_format", "open_dataset"]
 
 ACCEPTED_FORMATS = (
     "folder of N.extxyz[.xz] + N.txt[.xz] (OC20 S2EF raw)",
@@ -31,8 +31,11 @@ def detect_format(path: str | Path) -> str:
         if find_s2ef_pairs(path):
             return "s2ef"
         if any(path.glob("*.aselmdb")):
-            raise DatasetError(path, "folder of .aselmdb files: open each file, or concatenate readers",
-                               hint="pass one .aselmdb file")
+            raise DatasetError(
+                path,
+                "folder of .aselmdb files: open each file, or concatenate readers",
+                hint="pass one .aselmdb file",
+            )
     elif not path.exists():
         raise DatasetError(path, "does not exist")
     elif name.endswith(".lmdb"):

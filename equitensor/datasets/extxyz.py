@@ -31,7 +31,7 @@ from .cache import atomic_write_bytes, cache_root, file_key
 from .errors import DatasetError
 from .frames import attach_labels, fixed_mask, frame_labels
 
-__all__ = ["ExtXYZFile", "ExtXYZReader", "index_extxyz", "write_extxyz", "format_extxyz_frame"]
+__all__ = ["ExtXYZFile", "ExtXYZReader", "format_extxyz_frame", "index_extxyz", "write_extxyz"]
 
 _ISOLATED = re.compile(rb"config_type\s*=\s*\"?isolated_?atoms?\b", re.IGNORECASE)
 
@@ -63,34 +63,44 @@ def index_extxyz(path: str | Path) -> ExtXYZIndex:
         offsets, natoms, isolated = [], [], []
         line = 0
         while line < n_lines:
-            raw = buf[starts[line]:line_end[line]]
+            raw = buf[starts[line] : line_end[line]]
             if not raw.strip():
                 # Blank lines are allowed only as trailing padding at the end of the file.
-                if all(not buf[starts[k]:line_end[k]].strip() for k in range(line, n_lines)):
+                if all(not buf[starts[k] : line_end[k]].strip() for k in range(line, n_lines)):
                     break
                 raise DatasetError(
-                    path, f"blank line {line + 1} where an atom count was expected", len(offsets),
+                    path,
+                    f"blank line {line + 1} where an atom count was expected",
+                    len(offsets),
                     "remove the blank line",
                 )
             try:
                 count = int(raw.strip())
             except ValueError:
                 raise DatasetError(
-                    path, f"line {line + 1} should hold the atom count of a frame but reads "
-                    f"{raw.strip()[:60].decode(errors='replace')!r}", len(offsets), "the previous frame probably has a wrong atom count",
+                    path,
+                    f"line {line + 1} should hold the atom count of a frame but reads "
+                    f"{raw.strip()[:60].decode(errors='replace')!r}",
+                    len(offsets),
+                    "the previous frame probably has a wrong atom count",
                 ) from None
             if count < 0 or line + 2 + count > n_lines:
                 raise DatasetError(
-                    path, f"frame declares {count} atoms at line {line + 1} but the file ends after "
-                    f"{n_lines - line - 2} more atom lines", len(offsets), "the file is truncated or the count is wrong",
+                    path,
+                    f"frame declares {count} atoms at line {line + 1} but the file ends after "
+                    f"{n_lines - line - 2} more atom lines",
+                    len(offsets),
+                    "the file is truncated or the count is wrong",
                 )
             offsets.append(starts[line])
             natoms.append(count)
-            comment = buf[starts[line + 1]:line_end[line + 1]]
+            comment = buf[starts[line + 1] : line_end[line + 1]]
             isolated.append(bool(_ISOLATED.search(comment)))
             line += count + 2
         offsets.append(size if line >= n_lines else starts[line])
-    return ExtXYZIndex(np.asarray(offsets, np.int64), np.asarray(natoms, np.int64), np.asarray(isolated, bool))
+    return ExtXYZIndex(
+        np.asarray(offsets, np.int64), np.asarray(natoms, np.int64), np.asarray(isolated, bool)
+    )
 
 
 def _cached_index(path: Path) -> ExtXYZIndex:
@@ -109,12 +119,14 @@ def _decompressed(path: Path) -> Path:
     """Plain-text copy of an ``.xz`` file in the cache (created once, atomically)."""
     target = cache_root() / "xz" / f"{file_key(path)}-{path.name[:-3]}"
     if not target.exists():
+
         def copy(fh):
             try:
                 with lzma.open(path, "rb") as src:
                     shutil.copyfileobj(src, fh, 1 << 20)
             except lzma.LZMAError as err:
                 raise DatasetError(path, f"cannot decompress: {err}", hint="the .xz file is corrupt") from err
+
         atomic_write_bytes(target, copy)
     return target
 
@@ -157,7 +169,9 @@ class ExtXYZFile:
             return next(read_xyz(io.StringIO(text), 0))
         except Exception as err:  # ASE raises XYZError, ValueError, IndexError, KeyError for bad lines
             raise DatasetError(
-                self.path, f"malformed extxyz frame: {type(err).__name__}: {err}", k,
+                self.path,
+                f"malformed extxyz frame: {type(err).__name__}: {err}",
+                k,
                 "check this frame's comment line (Properties=, Lattice=) and that every atom line "
                 "has one value per declared column",
             ) from err
@@ -236,7 +250,9 @@ class ExtXYZReader(FrameReader):
             labels = frame_labels(atoms)
             if len(atoms) != 1 or "energy" not in labels:
                 raise DatasetError(
-                    self.path, "an IsolatedAtom frame must hold exactly one atom and an energy", int(k),
+                    self.path,
+                    "an IsolatedAtom frame must hold exactly one atom and an energy",
+                    int(k),
                     f"check the {self.keys[0]!r} key of this frame",
                 )
             out[int(atoms.numbers[0])] = float(labels["energy"])
@@ -277,7 +293,12 @@ def format_extxyz_frame(atoms: Atoms, extra_info: dict | None = None) -> str:
     symbols = atoms.get_chemical_symbols()
     forces = labels.get("forces")
     for a in range(n):
-        cols = [symbols[a], *(_fmt(v) for v in atoms.positions[a]), "T" if free[a] else "F", str(int(tags[a]))]
+        cols = [
+            symbols[a],
+            *(_fmt(v) for v in atoms.positions[a]),
+            "T" if free[a] else "F",
+            str(int(tags[a])),
+        ]
         if forces is not None:
             cols += [_fmt(v) for v in forces[a]]
         lines.append(" ".join(cols))
@@ -290,10 +311,9 @@ def write_extxyz(path: str | Path, frames: Iterable[Atoms], info_keys: Sequence[
     ``info_keys`` are copied from ``atoms.info`` into the comment line when present.
     """
     path = Path(path)
-    opener = (lambda: lzma.open(path, "wt", encoding="utf-8")) if path.suffix == ".xz" else (
-        lambda: open(path, "w", encoding="utf-8"))
+    opener = lzma.open if path.suffix == ".xz" else open
     count = 0
-    with opener() as fh:
+    with opener(path, "wt", encoding="utf-8") as fh:
         for atoms in frames:
             extra = {k: atoms.info[k] for k in info_keys if k in atoms.info}
             fh.write(format_extxyz_frame(atoms, extra))

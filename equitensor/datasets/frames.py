@@ -108,7 +108,9 @@ def validate_frame(
     if bad.any():
         atom = int(np.flatnonzero(bad)[0])
         raise DatasetError(
-            path, f"position of atom {atom} is not finite ({pos[atom].tolist()})", index,
+            path,
+            f"position of atom {atom} is not finite ({pos[atom].tolist()})",
+            index,
             "fix or drop this frame; NaN/inf coordinates usually come from a failed calculation",
         )
     if not np.isfinite(atoms.cell.array).all():
@@ -117,7 +119,9 @@ def validate_frame(
     for key in require:
         if key not in labels:
             raise DatasetError(
-                path, f"label {key!r} is missing", index,
+                path,
+                f"label {key!r} is missing",
+                index,
                 f"pass the right {key}_key= if the file names it differently, or drop {key!r} "
                 "from require= to read unlabelled frames",
             )

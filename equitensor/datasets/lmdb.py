@@ -33,7 +33,7 @@ from .base import DEFAULT_REQUIRE, FrameReader
 from .errors import DatasetError
 from .frames import attach_labels, fixed_mask, frame_labels, set_fixed
 
-__all__ = ["PyGLmdbReader", "write_pyg_lmdb", "data_to_atoms", "atoms_to_pyg_data", "PICKLE_WARNING"]
+__all__ = ["PICKLE_WARNING", "PyGLmdbReader", "atoms_to_pyg_data", "data_to_atoms", "write_pyg_lmdb"]
 
 PICKLE_WARNING = (
     "legacy OC20/OC22 LMDB values are Python pickles, and unpickling runs arbitrary code from the "
@@ -45,12 +45,18 @@ PICKLE_WARNING = (
 def _open_env(path: Path) -> lmdb.Environment:
     try:
         return lmdb.open(
-            str(path), subdir=path.is_dir(), readonly=True, lock=False, readahead=False,
-            meminit=False, max_readers=1024,
+            str(path),
+            subdir=path.is_dir(),
+            readonly=True,
+            lock=False,
+            readahead=False,
+            meminit=False,
+            max_readers=1024,
         )
     except lmdb.Error as err:
-        raise DatasetError(path, f"cannot open as LMDB: {err}",
-                           hint="the file is not an LMDB database or is corrupt") from err
+        raise DatasetError(
+            path, f"cannot open as LMDB: {err}", hint="the file is not an LMDB database or is corrupt"
+        ) from err
 
 
 def _as_numpy(value) -> np.ndarray:
@@ -74,15 +80,21 @@ def _mapping(obj) -> dict:
     if store is not None:
         return {k: v for k, v in store.items()}
     # PyG < 2: attributes were plain instance attributes; private bookkeeping starts with "__".
-    return {k: v for k, v in state.items() if v is not None and not k.startswith("__") and not k.startswith("_")}
+    return {
+        k: v for k, v in state.items() if v is not None and not k.startswith("__") and not k.startswith("_")
+    }
 
 
 def data_to_atoms(obj, source: Path | None = None, index: int | None = None) -> Atoms:
     """Convert one decoded LMDB value (PyG ``Data`` of either layout, or a dict) to a labelled frame."""
     m = _mapping(obj)
     if "pos" not in m or "atomic_numbers" not in m:
-        raise DatasetError(source, f"entry has no 'pos'/'atomic_numbers' (keys: {sorted(m)})", index,
-                           "this is not an OC20-style structure LMDB")
+        raise DatasetError(
+            source,
+            f"entry has no 'pos'/'atomic_numbers' (keys: {sorted(m)})",
+            index,
+            "this is not an OC20-style structure LMDB",
+        )
     pos = _as_numpy(m["pos"]).astype(np.float64).reshape(-1, 3)
     numbers = np.rint(_as_numpy(m["atomic_numbers"]).astype(np.float64)).astype(np.int64).reshape(-1)
     cell = _as_numpy(m["cell"]).astype(np.float64).reshape(3, 3) if "cell" in m else np.zeros((3, 3))
@@ -109,7 +121,7 @@ def data_to_atoms(obj, source: Path | None = None, index: int | None = None) -> 
         if key in m:
             value = _as_scalar(m[key])
             if isinstance(value, str) and value.startswith("random"):
-                value = value[len("random"):]
+                value = value[len("random") :]
             try:
                 atoms.info[key] = int(value)
             except (TypeError, ValueError):
@@ -172,8 +184,12 @@ class PyGLmdbReader(FrameReader):
         try:
             return pickle.loads(raw)
         except Exception as err:
-            raise DatasetError(path, f"cannot unpickle value: {type(err).__name__}: {err}", index,
-                               "the value is corrupt or needs a package that is not installed") from err
+            raise DatasetError(
+                path,
+                f"cannot unpickle value: {type(err).__name__}: {err}",
+                index,
+                "the value is corrupt or needs a package that is not installed",
+            ) from err
 
     def __len__(self) -> int:
         return int(self._ends[-1]) if len(self._ends) else 0
@@ -207,8 +223,12 @@ class PyGLmdbReader(FrameReader):
         except lmdb.Error as err:
             raise DatasetError(path, f"cannot read LMDB: {err}", local) from err
         if raw is None:
-            raise DatasetError(path, f"key {str(local)!r} is missing", local,
-                               "keys must be '0'..'N-1'; the LMDB is incomplete")
+            raise DatasetError(
+                path,
+                f"key {str(local)!r} is missing",
+                local,
+                "keys must be '0'..'N-1'; the LMDB is incomplete",
+            )
         return data_to_atoms(self._unpickle(raw, path, local), path, local)
 
 
@@ -241,7 +261,9 @@ def atoms_to_pyg_data(atoms: Atoms, dtype: torch.dtype = torch.float32):
     return Data(**fields)
 
 
-def write_pyg_lmdb(path: str | Path, frames: Iterable[Atoms], dtype=torch.float32, map_size: int = 1 << 36) -> int:
+def write_pyg_lmdb(
+    path: str | Path, frames: Iterable[Atoms], dtype=torch.float32, map_size: int = 1 << 36
+) -> int:
     """Write frames as a legacy OC20 LMDB (single file, keys ``"0".."N-1"`` + ``"length"``).
 
     Values are PyG>=2 ``Data`` pickles as fairchem writes them (float32 by default, as fairchem

@@ -90,8 +90,10 @@ def neighbor_list(
         eff_cell = cell
         inv_cell, invertible = _inverse3(cell)
         if not invertible:
-            raise ValueError(f"cell is singular (pbc={pbc.tolist()}, cell={cell.tolist()}); give three "
-                             "independent lattice vectors or set pbc=False along the degenerate ones")
+            raise ValueError(
+                f"cell is singular (pbc={pbc.tolist()}, cell={cell.tolist()}); give three "
+                "independent lattice vectors or set pbc=False along the degenerate ones"
+            )
     else:
         eff_cell = _effective_cell(cell, pbc)
         inv_cell = np.linalg.inv(eff_cell)
@@ -137,7 +139,7 @@ def _effective_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
         complement = np.eye(3)
     else:
         _, _, vt = np.linalg.svd(periodic_rows)
-        complement = vt[periodic_rows.shape[0]:]
+        complement = vt[periodic_rows.shape[0] :]
     for row, k in zip(complement, np.flatnonzero(~pbc)):
         eff[k] = row
     return eff
@@ -183,8 +185,11 @@ def _bin_atoms(positions, cell, inv_cell, pbc, r_max, split, max_bins):
     frac = np.empty((n, 3))
     for a in range(n):
         for k in range(3):
-            frac[a, k] = (positions[a, 0] * inv_cell[0, k] + positions[a, 1] * inv_cell[1, k]
-                          + positions[a, 2] * inv_cell[2, k])
+            frac[a, k] = (
+                positions[a, 0] * inv_cell[0, k]
+                + positions[a, 1] * inv_cell[1, k]
+                + positions[a, 2] * inv_cell[2, k]
+            )
     wrap = np.zeros((n, 3), dtype=np.int64)
     lower = np.zeros(3)
     extent = np.ones(3)
@@ -201,8 +206,9 @@ def _bin_atoms(positions, cell, inv_cell, pbc, r_max, split, max_bins):
     wrapped = np.empty((n, 3))
     for a in range(n):
         for c in range(3):
-            wrapped[a, c] = positions[a, c] - (wrap[a, 0] * cell[0, c] + wrap[a, 1] * cell[1, c]
-                                               + wrap[a, 2] * cell[2, c])
+            wrapped[a, c] = positions[a, c] - (
+                wrap[a, 0] * cell[0, c] + wrap[a, 1] * cell[1, c] + wrap[a, 2] * cell[2, c]
+            )
     # Perpendicular width (Å) of the binned region along each direction: 1/|reciprocal vector|,
     # times the atoms' fractional extent in non-periodic directions.
     widths = np.empty(3)

@@ -24,7 +24,7 @@ from .errors import DatasetError
 from .extxyz import ExtXYZFile, extract_labels, format_extxyz_frame
 from .frames import attach_labels, frame_labels
 
-__all__ = ["S2EFReader", "write_s2ef", "find_s2ef_pairs"]
+__all__ = ["S2EFReader", "find_s2ef_pairs", "write_s2ef"]
 
 _LINE = re.compile(r"^\s*(?:random)?(-?\d+)\s*,\s*(?:frame)?(-?\d+)\s*,\s*(\S+)\s*$")
 _NUMBERED = re.compile(r"^(\d+)\.extxyz(\.xz)?$")
@@ -39,10 +39,15 @@ def find_s2ef_pairs(folder: str | Path) -> list[tuple[Path, Path]]:
         if not match:
             continue
         stem = match.group(1)
-        txt = next((folder / f"{stem}{s}" for s in (".txt", ".txt.xz") if (folder / f"{stem}{s}").exists()), None)
+        txt = next(
+            (folder / f"{stem}{s}" for s in (".txt", ".txt.xz") if (folder / f"{stem}{s}").exists()), None
+        )
         if txt is None:
-            raise DatasetError(xyz, f"no {stem}.txt or {stem}.txt.xz next to it",
-                               hint="an OC20 S2EF folder needs one txt file per extxyz file")
+            raise DatasetError(
+                xyz,
+                f"no {stem}.txt or {stem}.txt.xz next to it",
+                hint="an OC20 S2EF folder needs one txt file per extxyz file",
+            )
         pairs.append((int(stem), xyz, txt))
     return [(xyz, txt) for _, xyz, txt in sorted(pairs)]
 
@@ -58,15 +63,21 @@ def _read_txt(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                     continue
                 match = _LINE.match(line)
                 if match is None:
-                    raise DatasetError(path, f"line {lineno + 1} is not 'random<sid>,frame<fid>,<energy>': "
-                                             f"{line.strip()[:80]!r}", len(sids))
+                    raise DatasetError(
+                        path,
+                        f"line {lineno + 1} is not 'random<sid>,frame<fid>,<energy>': {line.strip()[:80]!r}",
+                        len(sids),
+                    )
                 sids.append(int(match.group(1)))
                 fids.append(int(match.group(2)))
                 try:
                     refs.append(float(match.group(3)))
                 except ValueError:
-                    raise DatasetError(path, f"line {lineno + 1}: reference energy {match.group(3)!r} is not a number",
-                                       len(sids) - 1) from None
+                    raise DatasetError(
+                        path,
+                        f"line {lineno + 1}: reference energy {match.group(3)!r} is not a number",
+                        len(sids) - 1,
+                    ) from None
     except (OSError, lzma.LZMAError, UnicodeDecodeError) as err:
         raise DatasetError(path, f"cannot read: {err}") from err
     return np.asarray(sids, np.int64), np.asarray(fids, np.int64), np.asarray(refs, np.float64)
@@ -123,8 +134,11 @@ class S2EFReader(FrameReader):
         if not self._checked[k]:
             expected = int(self._ends[k]) - (int(self._ends[k - 1]) if k else 0)
             if len(file) != expected:
-                raise DatasetError(file.path, f"holds {len(file)} frames but {self.txt_paths[k].name} "
-                                              f"describes {expected}", hint="the file pair is out of sync")
+                raise DatasetError(
+                    file.path,
+                    f"holds {len(file)} frames but {self.txt_paths[k].name} describes {expected}",
+                    hint="the file pair is out of sync",
+                )
             self._checked[k] = True
         atoms = extract_labels(file.frame(local), "energy", "forces", "stress")
         ref = float(self.reference_energy[index])

@@ -16,6 +16,7 @@ from .frames import fixed_mask, frame_labels
 
 __all__ = [
     "DatasetSummary",
+    "TrainingStatistics",
     "avg_num_neighbors",
     "composition_matrix",
     "e0s_from_single_atoms",
@@ -23,6 +24,7 @@ __all__ = [
     "force_rms",
     "reference_residuals",
     "summarize",
+    "training_statistics",
 ]
 
 
@@ -124,7 +126,11 @@ class DatasetSummary:
 
     @property
     def force_rms(self) -> float:
-        return float(np.sqrt(self.force_sq_sum / self.force_components)) if self.force_components else float("nan")
+        return (
+            float(np.sqrt(self.force_sq_sum / self.force_components))
+            if self.force_components
+            else float("nan")
+        )
 
     def lines(self) -> list[str]:
         """Human-readable report lines."""
@@ -135,22 +141,30 @@ class DatasetSummary:
         if self.n_frames == 0:
             return out
         total_atoms = int(n_atoms.sum())
-        out.append(f"atoms per frame: min {n_atoms.min()}, mean {n_atoms.mean():.1f}, max {n_atoms.max()} "
-                   f"(total {total_atoms}, fixed {self.n_fixed}, periodic frames {self.periodic_frames})")
+        out.append(
+            f"atoms per frame: min {n_atoms.min()}, mean {n_atoms.mean():.1f}, max {n_atoms.max()} "
+            f"(total {total_atoms}, fixed {self.n_fixed}, periodic frames {self.periodic_frames})"
+        )
         elements = ", ".join(f"{chemical_symbols[z]}:{c}" for z, c in sorted(self.element_counts.items()))
         out.append(f"elements (atom counts): {elements}")
         if self.energies:
             e = np.asarray(self.energies)
             per_atom = e / np.array([len(nums) for nums in self.numbers])
-            out.append(f"energy (eV): mean {e.mean():.4f}, std {e.std():.4f}, min {e.min():.4f}, max {e.max():.4f}")
+            out.append(
+                f"energy (eV): mean {e.mean():.4f}, std {e.std():.4f}, min {e.min():.4f}, max {e.max():.4f}"
+            )
             out.append(f"energy per atom (eV/atom): mean {per_atom.mean():.4f}, std {per_atom.std():.4f}")
             if len(e) > len(self.element_counts):
                 ref = fit_linear_reference(self.numbers, e)
                 mean, std = reference_residuals(self.numbers, e, ref)
-                out.append(f"after a per-element linear reference: residual per atom mean {mean:.2e}, "
-                           f"std {std:.4f} eV/atom")
+                out.append(
+                    f"after a per-element linear reference: residual per atom mean {mean:.2e}, "
+                    f"std {std:.4f} eV/atom"
+                )
         if self.force_components:
-            out.append(f"forces (eV/A, raw, all atoms): rms {self.force_rms:.4f}, max |F| {self.force_max:.4f}")
+            out.append(
+                f"forces (eV/A, raw, all atoms): rms {self.force_rms:.4f}, max |F| {self.force_max:.4f}"
+            )
         return out
 
 
@@ -173,3 +187,56 @@ def summarize(frames: Iterable[Atoms], progress: bool = False) -> DatasetSummary
             s.force_components += f.size
             s.force_max = max(s.force_max, float(np.linalg.norm(f, axis=1).max()))
     return s
+
+
+@dataclass(frozen=True)
+class TrainingStatistics:
+    """What a MACE-style model needs from its training set (see :func:`training_statistics`).
+
+    ``atomic_energies``: per-element reference {Z: eV} (given E0s, or a least-squares fit);
+    ``energy_shift``/``energy_scale``: mean/std of the per-atom residual energy (eV/atom);
+    ``force_rms``: RMS force component (eV/Å); ``avg_num_neighbors``: mean edges per atom.
+    """
+
+    atomic_energies: dict[int, float]
+    energy_shift: float
+    energy_scale: float
+    force_rms: float
+    avg_num_neighbors: float
+    n_graphs: int
+
+
+def training_statistics(
+    graphs: Iterable, atomic_energies: Mapping[int, float] | None = None, progress: bool = False
+) -> TrainingStatistics:
+    """One pass over graphs (``GraphDataset`` items or any iterable of them).
+
+    If ``atomic_energies`` (e.g. isolated-atom E0s) is None they are fitted by least squares.
+    Graphs without ``energy``/``forces`` are skipped for those statistics only.
+    """
+    numbers, energies, forces = [], [], []
+    edges = nodes = count = 0
+    for g in _iterate(graphs, progress, "statistics"):
+        count += 1
+        z = g.atomic_numbers.cpu().numpy()
+        edges += int(g.edge_index.shape[1])
+        nodes += len(z)
+        if getattr(g, "energy", None) is not None:
+            numbers.append(z)
+            energies.append(float(g.energy.reshape(-1)[0]))
+        if getattr(g, "forces", None) is not None:
+            forces.append(g.forces.detach().cpu().numpy())
+    if not energies:
+        raise ValueError("no graph carries an energy label; cannot compute energy statistics")
+    reference = (
+        dict(atomic_energies) if atomic_energies is not None else fit_linear_reference(numbers, energies)
+    )
+    shift, scale = reference_residuals(numbers, energies, reference)
+    return TrainingStatistics(
+        atomic_energies=reference,
+        energy_shift=shift,
+        energy_scale=scale,
+        force_rms=force_rms(forces),
+        avg_num_neighbors=edges / nodes if nodes else float("nan"),
+        n_graphs=count,
+    )

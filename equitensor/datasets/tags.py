@@ -24,7 +24,7 @@ from ase import Atoms
 
 from .frames import fixed_mask
 
-__all__ = ["ADSORBATE_ELEMENTS", "infer_tags", "ensure_tags"]
+__all__ = ["ADSORBATE_ELEMENTS", "ensure_tags", "infer_tags"]
 
 ADSORBATE_ELEMENTS = frozenset({1, 6, 7, 8})  # H, C, N, O
 
@@ -37,7 +37,7 @@ def infer_tags(numbers: np.ndarray, fixed: np.ndarray) -> np.ndarray:
     is_slab_element = ~np.isin(numbers, list(ADSORBATE_ELEMENTS))
     if is_slab_element.any():
         last_slab = int(np.flatnonzero(is_slab_element)[-1])
-        tags[last_slab + 1:] = 2
+        tags[last_slab + 1 :] = 2
     tags[fixed] = 0
     return tags
 
