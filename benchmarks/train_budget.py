@@ -115,7 +115,13 @@ def run_equitensor(args, out: Path) -> dict:
     epochs = len(re.findall(r"^epoch \d+/", text, flags=re.M))
     steps = re.findall(r"step (\d+)", text)
     metrics = evaluate_equitensor(run_dir / "best_model.pt", args.test, args.dtype)
-    return {"code": "equitensor", "epochs": epochs, "steps": int(steps[-1]) if steps else 0, "wall_s": wall, **metrics}
+    return {
+        "code": "equitensor",
+        "epochs": epochs,
+        "steps": int(steps[-1]) if steps else 0,
+        "wall_s": wall,
+        **metrics,
+    }
 
 
 def evaluate_equitensor(model_path: Path, test: str, dtype: str) -> dict:
@@ -127,10 +133,12 @@ def evaluate_equitensor(model_path: Path, test: str, dtype: str) -> dict:
     from equitensor.train.setup import open_graphs
 
     model = load_model(model_path)
-    metrics, rows = evaluate_model(model, open_graphs(test, model.r_max, {}), 50, "cpu", getattr(torch, dtype))
-    return {k: metrics[k] for k in ("energy_per_atom_mae", "energy_per_atom_rmse", "forces_mae", "forces_rmse")} | {
-        "frames": len(rows)
-    }
+    metrics, rows = evaluate_model(
+        model, open_graphs(test, model.r_max, {}), 50, "cpu", getattr(torch, dtype)
+    )
+    return {
+        k: metrics[k] for k in ("energy_per_atom_mae", "energy_per_atom_rmse", "forces_mae", "forces_rmse")
+    } | {"frames": len(rows)}
 
 
 def run_mace(args, out: Path) -> dict:
@@ -197,7 +205,13 @@ def run_mace(args, out: Path) -> dict:
         raise RuntimeError(f"mace-torch evaluation failed:\n{result.stderr[-3000:]}")
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     steps_per_epoch = -(-int(round(0.95 * 1000)) // args.batch_size)
-    return {"code": "mace-torch", "epochs": epochs, "steps": epochs * steps_per_epoch, "wall_s": wall, **metrics}
+    return {
+        "code": "mace-torch",
+        "epochs": epochs,
+        "steps": epochs * steps_per_epoch,
+        "wall_s": wall,
+        **metrics,
+    }
 
 
 def main(argv=None) -> int:
@@ -230,7 +244,9 @@ def main(argv=None) -> int:
     print(f"\nethanol, {args.minutes:g} min budget each (concurrent, {args.threads} thread(s) each), "
           f"{args.hidden_irreps} max_ell {args.max_ell} correlation {args.correlation}, batch {args.batch_size}, "
           f"{args.dtype}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")  # fmt: skip
-    print(f"{'code':<11} {'epochs':>6} {'steps':>6} {'E MAE meV/atom':>15} {'F MAE meV/Å':>12} {'F RMSE meV/Å':>13}")
+    print(
+        f"{'code':<11} {'epochs':>6} {'steps':>6} {'E MAE meV/atom':>15} {'F MAE meV/Å':>12} {'F RMSE meV/Å':>13}"
+    )
     for r in rows:
         print(f"{r['code']:<11} {r['epochs']:>6} {r['steps']:>6} {1e3 * r['energy_per_atom_mae']:>15.2f} "
               f"{1e3 * r['forces_mae']:>12.1f} {1e3 * r['forces_rmse']:>13.1f}")  # fmt: skip

@@ -38,7 +38,7 @@ def test_train_then_evaluate_on_demo_data(demo_cache, capsys):
     rc = main(["train", "--set", *TINY, f"train.out_dir={out}"])
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert "mean-predictor baseline (val)" in text and "final (val) mean baseline" in text
+    assert "mean-predictor baseline (val)" in text and "mean baseline (val)" in text
     for name in ("config.yaml", "checkpoint.pt", "best_model.pt", "metrics.csv", "learning_curve.png"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader(open(out / "metrics.csv")))
@@ -46,8 +46,19 @@ def test_train_then_evaluate_on_demo_data(demo_cache, capsys):
 
     val_dir = next((demo_cache / "cache" / "demo").glob("*")) / "val"
     predictions = demo_cache / "pred.csv"
-    rc = main(["evaluate", "--model", str(out / "best_model.pt"), "--data", str(val_dir),
-               "--option", "referenced=true", "--out", str(predictions)])
+    rc = main(
+        [
+            "evaluate",
+            "--model",
+            str(out / "best_model.pt"),
+            "--data",
+            str(val_dir),
+            "--option",
+            "referenced=true",
+            "--out",
+            str(predictions),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "forces_mae" in text and "efwt" in text
@@ -82,8 +93,16 @@ def test_disallowed_element_is_named(demo_cache, capsys, tmp_path):
         frames.append(atoms)
     path = tmp_path / "frames.xyz"
     write(path, frames)
-    rc = main(["train", "--set", f"data.train={path}", "data.elements=[H]", "data.val_fraction=0.25",
-               f"train.out_dir={tmp_path / 'run'}"])
+    rc = main(
+        [
+            "train",
+            "--set",
+            f"data.train={path}",
+            "data.elements=[H]",
+            "data.val_fraction=0.25",
+            f"train.out_dir={tmp_path / 'run'}",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert f"{path}, frame 2: element O (Z=8) is not allowed (data.elements = H)" in err

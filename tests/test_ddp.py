@@ -36,15 +36,23 @@ def _train(out_dir: str) -> dict:
         seed_everything(config.train.seed)
         model = PairPotential()
         result = Trainer(config, model, graphs[:12], graphs[12:], dist=ctx).fit()
-        return {"params": [p.detach().clone() for p in model.parameters()], "losses": result.step_losses,
-                "val": result.final_metrics}
+        return {
+            "params": [p.detach().clone() for p in model.parameters()],
+            "losses": result.step_losses,
+            "val": result.final_metrics,
+        }
     finally:
         ctx.close()
 
 
 def _worker(rank: int, world_size: int, port: int, out_dir: str, result_path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     result = _train(out_dir)
     if rank == 0:
@@ -66,8 +74,9 @@ def test_two_processes_match_one(tmp_path):
         assert key not in os.environ
     single = _train(str(tmp_path / "single"))
     assert len(ddp["losses"]) == len(single["losses"]) == 6
-    torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(single["losses"]),
-                               rtol=0, atol=TOL[torch.float64] * 1e2)
+    torch.testing.assert_close(
+        torch.tensor(ddp["losses"]), torch.tensor(single["losses"]), rtol=0, atol=TOL[torch.float64] * 1e2
+    )
     for a, b in zip(ddp["params"], single["params"]):
         torch.testing.assert_close(a, b, rtol=0, atol=TOL[torch.float64] * 1e2)
     # validation metrics are reduced over both ranks' shards

@@ -7,7 +7,13 @@ import doctest
 import pytest
 
 import equitensor.train.config as config_module
-from equitensor.train.config import BUILTIN_CONFIGS, ConfigError, config_from_dict, config_to_dict, load_config
+from equitensor.train.config import (
+    BUILTIN_CONFIGS,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
 
 
 def test_docstring_examples():
@@ -16,8 +22,17 @@ def test_docstring_examples():
 
 
 def test_overrides_are_typed():
-    cfg = load_config(None, ["optim.lr=1e-3", "model.radial_MLP=[32, 32]", "data.val=null", "train.ema=false",
-                             "train.max_steps=7", "data.e0s={8: -2.0}"])
+    cfg = load_config(
+        None,
+        [
+            "optim.lr=1e-3",
+            "model.radial_MLP=[32, 32]",
+            "data.val=null",
+            "train.ema=false",
+            "train.max_steps=7",
+            "data.e0s={8: -2.0}",
+        ],
+    )
     assert cfg.optim.lr == 1e-3 and isinstance(cfg.optim.lr, float)
     assert cfg.model.radial_MLP == [32, 32]
     assert cfg.data.val is None and cfg.train.ema is False and cfg.train.max_steps == 7
@@ -36,7 +51,9 @@ def test_unknown_key_suggests_closest(tmp_path):
     path.write_text("optim:\n  learning_rat: 0.1\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml.*unknown config key 'optim.learning_rat'"):
         load_config(path)
-    with pytest.raises(ConfigError, match=r"--set optim\.lrr=0\.1: unknown config key 'optim\.lrr'; did you mean 'optim\.lr'"):
+    with pytest.raises(
+        ConfigError, match=r"--set optim\.lrr=0\.1: unknown config key 'optim\.lrr'; did you mean 'optim\.lr'"
+    ):
         load_config(None, ["optim.lrr=0.1"])
     with pytest.raises(ConfigError, match=r"did you mean 'train\.batch_size'"):
         load_config(None, ["train.batchsize=4"])

@@ -41,7 +41,9 @@ def graphs():
 
 
 def test_overfits_eight_frames(tmp_path, graphs):
-    config = make_config(tmp_path, "train.epochs=100", "train.ema=false", "optim.lr=0.02", "train.batch_size=8")
+    config = make_config(
+        tmp_path, "train.epochs=100", "train.ema=false", "optim.lr=0.02", "train.batch_size=8"
+    )
     seed_everything(0)
     trainer = Trainer(config, PairPotential(), graphs[:8], graphs[:8], save_best=save_state_dict)
     result = trainer.fit()
@@ -55,7 +57,12 @@ class Crash(RuntimeError):
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path, graphs):
-    settings = ("train.epochs=3", "train.checkpoint_every_steps=2", "optim.scheduler=cosine", "optim.warmup_steps=2")
+    settings = (
+        "train.epochs=3",
+        "train.checkpoint_every_steps=2",
+        "optim.scheduler=cosine",
+        "optim.warmup_steps=2",
+    )
     full, full_model = run(make_config(tmp_path / "full", *settings), graphs)
     assert len(full.step_losses) == 9  # 12 frames / batch 4 * 3 epochs
 
@@ -95,7 +102,13 @@ def test_outputs_and_csv(tmp_path, graphs):
         assert (tmp_path / name).is_file(), name
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    for key in ("val_energy_mae", "val_energy_per_atom_rmse", "val_forces_mae", "val_forces_cosine", "val_efwt"):
+    for key in (
+        "val_energy_mae",
+        "val_energy_per_atom_rmse",
+        "val_forces_mae",
+        "val_forces_cosine",
+        "val_efwt",
+    ):
         assert key in rows[0]
     assert result.stop_reason == "epochs"
 

@@ -18,10 +18,18 @@ def T(values):
 
 
 def two_systems():
-    a = Data(energy=T([-10.0]), forces=T([[1.0, 0, 0], [0, 1.0, 0]]),
-             fixed=torch.tensor([False, True]), pos=torch.zeros(2, 3, dtype=torch.float64))
-    b = Data(energy=T([-20.0]), forces=T([[0, 0, 1.0], [1.0, 1.0, 0], [0, 0, 0.5]]),
-             fixed=torch.tensor([False, False, False]), pos=torch.zeros(3, 3, dtype=torch.float64))
+    a = Data(
+        energy=T([-10.0]),
+        forces=T([[1.0, 0, 0], [0, 1.0, 0]]),
+        fixed=torch.tensor([False, True]),
+        pos=torch.zeros(2, 3, dtype=torch.float64),
+    )
+    b = Data(
+        energy=T([-20.0]),
+        forces=T([[0, 0, 1.0], [1.0, 1.0, 0], [0, 0, 0.5]]),
+        fixed=torch.tensor([False, False, False]),
+        pos=torch.zeros(3, 3, dtype=torch.float64),
+    )
     batch = Batch.from_data_list([a, b])
     pred = {
         "energy": T([-10.01, -20.3]),
@@ -75,7 +83,9 @@ def test_rank_losses_average_to_the_global_batch_loss(kind):
     for k in range(2):
         sub = Batch.from_data_list([batch.get_example(k)])
         atoms = batch.batch == k
-        ranks.append(loss_fn.terms({"energy": pred["energy"][k : k + 1], "forces": pred["forces"][atoms]}, sub))
+        ranks.append(
+            loss_fn.terms({"energy": pred["energy"][k : k + 1], "forces": pred["forces"][atoms]}, sub)
+        )
     global_counts = ranks[0].counts + ranks[1].counts
     ddp_mean = sum(loss_fn.combine(t, global_counts, world_size=2) for t in ranks) / 2
     assert float(ddp_mean) == pytest.approx(float(single), rel=1e-12)

@@ -57,7 +57,9 @@ class PairPotential(torch.nn.Module):
         self.r_max = r_max
         self.register_buffer("centers", torch.linspace(1.5, r_max, num_basis))
         self.species = torch.nn.Embedding(100, 4)
-        self.phi = torch.nn.Sequential(torch.nn.Linear(num_basis + 8, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, 1))
+        self.phi = torch.nn.Sequential(
+            torch.nn.Linear(num_basis + 8, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, 1)
+        )
         self.atomic_energy = torch.nn.Embedding(100, 1)
 
     def forward(self, batch, compute_forces=True, compute_stress=False, training=False):
@@ -66,7 +68,9 @@ class PairPotential(torch.nn.Module):
             pos = pos.requires_grad_(True)
         sender, receiver = batch.edge_index
         cell = batch.cell.reshape(-1, 3, 3)[batch.batch[sender]]
-        vectors = pos[receiver] - pos[sender] + torch.einsum("ek,ekl->el", batch.cell_offsets.to(pos.dtype), cell)
+        vectors = (
+            pos[receiver] - pos[sender] + torch.einsum("ek,ekl->el", batch.cell_offsets.to(pos.dtype), cell)
+        )
         distance = vectors.norm(dim=-1)
         rbf = torch.exp(-4.0 * (distance[:, None] - self.centers) ** 2)
         envelope = 0.5 * (torch.cos(torch.pi * distance / self.r_max) + 1.0)

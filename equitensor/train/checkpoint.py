@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["CHECKPOINT_VERSION", "capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]
 
 CHECKPOINT_VERSION = 1
 
@@ -27,8 +33,13 @@ def capture_rng_state() -> dict:
     np_state = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"key": np_state[0], "state": torch.from_numpy(np_state[1].copy()), "pos": np_state[2],
-                  "has_gauss": np_state[3], "gauss": np_state[4]},
+        "numpy": {
+            "key": np_state[0],
+            "state": torch.from_numpy(np_state[1].copy()),
+            "pos": np_state[2],
+            "has_gauss": np_state[3],
+            "gauss": np_state[4],
+        },
         "python": _python_state_to_list(random.getstate()),
     }
     if torch.cuda.is_available():
@@ -39,7 +50,9 @@ def capture_rng_state() -> dict:
 def restore_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["key"], n["state"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["key"], n["state"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     random.setstate(_python_state_from_list(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -76,5 +89,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(state, dict) or "progress" not in state or "model" not in state:
         raise ValueError(f"{path}: not an equitensor training checkpoint (no 'progress'/'model' entries)")
     if state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint version {state.get('version')} != supported {CHECKPOINT_VERSION}")
+        raise ValueError(
+            f"{path}: checkpoint version {state.get('version')} != supported {CHECKPOINT_VERSION}"
+        )
     return state

@@ -33,7 +33,9 @@ def add_train_commands(subparsers) -> None:
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("--config", "-c", default=None, help="YAML file or packaged config name (default: demo)")
+    train.add_argument(
+        "--config", "-c", default=None, help="YAML file or packaged config name (default: demo)"
+    )
     train.add_argument(
         "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set optim.lr=0.005 train.epochs=20 (values are YAML)",
@@ -51,7 +53,9 @@ def add_train_commands(subparsers) -> None:
     )
     evaluate.add_argument("--model", required=True, help="model file written by training (best_model.pt)")
     evaluate.add_argument("--data", required=True, help="dataset path (any format open_dataset reads)")
-    evaluate.add_argument("--out", default=None, help="predictions CSV (default: <model dir>/predictions_<data name>.csv)")
+    evaluate.add_argument(
+        "--out", default=None, help="predictions CSV (default: <model dir>/predictions_<data name>.csv)"
+    )
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--dtype", choices=("float32", "float64"), default="float64")
@@ -59,7 +63,9 @@ def add_train_commands(subparsers) -> None:
         "--option", dest="options", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
         help="keyword argument for open_dataset (e.g. energy_key=REF_energy)",
     )  # fmt: skip
-    evaluate.add_argument("--all-atoms", action="store_true", help="force metrics over all atoms, fixed ones included")
+    evaluate.add_argument(
+        "--all-atoms", action="store_true", help="force metrics over all atoms, fixed ones included"
+    )
     evaluate.set_defaults(func=run_evaluate)
 
 
@@ -77,7 +83,9 @@ def _load_run_config(args):
 
     if args.resume not in (None, "auto") and args.config is None:
         state = load_checkpoint(args.resume)
-        return config_from_dict(state["config"], where=str(args.resume), overrides=args.overrides), args.resume
+        return config_from_dict(
+            state["config"], where=str(args.resume), overrides=args.overrides
+        ), args.resume
     cfg = load_config(args.config or "demo", args.overrides)
     resume = None
     if args.resume == "auto":
@@ -146,7 +154,10 @@ def _train(args) -> int:
                     cfg.loss.forces_on_free_atoms_only, trainer.show_progress,
                 )  # fmt: skip
                 path = write_predictions(rows, Path(cfg.train.out_dir) / "test_predictions.csv")
-                print(f"test ({splits.sources['test']}): {format_metrics(metrics)}; predictions: {path}", flush=True)
+                print(
+                    f"test ({splits.sources['test']}): {format_metrics(metrics)}; predictions: {path}",
+                    flush=True,
+                )
         ctx.barrier()
         return 0
     finally:

@@ -367,7 +367,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"{where}: data.e0s must be 'fit', 'zero' or a mapping element -> eV, got {e0s!r}")
     aan = cfg.model.avg_num_neighbors
     if not (aan == "auto" or (isinstance(aan, (int, float)) and not isinstance(aan, bool) and aan > 0)):
-        raise ConfigError(f"{where}: model.avg_num_neighbors must be 'auto' or a positive number, got {aan!r}")
+        raise ConfigError(
+            f"{where}: model.avg_num_neighbors must be 'auto' or a positive number, got {aan!r}"
+        )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -415,7 +417,9 @@ def config_to_dict(cfg: Config) -> dict:
     return {name: dataclasses.asdict(getattr(cfg, name)) for name in _sections()}
 
 
-def config_from_dict(mapping: dict, where: str = "<checkpoint>", overrides: list[str] | None = None) -> Config:
+def config_from_dict(
+    mapping: dict, where: str = "<checkpoint>", overrides: list[str] | None = None
+) -> Config:
     """Inverse of :func:`config_to_dict`, with optional ``--set`` overrides (validated)."""
     cfg = Config(source=where)
     _apply_mapping(cfg, mapping, where)

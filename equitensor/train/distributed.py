@@ -15,7 +15,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
-__all__ = ["DistContext", "ResumableDistributedSampler", "all_reduce_sum", "init_distributed", "resolve_device"]
+__all__ = [
+    "DistContext",
+    "ResumableDistributedSampler",
+    "all_reduce_sum",
+    "init_distributed",
+    "resolve_device",
+]
 
 
 @dataclass
@@ -99,7 +105,9 @@ class ResumableDistributedSampler(DistributedSampler):
     """
 
     def __init__(self, dataset, num_replicas: int, rank: int, shuffle: bool, seed: int):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+        )
         self.start = 0
 
     def set_start(self, start: int) -> None:

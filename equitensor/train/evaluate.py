@@ -59,7 +59,9 @@ def evaluate_model(
         keep = torch.ones(batch.num_nodes, dtype=torch.bool, device=device) if mask is None else mask
         df = (pred["forces"] - batch.forces)[keep].abs()
         graph = batch.batch[keep]
-        cos = torch.nn.functional.cosine_similarity(pred["forces"][keep], batch.forces[keep], dim=-1, eps=1e-12)
+        cos = torch.nn.functional.cosine_similarity(
+            pred["forces"][keep], batch.forces[keep], dim=-1, eps=1e-12
+        )
         for g in range(batch.num_graphs):
             sel = graph == g
             e_true = float(batch.energy.reshape(-1)[g])
@@ -77,7 +79,9 @@ def evaluate_model(
                     "forces_mae": float(f_err.mean()) if f_err.numel() else 0.0,
                     "forces_max_abs_error": max_f,
                     "forces_cosine": float(cos[sel].mean()) if sel.any() else float("nan"),
-                    "efwt": int(abs(e_pred - e_true) < EFWT_ENERGY_THRESHOLD and max_f < EFWT_FORCE_THRESHOLD),
+                    "efwt": int(
+                        abs(e_pred - e_true) < EFWT_ENERGY_THRESHOLD and max_f < EFWT_FORCE_THRESHOLD
+                    ),
                 }
             )
     return acc.compute(), rows

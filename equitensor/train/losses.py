@@ -106,5 +106,7 @@ class WeightedLoss:
         counts = terms.counts if global_counts is None else global_counts
         weights = self.weights.to(terms.sums)
         active = counts > 0
-        scaled = torch.where(active, terms.sums * world_size / counts.clamp(min=1), torch.zeros_like(terms.sums))
+        scaled = torch.where(
+            active, terms.sums * world_size / counts.clamp(min=1), torch.zeros_like(terms.sums)
+        )
         return (weights * scaled).sum()

@@ -90,7 +90,9 @@ class MetricAccumulator:
 
         s_true = getattr(batch, "stress", None)
         if s_true is not None and pred.get("stress") is not None:
-            ds = pred["stress"].detach().to(torch.float64).cpu() - s_true.to(torch.float64).cpu().reshape(-1, 3, 3)
+            ds = pred["stress"].detach().to(torch.float64).cpu() - s_true.to(torch.float64).cpu().reshape(
+                -1, 3, 3
+            )
             self._add("n_stress_components", ds.numel())
             self._add("s_abs", ds.abs().sum())
             self._add("s_sq", ds.square().sum())

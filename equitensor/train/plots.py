@@ -18,7 +18,9 @@ def plot_learning_curve(history: list[dict], path: str | Path) -> Path:
     ax_loss.plot(epochs, [row["val_loss"] for row in history], "s-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="weighted loss", yscale="log", title="loss")
     ax_loss.legend()
-    ax_mae.plot(epochs, [1e3 * row["val_energy_per_atom_mae"] for row in history], "o-", label="E MAE (meV/atom)")
+    ax_mae.plot(
+        epochs, [1e3 * row["val_energy_per_atom_mae"] for row in history], "o-", label="E MAE (meV/atom)"
+    )
     ax_mae.plot(epochs, [1e3 * row["val_forces_mae"] for row in history], "s-", label="F MAE (meV/Å)")
     ax_mae.set(xlabel="epoch", ylabel="validation MAE", yscale="log", title="validation errors")
     ax_mae.legend()

@@ -44,7 +44,9 @@ class DataSplits:
     held_out: int = 0
 
     def describe(self) -> str:
-        val = f"{self.held_out} frames held out of the training data" if self.held_out else self.sources["val"]
+        val = (
+            f"{self.held_out} frames held out of the training data" if self.held_out else self.sources["val"]
+        )
         test = f" | test {self.sources['test']}" if "test" in self.sources else ""
         return f"train {self.sources['train']} ({len(self.train)} frames) | val {val} ({len(self.val)} frames){test}"
 
@@ -141,7 +143,9 @@ def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | No
     if val_path is None:
         n_val = max(1, int(round(cfg.val_fraction * len(train))))
         if n_val >= len(train):
-            raise ConfigError(f"data.val_fraction={cfg.val_fraction} leaves no training frames of {len(train)}")
+            raise ConfigError(
+                f"data.val_fraction={cfg.val_fraction} leaves no training frames of {len(train)}"
+            )
         order = np.random.default_rng(seed).permutation(len(train))
         val = Subset(train, sorted(order[:n_val].tolist()))
         train = Subset(train, sorted(order[n_val:].tolist()))
@@ -153,7 +157,9 @@ def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | No
     test = open_graphs(cfg.test, r_max, options) if cfg.test else None  # read once: no cache
     if test is not None:
         sources["test"] = cfg.test
-    return DataSplits(_limit(train, cfg.max_train_frames), _limit(val, cfg.max_val_frames), test, sources, n_val)
+    return DataSplits(
+        _limit(train, cfg.max_train_frames), _limit(val, cfg.max_val_frames), test, sources, n_val
+    )
 
 
 def _element_z(value) -> int:
@@ -222,7 +228,9 @@ def compute_statistics(train: Sequence, data_cfg: DataConfig) -> DatasetStatisti
         e0 = {_element_z(k): float(v) for k, v in data_cfg.e0s.items()}
         missing = [chemical_symbols[z] for z in elements if z not in e0]
         if missing:
-            raise ConfigError(f"data.e0s has no energy for {', '.join(missing)} (elements of the training data)")
+            raise ConfigError(
+                f"data.e0s has no energy for {', '.join(missing)} (elements of the training data)"
+            )
         e0 = {z: e0[z] for z in elements}
     natoms = np.array([len(n) for n in numbers], dtype=np.float64)
     e0_vector = np.zeros(119)

@@ -57,7 +57,10 @@ def mean_baseline_metrics(loader, energy_per_atom: float, free_atoms_only: bool,
     acc = MetricAccumulator(free_atoms_only)
     for batch in loader:
         natoms = torch.bincount(batch.batch, minlength=batch.num_graphs).to(torch.float64)
-        pred = {"energy": energy_per_atom * natoms, "forces": torch.zeros_like(batch.forces, dtype=torch.float64)}
+        pred = {
+            "energy": energy_per_atom * natoms,
+            "forces": torch.zeros_like(batch.forces, dtype=torch.float64),
+        }
         acc.update(pred, batch)
     acc.merge_sums(all_reduce_sum(acc.sums, ctx))
     return acc.compute()
@@ -118,7 +121,9 @@ class Trainer:
         self.dtype = DTYPES[tc.dtype]
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.train_model = (
-            DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
             if self.dist.enabled
             else self.model
         )
@@ -129,7 +134,10 @@ class Trainer:
             train_set, self.dist.world_size, self.dist.rank, shuffle=True, seed=tc.seed
         )
         self.train_loader = DataLoader(
-            train_set, batch_size=self.local_batch_size, sampler=self.sampler, num_workers=config.data.num_workers
+            train_set,
+            batch_size=self.local_batch_size,
+            sampler=self.sampler,
+            num_workers=config.data.num_workers,
         )
         self.steps_per_epoch = math.ceil(self.sampler.num_samples / self.local_batch_size)
         val_shard = Subset(val_set, list(range(self.dist.rank, len(val_set), self.dist.world_size)))
@@ -244,6 +252,8 @@ class Trainer:
                 acc.update(pred, batch)
                 terms = self.loss_fn.terms(pred, batch)
                 total = terms if total is None else total + terms
+        if total is None:  # this rank's validation shard is empty (fewer frames than ranks)
+            total = LossTerms(torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64))
         sums = torch.cat([acc.sums, total.sums.double().cpu(), total.counts.double().cpu()])
         sums = all_reduce_sum(sums, self.dist)
         n = acc.sums.numel()
@@ -367,7 +377,9 @@ class Trainer:
                 f"{format_metrics(metrics)} | {row['elapsed_s']:.0f} s"
             )
         else:
-            self.log(f"epoch {epoch_number}/{tc.epochs} step {self.global_step} lr {self.lr:.2e} train {train_loss:.4g}")
+            self.log(
+                f"epoch {epoch_number}/{tc.epochs} step {self.global_step} lr {self.lr:.2e} train {train_loss:.4g}"
+            )
         self.epoch += 1
         self.batch_in_epoch = 0
         self.epoch_loss_sum = 0.0
@@ -377,7 +389,10 @@ class Trainer:
         tc = self.config.train
         if tc.max_steps is not None and self.global_step >= tc.max_steps:
             return "max_steps"
-        if tc.time_limit_minutes is not None and self.elapsed_before + self._elapsed() >= 60 * tc.time_limit_minutes:
+        if (
+            tc.time_limit_minutes is not None
+            and self.elapsed_before + self._elapsed() >= 60 * tc.time_limit_minutes
+        ):
             return "time_limit"
         return None
 
@@ -393,7 +408,10 @@ class Trainer:
         baseline = None
         if self.baseline_energy_per_atom is not None:
             baseline = mean_baseline_metrics(
-                self.val_loader, self.baseline_energy_per_atom, self.config.loss.forces_on_free_atoms_only, self.dist
+                self.val_loader,
+                self.baseline_energy_per_atom,
+                self.config.loss.forces_on_free_atoms_only,
+                self.dist,
             )
             self.log(f"mean-predictor baseline (val): {format_metrics(baseline)}")
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -437,12 +455,21 @@ class Trainer:
             if final_loss < self.best_val_loss:
                 self.best_val_loss = final_loss
                 self._save_best()
-            self.log(f"stopped ({stop}) at step {self.global_step}: val {final_loss:.4g} | {format_metrics(final)}")
+            self.log(
+                f"stopped ({stop}) at step {self.global_step}: val {final_loss:.4g} | {format_metrics(final)}"
+            )
         else:
-            final = {k[4:]: v for k, v in self.history[-1].items() if k.startswith("val_") and k != "val_loss"}
+            final = {
+                k[4:]: v for k, v in self.history[-1].items() if k.startswith("val_") and k != "val_loss"
+            }
+        if self.history:
+            best = min(self.history, key=lambda row: row["val_loss"])
+            if best["val_loss"] <= self.best_val_loss:  # else the final validation was the best
+                best_metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_") and k != "val_loss"}
+                self.log(f"best model (val, epoch {best['epoch']}): {format_metrics(best_metrics)}")
         if baseline is not None:
-            self.log(f"final (val)   model: {format_metrics(final)}")
-            self.log(f"final (val) mean baseline: {format_metrics(baseline)}")
+            self.log(f"last model (val): {format_metrics(final)}")
+            self.log(f"mean baseline (val): {format_metrics(baseline)}")
         self._plot()
         return TrainResult(
             history=self.history,
