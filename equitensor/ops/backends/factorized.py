@@ -86,6 +86,17 @@ def plan_units(descriptor, odd_paths_realisable: bool, allow_subset: bool, backe
             )
         warnings.warn(f"backend {backend_name!r} drops the unrealisable couplings {names} (allow_subset=True)", stacklevel=4)
 
+    # For each parity-class pair, the input blocks used by any output: a product over these
+    # wider sets often realises exactly the requested couplings too (the extra pairs fail the
+    # triangle rule), and then every output shares one product.
+    class_blocks: dict[tuple[int, int], tuple[set, set]] = {}
+    for k in realised:
+        ins = d.instructions[k]
+        key = (parity_class(d.irreps_in1[ins.i_in1].ir), parity_class(d.irreps_in2[ins.i_in2].ir))
+        blocks = class_blocks.setdefault(key, (set(), set()))
+        blocks[0].add(ins.i_in1)
+        blocks[1].add(ins.i_in2)
+
     merged: dict[tuple, list[int]] = {}
     for io in range(len(d.irreps_out)):
         by_class: dict[tuple[int, int], set] = {}
@@ -95,17 +106,22 @@ def plan_units(descriptor, odd_paths_realisable: bool, allow_subset: bool, backe
                 key = (parity_class(d.irreps_in1[ins.i_in1].ir), parity_class(d.irreps_in2[ins.i_in2].ir))
                 by_class.setdefault(key, set()).add((ins.i_in1, ins.i_in2))
         l3 = d.irreps_out[io].ir.l
-        for pairs in by_class.values():
+        for key, pairs in by_class.items():
             i1, i2 = next(iter(pairs))
             odd = bool((d.irreps_in1[i1].ir.l + d.irreps_in2[i2].ir.l + l3) % 2)
-            for s1, s2 in _product_sets(d, pairs, l3, odd):
+            wide = tuple(sorted(class_blocks[key][0])), tuple(sorted(class_blocks[key][1]))
+            for s1, s2 in _product_sets(d, pairs, l3, odd, wide):
                 merged.setdefault((s1, s2, odd), []).append(io)
     units = [ProductUnit(s1, s2, tuple(outs), odd) for (s1, s2, odd), outs in merged.items()]
     return units, realised
 
 
-def _product_sets(d, pairs: set, l3: int, odd: bool) -> list[tuple[tuple, tuple]]:
-    """Cover ``pairs`` by product sets whose realisable couplings are exactly ``pairs``."""
+def _product_sets(d, pairs: set, l3: int, odd: bool, wide: tuple) -> list[tuple[tuple, tuple]]:
+    """Cover ``pairs`` by product sets whose realisable couplings are exactly ``pairs``.
+
+    Tries the ``wide`` sets (shared with other outputs) first, then the blocks of ``pairs``,
+    then one product per input-1 (or input-2) block.
+    """
 
     def realisable(s1, s2):
         return {
@@ -116,6 +132,8 @@ def _product_sets(d, pairs: set, l3: int, odd: bool) -> list[tuple[tuple, tuple]
             and (d.irreps_in1[i1].ir.l + d.irreps_in2[i2].ir.l + l3) % 2 == odd
         }
 
+    if realisable(*wide) == pairs:
+        return [wide]
     s1, s2 = tuple(sorted({a for a, _ in pairs})), tuple(sorted({b for _, b in pairs}))
     if realisable(s1, s2) == pairs:
         return [(s1, s2)]
