@@ -12,7 +12,12 @@ from .conftest import TOL
 from .helpers import rotate
 
 pytestmark = pytest.mark.usefixtures("default_float64")
-GAUNT = [("gaunt_grid", {}), ("gaunt_fft", {"method": "fft"}), ("gaunt_fft", {"method": "direct"})]
+GAUNT = [
+    ("gaunt_grid", {}),
+    ("gaunt_fft", {"method": "fft"}),
+    ("gaunt_fft", {"method": "fft2"}),
+    ("gaunt_fft", {"method": "direct"}),
+]
 
 
 def _mimo(lmax, mode="uuu", mul=1):
@@ -34,7 +39,7 @@ def test_fft_equals_grid(lmax):
     x1, x2, w = _inputs(grid)
     reference = grid(x1, x2, w)
     scale = max(1.0, reference.abs().max().item())
-    for method in ("fft", "direct") if lmax <= 3 else ("fft",):
+    for method in ("fft", "fft2", "direct") if lmax <= 3 else ("fft", "fft2"):
         fft = TensorProduct(a, b, c, backend="gaunt_fft", method=method, **kw)
         assert fft.weight_numel == grid.weight_numel
         assert (fft(x1, x2, w) - reference).abs().max().item() < TOL[torch.float64] * scale, method
