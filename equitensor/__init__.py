@@ -4,22 +4,39 @@
 >>> tp = TensorProduct("4x0e+4x1o", "0e+1o+2e", "4x0e+4x1o+4x2e", mode="uvu", backend="cg")
 >>> tp.weight_numel
 28
+
+The torch-facing names are imported on first use, so ``import equitensor.so3`` (pure numpy
+tables) does not pull in torch.
 """
 
-from .irreps import Irrep, Irreps
-from .ops import ChannelwiseTensorProduct, FullyConnectedTensorProduct, Gate, Linear, TensorProduct
-from .ops.backends import available_backends, register_backend
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ChannelwiseTensorProduct",
-    "FullyConnectedTensorProduct",
-    "Gate",
-    "Irrep",
-    "Irreps",
-    "Linear",
-    "TensorProduct",
-    "available_backends",
-    "register_backend",
-]
+_LAZY = {
+    "Irrep": "equitensor.irreps",
+    "Irreps": "equitensor.irreps",
+    "TensorProduct": "equitensor.ops",
+    "FullyConnectedTensorProduct": "equitensor.ops",
+    "ChannelwiseTensorProduct": "equitensor.ops",
+    "Linear": "equitensor.ops",
+    "Gate": "equitensor.ops",
+    "available_backends": "equitensor.ops.backends",
+    "register_backend": "equitensor.ops.backends",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'equitensor' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

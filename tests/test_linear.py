@@ -10,9 +10,9 @@ from equitensor.ops.activation import Gate, NormActivation
 from equitensor.ops.linear import Linear
 
 from .conftest import TOL
+from .helpers import rotate
 
 pytestmark = pytest.mark.usefixtures("default_float64")
-from .helpers import rotate
 
 
 @pytest.mark.parametrize(

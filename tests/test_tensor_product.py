@@ -1,6 +1,5 @@
 """TensorProduct: the cg backend against e3nn (the reference), equivariance, gradients, bad input."""
 
-import numpy as np
 import pytest
 import torch
 from e3nn import o3
@@ -12,9 +11,9 @@ from equitensor.ops import ChannelwiseTensorProduct, FullyConnectedTensorProduct
 from equitensor.ops.backends import available_backends
 
 from .conftest import TOL
+from .helpers import rotate
 
 pytestmark = pytest.mark.usefixtures("default_float64")
-from .helpers import rotate
 
 MODES = ["uvw", "uvu", "uvv", "uuw", "uuu"]
 

@@ -1,7 +1,8 @@
-"""nn.Modules: TensorProduct (dispatching to a backend), Linear, Gate."""
+"""nn.Modules: TensorProduct and ProductBasis (dispatching to backends), Linear, Gate."""
 
 from .activation import Gate, NormActivation
 from .linear import Linear
+from .product_basis import ProductBasis
 from .tensor_product import (
     ChannelwiseTensorProduct,
     FullyConnectedTensorProduct,
@@ -15,6 +16,7 @@ __all__ = [
     "Gate",
     "Linear",
     "NormActivation",
+    "ProductBasis",
     "TensorProduct",
     "channelwise_instructions",
 ]

@@ -33,7 +33,7 @@ def gaunt_scale(l1: int, l2: int, l3: int) -> float:
     return math.sqrt((2 * l1 + 1) * (2 * l2 + 1) * (2 * l3 + 1) / (4 * math.pi)) * abs(wigner_3j_m0(l1, l2, l3))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gaunt_coefficients(l1: int, l2: int, l3: int) -> np.ndarray:
     """Gaunt tensor ``[2l1+1, 2l2+1, 2l3+1]`` for orthonormal real harmonics in e3nn's convention."""
     out = gaunt_scale(l1, l2, l3) * wigner_3j(l1, l2, l3)

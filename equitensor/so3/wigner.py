@@ -19,7 +19,7 @@ import numpy as np
 from .harmonics import spherical_harmonics
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def e3nn_phase_convention() -> str:
     """``"0.5"`` when the installed e3nn is >= 0.5 (or absent), else ``"0.4"``."""
     try:
@@ -54,7 +54,7 @@ def _su2_cg_coefficient(j1: int, m1: int, j2: int, m2: int, j3: int, m3: int) ->
     return math.sqrt(prefactor) * float(total)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def su2_clebsch_gordan(l1: int, l2: int, l3: int) -> np.ndarray:
     """Complex-basis CG tensor ``[2l1+1, 2l2+1, 2l3+1]`` indexed by ``m + l``."""
     mat = np.zeros((2 * l1 + 1, 2 * l2 + 1, 2 * l3 + 1))
@@ -66,7 +66,7 @@ def su2_clebsch_gordan(l1: int, l2: int, l3: int) -> np.ndarray:
     return _read_only(mat)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def change_basis_real_to_complex(l: int) -> np.ndarray:
     """Unitary ``Q [2l+1, 2l+1]`` with ``Y_complex = Q @ Y_real`` in e3nn's phase convention."""
     q = np.zeros((2 * l + 1, 2 * l + 1), dtype=np.complex128)
@@ -88,7 +88,7 @@ def triangle(l1: int, l2: int, l3: int) -> bool:
     return abs(l1 - l2) <= l3 <= l1 + l2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def wigner_3j(l1: int, l2: int, l3: int) -> np.ndarray:
     """Real Wigner 3j tensor ``[2l1+1, 2l2+1, 2l3+1]`` with Frobenius norm 1 (e3nn's ``wigner_3j``).
 
@@ -110,7 +110,7 @@ def clebsch_gordan(l1: int, l2: int, l3: int) -> np.ndarray:
     return _read_only(math.sqrt(2 * l3 + 1) * wigner_3j(l1, l2, l3))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sample_points(l: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(1234 + l)
     points = rng.normal(size=(4 * (2 * l + 1), 3))

@@ -73,6 +73,7 @@ PRODUCT_BASES = _Registry(
     "product-basis",
     PRODUCT_BASIS_ENTRY_POINT_GROUP,
     {
+        "cg": "equitensor.ops.backends.symmetric_contraction:SymmetricContractionBackend",
         "gaunt_grid": "equitensor.ops.backends.gaunt_product_basis:GauntGridProductBasis",
         "gaunt_fft": "equitensor.ops.backends.gaunt_product_basis:GauntFFTProductBasis",
         "cp": "equitensor.ops.backends.gaunt_product_basis:CPProductBasis",

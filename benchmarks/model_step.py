@@ -1,0 +1,11 @@
+"""MACE training/inference step per backend combination vs mace-torch: ``python benchmarks/model_step.py --help``."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from equitensor.bench.model_step import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

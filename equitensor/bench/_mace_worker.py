@@ -1,0 +1,94 @@
+"""mace-torch side of ``equitensor bench model``: runs *inside the mace-torch venv* (imports no equitensor).
+
+Usage: ``<mace python> _mace_worker.py '<json spec>'``; prints ``RESULT {json}``. Same task,
+data, loss, optimiser and measurement as ``model_step.equitensor_worker``.
+"""
+
+import json
+import resource
+import statistics
+import sys
+import time
+
+import mace  # noqa: F401  (first: lets e3nn 0.4.4 load its constants under torch >= 2.6)
+import numpy as np
+import torch
+from ase.io import read
+from e3nn import o3
+
+
+def maxrss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_steps(step, repeats):
+    step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main(spec):
+    from mace import data as mace_data
+    from mace import modules
+    from mace.tools import torch_geometric, utils
+
+    torch.set_num_threads(spec["threads"])
+    dtype = getattr(torch, spec["dtype"])
+    torch.set_default_dtype(dtype)
+    torch.manual_seed(0)
+    frames = []
+    for path, index in spec["files"]:
+        atoms = read(path, index=index)
+        atoms.info["ref_energy"] = float(atoms.get_potential_energy())
+        atoms.arrays["ref_forces"] = atoms.get_forces(apply_constraint=False).copy()
+        frames.append(atoms)
+    cfg = spec["config"]
+    zs = sorted({int(z) for a in frames for z in a.numbers})
+    z_table = utils.AtomicNumberTable(zs)
+    graphs = [mace_data.AtomicData.from_config(mace_data.config_from_atoms(a), z_table=z_table, cutoff=cfg["r_max"]) for a in frames]
+    batch = next(iter(torch_geometric.dataloader.DataLoader(graphs, batch_size=len(graphs), shuffle=False))).to_dict()
+    e_ref = torch.tensor([a.info["ref_energy"] for a in frames], dtype=dtype)
+    f_ref = torch.cat([torch.tensor(a.arrays["ref_forces"], dtype=dtype) for a in frames])
+    start = time.perf_counter()
+    model = modules.ScaleShiftMACE(
+        r_max=cfg["r_max"], num_bessel=cfg["num_bessel"], num_polynomial_cutoff=cfg["num_polynomial_cutoff"],
+        max_ell=cfg["max_ell"],
+        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+        interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
+        num_interactions=cfg["num_interactions"], num_elements=len(zs), hidden_irreps=o3.Irreps(cfg["hidden_irreps"]),
+        MLP_irreps=o3.Irreps(cfg["MLP_irreps"]), atomic_energies=np.zeros(len(zs)),
+        avg_num_neighbors=spec["avg_num_neighbors"], atomic_numbers=zs, correlation=cfg["correlation"],
+        gate=torch.nn.functional.silu, radial_MLP=cfg["radial_MLP"], atomic_inter_scale=1.0, atomic_inter_shift=0.0,
+    )
+    build_s = time.perf_counter() - start
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
+
+    def train():
+        optimizer.zero_grad(set_to_none=True)
+        out = model(dict(batch), training=True, compute_force=True)
+        loss = (out["energy"] - e_ref).pow(2).mean() + 100 * (out["forces"] - f_ref).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+
+    def infer():
+        out = model(dict(batch), training=False, compute_force=True)
+        out["energy"].detach()
+
+    base = maxrss_mb()
+    infer_times = run_steps(infer, spec["repeats"])
+    infer_peak = maxrss_mb() - base
+    train_times = run_steps(train, spec["repeats"])
+    train_peak = maxrss_mb() - base
+    return {
+        "build_s": build_s, "atoms": int(batch["positions"].shape[0]), "edges": int(batch["edge_index"].shape[1]),
+        "train_ms": 1e3 * statistics.median(train_times), "infer_ms": 1e3 * statistics.median(infer_times),
+        "train_peak_mb": train_peak, "infer_peak_mb": infer_peak,
+    }
+
+
+if __name__ == "__main__":
+    print("RESULT " + json.dumps(main(json.loads(sys.argv[1]))), flush=True)

@@ -1,0 +1,347 @@
+"""MACE training / inference step per backend combination, against mace-torch 0.3.16.
+
+Task (MACE defaults unless overridden): ``128x0e+128x1o`` hidden irreps, max_ell 3, correlation 3,
+2 interactions, r_max 5 Å, 8 Bessel functions, radial MLP [64, 64, 64], MLP_irreps 16x0e, E0 = 0.
+
+* **train**: zero_grad, energy + forces (``create_graph``), loss ``mean((E - E_ref)^2) +
+  100 mean((F - F_ref)^2)``, backward, Adam step;
+* **infer**: energy + forces, no graph kept.
+
+Each (system, dtype, implementation) runs in its own subprocess: ``peak_mb`` is the growth of the
+process's maximum resident set (``ru_maxrss``) from after building the model and batch to after
+the steps (the extra memory the step needs), timings are the median of ``--repeats`` steps after
+one warm-up. mace-torch runs in its own venv (it pins e3nn 0.4.4): ``--mace-python`` or
+``$EQUITENSOR_MACE_PYTHON``, else ``../mace-venv`` beside the repository, else one is created under
+``benchmarks/.venvs/mace`` (``python -m venv`` + ``pip install torch==2.13.0 mace-torch==0.3.16``).
+
+Systems (read in place from ``../shared/data``): ``oc20`` = first frame of three OC20 relaxations
+(111 atoms, periodic slabs, raw DFT forces via ``get_forces(apply_constraint=False)``); ``ethanol``
+= the first ``--ethanol-frames`` rMD17 ethanol frames.
+
+Writes ``benchmarks/results/model_step.csv`` and ``.png``; prints a table with ratios to mace-torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "benchmarks" / "results"
+OC20_FILES = ("random1000100.traj", "random1000120.traj", "random1000141.traj")
+MACE_DEFAULTS = dict(
+    r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=3, hidden_irreps="128x0e+128x1o",
+    correlation=3, num_interactions=2, MLP_irreps="16x0e", radial_MLP=[64, 64, 64],
+)  # fmt: skip
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("EQUITENSOR_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def system_files(name: str, data_dir: Path, ethanol_frames: int) -> list[tuple[str, int]]:
+    """``(path, frame index)`` pairs of a benchmark system."""
+    if name == "oc20":
+        return [(str(data_dir / "oc20_traj" / f), 0) for f in OC20_FILES]
+    if name == "ethanol":
+        return [(str(data_dir / "molecules" / "ethanol" / "train.xyz"), i) for i in range(ethanol_frames)]
+    raise ValueError(f"unknown system {name!r}; expected oc20 or ethanol")
+
+
+def load_frames(files):
+    """ASE atoms with ``energy`` and raw ``forces`` in ``atoms.info['ref_energy']/arrays['ref_forces']``."""
+    from ase.io import read
+
+    frames = []
+    for path, index in files:
+        atoms = read(path, index=index)
+        atoms.info["ref_energy"] = float(atoms.get_potential_energy())
+        atoms.arrays["ref_forces"] = atoms.get_forces(apply_constraint=False).copy()
+        frames.append(atoms)
+    return frames
+
+
+# ----------------------------------------------------------------------------- worker (equitensor)
+def _run_steps(step, repeats: int) -> list[float]:
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _maxrss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def equitensor_worker(spec: dict) -> dict:
+    import torch
+    from torch_geometric.data import Batch
+
+    from equitensor.models import MACE, atoms_to_graph
+
+    torch.set_num_threads(spec["threads"])
+    dtype = getattr(torch, spec["dtype"])
+    torch.set_default_dtype(dtype)
+    torch.manual_seed(0)
+    frames = load_frames(spec["files"])
+    config = spec["config"]
+    graphs = [atoms_to_graph(a, config["r_max"], dtype) for a in frames]
+    batch = Batch.from_data_list(graphs)
+    e_ref = torch.tensor([a.info["ref_energy"] for a in frames], dtype=dtype)
+    f_ref = torch.cat([torch.tensor(a.arrays["ref_forces"], dtype=dtype) for a in frames])
+    zs = sorted({int(z) for a in frames for z in a.numbers})
+    start = time.perf_counter()
+    model = MACE(
+        atomic_numbers=zs, avg_num_neighbors=spec["avg_num_neighbors"], conv_backend=spec["conv"],
+        product_backend=spec["product"], **config,
+    )  # fmt: skip
+    build_s = time.perf_counter() - start
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
+
+    def train():
+        optimizer.zero_grad(set_to_none=True)
+        out = model(batch, training=True)
+        loss = (out["energy"] - e_ref).pow(2).mean() + 100 * (out["forces"] - f_ref).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+
+    def infer():
+        out = model(batch)
+        out["energy"].detach()
+
+    return _measure(spec, train, infer, build_s, batch.num_nodes, batch.edge_index.shape[1])
+
+
+def _measure(spec, train, infer, build_s, n_atoms, n_edges) -> dict:
+    base = _maxrss_mb()
+    infer_times = _run_steps(infer, spec["repeats"])
+    infer_peak = _maxrss_mb() - base
+    train_times = _run_steps(train, spec["repeats"])
+    train_peak = _maxrss_mb() - base
+    return {
+        "build_s": build_s, "atoms": n_atoms, "edges": n_edges,
+        "train_ms": 1e3 * statistics.median(train_times), "infer_ms": 1e3 * statistics.median(infer_times),
+        "train_peak_mb": train_peak, "infer_peak_mb": infer_peak,
+    }  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- driver
+def find_mace_python(explicit: str | None, create: bool) -> Path | None:
+    candidates = [explicit, os.environ.get("EQUITENSOR_MACE_PYTHON"), REPO.parent / "mace-venv" / "bin" / "python",
+                  REPO / "benchmarks" / ".venvs" / "mace" / "bin" / "python"]  # fmt: skip
+    for c in candidates:
+        if c and Path(c).exists():
+            return Path(c)
+    if not create:
+        return None
+    venv = REPO / "benchmarks" / ".venvs" / "mace"
+    print(f"creating mace-torch venv at {venv} (torch==2.13.0, mace-torch==0.3.16)", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "mace-torch==0.3.16"], check=True)
+    return python
+
+
+def run_worker(python: Path, script: Path, spec: dict, timeout: float) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [str(python), "-W", "ignore", str(script), json.dumps(spec)],
+        capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        return {"error": ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1]}
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def average_neighbors(files, r_max: float) -> float:
+    from equitensor.models.graph import neighbor_list
+
+    frames = load_frames(files)
+    edges = sum(len(neighbor_list(a, r_max)[0]) for a in frames)
+    return edges / sum(len(a) for a in frames)
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="equitensor bench model", description=__doc__.split("\n\n")[0])
+    p.add_argument("--systems", default="oc20,ethanol")
+    p.add_argument("--dtypes", default="float32,float64")
+    p.add_argument(
+        "--combos", default="cg/cg,e3nn/cg,cg/gaunt_grid,gaunt_grid/gaunt_grid",
+        help="conv/product backend pairs, comma separated ('all' = every registered pair)",
+    )  # fmt: skip
+    p.add_argument("--max-L", type=int, nargs="*", default=[1, 2], help="hidden max_L values (MACE default 1)")
+    p.add_argument("--num-channels", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads on both sides (default 1: stable on a loaded machine)")
+    p.add_argument("--ethanol-frames", type=int, default=16)
+    p.add_argument("--mace-python", default=None, help="python of a venv with mace-torch 0.3.16")
+    p.add_argument("--no-mace", action="store_true", help="skip mace-torch")
+    p.add_argument("--no-create-venv", action="store_true", help="do not create the mace-torch venv when missing")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per subprocess")
+    p.add_argument("--out", default=str(RESULTS / "model_step.csv"))
+    p.add_argument("--append", action="store_true", help="add rows to an existing CSV instead of replacing it")
+    p.add_argument("--quick", action="store_true", help="tiny model and batch (smoke test of the harness)")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.worker:
+        print("RESULT " + json.dumps(equitensor_worker(json.loads(args.worker))), flush=True)
+        return 0
+    data_dir = shared_data_dir()
+    if not data_dir.is_dir():
+        print(f"reference data not found at {data_dir} (set EQUITENSOR_SHARED_DATA)", file=sys.stderr)
+        return 1
+    from equitensor.ops.backends import available_backends, available_product_bases
+
+    if args.combos == "all":
+        combos = [(c, p) for c in available_backends() for p in available_product_bases()]
+    else:
+        combos = [tuple(c.split("/")) for c in args.combos.split(",")]
+    missing = [c for c in combos if c[0] not in available_backends() or c[1] not in available_product_bases()]
+    for c in missing:
+        print(f"skipping {c[0]}/{c[1]}: backend not registered (available conv {available_backends()}, "
+              f"product {available_product_bases()})")  # fmt: skip
+    combos = [c for c in combos if c not in missing]
+    mace_python = None if args.no_mace else find_mace_python(args.mace_python, not args.no_create_venv)
+    channels = 8 if args.quick else args.num_channels
+    repeats = 1 if args.quick else args.repeats
+    ethanol_frames = 2 if args.quick else args.ethanol_frames
+
+    rows = []
+    worker_mace = Path(__file__).resolve().with_name("_mace_worker.py")
+    print(f"# {platform.node()} {platform.processor() or platform.machine()}, threads={args.threads}, "
+          f"python {platform.python_version()}", flush=True)  # fmt: skip
+    for system in args.systems.split(","):
+        files = system_files(system, data_dir, ethanol_frames)
+        if args.quick:
+            files = files[:1]
+        for max_l in args.max_L:
+            config = dict(MACE_DEFAULTS, hidden_irreps="+".join(f"{channels}x{l}{'eo'[l % 2]}" for l in range(max_l + 1)))
+            if args.quick:
+                config.update(radial_MLP=[8], correlation=2, max_ell=2)
+            avg = average_neighbors(files, config["r_max"])
+            impls = [("equitensor", c, p) for c, p in combos]
+            if mace_python is not None:
+                impls.append(("mace-torch", "e3nn-0.4.4", "symmetric_contraction"))
+            for dtype in args.dtypes.split(","):
+                for impl, conv, product in impls:
+                    spec = dict(files=files, config=config, dtype=dtype, conv=conv, product=product, threads=args.threads,
+                                repeats=repeats, avg_num_neighbors=avg)  # fmt: skip
+                    if impl == "equitensor":
+                        result = _self_worker(spec, args.timeout)
+                    else:
+                        result = run_worker(mace_python, worker_mace, spec, args.timeout)
+                    row = dict(system=system, max_L=max_l, channels=channels, dtype=dtype, impl=impl, conv=conv,
+                               product=product, threads=args.threads, **result)  # fmt: skip
+                    rows.append(row)
+                    print(_format_row(row), flush=True)
+    out = Path(args.out)
+    if args.append and out.exists():
+        with open(out) as f:
+            previous = [{k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+        rows = previous + rows
+    write_results(rows, out)
+    print_summary(rows)
+    return 0
+
+
+def _self_worker(spec: dict, timeout: float) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "equitensor.bench.model_step", "--worker", json.dumps(spec)],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO),
+    )  # fmt: skip
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        return {"error": ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1]}
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+def _number(value: str):
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _format_row(row: dict) -> str:
+    head = f"{row['system']:8s} L={row['max_L']} {row['dtype']:8s} {row['impl']:10s} {row['conv']:>11s}/{row['product']:<22s}"
+    if "error" in row:
+        return head + f" ERROR {row['error']}"
+    return head + (
+        f" atoms {row['atoms']:4d} edges {row['edges']:6d}  train {row['train_ms']:9.1f} ms  infer "
+        f"{row['infer_ms']:8.1f} ms  peak train {row['train_peak_mb']:7.1f} MB  infer {row['infer_peak_mb']:7.1f} MB"
+    )
+
+
+FIELDS = ["system", "max_L", "channels", "dtype", "impl", "conv", "product", "threads", "atoms", "edges",
+          "build_s", "train_ms", "infer_ms", "train_peak_mb", "infer_peak_mb", "error"]  # fmt: skip
+
+
+def write_results(rows, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    ok = [r for r in rows if "error" not in r]
+    groups = sorted({(r["system"], r["max_L"], r["dtype"]) for r in ok})
+    if not groups:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.6 * len(ok) + 2))
+    labels = [f"{r['system']} L{r['max_L']} {r['dtype'][5:]} {r['impl'][:4]} {r['conv']}/{r['product'][:10]}" for r in ok]
+    for ax, key, title in ((axes[0], "train_ms", "training step (ms)"), (axes[1], "train_peak_mb", "training peak (MB)")):
+        ax.barh(range(len(ok)), [r[key] for r in ok], color=["tab:red" if r["impl"] == "mace-torch" else "tab:blue" for r in ok])
+        ax.set_yticks(range(len(ok)))
+        ax.set_yticklabels(labels if ax is axes[0] else [], fontsize=7)
+        ax.set_xscale("log")
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+
+
+def print_summary(rows) -> None:
+    print("\nratios vs mace-torch (same system, max_L, dtype): speed-up = mace time / ours; memory = ours / mace")
+    for r in rows:
+        if r["impl"] != "equitensor" or "error" in r:
+            continue
+        ref = next((m for m in rows if m["impl"] == "mace-torch" and "error" not in m and
+                    (m["system"], m["max_L"], m["dtype"]) == (r["system"], r["max_L"], r["dtype"])), None)  # fmt: skip
+        if ref is None:
+            continue
+        print(
+            f"{r['system']:8s} L={r['max_L']} {r['dtype']:8s} {r['conv']:>10s}/{r['product']:<11s} train x{ref['train_ms'] / r['train_ms']:5.2f} "
+            f"infer x{ref['infer_ms'] / r['infer_ms']:5.2f}  train memory {r['train_peak_mb'] / max(ref['train_peak_mb'], 1e-9):5.2f}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

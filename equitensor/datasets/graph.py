@@ -1,0 +1,128 @@
+"""Frames -> graphs: the ``torch_geometric.data.Data`` contract every model codes against.
+
+Fields (N atoms, E edges):
+
+- ``pos`` [N, 3] float (Å); ``atomic_numbers`` [N] long; ``natoms`` [1] long;
+- ``cell`` [1, 3, 3] float, rows are lattice vectors; all zeros when no direction is periodic;
+- ``pbc`` [1, 3] bool;
+- ``edge_index`` [2, E] long: row 0 sender ``i``, row 1 receiver ``j``;
+- ``cell_offsets`` [E, 3] float (integer-valued image shifts ``S``), so the edge vector is
+  ``pos[j] - pos[i] + cell_offsets @ cell`` (ASE's "ijS" convention), 0 < |D| < r_max,
+  both directions present, no self edge with zero shift;
+- ``tags`` [N] long (OC20: 0 fixed sub-surface, 1 surface, 2 adsorbate; 0 for molecules);
+  ``fixed`` [N] bool;
+- labels when the frame has them: ``energy`` [1] float (eV; referenced if the reader said so),
+  ``forces`` [N, 3] float (eV/Å, raw, also on fixed atoms), ``stress`` [1, 3, 3] float
+  (eV/Å^3, ASE sign convention);
+- ``sid``, ``fid`` ints when known.
+
+Batch with ``torch_geometric.loader.DataLoader``: ``edge_index`` is offset per graph and
+``batch``/``ptr`` are added.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from ase import Atoms
+from torch.utils.data import Dataset
+from torch_geometric.data import Data
+
+from .base import FrameReader
+from .frames import fixed_mask, frame_labels
+from .neighbors import neighbor_list
+
+__all__ = ["AtomsToGraph", "GraphDataset", "free_atom_mask"]
+
+
+class AtomsToGraph:
+    """Convert one labelled ``ase.Atoms`` frame into a graph ``Data`` (contract in module doc).
+
+    Args:
+        r_max: cutoff radius (Å) of the radius graph.
+        dtype: floating dtype of ``pos``, ``cell``, ``cell_offsets`` and the labels.
+        labels: attach ``energy``/``forces``/``stress`` when the frame has them.
+    """
+
+    def __init__(self, r_max: float, dtype: torch.dtype = torch.float64, labels: bool = True):
+        if not r_max > 0:
+            raise ValueError(f"r_max must be > 0, got {r_max}")
+        self.r_max = float(r_max)
+        self.dtype = dtype
+        self.labels = labels
+
+    def __call__(self, atoms: Atoms) -> Data:
+        pos = np.asarray(atoms.positions, dtype=np.float64)
+        cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        i, j, shifts = neighbor_list(pos, cell, pbc, self.r_max)
+        if not pbc.any():
+            cell = np.zeros((3, 3))
+        n = len(atoms)
+        data = Data(
+            pos=torch.tensor(pos, dtype=self.dtype),
+            atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.long),
+            cell=torch.tensor(cell, dtype=self.dtype).view(1, 3, 3),
+            pbc=torch.tensor(pbc, dtype=torch.bool).view(1, 3),
+            edge_index=torch.from_numpy(np.stack([i, j])).long(),
+            cell_offsets=torch.from_numpy(shifts).to(self.dtype),
+            natoms=torch.tensor([n], dtype=torch.long),
+            tags=torch.tensor(atoms.get_tags(), dtype=torch.long),
+            fixed=torch.from_numpy(fixed_mask(atoms)),
+        )
+        if self.labels:
+            labels = frame_labels(atoms)
+            if "energy" in labels:
+                data.energy = torch.tensor([labels["energy"]], dtype=self.dtype)
+            if "forces" in labels:
+                data.forces = torch.tensor(labels["forces"], dtype=self.dtype)
+            if "stress" in labels:
+                data.stress = torch.tensor(labels["stress"], dtype=self.dtype).view(1, 3, 3)
+        for key in ("sid", "fid"):
+            value = atoms.info.get(key)
+            if isinstance(value, int | np.integer):
+                data[key] = int(value)
+        return data
+
+
+class GraphDataset(Dataset):
+    """A torch ``Dataset`` of graphs built on the fly from a frame reader.
+
+    Args:
+        reader: any :class:`~equitensor.datasets.base.FrameReader` (or sequence of ``Atoms``).
+        r_max: cutoff radius (Å).
+        dtype: float dtype of the graphs (default float64, as readers deliver).
+        transform: optional callable applied to each ``Data`` after conversion.
+    """
+
+    def __init__(
+        self,
+        reader: FrameReader,
+        r_max: float,
+        dtype: torch.dtype = torch.float64,
+        transform: Callable[[Data], Data] | None = None,
+    ):
+        self.reader = reader
+        self.converter = AtomsToGraph(r_max, dtype)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int) -> Data:
+        data = self.converter(self.reader[index])
+        return self.transform(data) if self.transform is not None else data
+
+
+def free_atom_mask(data: Data) -> torch.Tensor:
+    """[N] bool mask of the atoms whose forces OC20 metrics count (``fixed == False``).
+
+    OC20 reports force MAE/cosine on free atoms only; training still uses all raw forces.
+    Works on single graphs and batches alike; graphs without ``fixed`` count every atom.
+    """
+    fixed = getattr(data, "fixed", None)
+    if fixed is None:
+        return torch.ones(data.pos.shape[0], dtype=torch.bool, device=data.pos.device)
+    return ~fixed.bool()

@@ -1,0 +1,206 @@
+"""MACE's physics blocks: embeddings, interaction (message passing), product basis, readouts.
+
+Each block mirrors the mace-torch block of the same role (names in the docstrings) with the
+same parameters and normalisations, so mace-torch weights port; the tensor products run on the
+backends chosen at construction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from e3nn.math import normalize2mom
+
+from ..irreps import Irreps, as_irreps, check_last_dim
+from ..ops import ChannelwiseTensorProduct, Linear, ProductBasis
+from .radial import RadialMLP
+
+
+class ElementLinear(torch.nn.Module):
+    """Element-dependent linear map: e3nn's ``FullyConnectedTensorProduct(irreps_in, Ex0e, irreps_out)``.
+
+    With ``a`` the element one-hot, ``out[w] = sum_{u,v} x[u] a[v] W[u, v, w] / sqrt(fan_in)`` for
+    every pair of equal input/output irreps (``fan_in`` = sum over the paths into the output of
+    ``mul_in * num_elements``). ``weight`` is e3nn's flat layout (paths in e3nn's order, each
+    ``[mul_in, num_elements, mul_out]`` row-major), which is MACE's ``skip_tp``.
+
+    Shapes: ``x [N, irreps_in.dim], element_onehot [N, num_elements] -> [N, irreps_out.dim]``.
+    """
+
+    def __init__(self, irreps_in, num_elements: int, irreps_out):
+        super().__init__()
+        self.irreps_in, self.irreps_out = as_irreps(irreps_in), as_irreps(irreps_out)
+        self.num_elements = int(num_elements)
+        paths = [
+            (i, o)
+            for i, (_, ir_in) in enumerate(self.irreps_in)
+            for o, (_, ir_out) in enumerate(self.irreps_out)
+            if ir_in == ir_out
+        ]
+        sizes = [self.irreps_in[i].mul * self.num_elements * self.irreps_out[o].mul for i, o in paths]
+        self.weight = torch.nn.Parameter(torch.randn(sum(sizes)))
+        starts = [0] + list(torch.tensor(sizes).cumsum(0).tolist()) if sizes else [0]
+        self._plan = []  # per output block: (mul_out, dim, [(input block, mul_in, weight range)], fan_in)
+        for o, (mul_out, ir) in enumerate(self.irreps_out):
+            sources = [
+                (i, self.irreps_in[i].mul, (starts[k], starts[k + 1]))
+                for k, (i, oo) in enumerate(paths)
+                if oo == o
+            ]
+            fan_in = sum(mul for _, mul, _ in sources) * self.num_elements
+            self._plan.append((mul_out, ir.dim, sources, fan_in))
+
+    def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
+        check_last_dim(x, self.irreps_in, "x")
+        n, e = x.shape[0], self.num_elements
+        blocks = torch.split(x, [mul * ir.dim for mul, ir in self.irreps_in], dim=1)
+        outputs = []
+        for mul_out, dim, sources, fan_in in self._plan:
+            if not sources:
+                outputs.append(x.new_zeros(n, mul_out * dim))
+                continue
+            xs = torch.cat([blocks[i].reshape(n, mul, dim) for i, mul, _ in sources], dim=1)  # [N, U, dim]
+            w = torch.cat([self.weight[a:b].reshape(mul * e, mul_out) for _, mul, (a, b) in sources])  # [U*E, W]
+            xa = (xs[:, :, None, :] * element_onehot[:, None, :, None]).reshape(n, -1, dim)  # [N, U*E, dim]
+            y = xa.transpose(1, 2) @ (w / math.sqrt(fan_in))  # [N, dim, W]
+            outputs.append(y.transpose(1, 2).reshape(n, mul_out * dim))
+        return torch.cat(outputs, dim=1)
+
+    def extra_repr(self) -> str:
+        return f"{self.irreps_in} x {self.num_elements}x0e -> {self.irreps_out}"
+
+
+class AtomicEnergies(torch.nn.Module):
+    """Fixed reference energy per element (E0s, eV): ``element_onehot [N, E] -> [N]``."""
+
+    def __init__(self, atomic_energies: Sequence[float]):
+        super().__init__()
+        self.register_buffer("atomic_energies", torch.tensor(list(atomic_energies), dtype=torch.get_default_dtype()))
+
+    def forward(self, element_onehot: torch.Tensor) -> torch.Tensor:
+        return element_onehot @ self.atomic_energies.to(element_onehot.dtype)  # [N]
+
+
+class ScaleShift(torch.nn.Module):
+    """``scale * x + shift`` on the interaction site energies (mace-torch ``ScaleShiftBlock``)."""
+
+    def __init__(self, scale: float = 1.0, shift: float = 0.0):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.get_default_dtype()))
+        self.register_buffer("shift", torch.tensor(float(shift), dtype=torch.get_default_dtype()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x + self.shift
+
+
+class InteractionBlock(torch.nn.Module):
+    """One message-passing step (mace-torch ``RealAgnosticInteractionBlock`` / ``...Residual...``).
+
+    ``h -> linear_up -> conv (channel-wise TP of h[sender] with the edge harmonics, per-edge
+    weights from the radial MLP) -> sum over senders at each receiver -> linear -> / avg_num_neighbors``.
+
+    The element-dependent self-connection is applied to the message (``residual=False``, MACE's
+    first layer) or returned separately from the incoming features (``residual=True``) and added
+    after the product basis.
+
+    Shapes: ``node_feats [N, node_feats_irreps.dim], element_onehot [N, E], edge_attrs
+    [n_edges, sh.dim], edge_feats [n_edges, num_radial], edge_index [2, n_edges]`` ->
+    ``(message [N, target_irreps.dim], self_connection [N, hidden_irreps.dim] or None)``.
+    """
+
+    def __init__(
+        self,
+        node_feats_irreps,
+        edge_attrs_irreps,
+        num_radial: int,
+        target_irreps,
+        hidden_irreps,
+        num_elements: int,
+        avg_num_neighbors: float,
+        radial_MLP: Sequence[int] = (64, 64, 64),
+        residual: bool = True,
+        conv_backend: str = "cg",
+        **conv_options,
+    ):
+        super().__init__()
+        self.node_feats_irreps = as_irreps(node_feats_irreps)
+        self.target_irreps = as_irreps(target_irreps)
+        self.hidden_irreps = as_irreps(hidden_irreps)
+        self.avg_num_neighbors = float(avg_num_neighbors)
+        self.residual = bool(residual)
+        self.linear_up = Linear(self.node_feats_irreps, self.node_feats_irreps)
+        self.conv_tp = ChannelwiseTensorProduct(
+            self.node_feats_irreps, edge_attrs_irreps, self.target_irreps, backend=conv_backend, **conv_options
+        )
+        self.conv_tp_weights = RadialMLP([num_radial, *radial_MLP, self.conv_tp.weight_numel])
+        self.linear = Linear(self.conv_tp.irreps_out, self.target_irreps)
+        if self.residual:
+            self.skip = ElementLinear(self.node_feats_irreps, num_elements, self.hidden_irreps)
+        else:
+            self.skip = ElementLinear(self.target_irreps, num_elements, self.target_irreps)
+
+    @property
+    def irreps_out(self) -> Irreps:
+        """Irreps of the message: the target irreps."""
+        return self.target_irreps
+
+    def forward(self, node_feats, element_onehot, edge_attrs, edge_feats, edge_index):
+        sender, receiver = edge_index[0], edge_index[1]
+        sc = self.skip(node_feats, element_onehot) if self.residual else None
+        node_feats = self.linear_up(node_feats)
+        message = node_feats.new_zeros(node_feats.shape[0], self.conv_tp.irreps_out.dim)  # [N, irreps_mid.dim]
+        if edge_index.shape[1] > 0:  # graphs without any edge (isolated atoms): no message
+            tp_weights = self.conv_tp_weights(edge_feats)  # [n_edges, weight_numel]
+            messages = self.conv_tp(node_feats[sender], edge_attrs, tp_weights)  # [n_edges, irreps_mid.dim]
+            message = message.index_add(0, receiver, messages)
+        message = self.linear(message) / self.avg_num_neighbors  # [N, target.dim]
+        if not self.residual:
+            message = self.skip(message, element_onehot)
+        return message, sc
+
+
+class ProductBlock(torch.nn.Module):
+    """Many-body product basis then a linear map (mace-torch ``EquivariantProductBasisBlock``).
+
+    Shapes: ``node_feats [N, irreps_in.dim], sc [N, irreps_out.dim] or None, element_onehot [N, E]
+    -> [N, irreps_out.dim]``.
+    """
+
+    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, backend: str = "cg", **options):
+        super().__init__()
+        self.product = ProductBasis(irreps_in, irreps_out, correlation, num_elements, backend=backend, **options)
+        self.linear = Linear(irreps_out, irreps_out)
+        self.irreps_out = as_irreps(irreps_out)
+
+    def forward(self, node_feats, sc, element_onehot):
+        out = self.linear(self.product(node_feats, element_onehot))
+        return out if sc is None else out + sc
+
+
+class LinearReadout(torch.nn.Module):
+    """Site energy as a linear function of the scalar features: ``[N, irreps_in.dim] -> [N]``."""
+
+    def __init__(self, irreps_in):
+        super().__init__()
+        self.linear = Linear(irreps_in, "0e")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)[:, 0]
+
+
+class NonLinearReadout(torch.nn.Module):
+    """Site energy through a one-hidden-layer MLP on the scalars (``MLP_irreps``, silu): ``[N, dim] -> [N]``."""
+
+    def __init__(self, irreps_in, MLP_irreps="16x0e", act=torch.nn.functional.silu):
+        super().__init__()
+        MLP_irreps = as_irreps(MLP_irreps)
+        if any(ir.l != 0 or ir.p != 1 for _, ir in MLP_irreps):
+            raise ValueError(f"MLP_irreps must be even scalars such as '16x0e', got {MLP_irreps}")
+        self.linear_1 = Linear(irreps_in, MLP_irreps)
+        self.act = normalize2mom(act)
+        self.linear_2 = Linear(MLP_irreps, "0e")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(x)))[:, 0]

@@ -1,0 +1,88 @@
+"""Graphs from ``ase.Atoms`` (the datasets' graph contract) and input validation.
+
+Contract (shared with ``equitensor.datasets``): a ``torch_geometric`` ``Data``/``Batch`` with
+``pos [N, 3]`` (Å), ``atomic_numbers`` long ``[N]``, ``cell [B, 3, 3]`` (rows are lattice vectors,
+zeros when non-periodic), ``pbc`` bool ``[B, 3]``, ``edge_index`` long ``[2, E]`` (sender
+``i = edge_index[0]``, receiver ``j = edge_index[1]``), ``cell_offsets [E, 3]`` (integer-valued)
+so that the edge vector is ``pos[j] - pos[i] + cell_offsets @ cell[batch[i]]`` (ASE "ijS"),
+``batch [N]``, ``ptr``, ``natoms [B]``; labels ``energy [B]``, ``forces [N, 3]``, ``stress [B, 3, 3]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+from torch_geometric.data import Data
+
+try:  # the project's numba neighbour list, same (i, j, S) contract as ASE's "ijS"
+    from ..datasets.neighbors import neighbor_list as _fast_neighbor_list
+except ImportError:  # pragma: no cover - depends on which branches are merged
+    _fast_neighbor_list = None
+
+
+def neighbor_list(atoms, r_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(i, j, S)`` of every pair closer than ``r_max`` (ASE ``neighbor_list("ijS")`` semantics)."""
+    if _fast_neighbor_list is not None:
+        return _fast_neighbor_list(atoms.positions, np.asarray(atoms.cell[:]), atoms.pbc, r_max)
+    from ase.neighborlist import neighbor_list as ase_neighbor_list
+
+    return ase_neighbor_list("ijS", atoms, r_max)
+
+
+def check_atoms(atoms) -> None:
+    """``ValueError`` for non-finite positions or a singular cell along periodic directions."""
+    positions = np.asarray(atoms.positions)
+    bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(
+            f"atom {k} ({atoms.get_chemical_symbols()[k]}) has a non-finite position {positions[k].tolist()}"
+            + (f" ({bad.size} atoms in all)" if bad.size > 1 else "")
+        )
+    if np.any(atoms.pbc):
+        cell = np.asarray(atoms.cell[:])
+        if abs(np.linalg.det(cell)) < 1e-9:
+            raise ValueError(f"cell {cell.tolist()} is singular but pbc={atoms.pbc.tolist()} is set")
+
+
+def atoms_to_graph(atoms, r_max: float, dtype: torch.dtype | None = None, with_labels: bool = False) -> Data:
+    """One ``Data`` graph of ``atoms`` with every pair within ``r_max`` (Å) as an edge, both directions.
+
+    Args:
+        atoms: ``ase.Atoms`` (periodic or not).
+        r_max: cutoff radius in Å.
+        dtype: float dtype of ``pos``, ``cell``, ``cell_offsets`` (default: torch's default dtype).
+        with_labels: also store ``energy``, ``forces`` (unconstrained) and ``stress`` from
+            ``atoms.calc.results`` when present.
+    """
+    dtype = dtype or torch.get_default_dtype()
+    check_atoms(atoms)
+    i, j, shifts = neighbor_list(atoms, r_max)
+    cell = np.asarray(atoms.cell[:]) if np.any(atoms.pbc) else np.zeros((3, 3))
+    data = Data(
+        pos=torch.tensor(np.asarray(atoms.positions), dtype=dtype),
+        atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.long),
+        cell=torch.tensor(cell, dtype=dtype).reshape(1, 3, 3),
+        pbc=torch.tensor(np.asarray(atoms.pbc, dtype=bool)).reshape(1, 3),
+        edge_index=torch.tensor(np.stack([i, j]), dtype=torch.long).reshape(2, -1),
+        cell_offsets=torch.tensor(shifts, dtype=dtype).reshape(-1, 3),
+        natoms=torch.tensor([len(atoms)], dtype=torch.long),
+    )
+    data.num_nodes = len(atoms)
+    results = getattr(atoms.calc, "results", {}) if with_labels and atoms.calc is not None else {}
+    if "energy" in results:
+        data.energy = torch.tensor([results["energy"]], dtype=dtype)
+    if "forces" in results:
+        data.forces = torch.tensor(np.asarray(results["forces"]), dtype=dtype)
+    if "stress" in results:
+        from ase.stress import voigt_6_to_full_3x3_stress
+
+        stress = np.asarray(results["stress"])
+        stress = voigt_6_to_full_3x3_stress(stress) if stress.shape == (6,) else stress
+        data.stress = torch.tensor(stress, dtype=dtype).reshape(1, 3, 3)
+    return data
+
+
+def element_name(z: int) -> str:
+    return chemical_symbols[z] if 0 <= z < len(chemical_symbols) else f"Z={z}"

@@ -1,0 +1,36 @@
+"""Model files: ``{config, state_dict, version}`` (no pickled modules; loads with ``weights_only=True``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+FORMAT = "equitensor.mace/1"
+
+
+def save_model(model, path) -> None:
+    """Write ``model`` (a :class:`~equitensor.models.MACE`) to ``path``: its constructor config,
+    its ``state_dict`` (in the model's dtype) and the equitensor version."""
+    from .. import __version__
+
+    torch.save({"format": FORMAT, "version": __version__, "config": model.config, "state_dict": model.state_dict()}, Path(path))
+
+
+def load_model(path, map_location="cpu"):
+    """Rebuild the model saved by :func:`save_model` (same dtype as saved, on ``map_location``)."""
+    from .mace import MACE
+
+    payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an equitensor model file (expected format {FORMAT!r})")
+    state = payload["state_dict"]
+    dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.get_default_dtype())
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        model = MACE(**payload["config"])
+    finally:
+        torch.set_default_dtype(previous)
+    model.load_state_dict(state)
+    return model.to(map_location)

@@ -1,0 +1,270 @@
+"""MACE (Batatia et al., NeurIPS 2022) on equitensor's interchangeable tensor-product backends.
+
+Same architecture, hyper-parameter names and defaults as mace-torch 0.3.16's ``ScaleShiftMACE``
+with ``RealAgnosticInteractionBlock`` first and ``RealAgnosticResidualInteractionBlock`` after:
+
+    E = sum_i [ E0(z_i) + scale * sum_t readout_t(h_i^(t)) + shift ]
+
+with ``h^(t) = ProductBasis(Interaction(h^(t-1)))``; forces ``-dE/dr`` and stress
+``(1/V) dE/d(strain)`` by autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from e3nn import o3
+
+from ..irreps import Irreps, as_irreps
+from ..ops import Linear
+from ..ops.backends.registry import get_backend, get_product_basis
+from .blocks import (
+    AtomicEnergies,
+    InteractionBlock,
+    LinearReadout,
+    NonLinearReadout,
+    ProductBlock,
+    ScaleShift,
+)
+from .graph import element_name
+from .radial import RadialEmbedding
+
+
+def natural_irreps(num_channels: int, max_L: int) -> Irreps:
+    """``C x 0e + C x 1o + ... + C x L(p=(-1)^L)`` (MACE's ``--num_channels/--max_L``)."""
+    return Irreps("+".join(f"{num_channels}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(max_L + 1)))
+
+
+class MACE(torch.nn.Module):
+    """MACE interatomic potential (energy in eV, lengths in Å).
+
+    Args:
+        atomic_numbers: the elements the model knows (e.g. ``[1, 6, 8]``), in one-hot order.
+        atomic_energies: E0 per element (eV): a sequence aligned with ``atomic_numbers`` or a
+            ``{Z: E0}`` mapping (missing elements get 0); default zeros.
+        r_max: cutoff radius (Å). num_bessel: radial basis size. num_polynomial_cutoff: p.
+        max_ell: highest degree of the edge spherical harmonics.
+        hidden_irreps: node features, e.g. ``"128x0e+128x1o"``; or give ``num_channels`` and ``max_L``.
+        correlation: product-basis order (int or one per interaction).
+        num_interactions: message-passing layers.
+        MLP_irreps: hidden irreps of the last (non-linear) readout.
+        radial_MLP: hidden sizes of the radial MLP.
+        avg_num_neighbors: messages are divided by this.
+        atomic_inter_scale, atomic_inter_shift: ``scale * E_site + shift`` on interaction energies.
+        conv_backend: tensor-product backend of the convolutions (``available_backends()``).
+        product_backend: product-basis backend (``available_product_bases()``).
+        conv_options, product_options: extra keyword arguments for the backends.
+
+    ``forward(batch, compute_forces=True, compute_stress=False, training=False)`` returns a dict:
+    ``energy [B]``, ``node_energy [N]``, ``forces [N, 3]`` (or None), ``stress [B, 3, 3]`` (eV/Å^3,
+    zero for non-periodic graphs) and ``virials [B, 3, 3]`` (``-dE/d(strain)``), both None unless
+    ``compute_stress``. ``training=True`` keeps the graph so that a force loss can backpropagate.
+    """
+
+    def __init__(
+        self,
+        atomic_numbers: Sequence[int],
+        atomic_energies: Sequence[float] | Mapping[int, float] | None = None,
+        r_max: float = 5.0,
+        num_bessel: int = 8,
+        num_polynomial_cutoff: int = 5,
+        max_ell: int = 3,
+        hidden_irreps: str | None = None,
+        num_channels: int | None = None,
+        max_L: int | None = None,
+        correlation: int | Sequence[int] = 3,
+        num_interactions: int = 2,
+        MLP_irreps: str = "16x0e",
+        radial_MLP: Sequence[int] = (64, 64, 64),
+        avg_num_neighbors: float = 1.0,
+        atomic_inter_scale: float = 1.0,
+        atomic_inter_shift: float = 0.0,
+        conv_backend: str = "cg",
+        product_backend: str = "cg",
+        conv_options: Mapping | None = None,
+        product_options: Mapping | None = None,
+    ):
+        super().__init__()
+        atomic_numbers = [int(z) for z in atomic_numbers]
+        if not atomic_numbers or len(set(atomic_numbers)) != len(atomic_numbers):
+            raise ValueError(f"atomic_numbers must be a non-empty list of distinct elements, got {atomic_numbers}")
+        if any(not 1 <= z <= 118 for z in atomic_numbers):
+            raise ValueError(f"atomic_numbers must be in 1..118, got {atomic_numbers}")
+        if isinstance(atomic_energies, Mapping):
+            atomic_energies = [float(atomic_energies.get(z, 0.0)) for z in atomic_numbers]
+        elif atomic_energies is None:
+            atomic_energies = [0.0] * len(atomic_numbers)
+        else:
+            atomic_energies = [float(e) for e in atomic_energies]
+            if len(atomic_energies) != len(atomic_numbers):
+                raise ValueError(
+                    f"got {len(atomic_energies)} atomic_energies for {len(atomic_numbers)} atomic_numbers"
+                )
+        if hidden_irreps is None:
+            if (num_channels is None) != (max_L is None):
+                raise ValueError("give both num_channels and max_L, or hidden_irreps")
+            hidden_irreps = natural_irreps(num_channels, max_L) if num_channels is not None else Irreps("128x0e+128x1o")
+        elif num_channels is not None or max_L is not None:
+            raise ValueError("give either hidden_irreps or num_channels + max_L, not both")
+        hidden_irreps = as_irreps(hidden_irreps)
+        num_interactions = int(num_interactions)
+        if num_interactions < 1:
+            raise ValueError(f"num_interactions must be >= 1, got {num_interactions}")
+        correlations = [int(correlation)] * num_interactions if isinstance(correlation, int) else list(correlation)
+        if len(correlations) != num_interactions:
+            raise ValueError(f"need one correlation per interaction ({num_interactions}), got {correlations}")
+        get_backend(conv_backend)  # ValueError listing the known names
+        get_product_basis(product_backend)
+        num_features = hidden_irreps.count(o3.Irrep(0, 1))
+        if num_features == 0 or any(mul != num_features for mul, _ in hidden_irreps):
+            raise ValueError(f"hidden_irreps need one multiplicity and a 0e block, got {hidden_irreps}")
+
+        self.config = dict(
+            atomic_numbers=atomic_numbers, atomic_energies=atomic_energies, r_max=float(r_max),
+            num_bessel=int(num_bessel), num_polynomial_cutoff=int(num_polynomial_cutoff), max_ell=int(max_ell),
+            hidden_irreps=str(hidden_irreps), correlation=correlations, num_interactions=num_interactions,
+            MLP_irreps=str(as_irreps(MLP_irreps)), radial_MLP=[int(h) for h in radial_MLP],
+            avg_num_neighbors=float(avg_num_neighbors), atomic_inter_scale=float(atomic_inter_scale),
+            atomic_inter_shift=float(atomic_inter_shift), conv_backend=conv_backend, product_backend=product_backend,
+            conv_options=dict(conv_options or {}), product_options=dict(product_options or {}),
+        )  # fmt: skip
+        self.atomic_numbers = atomic_numbers
+        self.r_max = float(r_max)
+        self.num_elements = len(atomic_numbers)
+        z_to_index = torch.full((119,), -1, dtype=torch.long)
+        z_to_index[atomic_numbers] = torch.arange(len(atomic_numbers))
+        self.register_buffer("z_to_index", z_to_index, persistent=False)
+
+        sh_irreps = o3.Irreps.spherical_harmonics(max_ell)
+        interaction_irreps = Irreps((sh_irreps * num_features).sort()[0].simplify())
+        node_attr_irreps = Irreps(f"{self.num_elements}x0e")
+        scalar_irreps = Irreps(f"{num_features}x0e")
+
+        # Embeddings
+        self.node_embedding = Linear(node_attr_irreps, scalar_irreps)
+        self.radial_embedding = RadialEmbedding(r_max, num_bessel, num_polynomial_cutoff)
+        self.spherical_harmonics = o3.SphericalHarmonics(sh_irreps, normalize=True, normalization="component")
+        self.atomic_energies = AtomicEnergies(atomic_energies)
+        self.scale_shift = ScaleShift(atomic_inter_scale, atomic_inter_shift)
+
+        self.interactions = torch.nn.ModuleList()
+        self.products = torch.nn.ModuleList()
+        self.readouts = torch.nn.ModuleList()
+        node_feats_irreps = scalar_irreps
+        for t in range(num_interactions):
+            last = t == num_interactions - 1
+            hidden_out = Irreps(str(hidden_irreps[0])) if last else hidden_irreps
+            interaction = InteractionBlock(
+                node_feats_irreps=node_feats_irreps,
+                edge_attrs_irreps=sh_irreps,
+                num_radial=num_bessel,
+                target_irreps=interaction_irreps,
+                hidden_irreps=hidden_out,
+                num_elements=self.num_elements,
+                avg_num_neighbors=avg_num_neighbors,
+                radial_MLP=radial_MLP,
+                residual=t > 0,
+                conv_backend=conv_backend,
+                **(conv_options or {}),
+            )
+            self.interactions.append(interaction)
+            self.products.append(
+                ProductBlock(
+                    interaction_irreps, hidden_out, correlations[t], self.num_elements,
+                    backend=product_backend, **(product_options or {}),
+                )  # fmt: skip
+            )
+            self.readouts.append(NonLinearReadout(hidden_out, MLP_irreps) if last else LinearReadout(hidden_out))
+            node_feats_irreps = hidden_out
+
+    # ------------------------------------------------------------------ forward
+    def element_onehot(self, atomic_numbers: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``[N, num_elements]`` one-hot; ``ValueError`` naming the first unknown element and its atom."""
+        index = self.z_to_index[atomic_numbers.clamp(0, 118)]
+        unknown = (index < 0) | (atomic_numbers < 0) | (atomic_numbers > 118)
+        if bool(unknown.any()):
+            k = int(torch.nonzero(unknown)[0, 0])
+            z = int(atomic_numbers[k])
+            allowed = ", ".join(f"{element_name(a)} ({a})" for a in self.atomic_numbers)
+            raise ValueError(
+                f"atom {k} is {element_name(z)} (Z={z}), which this model does not know; allowed elements: {allowed}"
+            )
+        return torch.nn.functional.one_hot(index, self.num_elements).to(dtype)
+
+    def forward(self, batch, compute_forces: bool = True, compute_stress: bool = False, training: bool = False):
+        pos = batch.pos
+        dtype = pos.dtype
+        n = pos.shape[0]
+        node_graph = batch.batch if getattr(batch, "batch", None) is not None else pos.new_zeros(n, dtype=torch.long)
+        num_graphs = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
+        cell = batch.cell.reshape(-1, 3, 3).to(dtype)
+        _check_graph(pos, cell, batch.pbc.reshape(-1, 3), batch.atomic_numbers)
+        element_onehot = self.element_onehot(batch.atomic_numbers, dtype)  # [N, E]
+        edge_index = batch.edge_index
+        sender = edge_index[0]
+
+        if compute_forces or compute_stress:
+            pos = pos if pos.requires_grad else pos.detach().requires_grad_(True)
+        displacement = None
+        positions = pos
+        if compute_stress:
+            # symmetric strain eps: r -> r (1 + eps), cell -> cell (1 + eps)
+            displacement = torch.zeros(num_graphs, 3, 3, dtype=dtype, device=pos.device, requires_grad=True)
+            strain = 0.5 * (displacement + displacement.transpose(1, 2))
+            positions = pos + torch.einsum("ni,nij->nj", pos, strain[node_graph])
+            cell = cell + cell @ strain
+        shifts = torch.einsum("ei,eij->ej", batch.cell_offsets.to(dtype), cell[node_graph[sender]])  # [n_edges, 3]
+        vectors = positions[edge_index[1]] - positions[sender] + shifts  # [n_edges, 3]
+        lengths = torch.linalg.vector_norm(vectors, dim=1, keepdim=True)  # [n_edges, 1]
+
+        node_e0 = self.atomic_energies(element_onehot)  # [N]
+        node_feats = self.node_embedding(element_onehot)  # [N, C]
+        edge_attrs = self.spherical_harmonics(vectors)  # [n_edges, (max_ell+1)^2]
+        edge_feats = self.radial_embedding(lengths)  # [n_edges, num_bessel]
+
+        site_energy = node_e0.new_zeros(n)
+        for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
+            message, sc = interaction(node_feats, element_onehot, edge_attrs, edge_feats, edge_index)
+            node_feats = product(message, sc, element_onehot)
+            site_energy = site_energy + readout(node_feats)  # [N]
+        node_inter = self.scale_shift(site_energy)
+        node_energy = node_e0 + node_inter  # [N]
+        energy = node_energy.new_zeros(num_graphs).index_add(0, node_graph, node_energy)  # [B]
+
+        forces = virials = stress = None
+        if compute_forces or compute_stress:
+            inputs = [pos] + ([displacement] if compute_stress else [])
+            grads = torch.autograd.grad(
+                [energy.sum()], inputs, create_graph=training, retain_graph=training, allow_unused=True
+            )
+            forces = -grads[0] if grads[0] is not None else torch.zeros_like(pos)
+            if compute_stress:
+                d_energy = grads[1] if grads[1] is not None else torch.zeros_like(displacement)
+                virials = -d_energy
+                volume = torch.linalg.det(batch.cell.reshape(-1, 3, 3).to(dtype)).abs()  # [B]
+                periodic = batch.pbc.reshape(-1, 3).any(dim=1) & (volume > 0)
+                safe = torch.where(periodic, volume, torch.ones_like(volume))
+                stress = torch.where(periodic[:, None, None], d_energy / safe[:, None, None], torch.zeros_like(d_energy))
+            if not compute_forces:
+                forces = None
+        return {"energy": energy, "node_energy": node_energy, "forces": forces, "stress": stress, "virials": virials}
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return f"conv_backend={c['conv_backend']!r}, product_backend={c['product_backend']!r}, elements={self.atomic_numbers}"
+
+
+def _check_graph(pos: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, atomic_numbers: torch.Tensor) -> None:
+    """``ValueError`` for non-finite positions or singular periodic cells (names the atom / graph)."""
+    finite = torch.isfinite(pos).all(dim=1)
+    if not bool(finite.all()):
+        k = int(torch.nonzero(~finite)[0, 0])
+        z = int(atomic_numbers[k])
+        raise ValueError(f"atom {k} ({element_name(z)}) has a non-finite position {pos[k].tolist()}")
+    periodic = pbc.any(dim=1)
+    if bool(periodic.any()):
+        singular = periodic & (torch.linalg.det(cell).abs() < 1e-9)
+        if bool(singular.any()):
+            b = int(torch.nonzero(singular)[0, 0])
+            raise ValueError(f"graph {b} has a singular cell {cell[b].tolist()} but pbc={pbc[b].tolist()} is set")

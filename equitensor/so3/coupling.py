@@ -1,0 +1,189 @@
+"""Generalised Clebsch-Gordan coupling ("U matrices") for MACE's symmetric contraction (pure numpy).
+
+For input irreps ``V = ir_1 + ... + ir_n`` (one copy each, total dimension ``d``) and a target
+irrep ``L``, the equivariant maps ``Sym^nu(V) -> L`` form a vector space. A basis of it is a
+tensor ``U [2L+1, d, ..., d (nu times), K]`` with
+
+    out[M] = sum_{i_1..i_nu, k} U[M, i_1, ..., i_nu, k] w_k x_{i_1} ... x_{i_nu},
+
+which is the node update of MACE's product basis (Batatia et al. 2022, eqs. 10-11) for one
+channel, with ``w_k`` the learnable (element- and channel-dependent) weights.
+
+Construction (:func:`symmetric_coupling_basis`):
+
+1. every coupling path ``((ir_a x ir_b) -> ir_ab) x ir_c -> ... -> L`` is built left to right
+   with real CG tensors (``so3.clebsch_gordan``, e3nn's phases, ``component`` normalisation);
+2. each path is symmetrised over the ``nu`` input slots (``x^{(x) nu}`` is symmetric, so only the
+   symmetric part of ``U`` acts);
+3. Gram-Schmidt in the fixed path order keeps an orthogonal basis of their span, each element
+   scaled to Frobenius norm ``sqrt(2L+1)`` (the norm of one unsymmetrised ``component`` path).
+
+The result is canonical (no SVD, no random numbers), so saved weights stay meaningful across
+machines. mace-torch keeps the raw, linearly dependent paths instead; its weights map onto
+ours by a fixed linear map (see ``docs/models.md``).
+
+:func:`monomial_coupling` rewrites the same basis on the sorted monomials
+``x_{i_1} ... x_{i_nu}`` (``i_1 <= ... <= i_nu``), folding the permutation multiplicities in,
+which is what the fast ``cg`` product basis multiplies with.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import numpy as np
+
+from .wigner import clebsch_gordan
+
+#: an irrep as ``(l, parity)`` with parity +1 (even) or -1 (odd).
+IrrepKey = tuple[int, int]
+
+_RANK_TOL = 1e-9
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+@functools.lru_cache(maxsize=None)
+def _coupling_paths(irreps_in: tuple[IrrepKey, ...], nu: int) -> tuple[tuple[IrrepKey, np.ndarray], ...]:
+    """Every left-to-right coupling path of ``nu`` inputs: ``(ir, tensor [2l+1, d, ..., d])`` (cached)."""
+    dims = [2 * l + 1 for l, _ in irreps_in]
+    offsets = np.concatenate([[0], np.cumsum(dims)]).astype(int)
+    d = int(offsets[-1])
+    if nu == 1:
+        paths = []
+        for a, (l, p) in enumerate(irreps_in):
+            t = np.zeros((2 * l + 1, d))
+            t[:, offsets[a] : offsets[a + 1]] = np.eye(2 * l + 1)
+            paths.append(((l, p), _read_only(t)))
+        return tuple(paths)
+    return tuple(
+        path
+        for ir_left, left in _coupling_paths(irreps_in, nu - 1)
+        for path in _couple_right(irreps_in, offsets, ir_left, left, target=None)
+    )
+
+
+def _couple_right(irreps_in, offsets, ir_left, left, target):
+    """Couple the path tensor ``left [2l+1, d..]`` with one more input slot; yield ``(ir, tensor)``."""
+    l_left, p_left = ir_left
+    d = int(offsets[-1])
+    for b, (l_b, p_b) in enumerate(irreps_in):
+        for l_out in range(abs(l_left - l_b), l_left + l_b + 1):
+            ir_out = (l_out, p_left * p_b)
+            if target is not None and ir_out != target:
+                continue
+            cg = clebsch_gordan(l_left, l_b, l_out)  # [2l_left+1, 2l_b+1, 2l_out+1]
+            t = np.tensordot(cg, left, axes=([0], [0]))  # [2l_b+1, 2l_out+1, d..]
+            full = np.zeros(t.shape[1:] + (d,))  # [2l_out+1, d.., d]
+            full[..., offsets[b] : offsets[b + 1]] = np.moveaxis(t, 0, -1)
+            yield ir_out, full
+
+
+@functools.lru_cache(maxsize=None)
+def _monomial_binning(d: int, nu: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted monomials ``[n, nu]``, the monomial of every flat index of ``d^nu`` and multiplicities ``[n]``."""
+    monos = sorted_monomials(d, nu)
+    lookup = {tuple(row): i for i, row in enumerate(monos.tolist())}
+    grid = np.array(list(itertools.product(range(d), repeat=nu)), dtype=np.int64).reshape(-1, nu)
+    bins = np.array([lookup[tuple(sorted(row))] for row in grid.tolist()], dtype=np.int64)
+    counts = np.bincount(bins, minlength=len(monos)).astype(np.float64)
+    return _read_only(monos), _read_only(bins), _read_only(counts)
+
+
+@functools.lru_cache(maxsize=None)
+def _monomial_basis(irreps_in: tuple[IrrepKey, ...], ir_out: IrrepKey, nu: int) -> np.ndarray:
+    """The basis of :func:`symmetric_coupling_basis` as monomial tables ``[n_all, 2L+1, K]``.
+
+    A symmetric tensor ``S`` is stored by its values summed over each monomial's index
+    arrangements (``table[n] = count[n] * S[sorted index n]``); the Frobenius inner product is
+    then ``sum_n table1[n] table2[n] / count[n]``.
+    """
+    dims = [2 * l + 1 for l, _ in irreps_in]
+    offsets = np.concatenate([[0], np.cumsum(dims)]).astype(int)
+    d = int(offsets[-1])
+    m = 2 * ir_out[0] + 1
+    monos, bins, counts = _monomial_binning(d, nu)
+    if nu == 1:
+        raw = [t for ir, t in _coupling_paths(irreps_in, 1) if ir == ir_out]
+    else:
+        raw = [
+            t
+            for ir_left, left in _coupling_paths(irreps_in, nu - 1)
+            for _, t in _couple_right(irreps_in, offsets, ir_left, left, target=ir_out)
+        ]
+    if not raw:
+        return _read_only(np.zeros((len(monos), m, 0)))
+    flat = np.stack([t.reshape(m, -1) for t in raw])  # [P, M, d^nu]
+    tables = np.zeros((len(raw), m, len(monos)))
+    for k in range(len(raw)):
+        for i in range(m):
+            tables[k, i] = np.bincount(bins, weights=flat[k, i], minlength=len(monos))
+    # orthonormal coordinates of the symmetrised paths: table / sqrt(count)
+    vectors = (tables / np.sqrt(counts)).reshape(len(raw), -1)
+    basis: list[np.ndarray] = []
+    for v in vectors:
+        for _ in range(2):  # classical Gram-Schmidt, twice for orthogonality
+            for b in basis:
+                v = v - (b @ v) * b
+        norm = np.linalg.norm(v)
+        if norm > _RANK_TOL:
+            basis.append(v / norm)
+    if not basis:
+        return _read_only(np.zeros((len(monos), m, 0)))
+    q = np.stack(basis, axis=-1).reshape(m, len(monos), len(basis)) * math.sqrt(m)
+    return _read_only(np.moveaxis(q, 1, 0) * np.sqrt(counts)[:, None, None])
+
+
+@functools.lru_cache(maxsize=None)
+def symmetric_coupling_basis(irreps_in: tuple[IrrepKey, ...], ir_out: IrrepKey, nu: int) -> np.ndarray:
+    """Basis of the equivariant maps ``Sym^nu(irreps_in) -> ir_out``.
+
+    Args:
+        irreps_in: the input irreps, one copy each, as ``(l, parity)`` tuples (e.g.
+            ``((0, 1), (1, -1), (2, 1), (3, -1))`` for MACE's ``0e+1o+2e+3o``).
+        ir_out: target irrep ``(L, parity)``.
+        nu: correlation order (number of factors), >= 1.
+
+    Returns:
+        read-only float64 array ``[2L+1, d, ..., d (nu times), K]`` (``K`` may be 0), symmetric in
+        the ``d`` axes, columns mutually orthogonal with Frobenius norm ``sqrt(2L+1)``.
+    """
+    irreps_in, ir_out = _canonical(irreps_in, ir_out, nu)
+    d = sum(2 * l + 1 for l, _ in irreps_in)
+    table = _monomial_basis(irreps_in, ir_out, nu)  # [n, M, K]
+    _, bins, counts = _monomial_binning(d, nu)
+    u = table[bins] / counts[bins][:, None, None]  # [d^nu, M, K]
+    return _read_only(np.moveaxis(u, 1, 0).reshape((table.shape[1],) + (d,) * nu + (table.shape[2],)))
+
+
+def _canonical(irreps_in, ir_out, nu):
+    if nu < 1:
+        raise ValueError(f"correlation order nu must be >= 1, got {nu}")
+    return tuple((int(l), int(p)) for l, p in irreps_in), (int(ir_out[0]), int(ir_out[1]))
+
+
+def sorted_monomials(d: int, nu: int) -> np.ndarray:
+    """All index tuples ``i_1 <= ... <= i_nu`` in ``range(d)``, lexicographic: ``[n, nu]`` int64."""
+    return np.array(list(itertools.combinations_with_replacement(range(d), nu)), dtype=np.int64).reshape(-1, nu)
+
+
+@functools.lru_cache(maxsize=None)
+def monomial_coupling(irreps_in: tuple[IrrepKey, ...], ir_out: IrrepKey, nu: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`symmetric_coupling_basis` on sorted monomials.
+
+    Returns:
+        ``(monomials [n, nu], table [n, 2L+1, K])`` such that for any ``x [d]``
+        ``sum_{i..} U[M, i.., k] x_i.. == sum_n table[n, M, k] * prod_j x[monomials[n, j]]``.
+        Only monomials with a non-zero row are returned.
+    """
+    irreps_in, ir_out = _canonical(irreps_in, ir_out, nu)
+    d = sum(2 * l + 1 for l, _ in irreps_in)
+    table = _monomial_basis(irreps_in, ir_out, nu)
+    monos, _, _ = _monomial_binning(d, nu)
+    nonzero = np.abs(table).reshape(len(monos), -1).max(axis=1, initial=0.0) > 1e-14
+    return _read_only(monos[nonzero]), _read_only(table[nonzero])

@@ -1,0 +1,428 @@
+"""Typed training configuration: dataclasses loaded from YAML, with ``--set a.b=c`` overrides.
+
+A configuration has five sections, each a dataclass: ``data``, ``model``, ``optim``, ``loss`` and
+``train``. YAML files under ``equitensor/configs/`` give complete examples; any key left out keeps
+its dataclass default. Every key is checked: an unknown key raises :class:`ConfigError` naming the
+file (or the ``--set`` argument) and suggesting the closest valid key, and every value is coerced to
+the field's type or rejected with the expected type in the message.
+
+>>> cfg = load_config(None, overrides=["train.epochs=3", "optim.lr=0.005"])
+>>> cfg.train.epochs, cfg.optim.lr
+(3, 0.005)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "BUILTIN_CONFIGS",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "builtin_config_path",
+    "config_to_dict",
+    "load_config",
+]
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+BUILTIN_CONFIGS = ("demo", "oc20_s2ef", "ethanol", "3bpa")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the source and the key."""
+
+
+@dataclass
+class DataConfig:
+    """Where the frames come from and how they become graphs.
+
+    ``train`` is a path understood by ``equitensor.datasets.open_dataset`` (OC20 S2EF directory of
+    ``*.extxyz``/``*.txt`` files, LMDB, ASE-LMDB, extxyz, ASE trajectory), or ``"demo"`` for the
+    embedded demo dataset, generated on first use. Relative paths are resolved against the
+    directory of the YAML file that names them (for packaged configs and ``--set``, against the
+    working directory).
+    """
+
+    train: str = "demo"
+    #: validation data; ``None`` splits ``val_fraction`` of the training frames off (seeded).
+    val: str | None = None
+    #: optional test data, evaluated once with the best model at the end of training.
+    test: str | None = None
+    val_fraction: float = 0.1
+    #: use at most this many training / validation frames (the first ones); ``None`` = all.
+    max_train_frames: int | None = None
+    max_val_frames: int | None = None
+    #: extra keyword arguments passed to ``open_dataset`` (e.g. ``energy_key``, ``reference``).
+    options: dict = field(default_factory=dict)
+    #: atomic numbers the model may see; ``None`` = the elements of the training data. A frame with
+    #: any other element is an error (never silently skipped).
+    elements: list | None = None
+    #: per-element reference energies: ``"fit"`` (least-squares linear fit on the training set),
+    #: ``"zero"``, or a mapping ``{atomic_number_or_symbol: energy_eV}``.
+    e0s: Any = "fit"
+    #: frames of the demo dataset when ``train == "demo"`` and it has to be generated.
+    demo_frames: int = 240
+    #: seed of the demo dataset generator (independent of ``train.seed`` so the cached data is shared).
+    demo_seed: int = 0
+    #: keep graphs in memory after their first use (neighbour lists built once); turn off for
+    #: datasets larger than RAM (OC20 S2EF) and use ``num_workers`` instead.
+    cache_graphs: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """Arguments of ``equitensor.models.MACE`` (MACE defaults from Batatia et al. 2022)."""
+
+    r_max: float = 5.0
+    num_bessel: int = 8
+    num_polynomial_cutoff: int = 5
+    max_ell: int = 3
+    hidden_irreps: str = "128x0e+128x1o"
+    correlation: int = 3
+    num_interactions: int = 2
+    MLP_irreps: str = "16x0e"
+    radial_MLP: list = field(default_factory=lambda: [64, 64, 64])
+    #: ``"auto"`` = mean number of neighbours per atom in the training set, or a number.
+    avg_num_neighbors: Any = "auto"
+    conv_backend: str = "cg"
+    product_backend: str = "cg"
+    #: scale the interaction energy by the training rms force and shift it by the mean interaction
+    #: energy per atom (mace-torch's ScaleShiftMACE with rms_forces_scaling).
+    scale_shift: bool = True
+    #: further keyword arguments passed unchanged to the model constructor.
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer, learning-rate schedule and gradient clipping."""
+
+    optimizer: str = "adam"  # adam | adamw
+    lr: float = 0.01
+    weight_decay: float = 5e-7
+    amsgrad: bool = True
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    #: ``plateau`` (ReduceLROnPlateau on the validation loss, stepped per evaluation),
+    #: ``cosine`` (linear warm-up then cosine decay to ``min_lr``, stepped per optimizer step),
+    #: ``constant``.
+    scheduler: str = "plateau"
+    plateau_factor: float = 0.8
+    plateau_patience: int = 50
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    #: clip the global gradient norm to this value; ``None`` disables clipping.
+    clip_grad_norm: float | None = 10.0
+
+
+@dataclass
+class LossConfig:
+    """Weighted sum of energy-per-atom, force and stress errors (MACE's "weighted" loss)."""
+
+    energy_weight: float = 1.0
+    forces_weight: float = 100.0
+    stress_weight: float = 0.0
+    kind: str = "mse"  # mse | huber
+    huber_delta: float = 0.01
+    #: OC20 practice: the force term averages over free atoms (``fixed == False``) only.
+    forces_on_free_atoms_only: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Loop, precision, checkpoints and output."""
+
+    epochs: int = 100
+    #: stop after this many optimizer steps in total (``None`` = run all epochs).
+    max_steps: int | None = None
+    #: stop when this wall-clock budget is used up (checked after every step); ``None`` = no limit.
+    time_limit_minutes: float | None = None
+    #: global batch size (split evenly over DDP ranks).
+    batch_size: int = 10
+    val_batch_size: int = 20
+    #: evaluate on the validation set every this many epochs (and after the last one).
+    eval_every_epochs: int = 1
+    #: write ``checkpoint.pt`` every this many optimizer steps (and always at the end).
+    checkpoint_every_steps: int = 200
+    ema: bool = True
+    ema_decay: float = 0.99
+    dtype: str = "float32"  # float32 | float64
+    seed: int = 123
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    #: torch intra-op CPU threads (``torch.set_num_threads``); ``None`` keeps torch's default.
+    threads: int | None = None
+    out_dir: str = "runs/demo"
+    #: ``auto`` shows tqdm bars only on a TTY; ``always`` / ``never`` force it.
+    progress: str = "auto"
+    #: write the learning-curve PNG at the end.
+    plot: bool = True
+
+
+@dataclass
+class Config:
+    """A complete training configuration."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    #: the file this configuration was read from (not a key; informational).
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+
+_CHOICES = {
+    ("optim", "optimizer"): ("adam", "adamw"),
+    ("optim", "scheduler"): ("plateau", "cosine", "constant"),
+    ("loss", "kind"): ("mse", "huber"),
+    ("train", "dtype"): ("float32", "float64"),
+    ("train", "progress"): ("auto", "always", "never"),
+}
+
+
+def builtin_config_path(name: str) -> Path:
+    """Path of a packaged configuration (``demo``, ``oc20_s2ef``, ``ethanol``, ``3bpa``)."""
+    return CONFIG_DIR / f"{name}.yaml"
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.default_factory().__class__ for f in dataclasses.fields(Config) if not f.metadata}
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key a configuration accepts, e.g. ``optim.lr``."""
+    return [f"{s}.{f.name}" for s, cls in _sections().items() for f in dataclasses.fields(cls)]
+
+
+def _unknown_key_error(key: str, where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid_keys() + list(_sections()), n=1, cutoff=0.5)
+    if not close:  # also try matching the last component only: "lr" -> "optim.lr"
+        leaf = key.split(".")[-1]
+        close = [k for k in valid_keys() if k.split(".")[-1] == leaf] or difflib.get_close_matches(
+            leaf, [k.split(".")[-1] for k in valid_keys()], n=1, cutoff=0.6
+        )
+        close = [k for k in valid_keys() if k.split(".")[-1] in close][:1] if close else []
+    hint = f"; did you mean '{close[0]}'?" if close else f"; valid sections: {', '.join(_sections())}"
+    return ConfigError(f"{where}: unknown config key '{key}'{hint}")
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value, annotation, key: str, where: str):
+    """Convert ``value`` (parsed YAML) to ``annotation`` or raise a :class:`ConfigError`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        expected = " or ".join(_type_name(o) for o in options)
+        raise ConfigError(f"{where}: {key} must be {expected}, got {value!r}")
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: {key} must be a string, got {value!r}")
+    if annotation is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
+    if annotation is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{where}: {key} must be a mapping, got {value!r}")
+    return value
+
+
+def _apply(cfg: Config, section: str, name: str, value, where: str) -> None:
+    key = f"{section}.{name}"
+    if section not in _sections():
+        raise _unknown_key_error(section if not name else key, where)
+    sub = getattr(cfg, section)
+    hints = typing.get_type_hints(type(sub))
+    if name not in hints:
+        raise _unknown_key_error(key, where)
+    setattr(sub, name, _coerce(value, hints[name], key, where))
+
+
+def _apply_mapping(cfg: Config, mapping: dict, where: str) -> None:
+    for section, body in mapping.items():
+        if section not in _sections():
+            raise _unknown_key_error(str(section), where)
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}: section '{section}' must be a mapping of keys, got {body!r}")
+        for name, value in body.items():
+            _apply(cfg, section, str(name), value, where)
+
+
+def _parse_override(text: str) -> tuple[str, str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. --set optim.lr=0.005")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if key.count(".") != 1:
+        raise _unknown_key_error(key, f"--set {text}")
+    section, name = key.split(".")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text}: cannot parse value {raw!r}: {exc}") from exc
+    return section, name, value
+
+
+def _resolve_paths(cfg: Config, base: Path) -> None:
+    for name in ("train", "val", "test"):
+        value = getattr(cfg.data, name)
+        if value is None or value == "demo":
+            continue
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            setattr(cfg.data, name, str((base / path).resolve()))
+
+
+def validate(cfg: Config) -> None:
+    """Check value ranges and choices; raise :class:`ConfigError` naming the key."""
+    where = cfg.source
+    for (section, name), choices in _CHOICES.items():
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            raise ConfigError(f"{where}: {section}.{name} must be one of {', '.join(choices)}; got {value!r}")
+    positive = {
+        "train.batch_size": cfg.train.batch_size,
+        "train.val_batch_size": cfg.train.val_batch_size,
+        "train.eval_every_epochs": cfg.train.eval_every_epochs,
+        "train.checkpoint_every_steps": cfg.train.checkpoint_every_steps,
+        "optim.lr": cfg.optim.lr,
+        "model.r_max": cfg.model.r_max,
+        "data.demo_frames": cfg.data.demo_frames,
+    }
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{where}: {key} must be > 0, got {value!r}")
+    if cfg.train.epochs < 1:
+        raise ConfigError(f"{where}: train.epochs must be >= 1, got {cfg.train.epochs}")
+    if cfg.train.threads is not None and cfg.train.threads < 1:
+        raise ConfigError(f"{where}: train.threads must be >= 1 or null, got {cfg.train.threads}")
+    if cfg.train.max_steps is not None and cfg.train.max_steps < 1:
+        raise ConfigError(f"{where}: train.max_steps must be >= 1 or null, got {cfg.train.max_steps}")
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"{where}: data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
+    if cfg.data.val is None and cfg.data.val_fraction == 0.0:
+        raise ConfigError(f"{where}: no validation data: set data.val or a data.val_fraction > 0")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ConfigError(f"{where}: train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError(f"{where}: optim.betas must have two entries, got {cfg.optim.betas}")
+    for name in ("energy_weight", "forces_weight", "stress_weight"):
+        if getattr(cfg.loss, name) < 0:
+            raise ConfigError(f"{where}: loss.{name} must be >= 0, got {getattr(cfg.loss, name)}")
+    if cfg.loss.energy_weight == cfg.loss.forces_weight == cfg.loss.stress_weight == 0:
+        raise ConfigError(f"{where}: all loss weights are zero; nothing would be trained")
+    e0s = cfg.data.e0s
+    if not (e0s in ("fit", "zero") or isinstance(e0s, dict)):
+        raise ConfigError(f"{where}: data.e0s must be 'fit', 'zero' or a mapping element -> eV, got {e0s!r}")
+    aan = cfg.model.avg_num_neighbors
+    if not (aan == "auto" or (isinstance(aan, (int, float)) and not isinstance(aan, bool) and aan > 0)):
+        raise ConfigError(f"{where}: model.avg_num_neighbors must be 'auto' or a positive number, got {aan!r}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML configuration (or the defaults when ``path`` is None), apply overrides, validate.
+
+    Args:
+        path: a YAML file, or the name of a packaged config (``demo``, ``ethanol``, ...).
+        overrides: ``"section.key=value"`` strings; values are parsed as YAML
+            (``optim.lr=1e-3``, ``model.radial_MLP=[32,32]``, ``data.val=null``).
+
+    Raises:
+        ConfigError: unreadable file, unknown key (with the closest valid key), wrong type or range.
+    """
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        packaged = not p.exists() and str(path) in BUILTIN_CONFIGS
+        if packaged:
+            p = builtin_config_path(str(path))
+        if not p.is_file():
+            raise ConfigError(
+                f"config file not found: {path} (packaged configs: {', '.join(BUILTIN_CONFIGS)})"
+            )
+        try:
+            mapping = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections (data, model, optim, loss, train)")
+        cfg.source = str(p)
+        _apply_mapping(cfg, mapping, str(p))
+        # user files: relative to the file; packaged configs: relative to the working directory
+        _resolve_paths(cfg, Path.cwd() if packaged else p.resolve().parent)
+    for text in overrides or []:
+        section, name, value = _parse_override(text)
+        _apply(cfg, section, name, value, f"--set {text}")
+        if section == "data" and name in ("train", "val", "test"):
+            _resolve_paths(cfg, Path.cwd())
+    validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict of the five sections (what checkpoints and ``config.yaml`` store)."""
+    return {name: dataclasses.asdict(getattr(cfg, name)) for name in _sections()}
+
+
+def config_from_dict(mapping: dict, where: str = "<checkpoint>", overrides: list[str] | None = None) -> Config:
+    """Inverse of :func:`config_to_dict`, with optional ``--set`` overrides (validated)."""
+    cfg = Config(source=where)
+    _apply_mapping(cfg, mapping, where)
+    for text in overrides or []:
+        section, name, value = _parse_override(text)
+        _apply(cfg, section, name, value, f"--set {text}")
+        if section == "data" and name in ("train", "val", "test"):
+            _resolve_paths(cfg, Path.cwd())
+    validate(cfg)
+    return cfg

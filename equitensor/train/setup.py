@@ -1,0 +1,274 @@
+"""From a configuration to datasets, statistics and a model: the glue between data, models and training.
+
+This is the only module of ``equitensor.train`` that talks to ``equitensor.datasets`` and
+``equitensor.models``; the trainer itself only sees graphs and a module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.data import atomic_numbers as SYMBOL_TO_Z
+from ase.data import chemical_symbols
+from torch.utils.data import Subset
+
+from .config import ConfigError, DataConfig, ModelConfig
+from .distributed import DistContext
+
+__all__ = [
+    "DataSplits",
+    "DatasetStatistics",
+    "build_model",
+    "check_elements",
+    "compute_statistics",
+    "fit_atomic_energies",
+    "open_graphs",
+    "prepare_data",
+]
+
+
+@dataclass
+class DataSplits:
+    """Training, validation and (optional) test graphs with the files they came from."""
+
+    train: Sequence
+    val: Sequence
+    test: Sequence | None
+    #: file of each split ("val" is the training file when validation frames were held out)
+    sources: dict[str, str]
+    #: number of validation frames held out of the training file (0 when ``data.val`` is given)
+    held_out: int = 0
+
+    def describe(self) -> str:
+        val = f"{self.held_out} frames held out of the training data" if self.held_out else self.sources["val"]
+        test = f" | test {self.sources['test']}" if "test" in self.sources else ""
+        return f"train {self.sources['train']} ({len(self.train)} frames) | val {val} ({len(self.val)} frames){test}"
+
+
+@dataclass
+class DatasetStatistics:
+    """What the model and the baseline need to know about the training set."""
+
+    elements: list[int]
+    atomic_energies: dict[int, float]
+    avg_num_neighbors: float
+    mean_energy_per_atom: float
+    #: mean of (E - sum of E0s) / N_atoms: the shift of the interaction energy per atom (MACE's ScaleShift)
+    mean_interaction_energy_per_atom: float
+    #: root mean square of the force components: the scale of the interaction energy (MACE's rms scaling)
+    rms_forces: float
+    num_frames: int
+
+    def describe(self) -> str:
+        e0 = ", ".join(f"{chemical_symbols[z]} {e:.4f}" for z, e in self.atomic_energies.items())
+        return (
+            f"{self.num_frames} training frames, elements {[chemical_symbols[z] for z in self.elements]}, "
+            f"E0s (eV) {e0}, avg_num_neighbors {self.avg_num_neighbors:.2f}, "
+            f"mean energy/atom {self.mean_energy_per_atom:.4f} eV, mean interaction energy/atom "
+            f"{self.mean_interaction_energy_per_atom:.4f} eV, rms force {self.rms_forces:.4f} eV/Å"
+        )
+
+
+class CachedGraphs(torch.utils.data.Dataset):
+    """Keeps every graph of ``dataset`` in memory after its first use (neighbour lists built once)."""
+
+    def __init__(self, dataset: Sequence):
+        self.dataset = dataset
+        self.graphs: list = [None] * len(dataset)
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, index: int):
+        graph = self.graphs[index]
+        if graph is None:
+            graph = self.graphs[index] = self.dataset[index]
+        return graph
+
+
+def open_graphs(path: str, r_max: float, options: dict, cache: bool = False) -> Sequence:
+    """Graphs (``torch_geometric.data.Data``) of the frames at ``path``, with edges within ``r_max``.
+
+    ``cache`` keeps the graphs in memory after first use (for datasets that fit in RAM).
+    """
+    from equitensor.datasets import GraphDataset, open_dataset
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"dataset not found: {path}")
+    try:
+        reader = open_dataset(path, **options)
+    except TypeError as error:  # an option the reader of this format does not take
+        raise ConfigError(f"data.options {options} for {path}: {error}") from error
+    graphs = GraphDataset(reader, r_max=r_max)
+    return CachedGraphs(graphs) if cache else graphs
+
+
+def _demo_paths(n_frames: int, seed: int, ctx: DistContext) -> tuple[str, str]:
+    """Train/val S2EF folders of the demo dataset; rank 0 generates it on first use."""
+    from equitensor.datasets.demo import demo_dataset_path, make_demo_dataset
+
+    root = Path(demo_dataset_path(n_frames=n_frames, seed=seed, create=False))
+    if ctx.is_main and not (root / "manifest.json").exists():
+        print(f"generating the demo dataset ({n_frames} frames, ASE EMT) in {root} ...", flush=True)
+        make_demo_dataset(root, n_frames=n_frames, seed=seed)
+    ctx.barrier()
+    return str(root / "train"), str(root / "val")
+
+
+def _limit(dataset: Sequence, limit: int | None) -> Sequence:
+    return dataset if limit is None or limit >= len(dataset) else Subset(dataset, range(limit))
+
+
+def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | None = None) -> DataSplits:
+    """Open the datasets named by the config, split off validation frames if needed."""
+    ctx = ctx or DistContext()
+    train_path, val_path, options = cfg.train, cfg.val, dict(cfg.options)
+    if train_path == "demo":
+        train_path, demo_val = _demo_paths(cfg.demo_frames, cfg.demo_seed, ctx)
+        val_path = val_path or demo_val
+        # the demo's target is the OC20 one: energy minus the per-system reference (adsorption energy)
+        options = {"referenced": True, **options}
+    for key, path in (("data.train", train_path), ("data.val", val_path), ("data.test", cfg.test)):
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"{key}: dataset not found: {path} (set it with --set {key}=PATH)")
+    train = open_graphs(train_path, r_max, options, cfg.cache_graphs)
+    if cfg.elements:
+        check_elements(train, [_element_z(z) for z in cfg.elements], train_path)
+    if val_path is None:
+        n_val = max(1, int(round(cfg.val_fraction * len(train))))
+        if n_val >= len(train):
+            raise ConfigError(f"data.val_fraction={cfg.val_fraction} leaves no training frames of {len(train)}")
+        order = np.random.default_rng(seed).permutation(len(train))
+        val = Subset(train, sorted(order[:n_val].tolist()))
+        train = Subset(train, sorted(order[n_val:].tolist()))
+        sources = {"train": train_path, "val": train_path}
+    else:
+        val = open_graphs(val_path, r_max, options, cfg.cache_graphs)
+        sources = {"train": train_path, "val": val_path}
+        n_val = 0
+    test = open_graphs(cfg.test, r_max, options) if cfg.test else None  # read once: no cache
+    if test is not None:
+        sources["test"] = cfg.test
+    return DataSplits(_limit(train, cfg.max_train_frames), _limit(val, cfg.max_val_frames), test, sources, n_val)
+
+
+def _element_z(value) -> int:
+    if isinstance(value, str):
+        if value not in SYMBOL_TO_Z:
+            raise ConfigError(f"unknown element symbol {value!r}")
+        return SYMBOL_TO_Z[value]
+    return int(value)
+
+
+def _file_index(dataset: Sequence, index: int) -> int:
+    """Index of item ``index`` of ``dataset`` in the underlying file (through ``Subset`` layers)."""
+    while isinstance(dataset, Subset):
+        index = int(dataset.indices[index])
+        dataset = dataset.dataset
+    return index
+
+
+def check_elements(dataset: Sequence, allowed: Sequence[int], where: str, key: str = "data.elements") -> None:
+    """Raise :class:`ConfigError` naming the first frame that holds an element outside ``allowed``.
+
+    The frame index is the one in the file, also when ``dataset`` is a subset of it.
+    """
+    allowed_set = set(allowed)
+    for index in range(len(dataset)):
+        numbers = set(dataset[index].atomic_numbers.tolist())
+        extra = numbers - allowed_set
+        if extra:
+            names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in sorted(extra))
+            known = ", ".join(chemical_symbols[z] for z in sorted(allowed_set))
+            raise ConfigError(
+                f"{where}, frame {_file_index(dataset, index)}: element {names} is not allowed ({key} = {known}); "
+                "add it to the list or remove the frame from the data"
+            )
+
+
+def fit_atomic_energies(compositions: np.ndarray, energies: np.ndarray) -> np.ndarray:
+    """Least-squares per-element reference energies: ``energies ≈ compositions @ e0``.
+
+    ``compositions`` is [frames, elements] (atom counts). When the compositions are rank deficient
+    (e.g. one molecule) the minimum-norm solution is returned, which still reproduces the mean.
+    """
+    e0, *_ = np.linalg.lstsq(compositions.astype(np.float64), energies.astype(np.float64), rcond=None)
+    return e0
+
+
+def compute_statistics(train: Sequence, data_cfg: DataConfig) -> DatasetStatistics:
+    """Elements, E0s, mean neighbour count and mean energy per atom of the training graphs."""
+    numbers, energies, edges, atoms, force_sq = [], [], 0, 0, 0.0
+    for index in range(len(train)):
+        graph = train[index]
+        numbers.append(graph.atomic_numbers.numpy())
+        force_sq += float(graph.forces.double().square().sum())
+        energies.append(float(graph.energy.reshape(-1)[0]))
+        edges += int(graph.edge_index.shape[1])
+        atoms += int(graph.atomic_numbers.numel())
+    seen = sorted(set(np.concatenate(numbers).tolist()))
+    elements = [_element_z(z) for z in data_cfg.elements] if data_cfg.elements else seen
+    energies_np = np.asarray(energies)
+    if data_cfg.e0s == "fit":
+        compositions = np.stack([np.bincount(n, minlength=119)[elements] for n in numbers])
+        e0 = dict(zip(elements, fit_atomic_energies(compositions, energies_np).tolist()))
+    elif data_cfg.e0s == "zero":
+        e0 = {z: 0.0 for z in elements}
+    else:
+        e0 = {_element_z(k): float(v) for k, v in data_cfg.e0s.items()}
+        missing = [chemical_symbols[z] for z in elements if z not in e0]
+        if missing:
+            raise ConfigError(f"data.e0s has no energy for {', '.join(missing)} (elements of the training data)")
+        e0 = {z: e0[z] for z in elements}
+    natoms = np.array([len(n) for n in numbers], dtype=np.float64)
+    e0_vector = np.zeros(119)
+    e0_vector[list(e0)] = list(e0.values())
+    reference = np.array([e0_vector[n].sum() for n in numbers])
+    return DatasetStatistics(
+        elements=elements,
+        atomic_energies=e0,
+        avg_num_neighbors=edges / max(atoms, 1),
+        mean_energy_per_atom=float(np.mean(energies_np / natoms)),
+        mean_interaction_energy_per_atom=float(np.mean((energies_np - reference) / natoms)),
+        rms_forces=float(np.sqrt(force_sq / max(3 * atoms, 1))),
+        num_frames=len(train),
+    )
+
+
+def build_model(cfg: ModelConfig, stats: DatasetStatistics) -> torch.nn.Module:
+    """``equitensor.models.MACE`` from the model config and the training-set statistics.
+
+    With ``model.scale_shift`` (default) the interaction energy per atom is scaled by the rms force
+    and shifted by the mean interaction energy per atom, as mace-torch's ScaleShiftMACE does.
+    """
+    from equitensor.models import MACE
+
+    avg = stats.avg_num_neighbors if cfg.avg_num_neighbors == "auto" else float(cfg.avg_num_neighbors)
+    scale_shift = {}
+    if cfg.scale_shift:
+        scale_shift = {
+            "atomic_inter_scale": stats.rms_forces if stats.rms_forces > 0 else 1.0,
+            "atomic_inter_shift": stats.mean_interaction_energy_per_atom,
+        }
+    return MACE(
+        atomic_numbers=stats.elements,
+        atomic_energies=[stats.atomic_energies[z] for z in stats.elements],
+        r_max=cfg.r_max,
+        num_bessel=cfg.num_bessel,
+        num_polynomial_cutoff=cfg.num_polynomial_cutoff,
+        max_ell=cfg.max_ell,
+        hidden_irreps=cfg.hidden_irreps,
+        correlation=cfg.correlation,
+        num_interactions=cfg.num_interactions,
+        MLP_irreps=cfg.MLP_irreps,
+        radial_MLP=list(cfg.radial_MLP),
+        avg_num_neighbors=avg,
+        conv_backend=cfg.conv_backend,
+        product_backend=cfg.product_backend,
+        **scale_shift,
+        **cfg.extra,
+    )
