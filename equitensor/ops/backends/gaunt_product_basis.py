@@ -97,6 +97,8 @@ class _PowerProductBasis(ProductBasisBackend):
 
     def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[0], self.num_channels
+        if n == 0:  # nothing to do (and MKL's FFT rejects empty batches)
+            return x.new_zeros(0, self.irreps_out.dim) + 0 * self.weights_out.sum()
         device_index_in = self._in_block_of_component.to(x.device)
         device_index_out = self._out_block_of_component.to(x.device)
         blocks = [x[:, s].reshape(n, c, ir.dim) for s, (_, ir) in zip(self.irreps_in.slices(), self.irreps_in)]
