@@ -49,7 +49,9 @@ def forward_backward(tp, x1, x2, w):
 
 def build(backend, irreps, **options):
     a, b, c = irreps
-    return TensorProduct(a, b, c, mode="uvu", backend=backend, shared_weights=False, internal_weights=False, **options)
+    return TensorProduct(
+        a, b, c, mode="uvu", backend=backend, shared_weights=False, internal_weights=False, **options
+    )
 
 
 def main(argv=None) -> int:
@@ -84,7 +86,9 @@ def main(argv=None) -> int:
             assert (grid - fft).abs().max() < 1e-3 * max(1.0, grid.abs().max().item()), "grid != fft"
         timings = {}
         for name, tp in tps.items():
-            timings[name] = median_seconds(forward_backward(tp, x1, x2, wc if name == "cg" else wg), args.repeats)
+            timings[name] = median_seconds(
+                forward_backward(tp, x1, x2, wc if name == "cg" else wg), args.repeats
+            )
         for name, seconds in timings.items():
             ratio = timings["cg"] / seconds if "cg" in timings else float("nan")
             print(f"{'MIMO':<10}{lmax:>3}{name:>12}{seconds * 1e3:>10.2f}{ratio:>8.1f}x", flush=True)
@@ -93,13 +97,15 @@ def main(argv=None) -> int:
     if args.no_cp:
         return _write(rows, args.output)
     lmax, c = 4, args.cp_channels
-    irreps = (natural_irreps(lmax).__rmul__(1), natural_irreps(lmax), natural_irreps(lmax))
-    irreps = ("+".join(f"{c}x{ir}" for _, ir in irreps[0]), str(irreps[1]), "+".join(f"{c}x{ir}" for _, ir in irreps[2]))
+    channels = "+".join(f"{c}x{ir}" for _, ir in natural_irreps(lmax))  # C x (0e + 1o + ... + 4e)
+    irreps = (channels, str(natural_irreps(lmax)), channels)
     tps = {"cg": build("cg", irreps), "cp": build("cp", irreps)}
     x1 = torch.randn(args.batch, tps["cg"].irreps_in1.dim, requires_grad=True)
     x2 = torch.randn(args.batch, tps["cg"].irreps_in2.dim, requires_grad=True)
     weights = {n: torch.randn(args.batch, tp.weight_numel, requires_grad=True) for n, tp in tps.items()}
-    timings = {n: median_seconds(forward_backward(tp, x1, x2, weights[n]), args.repeats) for n, tp in tps.items()}
+    timings = {
+        n: median_seconds(forward_backward(tp, x1, x2, weights[n]), args.repeats) for n, tp in tps.items()
+    }
     for name, seconds in timings.items():
         ratio = timings["cg"] / seconds
         print(f"{'CP C=' + str(c):<10}{lmax:>3}{name:>12}{seconds * 1e3:>10.2f}{ratio:>8.1f}x", flush=True)
@@ -116,7 +122,9 @@ def _write(rows, output: Path, name: str = "gaunt_speed.csv") -> int:
     if path.exists():  # keep rows of other (task, L, batch) configurations from earlier runs
         with open(path) as handle:
             keys = {(r["task"], str(r["L"]), r["backend"], str(r["batch"])) for r in rows}
-            existing = [r for r in csv.DictReader(handle) if (r["task"], r["L"], r["backend"], r["batch"]) not in keys]
+            existing = [
+                r for r in csv.DictReader(handle) if (r["task"], r["L"], r["backend"], r["batch"]) not in keys
+            ]
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

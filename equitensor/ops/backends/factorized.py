@@ -84,7 +84,10 @@ def plan_units(descriptor, odd_paths_realisable: bool, allow_subset: bool, backe
                 "with l1 + l2 + l3 even (its selection rule); use backend='cg' or 'cp' for them, or pass "
                 "allow_subset=True to drop them (they are then missing from `paths`)"
             )
-        warnings.warn(f"backend {backend_name!r} drops the unrealisable couplings {names} (allow_subset=True)", stacklevel=4)
+        warnings.warn(
+            f"backend {backend_name!r} drops the unrealisable couplings {names} (allow_subset=True)",
+            stacklevel=4,
+        )
 
     # For each parity-class pair, the input blocks used by any output: a product over these
     # wider sets often realises exactly the requested couplings too (the extra pairs fail the
@@ -169,7 +172,12 @@ class FactorizedBackend(TensorProductBackend):
         self.weighted = has_weight == {True}
         self.units, realised = plan_units(d, self.odd_paths_realisable, allow_subset, self.backend_name)
         self.paths = tuple(
-            Path(*d.path_irreps(d.instructions[k]), d.instructions[k].i_in1, d.instructions[k].i_in2, d.instructions[k].i_out)
+            Path(
+                *d.path_irreps(d.instructions[k]),
+                d.instructions[k].i_in1,
+                d.instructions[k].i_in2,
+                d.instructions[k].i_out,
+            )
             for k in realised
         )
         self.output_coefficient = [0.0] * len(d.irreps_out)
@@ -184,9 +192,14 @@ class FactorizedBackend(TensorProductBackend):
                 )
             self.output_coefficient[ins.i_out] = ins.coefficient
         for unit in self.units:
-            for side, irreps, blocks in (("input 1", d.irreps_in1, unit.blocks1), ("input 2", d.irreps_in2, unit.blocks2)):
+            for side, irreps, blocks in (
+                ("input 1", d.irreps_in1, unit.blocks1),
+                ("input 2", d.irreps_in2, unit.blocks2),
+            ):
                 if len({irreps[i].mul for i in blocks}) > 1:
-                    raise ValueError(f"{name}: blocks {[str(irreps[i]) for i in blocks]} of {side} share a product but differ in multiplicity")
+                    raise ValueError(
+                        f"{name}: blocks {[str(irreps[i]) for i in blocks]} of {side} share a product but differ in multiplicity"
+                    )
         n1, n2, no = (sum(mul for mul, _ in irreps) for irreps in (d.irreps_in1, d.irreps_in2, d.irreps_out))
         self.weight_numel = n1 + n2 + no if self.weighted else 0
         self._weight_offsets = (0, n1, n1 + n2)
@@ -249,8 +262,16 @@ class FactorizedBackend(TensorProductBackend):
             blocks1 = [b.sum(1, keepdim=True) for b in blocks1]
         outputs = [None] * len(d.irreps_out)
         for k, unit in enumerate(self.units):
-            left = torch.cat([blocks1[i] for i in unit.blocks1], dim=-1) if len(unit.blocks1) > 1 else blocks1[unit.blocks1[0]]
-            right = torch.cat([blocks2[i] for i in unit.blocks2], dim=-1) if len(unit.blocks2) > 1 else blocks2[unit.blocks2[0]]
+            left = (
+                torch.cat([blocks1[i] for i in unit.blocks1], dim=-1)
+                if len(unit.blocks1) > 1
+                else blocks1[unit.blocks1[0]]
+            )
+            right = (
+                torch.cat([blocks2[i] for i in unit.blocks2], dim=-1)
+                if len(unit.blocks2) > 1
+                else blocks2[unit.blocks2[0]]
+            )
             f1 = left @ self.table(f"left_{k}", x1)
             f2 = right @ self.table(f"right_{k}", x1)
             projected = self.combine(k, f1, f2) @ self.table(f"back_{k}", x1)  # [z, U, sum d_out]

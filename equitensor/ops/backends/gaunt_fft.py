@@ -58,7 +58,9 @@ def folded_fourier_table(irreps, blocks, lmax: int, n: int) -> np.ndarray:
     The theta-axis inverse DFT of the exact Fourier coefficients, at ``theta_j = 2 pi j / n`` for
     ``j = 0..n/2`` only (the other half of the torus repeats the sphere, see :func:`folded_projection_table`).
     """
-    f = so3.fourier.sh_to_fourier(lmax)[FactorizedBackend.degree_rows(irreps, blocks)][:, :, lmax:]  # [d, u, v>=0]
+    f = so3.fourier.sh_to_fourier(lmax)[FactorizedBackend.degree_rows(irreps, blocks)][
+        :, :, lmax:
+    ]  # [d, u, v>=0]
     theta = 2 * np.pi * np.arange(n // 2 + 1) / n
     phase = np.exp(1j * np.outer(theta, np.arange(-lmax, lmax + 1)))  # [j, u]
     a = np.einsum("ju,duv->djv", phase, f)
@@ -173,7 +175,9 @@ class GauntFFTBackend(FactorizedBackend):
             right = full_plane_fourier_table(d.irreps_in2, unit.blocks2, l2)
             back = full_plane_projection_table(d.irreps_out, unit.outputs, lo_table, lp)
             plan = {"method": method, "l1": l1, "l2": l2, "lp": lp}
-            self.add_table(f"scatter_{len(self.unit_plans)}", convolution_scatter_index(l1, l2).astype(np.float64))
+            self.add_table(
+                f"scatter_{len(self.unit_plans)}", convolution_scatter_index(l1, l2).astype(np.float64)
+            )
         else:
             n = so3.fourier.fast_fft_size(2 * lp + 1)
             left = half_plane_fourier_table(d.irreps_in1, unit.blocks1, l1)
@@ -190,7 +194,9 @@ class GauntFFTBackend(FactorizedBackend):
         if 0 in batch:  # MKL's FFT rejects empty batches
             return f1.new_zeros(*batch, self._tables[f"back_{k}"].shape[0])
         if plan["method"] == "direct":
-            c1 = torch.view_as_complex(f1.reshape(*f1.shape[:-1], (2 * l1 + 1) ** 2, 2).contiguous())  # [z, U, P1]
+            c1 = torch.view_as_complex(
+                f1.reshape(*f1.shape[:-1], (2 * l1 + 1) ** 2, 2).contiguous()
+            )  # [z, U, P1]
             c2 = torch.view_as_complex(f2.reshape(*f2.shape[:-1], (2 * l2 + 1) ** 2, 2).contiguous())
             outer = (c1.unsqueeze(-1) * c2.unsqueeze(-2)).flatten(-2)
             batch = torch.broadcast_shapes(c1.shape[:-1], c2.shape[:-1])
