@@ -209,8 +209,11 @@ class GauntFFTBackend(FactorizedBackend):
             # theta already sampled by the tables (rows j = 0..n/2); rFFT along phi only
             c1 = torch.view_as_complex(f1.reshape(*f1.shape[:-1], half, l1 + 1, 2).contiguous())
             c2 = torch.view_as_complex(f2.reshape(*f2.shape[:-1], half, l2 + 1, 2).contiguous())
-            g1 = torch.fft.irfft(c1, n=n, dim=-1, norm="forward")
-            g2 = torch.fft.irfft(c2, n=n, dim=-1, norm="forward")
+            if c1.shape == c2.shape:  # one transform call for both inputs (fewer passes over memory)
+                g1, g2 = torch.fft.irfft(torch.stack([c1, c2]), n=n, dim=-1, norm="forward").unbind(0)
+            else:
+                g1 = torch.fft.irfft(c1, n=n, dim=-1, norm="forward")
+                g2 = torch.fft.irfft(c2, n=n, dim=-1, norm="forward")
             spectrum = torch.fft.rfft(g1 * g2, dim=-1, norm="forward")[..., : min(lo, lp) + 1]
             return torch.view_as_real(spectrum).flatten(-3)
         c1 = torch.view_as_complex(f1.reshape(*f1.shape[:-1], 2 * l1 + 1, l1 + 1, 2).contiguous())
