@@ -49,7 +49,9 @@ def forward_backward(tp, x1, x2, w):
 
 def build(backend, irreps, **options):
     a, b, c = irreps
-    return TensorProduct(a, b, c, mode="uvu", backend=backend, shared_weights=False, internal_weights=False, **options)
+    return TensorProduct(
+        a, b, c, mode="uvu", backend=backend, shared_weights=False, internal_weights=False, **options
+    )
 
 
 def main(argv=None) -> int:
@@ -58,6 +60,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lmax", type=int, nargs="+", default=[2, 4, 6, 8])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--cp-channels", type=int, default=32)
+    parser.add_argument("--no-cg", action="store_true", help="time only the Gaunt backends (large L / batch)")
+    parser.add_argument("--no-cp", action="store_true", help="skip the cp vs cg task")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a shared, oversubscribed machine multi-threaded small GEMMs "
                              "spend milliseconds in thread synchronisation)")  # fmt: skip
@@ -71,42 +75,61 @@ def main(argv=None) -> int:
     print(f"{'task':<10}{'L':>3}{'backend':>12}{'ms':>10}{'vs cg':>9}")
     for lmax in args.lmax:
         irreps = (natural_irreps(lmax), natural_irreps(lmax), natural_irreps(2 * lmax))
-        tps = {name: build(name, irreps, **opts) for name, opts in
-               [("cg", {}), ("gaunt_grid", {}), ("gaunt_fft", {})]}  # fmt: skip
-        x1 = torch.randn(args.batch, tps["cg"].irreps_in1.dim, requires_grad=True)
-        x2 = torch.randn(args.batch, tps["cg"].irreps_in2.dim, requires_grad=True)
+        names = ["gaunt_grid", "gaunt_fft"] if args.no_cg else ["cg", "gaunt_grid", "gaunt_fft"]
+        tps = {name: build(name, irreps) for name in names}
+        x1 = torch.randn(args.batch, tps["gaunt_grid"].irreps_in1.dim, requires_grad=True)
+        x2 = torch.randn(args.batch, tps["gaunt_grid"].irreps_in2.dim, requires_grad=True)
         wg = torch.randn(args.batch, tps["gaunt_grid"].weight_numel, requires_grad=True)
-        wc = torch.ones(args.batch, tps["cg"].weight_numel, requires_grad=True)
+        wc = torch.ones(args.batch, tps["cg"].weight_numel, requires_grad=True) if "cg" in tps else None
         with torch.no_grad():  # agreement check before timing
             grid, fft = tps["gaunt_grid"](x1, x2, wg), tps["gaunt_fft"](x1, x2, wg)
             assert (grid - fft).abs().max() < 1e-3 * max(1.0, grid.abs().max().item()), "grid != fft"
         timings = {}
         for name, tp in tps.items():
-            timings[name] = median_seconds(forward_backward(tp, x1, x2, wc if name == "cg" else wg), args.repeats)
+            timings[name] = median_seconds(
+                forward_backward(tp, x1, x2, wc if name == "cg" else wg), args.repeats
+            )
         for name, seconds in timings.items():
-            ratio = timings["cg"] / seconds
+            ratio = timings["cg"] / seconds if "cg" in timings else float("nan")
             print(f"{'MIMO':<10}{lmax:>3}{name:>12}{seconds * 1e3:>10.2f}{ratio:>8.1f}x", flush=True)
             rows.append({"task": "MIMO", "L": lmax, "channels": 1, "backend": name, "batch": args.batch,
                          "ms": round(seconds * 1e3, 3), "speedup_vs_cg": round(ratio, 2)})  # fmt: skip
+    if args.no_cp:
+        return _write(rows, args.output)
     lmax, c = 4, args.cp_channels
-    irreps = (natural_irreps(lmax).__rmul__(1), natural_irreps(lmax), natural_irreps(lmax))
-    irreps = ("+".join(f"{c}x{ir}" for _, ir in irreps[0]), str(irreps[1]), "+".join(f"{c}x{ir}" for _, ir in irreps[2]))
+    channels = "+".join(f"{c}x{ir}" for _, ir in natural_irreps(lmax))  # C x (0e + 1o + ... + 4e)
+    irreps = (channels, str(natural_irreps(lmax)), channels)
     tps = {"cg": build("cg", irreps), "cp": build("cp", irreps)}
     x1 = torch.randn(args.batch, tps["cg"].irreps_in1.dim, requires_grad=True)
     x2 = torch.randn(args.batch, tps["cg"].irreps_in2.dim, requires_grad=True)
     weights = {n: torch.randn(args.batch, tp.weight_numel, requires_grad=True) for n, tp in tps.items()}
-    timings = {n: median_seconds(forward_backward(tp, x1, x2, weights[n]), args.repeats) for n, tp in tps.items()}
+    timings = {
+        n: median_seconds(forward_backward(tp, x1, x2, weights[n]), args.repeats) for n, tp in tps.items()
+    }
     for name, seconds in timings.items():
         ratio = timings["cg"] / seconds
         print(f"{'CP C=' + str(c):<10}{lmax:>3}{name:>12}{seconds * 1e3:>10.2f}{ratio:>8.1f}x", flush=True)
         rows.append({"task": f"uvu C={c}", "L": lmax, "channels": c, "backend": name, "batch": args.batch,
                      "ms": round(seconds * 1e3, 3), "speedup_vs_cg": round(ratio, 2)})  # fmt: skip
     print(f"cp rank {tps['cp'].impl.rank}, relative error {tps['cp'].impl.relative_error:.2e}")
-    args.output.mkdir(parents=True, exist_ok=True)
-    with open(args.output / "gaunt_speed.csv", "w", newline="") as handle:
+    return _write(rows, args.output)
+
+
+def _write(rows, output: Path, name: str = "gaunt_speed.csv") -> int:
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / name
+    existing = []
+    if path.exists():  # keep rows of other (task, L, batch) configurations from earlier runs
+        with open(path) as handle:
+            keys = {(r["task"], str(r["L"]), r["backend"], str(r["batch"])) for r in rows}
+            existing = [
+                r for r in csv.DictReader(handle) if (r["task"], r["L"], r["backend"], r["batch"]) not in keys
+            ]
+    with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(existing + rows)
+    print(f"wrote {path}")
     return 0
 
 

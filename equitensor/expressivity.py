@@ -109,7 +109,9 @@ def expressivity(backend: str, lmax: int, seed: int = 0, rtol: float = RANK_RTOL
     jacobian = torch.func.jacfwd(sampled_map)(theta0)  # [samples * dim Z, num_parameters]
     singular_values = torch.linalg.svdvals(jacobian).numpy()
     dimension = int((singular_values > rtol * singular_values[0]).sum()) if singular_values.size else 0
-    return Expressivity(backend, lmax, dimension, analytic_expressivity(backend, lmax), num_parameters, singular_values)
+    return Expressivity(
+        backend, lmax, dimension, analytic_expressivity(backend, lmax), num_parameters, singular_values
+    )
 
 
 @dataclass(frozen=True)
@@ -136,10 +138,16 @@ def path_table(backend: str, lmax: int, seed: int = 0, **options) -> list[PathRo
     a, b, c = all_parity_irreps(lmax), all_parity_irreps(lmax), all_parity_irreps(2 * lmax)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tp = TensorProduct(a, b, c, mode="uvu", backend=backend, shared_weights=True, internal_weights=False, **options).double()
+        tp = TensorProduct(
+            a, b, c, mode="uvu", backend=backend, shared_weights=True, internal_weights=False, **options
+        ).double()
     listed = {(p.i_in1, p.i_in2, p.i_out) for p in tp.paths}
     generator = torch.Generator().manual_seed(seed)
-    weight = torch.rand(tp.weight_numel, generator=generator, dtype=torch.float64) + 0.5 if tp.weight_numel else None
+    weight = (
+        torch.rand(tp.weight_numel, generator=generator, dtype=torch.float64) + 0.5
+        if tp.weight_numel
+        else None
+    )
     s1, s2, so = list(a.slices()), list(b.slices()), list(c.slices())
     rows = []
     for i1, (_, ir1) in enumerate(a):
@@ -152,5 +160,7 @@ def path_table(backend: str, lmax: int, seed: int = 0, **options) -> list[PathRo
             for io, (_, ir3) in enumerate(c):
                 if ir3 in ir1 * ir2:
                     nonzero = out[:, so[io]].abs().max().item() > 1e-10
-                    rows.append(PathRow(backend, str(ir1), str(ir2), str(ir3), (i1, i2, io) in listed, nonzero))
+                    rows.append(
+                        PathRow(backend, str(ir1), str(ir2), str(ir3), (i1, i2, io) in listed, nonzero)
+                    )
     return rows

@@ -25,7 +25,11 @@ def _private_cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize("mode", ["uvu", "uuu"])
 def test_full_rank_equals_cg_shared_path_product(mode):
     # includes pseudo-tensor outputs (odd l1 + l2 + l3): cp realises them, unlike Gaunt
-    a, b, c = "2x0e+2x1o+2x2e", ("0e+1o+2e" if mode == "uvu" else "2x0e+2x1o+2x2e"), "2x0e+2x1o+2x1e+2x2e+2x3o"
+    a, b, c = (
+        "2x0e+2x1o+2x2e",
+        ("0e+1o+2e" if mode == "uvu" else "2x0e+2x1o+2x2e"),
+        "2x0e+2x1o+2x1e+2x2e+2x3o",
+    )
     kw = dict(mode=mode, shared_weights=False, internal_weights=False)
     cp = TensorProduct(a, b, c, backend="cp", rank="full", **kw)
     cg = TensorProduct(a, b, c, backend="cg", **kw)
@@ -38,7 +42,9 @@ def test_full_rank_equals_cg_shared_path_product(mode):
 
 
 def test_default_rank_is_7_l_squared_and_error_is_reported():
-    tp = TensorProduct(natural_irreps(2, 2), natural_irreps(2, 2), natural_irreps(2, 2), mode="uuu", backend="cp")
+    tp = TensorProduct(
+        natural_irreps(2, 2), natural_irreps(2, 2), natural_irreps(2, 2), mode="uuu", backend="cp"
+    )
     assert tp.impl.rank == 7 * 2 * 2
     assert 0 < tp.impl.relative_error < 1e-2
     assert tp.impl.residual_norm == pytest.approx(
@@ -49,20 +55,33 @@ def test_default_rank_is_7_l_squared_and_error_is_reported():
 @pytest.mark.parametrize("rank", [4, "default"])
 @pytest.mark.parametrize("improper", [False, True])
 def test_equivariance_within_documented_bound(rank, improper, rng):
-    kw = dict(mode="uuu", shared_weights=True, internal_weights=False, irrep_normalization="none", path_normalization="none")
+    kw = dict(
+        mode="uuu",
+        shared_weights=True,
+        internal_weights=False,
+        irrep_normalization="none",
+        path_normalization="none",
+    )
     tp = TensorProduct("0e+1o+2e", "0e+1o+2e", "0e+1o+2e", backend="cp", rank=rank, **kw)
     x1, x2 = torch.randn(20, 9), torch.randn(20, 9)
     w = torch.ones(tp.weight_numel)
     r = so3.random_rotation(rng, improper=improper)
-    error = (tp(rotate(x1, tp.irreps_in1, r), rotate(x2, tp.irreps_in2, r), w) - rotate(tp(x1, x2, w), tp.irreps_out, r)).norm(dim=1)
-    bound = torch.tensor([tp.impl.equivariance_error_bound(a.norm().item(), b.norm().item()) for a, b in zip(x1, x2)])
+    error = (
+        tp(rotate(x1, tp.irreps_in1, r), rotate(x2, tp.irreps_in2, r), w)
+        - rotate(tp(x1, x2, w), tp.irreps_out, r)
+    ).norm(dim=1)
+    bound = torch.tensor(
+        [tp.impl.equivariance_error_bound(a.norm().item(), b.norm().item()) for a, b in zip(x1, x2)]
+    )
     assert (error <= bound + 1e-12).all()
     if rank == 4:
         assert error.max() > 1e-6  # a low rank is visibly not equivariant: the bound is not vacuous
 
 
 def test_full_rank_is_equivariant(rng):
-    tp = ChannelwiseTensorProduct("3x0e+3x1o+3x2e", "0e+1o+2e", "3x0e+3x1o+3x1e+3x2e", backend="cp", rank="full")
+    tp = ChannelwiseTensorProduct(
+        "3x0e+3x1o+3x2e", "0e+1o+2e", "3x0e+3x1o+3x1e+3x2e", backend="cp", rank="full"
+    )
     x1, x2 = torch.randn(6, tp.irreps_in1.dim), torch.randn(6, tp.irreps_in2.dim)
     w = torch.randn(6, tp.weight_numel)
     r = so3.random_rotation(rng, improper=True)

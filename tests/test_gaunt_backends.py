@@ -12,11 +12,20 @@ from .conftest import TOL
 from .helpers import rotate
 
 pytestmark = pytest.mark.usefixtures("default_float64")
-GAUNT = [("gaunt_grid", {}), ("gaunt_fft", {"method": "fft"}), ("gaunt_fft", {"method": "direct"})]
+GAUNT = [
+    ("gaunt_grid", {}),
+    ("gaunt_fft", {"method": "fft"}),
+    ("gaunt_fft", {"method": "fft2"}),
+    ("gaunt_fft", {"method": "direct"}),
+]
 
 
 def _mimo(lmax, mode="uuu", mul=1):
-    return natural_irreps(lmax, mul), natural_irreps(lmax, 1 if mode == "uvu" else mul), natural_irreps(2 * lmax, mul)
+    return (
+        natural_irreps(lmax, mul),
+        natural_irreps(lmax, 1 if mode == "uvu" else mul),
+        natural_irreps(2 * lmax, mul),
+    )
 
 
 def _inputs(tp, batch=6):
@@ -34,7 +43,7 @@ def test_fft_equals_grid(lmax):
     x1, x2, w = _inputs(grid)
     reference = grid(x1, x2, w)
     scale = max(1.0, reference.abs().max().item())
-    for method in ("fft", "direct") if lmax <= 3 else ("fft",):
+    for method in ("fft", "fft2", "direct") if lmax <= 3 else ("fft", "fft2"):
         fft = TensorProduct(a, b, c, backend="gaunt_fft", method=method, **kw)
         assert fft.weight_numel == grid.weight_numel
         assert (fft(x1, x2, w) - reference).abs().max().item() < TOL[torch.float64] * scale, method
@@ -74,7 +83,14 @@ def test_odd_paths_raise_or_are_dropped(backend, options):
         TensorProduct("1o", "1o", "0e+1e+2e", mode="uvu", backend=backend, **options)
     with pytest.warns(UserWarning, match="drops the unrealisable couplings"):
         tp = TensorProduct(
-            "1o", "1o", "0e+1e+2e", mode="uvu", backend=backend, allow_subset=True, internal_weights=False, **options
+            "1o",
+            "1o",
+            "0e+1e+2e",
+            mode="uvu",
+            backend=backend,
+            allow_subset=True,
+            internal_weights=False,
+            **options,
         )
     assert [(p.ir_in1.l, p.ir_in2.l, p.ir_out.l) for p in tp.paths] == [(1, 1, 0), (1, 1, 2)]
     x1, x2 = torch.randn(4, 3), torch.randn(4, 3)
@@ -86,7 +102,9 @@ def test_pseudotensor_inputs_use_the_allowed_parity_combinations():
     # mixed natural/pseudo inputs: every even-sum parity-allowed coupling is realised
     a, b, c = "0e+1o+1e+2e", "0e+1o+1e", "0e+0o+1o+1e+2e+2o+3o"
     # path_normalization="none": the cg reference below has fewer paths, hence other "element" fans
-    kw = dict(mode="uvu", shared_weights=False, internal_weights=False, allow_subset=True, path_normalization="none")
+    kw = dict(
+        mode="uvu", shared_weights=False, internal_weights=False, allow_subset=True, path_normalization="none"
+    )
     with pytest.warns(UserWarning):
         grid = TensorProduct(a, b, c, backend="gaunt_grid", **kw)
     with pytest.warns(UserWarning):
@@ -95,7 +113,14 @@ def test_pseudotensor_inputs_use_the_allowed_parity_combinations():
     assert all(p.ir_in1.p * p.ir_in2.p == p.ir_out.p for p in grid.paths)
     instructions = [(p.i_in1, p.i_in2, p.i_out, "uvu", True) for p in grid.paths]
     cg = TensorProduct(
-        a, b, c, instructions, backend="cg", shared_weights=False, internal_weights=False, path_normalization="none"
+        a,
+        b,
+        c,
+        instructions,
+        backend="cg",
+        shared_weights=False,
+        internal_weights=False,
+        path_normalization="none",
     )
     x1, x2, w = _inputs(grid)
     expected = cg(x1, x2, cg_weights_from_factors(cg, grid, w, gaunt=True))
@@ -107,7 +132,9 @@ def test_pseudotensor_inputs_use_the_allowed_parity_combinations():
 def test_paths_are_verified_numerically(backend, options):
     """Every listed path carries signal and every other coupling is exactly zero."""
     a, b, c = natural_irreps(2), natural_irreps(2), natural_irreps(4)
-    tp = TensorProduct(a, b, c, mode="uvu", backend=backend, shared_weights=True, internal_weights=False, **options)
+    tp = TensorProduct(
+        a, b, c, mode="uvu", backend=backend, shared_weights=True, internal_weights=False, **options
+    )
     listed = {(p.i_in1, p.i_in2, p.i_out) for p in tp.paths}
     w = torch.ones(tp.weight_numel)
     s1, s2, so = list(tp.irreps_in1.slices()), list(tp.irreps_in2.slices()), list(tp.irreps_out.slices())
@@ -125,7 +152,9 @@ def test_paths_are_verified_numerically(backend, options):
 @pytest.mark.parametrize("backend,options", GAUNT)
 @pytest.mark.parametrize("improper", [False, True])
 def test_equivariance(backend, options, improper, rng):
-    tp = ChannelwiseTensorProduct("3x0e+3x1o+3x2e", "0e+1o+2e+3o", "3x0e+3x1o+3x2e+3x3o", backend=backend, **options)
+    tp = ChannelwiseTensorProduct(
+        "3x0e+3x1o+3x2e", "0e+1o+2e+3o", "3x0e+3x1o+3x2e+3x3o", backend=backend, **options
+    )
     x1, x2, w = _inputs(tp, 8)
     r = so3.random_rotation(rng, improper=improper)
     lhs = tp(rotate(x1, tp.irreps_in1, r), rotate(x2, tp.irreps_in2, r), w)
@@ -139,17 +168,25 @@ def test_mace_channelwise_layout_matches_scaled_cg(backend):
     cg = ChannelwiseTensorProduct("4x0e+4x1o+4x2e", "0e+1o+2e+3o", "4x0e+4x1o+4x2e+4x3o", backend="cg")
     assert len(tp.paths) == len(cg.instructions)
     x1, x2, w = _inputs(tp, 5)
-    assert (tp(x1, x2, w) - cg(x1, x2, cg_weights_from_factors(cg, tp, w, gaunt=True))).abs().max() < TOL[torch.float64]
+    assert (tp(x1, x2, w) - cg(x1, x2, cg_weights_from_factors(cg, tp, w, gaunt=True))).abs().max() < TOL[
+        torch.float64
+    ]
 
 
 def test_shared_weights_and_float32():
     a, b, c = _mimo(2, "uvu", mul=3)
-    tp64 = TensorProduct(a, b, c, mode="uvu", backend="gaunt_grid", shared_weights=True, internal_weights=False)
+    tp64 = TensorProduct(
+        a, b, c, mode="uvu", backend="gaunt_grid", shared_weights=True, internal_weights=False
+    )
     x1, x2, _ = _inputs(tp64)
     w = torch.randn(tp64.weight_numel)
     ref = tp64(x1, x2, w)
-    tp32 = TensorProduct(a, b, c, mode="uvu", backend="gaunt_fft", shared_weights=True, internal_weights=False).float()
-    assert (tp32(x1.float(), x2.float(), w.float()).double() - ref).abs().max().item() < TOL[torch.float32] * 10
+    tp32 = TensorProduct(
+        a, b, c, mode="uvu", backend="gaunt_fft", shared_weights=True, internal_weights=False
+    ).float()
+    assert (tp32(x1.float(), x2.float(), w.float()).double() - ref).abs().max().item() < TOL[
+        torch.float32
+    ] * 10
 
 
 def test_empty_batch():
@@ -164,8 +201,19 @@ def test_too_coarse_grid_raises():
         TensorProduct(a, b, c, mode="uuu", backend="gaunt_grid", resolution=(4, 20))
     with pytest.raises(ValueError, match="too coarse"):
         TensorProduct(a, b, c, mode="uuu", backend="gaunt_grid", resolution=(5, 8))
-    finer = TensorProduct(a, b, c, mode="uuu", backend="gaunt_grid", resolution=(7, 13), shared_weights=False, internal_weights=False)
-    exact = TensorProduct(a, b, c, mode="uuu", backend="gaunt_grid", shared_weights=False, internal_weights=False)
+    finer = TensorProduct(
+        a,
+        b,
+        c,
+        mode="uuu",
+        backend="gaunt_grid",
+        resolution=(7, 13),
+        shared_weights=False,
+        internal_weights=False,
+    )
+    exact = TensorProduct(
+        a, b, c, mode="uuu", backend="gaunt_grid", shared_weights=False, internal_weights=False
+    )
     x1, x2, w = _inputs(exact)
     assert (finer(x1, x2, w) - exact(x1, x2, w)).abs().max().item() < TOL[torch.float64]
 
@@ -180,8 +228,14 @@ def test_unsupported_mode_and_bad_method():
 @pytest.mark.parametrize("backend,options", GAUNT)
 @pytest.mark.parametrize("mode", ["uvu", "uuu"])
 def test_gradcheck_and_gradgradcheck(backend, options, mode):
-    a, b, c = ("2x0e+2x1o", "0e+1o", "2x0e+2x1o+2x2e") if mode == "uvu" else ("2x0e+2x1o", "2x0e+2x1o", "2x0e+2x1o+2x2e")
-    tp = TensorProduct(a, b, c, mode=mode, backend=backend, shared_weights=False, internal_weights=False, **options)
+    a, b, c = (
+        ("2x0e+2x1o", "0e+1o", "2x0e+2x1o+2x2e")
+        if mode == "uvu"
+        else ("2x0e+2x1o", "2x0e+2x1o", "2x0e+2x1o+2x2e")
+    )
+    tp = TensorProduct(
+        a, b, c, mode=mode, backend=backend, shared_weights=False, internal_weights=False, **options
+    )
     x1 = torch.randn(3, tp.irreps_in1.dim, requires_grad=True)
     x2 = torch.randn(3, tp.irreps_in2.dim, requires_grad=True)
     w = torch.randn(3, tp.weight_numel, requires_grad=True)

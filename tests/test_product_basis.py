@@ -50,19 +50,7 @@ def test_polynomial_of_degree_correlation(backend):
     assert pb(0 * x, onehot).abs().max() < 1e-12  # no constant term
 
 
-# Known defect of the gaunt branch (reported): torch.fft on a zero-size batch raises an MKL error.
-_EMPTY_BATCH_BUG = {"gaunt_fft": "gaunt_fft product basis fails on a batch of 0 nodes (MKL FFT error)"}
-
-
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(b, marks=pytest.mark.xfail(reason=_EMPTY_BATCH_BUG[b], strict=True))
-        if b in _EMPTY_BATCH_BUG
-        else b
-        for b in available_product_bases()
-    ],
-)
+@pytest.mark.parametrize("backend", available_product_bases())
 def test_empty_batch(backend):
     pb = ProductBasis("2x0e+2x1o+2x2e", "2x0e+2x1o", correlation=3, num_elements=2, backend=backend)
     assert pb(torch.zeros(0, 2 * 9), torch.zeros(0, 2)).shape == (0, 2 * 4)

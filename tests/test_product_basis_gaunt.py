@@ -76,7 +76,9 @@ def test_grid_power_equals_repeated_gaunt_tensor_products():
                        instructions=None, path_normalization="none", irrep_normalization="none",
                        shared_weights=True, internal_weights=False)  # fmt: skip
     x, elements = _inputs(basis)
-    assert (basis(x, elements) - tp(x, x, torch.ones(tp.weight_numel))).abs().max().item() < TOL[torch.float64]
+    assert (basis(x, elements) - tp(x, x, torch.ones(tp.weight_numel))).abs().max().item() < TOL[
+        torch.float64
+    ]
 
 
 def test_cp_low_rank_runs_and_reports_error():

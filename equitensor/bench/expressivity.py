@@ -24,14 +24,20 @@ BACKENDS = ("cg", "gaunt_fft", "gaunt_grid", "cp")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="equitensor bench expressivity", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="equitensor bench expressivity", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--lmax", type=int, default=6, help="largest L of the expressivity table (default 6)")
     parser.add_argument("--path-lmax", type=int, default=2, help="L of the path table (default 2)")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results"), help="folder for the CSV files")
+    parser.add_argument(
+        "--output", type=Path, default=Path("benchmarks/results"), help="folder for the CSV files"
+    )
     args = parser.parse_args(argv)
 
-    print(f"# equitensor expressivity | torch {torch.__version__} | {platform.machine()} | rank rtol {ex.RANK_RTOL:g}")
+    print(
+        f"# equitensor expressivity | torch {torch.__version__} | {platform.machine()} | rank rtol {ex.RANK_RTOL:g}"
+    )
     rows, ok = [], True
     header = f"{'backend':<11}" + "".join(f"{'L=' + str(l):>12}" for l in range(1, args.lmax + 1))
     print("\nExpressivity (numerical / analytic), MIMO, multiplicity 1:")
@@ -51,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{backend:<11}" + "".join(f"{c:>12}" for c in cells), flush=True)
 
     path_rows = []
-    print(f"\nPath table, inputs {ex.all_parity_irreps(args.path_lmax)} (both parities), outputs up to {2 * args.path_lmax}:")
+    print(
+        f"\nPath table, inputs {ex.all_parity_irreps(args.path_lmax)} (both parities), outputs up to {2 * args.path_lmax}:"
+    )
     for backend in args.backends:
         table = ex.path_table(backend, args.path_lmax)
         path_rows.extend(table)

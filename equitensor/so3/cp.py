@@ -46,7 +46,7 @@ def _check_parity(path_parity: str) -> None:
         raise ValueError(f"path_parity={path_parity!r}; expected one of {PATH_PARITIES}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_path_cg_tensor(lmax: int, path_parity: str = "even") -> np.ndarray:
     """``M [d, d, d]`` with ``d = (lmax + 1)^2``: every allowed path's ``wigner_3j`` block, weight 1."""
     _check_parity(path_parity)
@@ -57,7 +57,9 @@ def shared_path_cg_tensor(lmax: int, path_parity: str = "even") -> np.ndarray:
         for l2 in range(lmax + 1):
             for l3 in range(lmax + 1):
                 if triangle(l1, l2, l3) and (l1 + l2 + l3) % 2 == want:
-                    out[l1 * l1 : (l1 + 1) ** 2, l2 * l2 : (l2 + 1) ** 2, l3 * l3 : (l3 + 1) ** 2] = wigner_3j(l1, l2, l3)
+                    out[l1 * l1 : (l1 + 1) ** 2, l2 * l2 : (l2 + 1) ** 2, l3 * l3 : (l3 + 1) ** 2] = (
+                        wigner_3j(l1, l2, l3)
+                    )
     out.setflags(write=False)
     return out
 
@@ -112,11 +114,17 @@ def full_rank(lmax: int, path_parity: str = "even") -> int:
     return int((np.abs(shared_path_cg_tensor(lmax, path_parity)).max(axis=2) > 0).sum())
 
 
-def _als(tensor: np.ndarray, rank: int, iterations: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _als(
+    tensor: np.ndarray, rank: int, iterations: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     d = tensor.shape[0]
     rng = np.random.default_rng(seed)
     a, b, c = (rng.normal(size=(d, rank)) / np.sqrt(rank) for _ in range(3))
-    unfold = [tensor.reshape(d, d * d), tensor.transpose(1, 0, 2).reshape(d, d * d), tensor.transpose(2, 0, 1).reshape(d, d * d)]
+    unfold = [
+        tensor.reshape(d, d * d),
+        tensor.transpose(1, 0, 2).reshape(d, d * d),
+        tensor.transpose(2, 0, 1).reshape(d, d * d),
+    ]
     ridge = 1e-10
     norm = np.linalg.norm(tensor)
     previous = np.inf
@@ -150,8 +158,10 @@ def _als(tensor: np.ndarray, rank: int, iterations: int, seed: int) -> tuple[np.
     return a, b, c
 
 
-@functools.lru_cache(maxsize=None)
-def cp_factors(lmax: int, rank: int | str = "default", path_parity: str = "even", iterations: int = 500) -> CPFactors:
+@functools.cache
+def cp_factors(
+    lmax: int, rank: int | str = "default", path_parity: str = "even", iterations: int = 500
+) -> CPFactors:
     """Rank-``rank`` CP factors of :func:`shared_path_cg_tensor` (deterministic, cached).
 
     Args:
@@ -177,11 +187,19 @@ def cp_factors(lmax: int, rank: int | str = "default", path_parity: str = "even"
     if rank >= exact_rank or norm == 0:
         a, b, c = _exact_factors(tensor)
         if norm == 0:  # no path of this parity at all: the product is identically zero
-            a, b, c = np.zeros((tensor.shape[0], 1)), np.zeros((tensor.shape[0], 1)), np.zeros((tensor.shape[0], 1))
+            a, b, c = (
+                np.zeros((tensor.shape[0], 1)),
+                np.zeros((tensor.shape[0], 1)),
+                np.zeros((tensor.shape[0], 1)),
+            )
     else:
-        path = cache_dir() / "cp" / (
-            f"cg_L{lmax}_R{rank}_{path_parity}_phase{e3nn_phase_convention()}_e3nn{_e3nn_version()}"
-            f"_it{iterations}_v{_ALGORITHM_VERSION}.npz"
+        path = (
+            cache_dir()
+            / "cp"
+            / (
+                f"cg_L{lmax}_R{rank}_{path_parity}_phase{e3nn_phase_convention()}_e3nn{_e3nn_version()}"
+                f"_it{iterations}_v{_ALGORITHM_VERSION}.npz"
+            )
         )
         if path.exists():
             with np.load(path) as stored:
@@ -194,7 +212,9 @@ def cp_factors(lmax: int, rank: int | str = "default", path_parity: str = "even"
             os.replace(tmp, path)
     # the exact factorisation is exact by construction (and its rank ~d^2 makes a d^3 R check costly)
     exact = rank >= exact_rank or norm == 0
-    residual = 0.0 if exact else float(np.linalg.norm(np.einsum("ir,jr,kr->ijk", a, b, c, optimize=True) - tensor))
+    residual = (
+        0.0 if exact else float(np.linalg.norm(np.einsum("ir,jr,kr->ijk", a, b, c, optimize=True) - tensor))
+    )
     for f in (a, b, c):
         f.setflags(write=False)
     return CPFactors(a, b, c, lmax, a.shape[1], path_parity, residual / norm if norm else 0.0, residual)

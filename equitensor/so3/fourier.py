@@ -30,7 +30,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return array
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sh_to_fourier(lmax: int) -> np.ndarray:
     """Fourier coefficients of the orthonormal real harmonics ``Y_0..Y_lmax``.
 
@@ -42,7 +42,9 @@ def sh_to_fourier(lmax: int) -> np.ndarray:
     angles = 2 * np.pi * np.arange(n) / n
     # theta runs over the whole circle: the formula (via cos/sin of theta) is the trigonometric
     # polynomial itself, so sampling past pi is what makes the DFT exact.
-    samples = spherical_harmonics_alpha_beta(list(range(lmax + 1)), angles[None, :], angles[:, None], "integral")
+    samples = spherical_harmonics_alpha_beta(
+        list(range(lmax + 1)), angles[None, :], angles[:, None], "integral"
+    )
     coefficients = np.fft.fft2(np.moveaxis(samples, -1, 0), axes=(1, 2)) / (n * n)  # [lm, u mod n, v mod n]
     frequencies = np.arange(-lmax, lmax + 1) % n
     out = coefficients[:, frequencies][:, :, frequencies]
@@ -63,7 +65,7 @@ def _sin_weighted_exponential_integral(k: np.ndarray) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fourier_to_sh(lmax_out: int, lmax_fourier: int) -> np.ndarray:
     """Projection of a 2D Fourier series on the real harmonics ``Y_0..Y_lmax_out``.
 

@@ -42,7 +42,7 @@ def check_resolution(res_beta: int, res_alpha: int, degree: int) -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gauss_legendre_grid(res_beta: int, res_alpha: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Nodes and weights of the product grid.
 
@@ -60,7 +60,7 @@ def gauss_legendre_grid(res_beta: int, res_alpha: int) -> tuple[np.ndarray, np.n
     return _read_only(beta), _read_only(alpha), _read_only(weights)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def harmonics_on_grid(lmax: int, res_beta: int, res_alpha: int) -> np.ndarray:
     """Orthonormal real harmonics of degrees ``0..lmax`` at the grid points.
 
@@ -73,7 +73,7 @@ def harmonics_on_grid(lmax: int, res_beta: int, res_alpha: int) -> np.ndarray:
     return _read_only(y.reshape(res_beta * res_alpha, (lmax + 1) ** 2))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def projection_on_grid(lmax: int, res_beta: int, res_alpha: int) -> np.ndarray:
     """Quadrature-weighted harmonics: ``coeffs = values @ P`` projects grid values on ``Y_0..Y_lmax``.
 

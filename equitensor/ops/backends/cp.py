@@ -39,7 +39,11 @@ class CPBackend(FactorizedBackend):
 
     def __init__(self, descriptor, rank: int | str = "default", allow_subset: bool = False):
         d = descriptor
-        self.lmax = max([ir.l for _, ir in d.irreps_in1] + [ir.l for _, ir in d.irreps_in2] + [ir.l for _, ir in d.irreps_out])
+        self.lmax = max(
+            [ir.l for _, ir in d.irreps_in1]
+            + [ir.l for _, ir in d.irreps_in2]
+            + [ir.l for _, ir in d.irreps_out]
+        )
         if not (rank in ("default", "full") or (isinstance(rank, int) and not isinstance(rank, bool))):
             raise ValueError(f"rank must be an integer >= 1, 'default' (7 L^2) or 'full', got {rank!r}")
         if isinstance(rank, int) and rank < 1:
@@ -81,4 +85,7 @@ class CPBackend(FactorizedBackend):
         return 2.0 * self.residual_norm * x_norm * y_norm
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", L={self.lmax}, rank={self.rank}, relative_error={self.relative_error:.2e}"
+        return (
+            super().extra_repr()
+            + f", L={self.lmax}, rank={self.rank}, relative_error={self.relative_error:.2e}"
+        )

@@ -84,7 +84,21 @@ def plan_units(descriptor, odd_paths_realisable: bool, allow_subset: bool, backe
                 "with l1 + l2 + l3 even (its selection rule); use backend='cg' or 'cp' for them, or pass "
                 "allow_subset=True to drop them (they are then missing from `paths`)"
             )
-        warnings.warn(f"backend {backend_name!r} drops the unrealisable couplings {names} (allow_subset=True)", stacklevel=4)
+        warnings.warn(
+            f"backend {backend_name!r} drops the unrealisable couplings {names} (allow_subset=True)",
+            stacklevel=4,
+        )
+
+    # For each parity-class pair, the input blocks used by any output: a product over these
+    # wider sets often realises exactly the requested couplings too (the extra pairs fail the
+    # triangle rule), and then every output shares one product.
+    class_blocks: dict[tuple[int, int], tuple[set, set]] = {}
+    for k in realised:
+        ins = d.instructions[k]
+        key = (parity_class(d.irreps_in1[ins.i_in1].ir), parity_class(d.irreps_in2[ins.i_in2].ir))
+        blocks = class_blocks.setdefault(key, (set(), set()))
+        blocks[0].add(ins.i_in1)
+        blocks[1].add(ins.i_in2)
 
     merged: dict[tuple, list[int]] = {}
     for io in range(len(d.irreps_out)):
@@ -95,17 +109,22 @@ def plan_units(descriptor, odd_paths_realisable: bool, allow_subset: bool, backe
                 key = (parity_class(d.irreps_in1[ins.i_in1].ir), parity_class(d.irreps_in2[ins.i_in2].ir))
                 by_class.setdefault(key, set()).add((ins.i_in1, ins.i_in2))
         l3 = d.irreps_out[io].ir.l
-        for pairs in by_class.values():
+        for key, pairs in by_class.items():
             i1, i2 = next(iter(pairs))
             odd = bool((d.irreps_in1[i1].ir.l + d.irreps_in2[i2].ir.l + l3) % 2)
-            for s1, s2 in _product_sets(d, pairs, l3, odd):
+            wide = tuple(sorted(class_blocks[key][0])), tuple(sorted(class_blocks[key][1]))
+            for s1, s2 in _product_sets(d, pairs, l3, odd, wide):
                 merged.setdefault((s1, s2, odd), []).append(io)
     units = [ProductUnit(s1, s2, tuple(outs), odd) for (s1, s2, odd), outs in merged.items()]
     return units, realised
 
 
-def _product_sets(d, pairs: set, l3: int, odd: bool) -> list[tuple[tuple, tuple]]:
-    """Cover ``pairs`` by product sets whose realisable couplings are exactly ``pairs``."""
+def _product_sets(d, pairs: set, l3: int, odd: bool, wide: tuple) -> list[tuple[tuple, tuple]]:
+    """Cover ``pairs`` by product sets whose realisable couplings are exactly ``pairs``.
+
+    Tries the ``wide`` sets (shared with other outputs) first, then the blocks of ``pairs``,
+    then one product per input-1 (or input-2) block.
+    """
 
     def realisable(s1, s2):
         return {
@@ -116,6 +135,8 @@ def _product_sets(d, pairs: set, l3: int, odd: bool) -> list[tuple[tuple, tuple]
             and (d.irreps_in1[i1].ir.l + d.irreps_in2[i2].ir.l + l3) % 2 == odd
         }
 
+    if realisable(*wide) == pairs:
+        return [wide]
     s1, s2 = tuple(sorted({a for a, _ in pairs})), tuple(sorted({b for _, b in pairs}))
     if realisable(s1, s2) == pairs:
         return [(s1, s2)]
@@ -151,7 +172,12 @@ class FactorizedBackend(TensorProductBackend):
         self.weighted = has_weight == {True}
         self.units, realised = plan_units(d, self.odd_paths_realisable, allow_subset, self.backend_name)
         self.paths = tuple(
-            Path(*d.path_irreps(d.instructions[k]), d.instructions[k].i_in1, d.instructions[k].i_in2, d.instructions[k].i_out)
+            Path(
+                *d.path_irreps(d.instructions[k]),
+                d.instructions[k].i_in1,
+                d.instructions[k].i_in2,
+                d.instructions[k].i_out,
+            )
             for k in realised
         )
         self.output_coefficient = [0.0] * len(d.irreps_out)
@@ -166,9 +192,14 @@ class FactorizedBackend(TensorProductBackend):
                 )
             self.output_coefficient[ins.i_out] = ins.coefficient
         for unit in self.units:
-            for side, irreps, blocks in (("input 1", d.irreps_in1, unit.blocks1), ("input 2", d.irreps_in2, unit.blocks2)):
+            for side, irreps, blocks in (
+                ("input 1", d.irreps_in1, unit.blocks1),
+                ("input 2", d.irreps_in2, unit.blocks2),
+            ):
                 if len({irreps[i].mul for i in blocks}) > 1:
-                    raise ValueError(f"{name}: blocks {[str(irreps[i]) for i in blocks]} of {side} share a product but differ in multiplicity")
+                    raise ValueError(
+                        f"{name}: blocks {[str(irreps[i]) for i in blocks]} of {side} share a product but differ in multiplicity"
+                    )
         n1, n2, no = (sum(mul for mul, _ in irreps) for irreps in (d.irreps_in1, d.irreps_in2, d.irreps_out))
         self.weight_numel = n1 + n2 + no if self.weighted else 0
         self._weight_offsets = (0, n1, n1 + n2)
@@ -177,6 +208,7 @@ class FactorizedBackend(TensorProductBackend):
             self.add_table(f"left_{k}", left)
             self.add_table(f"right_{k}", right)
             self.add_table(f"back_{k}", back)
+        self._build_index_plan()
 
     backend_name = "factorized"
 
@@ -204,57 +236,76 @@ class FactorizedBackend(TensorProductBackend):
         return np.concatenate([np.arange(irreps[i].ir.l ** 2, (irreps[i].ir.l + 1) ** 2) for i in blocks])
 
     # -- execution ----------------------------------------------------------------------------
-    def _weighted_blocks(self, x, irreps, weight, offset):
-        z = x.shape[0]
-        blocks, start = [], offset
-        for s, (mul, ir) in zip(irreps.slices(), irreps):
-            block = x[:, s].reshape(z, mul, ir.dim)
-            if weight is not None:
-                block = block * weight[:, start : start + mul, None]
-            blocks.append(block)
-            start += mul
-        return blocks
+    def _build_index_plan(self) -> None:
+        """Gather/scatter indices so that forward runs a handful of ops instead of one per block.
+
+        * ``weight_index_{1,2,out} [dim]``: the weight of each component (mul_ir layout);
+        * ``gather{1,2}_{k} [U, sum d]``: the components of unit ``k``'s input blocks, channel-major;
+        * ``scatter_{k} [U * sum d_out]``: where unit ``k``'s projected outputs land.
+        """
+        d = self.descriptor
+        off1, off2, off_out = self._weight_offsets
+
+        def per_component(irreps, offset):
+            index, start = [], offset
+            for mul, ir in irreps:
+                index.append(np.repeat(np.arange(start, start + mul), ir.dim))
+                start += mul
+            return np.concatenate(index) if index else np.zeros(0, dtype=np.int64)
+
+        def positions(irreps, blocks):
+            slices = list(irreps.slices())
+            mul = irreps[blocks[0]].mul
+            rows = [
+                np.concatenate(
+                    [slices[b].start + u * irreps[b].ir.dim + np.arange(irreps[b].ir.dim) for b in blocks]
+                )
+                for u in range(mul)
+            ]
+            return np.stack(rows)  # [mul, sum d]
+
+        def buffer(name, array):
+            self.register_buffer(name, torch.as_tensor(np.asarray(array, dtype=np.int64)), persistent=False)
+
+        buffer("weight_index_1", per_component(d.irreps_in1, off1))
+        buffer("weight_index_2", per_component(d.irreps_in2, off2))
+        buffer("weight_index_out", per_component(d.irreps_out, off_out))
+        coefficient = np.concatenate(
+            [np.full(mul * ir.dim, self.output_coefficient[io]) for io, (mul, ir) in enumerate(d.irreps_out)]
+        ) if len(d.irreps_out) else np.zeros(0)  # fmt: skip
+        self.add_table("output_coefficient", coefficient)
+        for k, unit in enumerate(self.units):
+            buffer(f"gather1_{k}", positions(d.irreps_in1, unit.blocks1))
+            buffer(f"gather2_{k}", positions(d.irreps_in2, unit.blocks2))
+            buffer(f"scatter_out_{k}", positions(d.irreps_out, unit.outputs).reshape(-1))
 
     def forward(self, x1, x2, weight):
         d = self.descriptor
         z = x1.shape[0]
         if self.weighted:
             weight = weight.unsqueeze(0) if weight.ndim == 1 else weight  # [Z or 1, weight_numel]
-        else:
-            weight = None
-        off1, off2, off_out = self._weight_offsets
-        blocks1 = self._weighted_blocks(x1, d.irreps_in1, weight, off1)
-        blocks2 = self._weighted_blocks(x2, d.irreps_in2, weight, off2)
-        if self.mode == "uvu":  # out_u = P(f1_u * sum_v f2_v)
-            blocks2 = [b.sum(1, keepdim=True) for b in blocks2]
-        elif self.mode == "uvv":
-            blocks1 = [b.sum(1, keepdim=True) for b in blocks1]
-        outputs = [None] * len(d.irreps_out)
+            x1 = x1 * weight[:, self.weight_index_1]
+            x2 = x2 * weight[:, self.weight_index_2]
+        out = x1.new_zeros(z, d.irreps_out.dim)
         for k, unit in enumerate(self.units):
-            left = torch.cat([blocks1[i] for i in unit.blocks1], dim=-1) if len(unit.blocks1) > 1 else blocks1[unit.blocks1[0]]
-            right = torch.cat([blocks2[i] for i in unit.blocks2], dim=-1) if len(unit.blocks2) > 1 else blocks2[unit.blocks2[0]]
+            gather1, gather2 = getattr(self, f"gather1_{k}"), getattr(self, f"gather2_{k}")
+            left = x1[:, gather1.reshape(-1)].reshape(z, *gather1.shape)  # [z, mul1, sum d1]
+            right = x2[:, gather2.reshape(-1)].reshape(z, *gather2.shape)  # [z, mul2, sum d2]
+            if self.mode == "uvu":  # out_u = P(f1_u * sum_v f2_v)
+                right = right.sum(1, keepdim=True)
+            elif self.mode == "uvv":
+                left = left.sum(1, keepdim=True)
             f1 = left @ self.table(f"left_{k}", x1)
             f2 = right @ self.table(f"right_{k}", x1)
             projected = self.combine(k, f1, f2) @ self.table(f"back_{k}", x1)  # [z, U, sum d_out]
-            start = 0
-            for io in unit.outputs:
-                dim = d.irreps_out[io].ir.dim
-                piece = projected[..., start : start + dim]
-                start += dim
-                outputs[io] = piece if outputs[io] is None else outputs[io] + piece
-        result = []
-        offset = off_out
-        for io, (mul, ir) in enumerate(d.irreps_out):
-            out = outputs[io]
-            if out is None:
-                result.append(x1.new_zeros(z, mul * ir.dim))
-            else:
-                out = out.expand(z, mul, ir.dim) * self.output_coefficient[io]
-                if weight is not None:
-                    out = out * weight[:, offset : offset + mul, None]
-                result.append(out.reshape(z, mul * ir.dim))
-            offset += mul
-        return torch.cat(result, dim=1) if result else x1.new_zeros(z, 0)
+            scatter = getattr(self, f"scatter_out_{k}")
+            mul_out = d.irreps_out[unit.outputs[0]].mul
+            projected = projected.expand(z, mul_out, projected.shape[-1]).reshape(z, scatter.numel())
+            out = out.index_add(1, scatter, projected)
+        scale = self.table("output_coefficient", x1)
+        if self.weighted:
+            scale = scale * weight[:, self.weight_index_out]
+        return out * scale
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mode={self.mode}, units={len(self.units)}"

@@ -53,7 +53,9 @@ class _PowerProductBasis(ProductBasisBackend):
         for name, irreps in (("irreps_in", self.irreps_in), ("irreps_out", self.irreps_out)):
             degrees = [ir.l for _, ir in irreps]
             if len(set(degrees)) != len(degrees):
-                raise ValueError(f"{name}={irreps}: each degree may appear once in a {type(self).__name__} product basis")
+                raise ValueError(
+                    f"{name}={irreps}: each degree may appear once in a {type(self).__name__} product basis"
+                )
             pseudo = [str(ir) for _, ir in irreps if ir.p != (-1) ** ir.l]
             if pseudo:
                 raise ValueError(
@@ -71,13 +73,17 @@ class _PowerProductBasis(ProductBasisBackend):
         self.out_rows = np.concatenate([np.arange(ir.l**2, (ir.l + 1) ** 2) for _, ir in self.irreps_out])
         # which output block each output component belongs to (to expand per-block weights)
         self._out_block_of_component = torch.tensor(
-            np.concatenate([np.full(ir.dim, k) for k, (_, ir) in enumerate(self.irreps_out)]), dtype=torch.long
+            np.concatenate([np.full(ir.dim, k) for k, (_, ir) in enumerate(self.irreps_out)]),
+            dtype=torch.long,
         )
         self._in_block_of_component = torch.tensor(
             np.concatenate([np.full(ir.dim, k) for k, (_, ir) in enumerate(self.irreps_in)]), dtype=torch.long
         )
         self.paths = tuple(
-            (nu, ir) for nu in range(1, correlation + 1) for _, ir in self.irreps_out if ir.l <= nu * self.lmax_in
+            (nu, ir)
+            for nu in range(1, correlation + 1)
+            for _, ir in self.irreps_out
+            if ir.l <= nu * self.lmax_in
         )
         self._tables: dict[str, np.ndarray] = {}
         self._table_cache: dict[tuple, torch.Tensor] = {}
@@ -97,9 +103,13 @@ class _PowerProductBasis(ProductBasisBackend):
 
     def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[0], self.num_channels
+        if n == 0:  # nothing to do (and MKL's FFT rejects empty batches)
+            return x.new_zeros(0, self.irreps_out.dim) + 0 * self.weights_out.sum()
         device_index_in = self._in_block_of_component.to(x.device)
         device_index_out = self._out_block_of_component.to(x.device)
-        blocks = [x[:, s].reshape(n, c, ir.dim) for s, (_, ir) in zip(self.irreps_in.slices(), self.irreps_in)]
+        blocks = [
+            x[:, s].reshape(n, c, ir.dim) for s, (_, ir) in zip(self.irreps_in.slices(), self.irreps_in)
+        ]
         coefficients = torch.cat(blocks, dim=-1)  # [N, C, sum d_in], degree order of irreps_in
         w_in = torch.einsum("ne,ecb->ncb", element_onehot, self.weights_in)
         coefficients = coefficients * w_in[:, :, device_index_in]
@@ -149,7 +159,9 @@ class GauntFFTProductBasis(_PowerProductBasis):
         super().__init__(irreps_in, irreps_out, correlation, num_elements)
         lin, lout = self.lmax_in, self.lmax_out
         self.torus_size = so3.fourier.fast_fft_size(2 * correlation * lin + 1)
-        f = so3.fourier.sh_to_fourier(lin)[np.concatenate([np.arange(ir.l**2, (ir.l + 1) ** 2) for _, ir in self.irreps_in])]
+        f = so3.fourier.sh_to_fourier(lin)[
+            np.concatenate([np.arange(ir.l**2, (ir.l + 1) ** 2) for _, ir in self.irreps_in])
+        ]
         f = f[:, :, lin:]  # v >= 0 (real functions)
         self.add_table("to_fourier", np.stack([f.real, f.imag], axis=-1).reshape(f.shape[0], -1))
         for nu in range(1, correlation + 1):
@@ -163,7 +175,9 @@ class GauntFFTProductBasis(_PowerProductBasis):
     def powers(self, coefficients):
         lin, n = self.lmax_in, self.torus_size
         packed = coefficients @ self.table("to_fourier", coefficients)
-        fourier = torch.view_as_complex(packed.reshape(*packed.shape[:-1], 2 * lin + 1, lin + 1, 2).contiguous())
+        fourier = torch.view_as_complex(
+            packed.reshape(*packed.shape[:-1], 2 * lin + 1, lin + 1, 2).contiguous()
+        )
         values = torch.fft.irfft2(torus_pad(fourier, n, n // 2 + 1), s=(n, n), norm="forward")  # once
         power = values
         for nu in range(1, self.correlation + 1):
