@@ -35,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    # Harness options (``bench tp --L 1..6``) belong to the harness's own parser.
+    args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if unknown:
+        if getattr(args, "harness_module", None) is None:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.args = list(args.args) + unknown
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
