@@ -2,39 +2,97 @@
 
 Weights use e3nn's flat layout (instruction order, each block row-major with the shapes of
 :data:`~equitensor.ops.descriptor.WEIGHT_SHAPES`), so ``o3.TensorProduct`` weights can be
-reused unchanged.
+reused unchanged. Inputs and outputs stay in mul_ir layout: no method converts layouts.
+
+Methods (``TensorProduct(..., backend="cg", method=...)``):
+
+* ``"sparse"`` — the product is one 4-linear form
+  ``Phi(out, x1, x2, w) = sum_t coef[t] * out[io_t] * x1[i1_t] * x2[i2_t] * w[iw_t]`` over a flat
+  list of terms (nonzero CG entry x channel combination), built once at construction. The
+  forward pass and every derivative are the same numba kernel "contract three slots into the
+  fourth", run in parallel over samples with no intermediate tensor, so the only large memory
+  traffic is the output itself. Derivatives of that kernel are again that kernel, so backward
+  and double backward (forces) come for free. CPU only; fits modes whose channel
+  combinations per path are few: ``uvu``, ``uvv``, ``uuu`` (MACE's convolution and self-products).
+* ``"grouped"`` — pure torch: paths with the same mode and multiplicities are stacked (CG
+  blocks zero-padded to a common shape) and contracted by one ``einsum`` per group, then
+  scattered into the output with one ``index_add``. Fits channel-mixing modes (``uvw``,
+  ``uuw``) where the work is matrix products; runs on any device.
+* ``"auto"`` (default) — ``sparse`` for paths with at most :data:`SPARSE_MAX_CHANNEL_COMBOS`
+  channel combinations, ``grouped`` for the rest (and everything off CPU).
+* ``"naive"`` — the reference: one ``einsum`` per path. Used by the tests.
+
+All CG tables are float64 masters (``add_table``), so ``.double()`` is exact.
 """
 
 from __future__ import annotations
 
+import numba
+import numpy as np
 import torch
 
 from ... import so3
+from ..descriptor import Instruction, TensorProductDescriptor
 from .base import TensorProductBackend, instruction_paths
 
-_EINSUM = {
-    # (x1 [z,u,i], x2 [z,v,j], C [i,j,k]) -> products, then weights
-    "uvw": ("zui,zvj,ijk->zuvk", "zuvk,zuvw->zwk", "zuvk,uvw->zwk"),
-    "uvu": ("zui,zvj,ijk->zuvk", "zuvk,zuv->zuk", "zuvk,uv->zuk"),
-    "uvv": ("zui,zvj,ijk->zuvk", "zuvk,zuv->zvk", "zuvk,uv->zvk"),
-    "uuw": ("zui,zuj,ijk->zuk", "zuk,zuw->zwk", "zuk,uw->zwk"),
-    "uuu": ("zui,zuj,ijk->zuk", "zuk,zu->zuk", "zuk,u->zuk"),
-}
-_UNWEIGHTED = {"uvu": "zuvk->zuk", "uvv": "zuvk->zvk", "uuu": "zuk->zuk"}
+METHODS = ("auto", "sparse", "grouped", "naive")
+
+#: ``auto`` sends a path to the sparse kernel when its channel combinations (u*v for uvu/uvv,
+#: u for uuu, u*v*w for uvw, u*w for uuw) are at most this many; beyond it matrix products win.
+SPARSE_MAX_CHANNEL_COMBOS = 512
+
+#: CG entries smaller than this (float64 round-off of exact zeros) are dropped from the term list.
+_CG_ZERO = 1e-12
+
+# Slots of the 4-linear form: the output and the three inputs.
+OUT, X1, X2, W = 0, 1, 2, 3
 
 
 class CGBackend(TensorProductBackend):
-    """Exact CG product, executed path by path with ``torch.einsum`` (reference method)."""
+    """Exact CG product (see the module docstring for the execution methods).
 
-    def __init__(self, descriptor):
+    Args:
+        descriptor: the validated product.
+        method: ``"auto"`` | ``"sparse"`` | ``"grouped"`` | ``"naive"``.
+    """
+
+    def __init__(self, descriptor: TensorProductDescriptor, method: str = "auto"):
         super().__init__(descriptor)
+        if method not in METHODS:
+            raise ValueError(f"cg backend: unknown method {method!r}; expected one of {METHODS}")
+        self.method = method
         self.weight_numel = descriptor.weight_numel
         self.paths = instruction_paths(descriptor)
         for k, ins in enumerate(descriptor.instructions):
             l1, l2, lo = (ir.l for ir in descriptor.path_irreps(ins))
             self.add_table(f"cg_{k}", ins.coefficient * so3.wigner_3j(l1, l2, lo))
 
+        everything = list(range(len(descriptor.instructions)))
+        if method == "auto":
+            sparse = [k for k in everything if _channel_combos(descriptor, descriptor.instructions[k]) <= SPARSE_MAX_CHANNEL_COMBOS]
+        else:
+            sparse = everything if method == "sparse" else []
+        dense = [k for k in everything if k not in sparse]
+        self._sparse = SparseTerms(self, "sparse", sparse) if sparse and method != "naive" else None
+        self._grouped = GroupedPaths(self, "grouped", dense) if dense and method != "naive" else None
+        # The sparse kernel is CPU-only; on other devices all paths run grouped (built on first use).
+        self._sparse_instructions = sparse
+        self._grouped_everything: GroupedPaths | None = None
+
     def forward(self, x1, x2, weight):
+        if self.method == "naive":
+            return self._naive_forward(x1, x2, weight)
+        if x1.device.type != "cpu" and self._sparse is not None:
+            if self._grouped_everything is None:
+                self._grouped_everything = GroupedPaths(self, "grouped_all", range(len(self.descriptor.instructions)))
+            return self._grouped_everything(x1, x2, weight)
+        parts = [plan(x1, x2, weight) for plan in (self._sparse, self._grouped) if plan is not None]
+        if not parts:
+            return x1.new_zeros(x1.shape[0], self.descriptor.irreps_out.dim)
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+    def _naive_forward(self, x1, x2, weight):
+        """Reference: one einsum per path, then a sum per output block."""
         d = self.descriptor
         z = x1.shape[0]
         blocks1 = [x1[:, s].reshape(z, mul, ir.dim) for s, (mul, ir) in zip(d.irreps_in1.slices(), d.irreps_in1)]
@@ -46,11 +104,9 @@ class CGBackend(TensorProductBackend):
             products = torch.einsum(product_eq, blocks1[ins.i_in1], blocks2[ins.i_in2], table)
             if ins.has_weight:
                 if weight.ndim == 1:
-                    w = weight[wslice].reshape(ins.weight_shape)
-                    out = torch.einsum(shared_eq, products, w)
+                    out = torch.einsum(shared_eq, products, weight[wslice].reshape(ins.weight_shape))
                 else:
-                    w = weight[:, wslice].reshape(z, *ins.weight_shape)
-                    out = torch.einsum(per_sample_eq, products, w)
+                    out = torch.einsum(per_sample_eq, products, weight[:, wslice].reshape(z, *ins.weight_shape))
             else:
                 out = torch.einsum(_UNWEIGHTED[ins.mode], products)
             outputs[ins.i_out].append(out)
@@ -59,3 +115,272 @@ class CGBackend(TensorProductBackend):
             for outs, (mul, ir) in zip(outputs, d.irreps_out)
         ]
         return torch.cat(result, dim=1) if result else x1.new_zeros(z, 0)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, method={self.method!r}"
+
+
+# --------------------------------------------------------------------------------------------
+# naive reference: einsum equations per mode
+
+_EINSUM = {
+    # (x1 [z,u,i], x2 [z,v,j], C [i,j,k]) -> products, then weights (per sample, shared)
+    "uvw": ("zui,zvj,ijk->zuvk", "zuvk,zuvw->zwk", "zuvk,uvw->zwk"),
+    "uvu": ("zui,zvj,ijk->zuvk", "zuvk,zuv->zuk", "zuvk,uv->zuk"),
+    "uvv": ("zui,zvj,ijk->zuvk", "zuvk,zuv->zvk", "zuvk,uv->zvk"),
+    "uuw": ("zui,zuj,ijk->zuk", "zuk,zuw->zwk", "zuk,uw->zwk"),
+    "uuu": ("zui,zuj,ijk->zuk", "zuk,zu->zuk", "zuk,u->zuk"),
+}
+_UNWEIGHTED = {"uvu": "zuvk->zuk", "uvv": "zuvk->zvk", "uuu": "zuk->zuk"}
+
+
+# --------------------------------------------------------------------------------------------
+# channel structure of each mode
+
+
+def _channel_table(mode: str, m1: int, m2: int, mo: int) -> np.ndarray:
+    """Every channel combination of a path: rows ``(u1, u2, u_out, weight_offset)``.
+
+    ``weight_offset`` indexes the path's row-major weight block (:data:`WEIGHT_SHAPES`).
+    """
+    if mode == "uvw":
+        u, v, w = np.meshgrid(np.arange(m1), np.arange(m2), np.arange(mo), indexing="ij")
+        return np.stack([u, v, w, (u * m2 + v) * mo + w], -1).reshape(-1, 4)
+    if mode in ("uvu", "uvv"):
+        u, v = np.meshgrid(np.arange(m1), np.arange(m2), indexing="ij")
+        return np.stack([u, v, u if mode == "uvu" else v, u * m2 + v], -1).reshape(-1, 4)
+    if mode == "uuw":
+        u, w = np.meshgrid(np.arange(m1), np.arange(mo), indexing="ij")
+        return np.stack([u, u, w, u * mo + w], -1).reshape(-1, 4)
+    u = np.arange(m1)  # uuu
+    return np.stack([u, u, u, u], -1)
+
+
+def _channel_combos(d: TensorProductDescriptor, ins: Instruction) -> int:
+    m1, m2, mo = d.irreps_in1[ins.i_in1].mul, d.irreps_in2[ins.i_in2].mul, d.irreps_out[ins.i_out].mul
+    return {"uvw": m1 * m2 * mo, "uvu": m1 * m2, "uvv": m1 * m2, "uuw": m1 * mo, "uuu": m1}[ins.mode]
+
+
+# --------------------------------------------------------------------------------------------
+# sparse: one 4-linear term list, one numba kernel for the forward pass and every derivative
+
+
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+def _contract_into(target, src_a, src_b, src_c, index_a, index_b, index_c, coef, segment_start, segment_column):
+    """``target[z, col_s] = sum_{t in segment s} coef[t] * src_a[z, index_a[t]] * src_b[z, ...] * src_c[z, ...]``.
+
+    Shapes: ``target [Z, n_t]`` (every column not named by a segment is set to zero),
+    ``src_* [Z, n_*]`` (a zero row stride is fine: shared weights), ``index_* [T]`` int32,
+    ``coef [T]``, ``segment_start [S + 1]``, ``segment_column [S]``. Terms are sorted by target
+    column, so each segment is a register reduction (vectorised: fastmath lets LLVM reassociate
+    the sum) and each target entry is written once. Parallel over samples; each sample owns
+    its target row, so there is no race.
+    """
+    n_segments = segment_column.shape[0]
+    for z in numba.prange(target.shape[0]):
+        row, a, b, c = target[z], src_a[z], src_b[z], src_c[z]
+        row[:] = 0
+        for s in range(n_segments):
+            acc = row[0] * 0  # zero of the row's dtype
+            for t in range(segment_start[s], segment_start[s + 1]):
+                acc += coef[t] * a[index_a[t]] * b[index_b[t]] * c[index_c[t]]
+            row[segment_column[s]] = acc
+
+
+class _SlotContraction(torch.autograd.Function):
+    """Slot ``target`` of the 4-linear form from the three other slots (given in slot order).
+
+    The derivative of this contraction w.r.t. another slot, contracted with the incoming
+    gradient, is the contraction into that slot with the gradient in place of ``target``: the
+    same Function, so derivatives of every order work.
+    """
+
+    @staticmethod
+    def forward(ctx, terms: SparseTerms, target: int, *sources: torch.Tensor) -> torch.Tensor:
+        ctx.terms, ctx.target = terms, target
+        ctx.save_for_backward(*sources)
+        return terms.contract(target, sources)
+
+    @staticmethod
+    def backward(ctx, grad):
+        terms, target = ctx.terms, ctx.target
+        source_slots = [s for s in range(4) if s != target]
+        operands = dict(zip(source_slots, ctx.saved_tensors))
+        operands[target] = grad
+        grads = []
+        for slot, needed in zip(source_slots, ctx.needs_input_grad[2:]):
+            if not needed:
+                grads.append(None)
+                continue
+            others = [operands[s] for s in range(4) if s != slot]
+            grads.append(_SlotContraction.apply(terms, slot, *others))
+        return (None, None, *grads)
+
+
+class SparseTerms:
+    """The flat term list of some instructions and its execution through :func:`_contract_into`.
+
+    Each term is one nonzero CG entry ``C[m1, m2, mo]`` (times the path coefficient) for one
+    channel combination of its path; its four indices are flat mul_ir columns of ``out``,
+    ``x1``, ``x2`` and ``w_ext``, where ``w_ext`` is the flat weight with one extra column of
+    ones that unweighted paths point to. Terms are ordered path, channel, CG entry, so
+    consecutive terms touch neighbouring columns.
+    """
+
+    def __init__(self, backend: CGBackend, name: str, instruction_ids):
+        d = backend.descriptor
+        self.backend, self.name = backend, name
+        weight_slices = d.weight_slices()
+        self.has_unweighted = any(not d.instructions[k].has_weight for k in instruction_ids)
+        ones_column = d.weight_numel
+        starts1, starts2, starts_out = (
+            [s.start for s in irreps.slices()] for irreps in (d.irreps_in1, d.irreps_in2, d.irreps_out)
+        )
+        indices, coefs = [], []
+        for k in instruction_ids:
+            ins = d.instructions[k]
+            (m1, ir1), (m2, ir2), (mo, iro) = d.irreps_in1[ins.i_in1], d.irreps_in2[ins.i_in2], d.irreps_out[ins.i_out]
+            cg = ins.coefficient * so3.wigner_3j(ir1.l, ir2.l, iro.l)
+            e1, e2, eo = np.nonzero(np.abs(cg) > _CG_ZERO)  # nonzero CG entries
+            chans = _channel_table(ins.mode, m1, m2, mo)  # [M, 4]
+            u1, u2, uo, uw = (chans[:, c, None] for c in range(4))  # [M, 1] against entries [n]
+            wcol = weight_slices[k].start + uw + 0 * e1 if ins.has_weight else np.full((len(chans), len(e1)), ones_column)
+            block = np.stack(
+                np.broadcast_arrays(starts_out[ins.i_out] + uo * iro.dim + eo, starts1[ins.i_in1] + u1 * ir1.dim + e1,
+                                    starts2[ins.i_in2] + u2 * ir2.dim + e2, wcol), -1,
+            )  # fmt: skip
+            indices.append(block.reshape(-1, 4))
+            coefs.append(np.broadcast_to(cg[e1, e2, eo], (len(chans), len(e1))).reshape(-1))
+        index = np.concatenate(indices)  # [T, 4] columns of (out, x1, x2, w_ext)
+        coef = np.concatenate(coefs)
+        self.widths = (d.irreps_out.dim, d.irreps_in1.dim, d.irreps_in2.dim, d.weight_numel + self.has_unweighted)
+        # One copy of the term list per target slot, sorted by that slot's column (stable, so
+        # the path/channel/entry order survives inside a segment) and cut into segments.
+        self.layouts = []
+        for target in range(4):
+            order = np.argsort(index[:, target], kind="stable")
+            sorted_index = index[order]
+            columns, starts = np.unique(sorted_index[:, target], return_index=True)
+            sources = tuple(np.ascontiguousarray(sorted_index[:, s], dtype=np.int32) for s in range(4) if s != target)
+            segment_start = np.append(starts, len(order)).astype(np.int32)
+            self.layouts.append((sources, segment_start, columns.astype(np.int32)))
+            backend.add_table(f"{name}_coef_{target}", coef[order])
+        self.num_terms = len(coef)
+
+    def __call__(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        z = x1.shape[0]
+        if weight is None:
+            w = x1.new_ones(1, 1)
+        else:
+            w = weight if weight.ndim == 2 else weight.unsqueeze(0)
+            if self.has_unweighted:
+                w = torch.cat([w, w.new_ones(w.shape[0], 1)], dim=1)
+        # Shared weights become a zero-stride [Z, n_w] view: the kernel reads the same row for
+        # every sample and autograd sums the per-sample weight gradients back.
+        w = w.expand(z, w.shape[1])
+        return _SlotContraction.apply(self, OUT, x1.contiguous(), x2.contiguous(), w)
+
+    def contract(self, target: int, sources) -> torch.Tensor:
+        """Run the kernel: slot ``target`` ``[Z, width]`` from ``sources`` (the other slots, in slot order)."""
+        like = sources[0]
+        z = max(s.shape[0] for s in sources)
+        sources = [s.detach().expand(z, s.shape[1]) for s in sources]
+        sources = [s if s.stride(1) == 1 else s.contiguous() for s in sources]
+        result = torch.empty(z, self.widths[target], dtype=like.dtype, device=like.device)
+        coef = self.backend.table(f"{self.name}_coef_{target}", like)
+        source_index, segment_start, segment_column = self.layouts[target]
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        _contract_into(
+            result.numpy(), *(s.numpy() for s in sources), *source_index, coef.numpy(), segment_start, segment_column
+        )
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# grouped: paths with one mode and multiplicities stacked, one einsum per group
+
+_GROUP_EINSUM = {
+    # x1 [z,p,u,i], x2 [z,p,v,j], C [p,i,j,k], weights [(z),p,...] -> [z, p, out channel, k]
+    "uvw": "zpui,zpvj,pijk,{z}puvw->zpwk",
+    "uvu": "zpui,zpvj,pijk,{z}puv->zpuk",
+    "uvv": "zpui,zpvj,pijk,{z}puv->zpvk",
+    "uuw": "zpui,zpuj,pijk,{z}puw->zpwk",
+    "uuu": "zpui,zpuj,pijk,{z}pu->zpuk",
+}
+_GROUP_UNWEIGHTED = {"uvu": "zpui,zpvj,pijk->zpuk", "uvv": "zpui,zpvj,pijk->zpvk", "uuu": "zpui,zpuj,pijk->zpuk"}
+
+
+class GroupedPaths:
+    """Paths grouped by ``(mode, has_weight, mul1, mul2, mul_out)``; one batched einsum per group.
+
+    Per group, index tables gather ``x1 -> [Z, P, mul1, d1_max]`` and ``x2 -> [Z, P, mul2,
+    d2_max]`` (padding points to an appended zero column), the padded CG blocks ``[P, d1_max,
+    d2_max, do_max]`` are one table, weights are gathered to ``[(Z,) P, *weight_shape]``, and the
+    result ``[Z, P, mul_out, do_max]`` is added into the output columns with one ``index_add``
+    (padding goes to a discarded extra column). The loop runs over groups, never over paths.
+    """
+
+    def __init__(self, backend: CGBackend, name: str, instruction_ids):
+        d = backend.descriptor
+        self.backend, self.name = backend, name
+        keys: dict[tuple, list[int]] = {}
+        for k in instruction_ids:
+            ins = d.instructions[k]
+            key = (ins.mode, ins.has_weight, d.irreps_in1[ins.i_in1].mul, d.irreps_in2[ins.i_in2].mul, d.irreps_out[ins.i_out].mul)
+            keys.setdefault(key, []).append(k)
+        weight_slices = d.weight_slices()
+        self.groups = []
+        for g, ((mode, has_weight, m1, m2, mo), ks) in enumerate(keys.items()):
+            instructions = [d.instructions[k] for k in ks]
+            irs = [d.path_irreps(ins) for ins in instructions]
+            d1, d2, do = (max(ir[c].dim for ir in irs) for c in range(3))
+            cg = np.zeros((len(ks), d1, d2, do))
+            for p, (k, (ir1, ir2, iro)) in enumerate(zip(ks, irs)):
+                cg[p, : ir1.dim, : ir2.dim, : iro.dim] = instructions[p].coefficient * so3.wigner_3j(ir1.l, ir2.l, iro.l)
+            backend.add_table(f"{name}_cg_{g}", cg)
+            group = {
+                "mode": mode,
+                "cg": f"{name}_cg_{g}",
+                "x1": _padded_columns(d.irreps_in1, [ins.i_in1 for ins in instructions], d1),
+                "x2": _padded_columns(d.irreps_in2, [ins.i_in2 for ins in instructions], d2),
+                "out": _padded_columns(d.irreps_out, [ins.i_out for ins in instructions], do).reshape(-1),
+                "weight": None,
+            }
+            if has_weight:
+                shape = instructions[0].weight_shape
+                group["weight"] = torch.stack(
+                    [torch.arange(weight_slices[k].start, weight_slices[k].stop).reshape(shape) for k in ks]
+                )
+            self.groups.append(group)
+
+    def __call__(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        d = self.backend.descriptor
+        z = x1.shape[0]
+        x1 = torch.cat([x1, x1.new_zeros(z, 1)], dim=1)  # the padding column
+        x2 = torch.cat([x2, x2.new_zeros(z, 1)], dim=1)
+        out = x1.new_zeros(z, d.irreps_out.dim + 1)
+        for group in self.groups:
+            device = x1.device
+            cg = self.backend.table(group["cg"], x1)
+            a, b = x1[:, group["x1"].to(device)], x2[:, group["x2"].to(device)]
+            if group["weight"] is None:
+                y = torch.einsum(_GROUP_UNWEIGHTED[group["mode"]], a, b, cg)
+            else:
+                idx = group["weight"].to(device)
+                per_sample = weight.ndim == 2
+                w = weight[:, idx] if per_sample else weight[idx]
+                y = torch.einsum(_GROUP_EINSUM[group["mode"]].format(z="z" if per_sample else ""), a, b, cg, w)
+            out = out.index_add(1, group["out"].to(device), y.reshape(z, -1))
+        return out[:, :-1]
+
+
+def _padded_columns(irreps, blocks: list[int], width: int) -> torch.Tensor:
+    """Flat mul_ir columns ``[P, mul, width]`` of each listed block; padding -> ``irreps.dim``."""
+    slices = list(irreps.slices())
+    rows = []
+    for i in blocks:
+        mul, ir = irreps[i]
+        cols = np.full((mul, width), irreps.dim)
+        cols[:, : ir.dim] = slices[i].start + np.arange(mul)[:, None] * ir.dim + np.arange(ir.dim)
+        rows.append(cols)
+    return torch.as_tensor(np.stack(rows), dtype=torch.long)
