@@ -138,22 +138,22 @@ _UNWEIGHTED = {"uvu": "zuvk->zuk", "uvv": "zuvk->zvk", "uuu": "zuk->zuk"}
 # channel structure of each mode
 
 
-def _channel_table(mode: str, m1: int, m2: int, mo: int) -> np.ndarray:
-    """Every channel combination of a path: rows ``(u1, u2, u_out, weight_offset)``.
+def _channel_loops(mode: str, m1: int, m2: int, mo: int, d1: int, d2: int, do: int) -> list[tuple[int, tuple]]:
+    """Three nested channel loops ``(count, strides)`` of a path, outer to inner.
 
-    ``weight_offset`` indexes the path's row-major weight block (:data:`WEIGHT_SHAPES`).
+    Strides are in slot order (out, x1, x2, w): a channel step moves ``x1`` by ``d1`` columns
+    (mul_ir layout), and ``w`` along the path's row-major weight block (:data:`WEIGHT_SHAPES`).
     """
+    none = (1, (0, 0, 0, 0))
+    if mode == "uvu":
+        return [none, (m2, (0, 0, d2, 1)), (m1, (do, d1, 0, m2))]
+    if mode == "uvv":
+        return [none, (m2, (do, 0, d2, 1)), (m1, (0, d1, 0, m2))]
+    if mode == "uuu":
+        return [none, none, (m1, (do, d1, d2, 1))]
     if mode == "uvw":
-        u, v, w = np.meshgrid(np.arange(m1), np.arange(m2), np.arange(mo), indexing="ij")
-        return np.stack([u, v, w, (u * m2 + v) * mo + w], -1).reshape(-1, 4)
-    if mode in ("uvu", "uvv"):
-        u, v = np.meshgrid(np.arange(m1), np.arange(m2), indexing="ij")
-        return np.stack([u, v, u if mode == "uvu" else v, u * m2 + v], -1).reshape(-1, 4)
-    if mode == "uuw":
-        u, w = np.meshgrid(np.arange(m1), np.arange(mo), indexing="ij")
-        return np.stack([u, u, w, u * mo + w], -1).reshape(-1, 4)
-    u = np.arange(m1)  # uuu
-    return np.stack([u, u, u, u], -1)
+        return [(m1, (0, d1, 0, m2 * mo)), (m2, (0, 0, d2, mo)), (mo, (do, 0, 0, 1))]
+    return [none, (mo, (do, 0, 0, 1)), (m1, (0, d1, d2, mo))]  # uuw
 
 
 def _channel_combos(d: TensorProductDescriptor, ins: Instruction) -> int:
@@ -165,26 +165,42 @@ def _channel_combos(d: TensorProductDescriptor, ins: Instruction) -> int:
 # sparse: one 4-linear term list, one numba kernel for the forward pass and every derivative
 
 
-@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
-def _contract_into(target, src_a, src_b, src_c, index_a, index_b, index_c, coef, segment_start, segment_column):
-    """``target[z, col_s] = sum_{t in segment s} coef[t] * src_a[z, index_a[t]] * src_b[z, ...] * src_c[z, ...]``.
+@numba.njit(parallel=True, cache=True)
+def _contract_into(target, src_a, src_b, src_c, base, counts, strides, coef, slot_t, slot_a, slot_b, slot_c):
+    """Slot ``slot_t`` of the 4-linear form from the three others, summed over every term.
 
-    Shapes: ``target [Z, n_t]`` (every column not named by a segment is set to zero),
-    ``src_* [Z, n_*]`` (a zero row stride is fine: shared weights), ``index_* [T]`` int32,
-    ``coef [T]``, ``segment_start [S + 1]``, ``segment_column [S]``. Terms are sorted by target
-    column, so each segment is a register reduction (vectorised: fastmath lets LLVM reassociate
-    the sum) and each target entry is written once. Parallel over samples; each sample owns
-    its target row, so there is no race.
+    Entry ``e`` (one nonzero CG coefficient ``coef[e]`` of one path) stands for the terms
+    ``target[z, col_t] += coef[e] * src_a[z, col_a] * src_b[z, col_b] * src_c[z, col_c]`` with
+    ``col_s = base[e, s] + i * strides[e, 0, s] + j * strides[e, 1, s] + l * strides[e, 2, s]``
+    for the channel loops ``i < counts[e, 0]``, ``j < counts[e, 1]``, ``l < counts[e, 2]``
+    (slots: 0 out, 1 x1, 2 x2, 3 w). Shapes: ``target [Z, n_t]`` (zeroed by the caller),
+    ``src_* [Z, n_*]`` (a zero row stride is fine: shared weights), ``base [E, 4]``,
+    ``counts [E, 3]``, ``strides [E, 3, 4]``, ``coef [E]``.
+
+    Parallel over samples; each sample owns its target row, so there is no race. When the
+    target does not move along the inner channel loop (e.g. x2 in uvu) the loop is a
+    register reduction.
     """
-    n_segments = segment_column.shape[0]
     for z in numba.prange(target.shape[0]):
         row, a, b, c = target[z], src_a[z], src_b[z], src_c[z]
-        row[:] = 0
-        for s in range(n_segments):
-            acc = row[0] * 0  # zero of the row's dtype
-            for t in range(segment_start[s], segment_start[s + 1]):
-                acc += coef[t] * a[index_a[t]] * b[index_b[t]] * c[index_c[t]]
-            row[segment_column[s]] = acc
+        for e in range(coef.shape[0]):
+            k = coef[e]
+            n = counts[e, 2]
+            dt, da, db, dc = strides[e, 2, slot_t], strides[e, 2, slot_a], strides[e, 2, slot_b], strides[e, 2, slot_c]
+            for i in range(counts[e, 0]):
+                for j in range(counts[e, 1]):
+                    pt = base[e, slot_t] + i * strides[e, 0, slot_t] + j * strides[e, 1, slot_t]
+                    pa = base[e, slot_a] + i * strides[e, 0, slot_a] + j * strides[e, 1, slot_a]
+                    pb = base[e, slot_b] + i * strides[e, 0, slot_b] + j * strides[e, 1, slot_b]
+                    pc = base[e, slot_c] + i * strides[e, 0, slot_c] + j * strides[e, 1, slot_c]
+                    if dt == 0:
+                        acc = a[pa] * 0
+                        for l in range(n):
+                            acc += a[pa + l * da] * b[pb + l * db] * c[pc + l * dc]
+                        row[pt] += k * acc
+                    else:
+                        for l in range(n):
+                            row[pt + l * dt] += k * a[pa + l * da] * b[pb + l * db] * c[pc + l * dc]
 
 
 class _SlotContraction(torch.autograd.Function):
@@ -218,13 +234,13 @@ class _SlotContraction(torch.autograd.Function):
 
 
 class SparseTerms:
-    """The flat term list of some instructions and its execution through :func:`_contract_into`.
+    """The nonzero CG entries of some instructions, each with its channel loops, executed by
+    :func:`_contract_into`.
 
-    Each term is one nonzero CG entry ``C[m1, m2, mo]`` (times the path coefficient) for one
-    channel combination of its path; its four indices are flat mul_ir columns of ``out``,
-    ``x1``, ``x2`` and ``w_ext``, where ``w_ext`` is the flat weight with one extra column of
-    ones that unweighted paths point to. Terms are ordered path, channel, CG entry, so
-    consecutive terms touch neighbouring columns.
+    Columns are flat mul_ir columns of ``out``, ``x1``, ``x2`` and ``w_ext``, where ``w_ext`` is
+    the flat weight with one extra column of ones that unweighted paths point to. The channel
+    loops of each mode (outer to inner; strides in slot order out, x1, x2, w) put the input
+    channel ``u`` innermost where it exists, so consecutive terms touch nearby columns.
     """
 
     def __init__(self, backend: CGBackend, name: str, instruction_ids):
@@ -236,36 +252,27 @@ class SparseTerms:
         starts1, starts2, starts_out = (
             [s.start for s in irreps.slices()] for irreps in (d.irreps_in1, d.irreps_in2, d.irreps_out)
         )
-        indices, coefs = [], []
+        bases, counts, strides, coefs = [], [], [], []
         for k in instruction_ids:
             ins = d.instructions[k]
             (m1, ir1), (m2, ir2), (mo, iro) = d.irreps_in1[ins.i_in1], d.irreps_in2[ins.i_in2], d.irreps_out[ins.i_out]
             cg = ins.coefficient * so3.wigner_3j(ir1.l, ir2.l, iro.l)
             e1, e2, eo = np.nonzero(np.abs(cg) > _CG_ZERO)  # nonzero CG entries
-            chans = _channel_table(ins.mode, m1, m2, mo)  # [M, 4]
-            u1, u2, uo, uw = (chans[:, c, None] for c in range(4))  # [M, 1] against entries [n]
-            wcol = weight_slices[k].start + uw + 0 * e1 if ins.has_weight else np.full((len(chans), len(e1)), ones_column)
-            block = np.stack(
-                np.broadcast_arrays(starts_out[ins.i_out] + uo * iro.dim + eo, starts1[ins.i_in1] + u1 * ir1.dim + e1,
-                                    starts2[ins.i_in2] + u2 * ir2.dim + e2, wcol), -1,
-            )  # fmt: skip
-            indices.append(block.reshape(-1, 4))
-            coefs.append(np.broadcast_to(cg[e1, e2, eo], (len(chans), len(e1))).reshape(-1))
-        index = np.concatenate(indices)  # [T, 4] columns of (out, x1, x2, w_ext)
-        coef = np.concatenate(coefs)
+            loops = _channel_loops(ins.mode, m1, m2, mo, ir1.dim, ir2.dim, iro.dim)
+            if not ins.has_weight:
+                loops = [(n, (so, s1, s2, 0)) for n, (so, s1, s2, _) in loops]
+            w_base = weight_slices[k].start if ins.has_weight else ones_column
+            base = np.stack([starts_out[ins.i_out] + eo, starts1[ins.i_in1] + e1, starts2[ins.i_in2] + e2,
+                             np.full_like(e1, w_base)], -1)  # fmt: skip
+            bases.append(base)
+            counts.append(np.tile([n for n, _ in loops], (len(e1), 1)))
+            strides.append(np.tile([s for _, s in loops], (len(e1), 1, 1)))
+            coefs.append(cg[e1, e2, eo])
+        self.base = np.ascontiguousarray(np.concatenate(bases), dtype=np.int64)  # [E, 4]
+        self.counts = np.ascontiguousarray(np.concatenate(counts), dtype=np.int64)  # [E, 3]
+        self.strides = np.ascontiguousarray(np.concatenate(strides), dtype=np.int64)  # [E, 3, 4]
+        backend.add_table(f"{name}_coef", np.concatenate(coefs))
         self.widths = (d.irreps_out.dim, d.irreps_in1.dim, d.irreps_in2.dim, d.weight_numel + self.has_unweighted)
-        # One copy of the term list per target slot, sorted by that slot's column (stable, so
-        # the path/channel/entry order survives inside a segment) and cut into segments.
-        self.layouts = []
-        for target in range(4):
-            order = np.argsort(index[:, target], kind="stable")
-            sorted_index = index[order]
-            columns, starts = np.unique(sorted_index[:, target], return_index=True)
-            sources = tuple(np.ascontiguousarray(sorted_index[:, s], dtype=np.int32) for s in range(4) if s != target)
-            segment_start = np.append(starts, len(order)).astype(np.int32)
-            self.layouts.append((sources, segment_start, columns.astype(np.int32)))
-            backend.add_table(f"{name}_coef_{target}", coef[order])
-        self.num_terms = len(coef)
 
     def __call__(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         z = x1.shape[0]
@@ -286,12 +293,12 @@ class SparseTerms:
         z = max(s.shape[0] for s in sources)
         sources = [s.detach().expand(z, s.shape[1]) for s in sources]
         sources = [s if s.stride(1) == 1 else s.contiguous() for s in sources]
-        result = torch.empty(z, self.widths[target], dtype=like.dtype, device=like.device)
-        coef = self.backend.table(f"{self.name}_coef_{target}", like)
-        source_index, segment_start, segment_column = self.layouts[target]
+        result = torch.zeros(z, self.widths[target], dtype=like.dtype, device=like.device)
+        coef = self.backend.table(f"{self.name}_coef", like).numpy()
+        slots = [s for s in range(4) if s != target]
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
         _contract_into(
-            result.numpy(), *(s.numpy() for s in sources), *source_index, coef.numpy(), segment_start, segment_column
+            result.numpy(), *(s.numpy() for s in sources), self.base, self.counts, self.strides, coef, target, *slots
         )
         return result
 
