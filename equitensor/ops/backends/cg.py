@@ -203,6 +203,97 @@ def _contract_into(target, src_a, src_b, src_c, base, counts, strides, coef, slo
                             row[pt + l * dt] += k * a[pa + l * da] * b[pb + l * db] * c[pc + l * dc]
 
 
+@numba.njit(parallel=True, cache=True)
+def _input_gradients(g1, g2, gw, grad_out, x1, x2, w, base, counts, strides, coef):
+    """The three input gradients of the forward contraction in one pass over the terms.
+
+    ``g1[z, col_1] += coef * grad_out[z, col_0] * x2[z, col_2] * w[z, col_3]`` and likewise
+    for ``g2`` and ``gw``, with the columns of :func:`_contract_into`. Sharing the four loads
+    of each term makes the backward pass cost about 1.5 forward passes instead of 3. Gradients
+    that do not move along the inner channel loop are reduced in a register.
+    """
+    for z in numba.prange(grad_out.shape[0]):
+        go, a1, a2, aw, r1, r2, rw = grad_out[z], x1[z], x2[z], w[z], g1[z], g2[z], gw[z]
+        for e in range(coef.shape[0]):
+            k = coef[e]
+            n = counts[e, 2]
+            do, d1, d2, dw = strides[e, 2, 0], strides[e, 2, 1], strides[e, 2, 2], strides[e, 2, 3]
+            for i in range(counts[e, 0]):
+                for j in range(counts[e, 1]):
+                    po = base[e, 0] + i * strides[e, 0, 0] + j * strides[e, 1, 0]
+                    p1 = base[e, 1] + i * strides[e, 0, 1] + j * strides[e, 1, 1]
+                    p2 = base[e, 2] + i * strides[e, 0, 2] + j * strides[e, 1, 2]
+                    pw = base[e, 3] + i * strides[e, 0, 3] + j * strides[e, 1, 3]
+                    acc1 = acc2 = accw = go[po] * 0
+                    for l in range(n):
+                        t = k * go[po + l * do]
+                        v1, v2, vw = a1[p1 + l * d1], a2[p2 + l * d2], aw[pw + l * dw]
+                        if d1 == 0:
+                            acc1 += t * v2 * vw
+                        else:
+                            r1[p1 + l * d1] += t * v2 * vw
+                        if d2 == 0:
+                            acc2 += t * v1 * vw
+                        else:
+                            r2[p2 + l * d2] += t * v1 * vw
+                        if dw == 0:
+                            accw += t * v1 * v2
+                        else:
+                            rw[pw + l * dw] += t * v1 * v2
+                    r1[p1] += acc1
+                    r2[p2] += acc2
+                    rw[pw] += accw
+
+
+class _Forward(torch.autograd.Function):
+    """The forward contraction (slot ``out``), with all input gradients from one fused kernel.
+
+    Its backward is :class:`_InputGradients`, whose own derivatives are
+    :class:`_SlotContraction` calls: every order of derivative stays available.
+    """
+
+    @staticmethod
+    def forward(ctx, terms: SparseTerms, x1, x2, w):
+        ctx.terms = terms
+        ctx.save_for_backward(x1, x2, w)
+        return terms.contract(OUT, (x1, x2, w))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x1, x2, w = ctx.saved_tensors
+        g1, g2, gw = _InputGradients.apply(ctx.terms, grad, x1, x2, w)
+        needed = ctx.needs_input_grad[1:]
+        return (None, *(g if need else None for g, need in zip((g1, g2, gw), needed)))
+
+
+class _InputGradients(torch.autograd.Function):
+    """``(d/dx1, d/dx2, d/dw)`` of ``<grad_out, forward(x1, x2, w)>`` (fused kernel)."""
+
+    @staticmethod
+    def forward(ctx, terms: SparseTerms, grad_out, x1, x2, w):
+        ctx.terms = terms
+        ctx.save_for_backward(grad_out, x1, x2, w)
+        return terms.input_gradients(grad_out, x1, x2, w)
+
+    @staticmethod
+    def backward(ctx, h1, h2, hw):
+        # Output r (slot r's gradient) depends on every slot s != r; its derivative w.r.t. slot
+        # s, contracted with h_r, is the contraction into s with h_r placed in slot r.
+        terms = ctx.terms
+        saved = dict(zip((OUT, X1, X2, W), ctx.saved_tensors))
+        grads: dict[int, torch.Tensor] = {}
+        for slot_r, h in ((X1, h1), (X2, h2), (W, hw)):
+            if h is None:
+                continue
+            operands = {**saved, slot_r: h}
+            for slot_s, needed in zip((OUT, X1, X2, W), ctx.needs_input_grad[1:]):
+                if slot_s == slot_r or not needed:
+                    continue
+                term = _SlotContraction.apply(terms, slot_s, *(operands[q] for q in range(4) if q != slot_s))
+                grads[slot_s] = term if slot_s not in grads else grads[slot_s] + term
+        return (None, *(grads.get(s) for s in (OUT, X1, X2, W)))
+
+
 class _SlotContraction(torch.autograd.Function):
     """Slot ``target`` of the 4-linear form from the three other slots (given in slot order).
 
@@ -285,7 +376,18 @@ class SparseTerms:
         # Shared weights become a zero-stride [Z, n_w] view: the kernel reads the same row for
         # every sample and autograd sums the per-sample weight gradients back.
         w = w.expand(z, w.shape[1])
-        return _SlotContraction.apply(self, OUT, x1.contiguous(), x2.contiguous(), w)
+        return _Forward.apply(self, x1.contiguous(), x2.contiguous(), w)
+
+    def input_gradients(self, grad_out, x1, x2, w):
+        """``(g1 [Z, dim1], g2 [Z, dim2], gw [Z, n_w_ext])`` from one run of :func:`_input_gradients`."""
+        z = grad_out.shape[0]
+        operands = [t.detach().expand(z, t.shape[1]) for t in (grad_out, x1, x2, w)]
+        operands = [t if t.stride(1) == 1 else t.contiguous() for t in operands]
+        grads = [torch.zeros(z, self.widths[s], dtype=grad_out.dtype) for s in (X1, X2, W)]
+        coef = self.backend.table(f"{self.name}_coef", grad_out).numpy()
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        _input_gradients(*(g.numpy() for g in grads), *(t.numpy() for t in operands), self.base, self.counts, self.strides, coef)
+        return tuple(grads)
 
     def contract(self, target: int, sources) -> torch.Tensor:
         """Run the kernel: slot ``target`` ``[Z, width]`` from ``sources`` (the other slots, in slot order)."""
