@@ -9,11 +9,13 @@ Methods (``TensorProduct(..., backend="cg", method=...)``):
 * ``"sparse"`` — the product is one 4-linear form
   ``Phi(out, x1, x2, w) = sum_t coef[t] * out[io_t] * x1[i1_t] * x2[i2_t] * w[iw_t]`` over a flat
   list of terms (nonzero CG entry x channel combination), built once at construction. The
-  forward pass and every derivative are the same numba kernel "contract three slots into the
-  fourth", run in parallel over samples with no intermediate tensor, so the only large memory
-  traffic is the output itself. Derivatives of that kernel are again that kernel, so backward
-  and double backward (forces) come for free. CPU only; fits modes whose channel
-  combinations per path are few: ``uvu``, ``uvv``, ``uuu`` (MACE's convolution and self-products).
+  forward pass is one numba kernel over (nonzero CG entry x affine channel loops), parallel
+  over samples, with no intermediate tensor: the only large memory traffic is the output.
+  The backward pass computes the three input gradients in one fused pass over the same terms.
+  Every further derivative is the kernel "contract three slots into the fourth", whose
+  derivatives are again that kernel, so double backward (force training) works to any order.
+  CPU only; fits modes whose channel combinations per path are few: ``uvu``, ``uvv``,
+  ``uuu`` (MACE's convolution and self-products).
 * ``"grouped"`` — pure torch: paths with the same mode and multiplicities are stacked (CG
   blocks zero-padded to a common shape) and contracted by one ``einsum`` per group, then
   scattered into the output with one ``index_add``. Fits channel-mixing modes (``uvw``,
