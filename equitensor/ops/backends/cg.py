@@ -175,7 +175,7 @@ def _contract_into(target, src_a, src_b, src_c, base, counts, strides, coef, slo
     ``target[z, col_t] += coef[e] * src_a[z, col_a] * src_b[z, col_b] * src_c[z, col_c]`` with
     ``col_s = base[e, s] + i * strides[e, 0, s] + j * strides[e, 1, s] + l * strides[e, 2, s]``
     for the channel loops ``i < counts[e, 0]``, ``j < counts[e, 1]``, ``l < counts[e, 2]``
-    (slots: 0 out, 1 x1, 2 x2, 3 w). Shapes: ``target [Z, n_t]`` (zeroed by the caller),
+    (slots: 0 out, 1 x1, 2 x2, 3 w). Shapes: ``target [Z, n_t]`` (zeroed here),
     ``src_* [Z, n_*]`` (a zero row stride is fine: shared weights), ``base [E, 4]``,
     ``counts [E, 3]``, ``strides [E, 3, 4]``, ``coef [E]``.
 
@@ -185,6 +185,8 @@ def _contract_into(target, src_a, src_b, src_c, base, counts, strides, coef, slo
     """
     for z in numba.prange(target.shape[0]):
         row, a, b, c = target[z], src_a[z], src_b[z], src_c[z]
+        for q in range(row.shape[0]):  # zero here, in parallel and while the row is hot in cache
+            row[q] = 0
         for e in range(coef.shape[0]):
             k = coef[e]
             n = counts[e, 2]
@@ -397,7 +399,7 @@ class SparseTerms:
         z = max(s.shape[0] for s in sources)
         sources = [s.detach().expand(z, s.shape[1]) for s in sources]
         sources = [s if s.stride(1) == 1 else s.contiguous() for s in sources]
-        result = torch.zeros(z, self.widths[target], dtype=like.dtype, device=like.device)
+        result = torch.empty(z, self.widths[target], dtype=like.dtype, device=like.device)
         coef = self.backend.table(f"{self.name}_coef", like).numpy()
         slots = [s for s in range(4) if s != target]
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
