@@ -483,7 +483,7 @@ class GroupedPaths:
                 per_sample = weight.ndim == 2
                 w = weight[:, idx] if per_sample else weight[idx]
                 y = torch.einsum(_GROUP_EINSUM[group["mode"]].format(z="z" if per_sample else ""), a, b, cg, w)
-            out = out.index_add(1, group["out"].to(device), y.reshape(z, -1))
+            out = out.index_add(1, group["out"].to(device), y.reshape(z, group["out"].numel()))
         return out[:, :-1]
 
 
