@@ -397,7 +397,8 @@ def _plot(path: Path, rows: list[dict], setting: str, info: dict) -> None:
     lines: dict[tuple, list[tuple[int, float]]] = {}
     for row in rows:
         if row.get("status") == "ok":
-            lines.setdefault((row["backend"], row["pass"], row["dtype"]), []).append((row["L"], float(row["median_ms"])))
+            key = (row["backend"], row["pass"], row["dtype"])
+            lines.setdefault(key, []).append((int(row["L"]), float(row["median_ms"])))
     fig, ax = plt.subplots(figsize=(6, 4))
     for (backend, pass_name, dtype_name), points in sorted(lines.items()):
         points.sort()
@@ -405,6 +406,10 @@ def _plot(path: Path, rows: list[dict], setting: str, info: dict) -> None:
                 linestyle="-" if pass_name == "fwd" else "--", label=f"{backend} {pass_name} {dtype_name}")  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
+    degrees = sorted({L for points in lines.values() for L, _ in points})
+    if degrees:  # integer degrees as tick labels, not 2x10^0
+        ax.set_xticks(degrees, [str(L) for L in degrees])
+        ax.minorticks_off()
     ax.set_xlabel("L")
     ax.set_ylabel("median time per call (ms)")
     ax.set_title(f"{setting}: {info['cpu'][:40]}, {info['threads']} threads", fontsize=9)
