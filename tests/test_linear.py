@@ -54,3 +54,14 @@ def test_norm_activation_equivariant(rng):
     x = torch.randn(5, m.irreps.dim, dtype=torch.float64)
     r = so3.random_rotation(rng)
     assert (m(rotate(x, m.irreps, r)) - rotate(m(x), m.irreps, r)).abs().max() < TOL[torch.float64]
+
+
+@pytest.mark.parametrize("irreps", ["16x0e+16x1o", "8x0e+8x1o+8x2e+8x3o", "4x0e+3x0e+2x1o"])
+def test_linear_both_methods_match_e3nn(irreps):
+    ref = o3.Linear(irreps, irreps).double()
+    for method in ("dense", "blocks", None):
+        ours = Linear(irreps, irreps, method=method).double()
+        ours.weight.data.copy_(ref.weight.data)
+        x = torch.randn(5, ours.irreps_in.dim, dtype=torch.float64, requires_grad=True)
+        assert (ours(x) - ref(x)).abs().max() < TOL[torch.float64]
+        assert torch.autograd.gradgradcheck(ours, (x,))

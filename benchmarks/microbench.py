@@ -1,0 +1,15 @@
+"""Tensor-product microbenchmark (SISO/SIMO/MIMO after Xie et al., MACE convolution, self-product).
+
+Thin wrapper of :mod:`equitensor.bench.microbench`; same as ``equitensor bench tp ...``.
+Example (the numbers in docs/benchmarks_tp.md)::
+
+    python benchmarks/microbench.py --backends cg,e3nn --settings mace,selfprod,mimo --L 1-6 \\
+        --dtype float32 --pass fwd,fwdbwd --threads 2
+"""
+
+import sys
+
+from equitensor.bench.microbench import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

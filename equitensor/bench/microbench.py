@@ -1,0 +1,433 @@
+"""Tensor-product microbenchmark: runtime vs degree L for any registered backends.
+
+Settings (after Xie et al., "The Price of Freedom", ICML 2025, plus two MACE workloads), all
+with natural-parity irreps ``0e, 1o, 2e, 3o, ...``:
+
+* ``siso``  one irrep L in each input, L out (its parity is the product's, so for odd L the
+  output is the pseudotensor ``Le``, the only parity-allowed choice); multiplicity 1.
+* ``simo``  one irrep L in each input, every natural-parity irrep up to 2L out; multiplicity 1.
+* ``mimo``  every degree up to L in both inputs, up to 2L out; multiplicity 1.
+* ``mace``  MACE's convolution ``Cx0e+Cx1o ⊗ 0e+1o+2e+3o -> Cx(0e+1o+2e+3o)``, ``uvu``, one
+  output block per path, per-edge weights (C = ``--channels``, 128 by default).
+* ``selfprod``  channel-wise self-product ``Cx(0e+1o+2e+3o) ⊗ itself -> itself``, ``uuu``,
+  shared weights, ``batch // 2`` nodes.
+
+Single-irrep settings use mode ``uvu`` with shared weights (with multiplicity 1 every mode is
+the same map). Batch is ``--batch`` samples (edges for ``mace``).
+
+Method: every backend is built for every setting (a backend that raises ``ValueError`` is
+skipped and the reason recorded); before timing, each backend is run on the same inputs as the
+reference ``cg`` and, when it realises the same function (same paths and weight count), the
+max abs difference is reported. Then two warm-up calls and ``--repeats`` timed calls; the CSV
+keeps median and min. ``fwd`` runs under ``torch.no_grad``; ``fwdbwd`` is forward plus the
+gradients w.r.t. x1, x2 and the weights for a fixed random output gradient.
+
+Useful flops (the same count for every backend, so GFLOP/s compare work, not implementations):
+``fwd = 2 * batch * sum_paths nnz(CG[l1, l2, l3]) * channel_combinations(path)`` where
+channel combinations are ``u*v*w`` (uvw), ``u*v`` (uvu, uvv), ``u*w`` (uuw), ``u`` (uuu): one
+multiply-add per nonzero CG entry per channel combination. ``fwdbwd = 4 * fwd`` (the three
+input gradients are contractions of the same size as the forward). The run also times a
+float32 ``N x N`` matmul (``2 N^3`` flops) and reports each GFLOP/s as a fraction of it.
+
+Memory: a setting is skipped (with the reason printed) when its estimate exceeds
+``--max-memory-gb``: ``batch * itemsize * (4 * (dim1 + dim2 + dim_out + weights per sample)
++ sum_paths channel_combinations * (2 l_out + 1))``, i.e. inputs, output and their gradients
+plus the per-path outer products an einsum implementation materialises.
+
+Threads: ``torch.set_num_threads(--threads)`` (default: torch's current value); numba kernels
+follow it.
+
+Contract (``equitensor bench tp ...`` and ``benchmarks/microbench.py`` call it): ``main(argv)
+-> int`` with argv as on the command line; writes ``microbench_<setting>.csv`` and ``.png`` to
+``--out`` and returns 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SETTINGS = ("siso", "simo", "mimo", "mace", "selfprod")
+PASSES = ("fwd", "fwdbwd")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+CSV_FIELDS = [
+    "setting", "L", "backend", "dtype", "pass", "batch", "threads", "irreps_in1", "irreps_in2", "irreps_out",
+    "mode", "paths", "weight_numel", "median_ms", "min_ms", "repeats", "useful_gflop", "gflops",
+    "fraction_of_matmul", "max_abs_diff_vs_cg", "status", "reason",
+]  # fmt: skip
+
+
+@dataclass
+class Case:
+    """One tensor product to time: the arguments of ``TensorProduct`` plus batch size."""
+
+    setting: str
+    L: int
+    irreps_in1: str
+    irreps_in2: str
+    irreps_out: str
+    batch: int
+    mode: str = "uvu"
+    instructions: list | None = None
+    shared_weights: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def build(self, backend: str, dtype: torch.dtype):
+        from equitensor.ops import TensorProduct
+
+        kwargs = dict(shared_weights=self.shared_weights, internal_weights=False, backend=backend)
+        if self.instructions is None:
+            tp = TensorProduct(self.irreps_in1, self.irreps_in2, self.irreps_out, mode=self.mode, **kwargs)
+        else:
+            tp = TensorProduct(self.irreps_in1, self.irreps_in2, self.irreps_out, self.instructions, **kwargs)
+        return tp.to(dtype)
+
+
+def natural(l: int) -> str:
+    """Natural-parity irrep of degree ``l``: ``0e, 1o, 2e, 3o, ...``."""
+    return f"{l}{'e' if l % 2 == 0 else 'o'}"
+
+
+def up_to(lmax: int, mul: int = 1) -> str:
+    return "+".join(f"{mul}x{natural(l)}" for l in range(lmax + 1))
+
+
+def make_case(setting: str, L: int, batch: int, channels: int) -> Case:
+    """The tensor product of ``setting`` at degree ``L`` (``mace``/``selfprod`` ignore L)."""
+    if setting == "siso":
+        out = f"{L}e"  # the product of two degree-L natural irreps is even
+        return Case(setting, L, natural(L), natural(L), out, batch)
+    if setting == "simo":
+        return Case(setting, L, natural(L), natural(L), up_to(2 * L), batch)
+    if setting == "mimo":
+        return Case(setting, L, up_to(L), up_to(L), up_to(2 * L), batch)
+    if setting == "mace":
+        from equitensor.ops import channelwise_instructions
+
+        in1 = f"{channels}x0e+{channels}x1o"
+        out, instructions = channelwise_instructions(in1, up_to(3), up_to(3, channels))
+        return Case(setting, 3, in1, up_to(3), str(out), batch, instructions=instructions, shared_weights=False)
+    if setting == "selfprod":
+        irreps = up_to(3, channels)
+        return Case(setting, 3, irreps, irreps, irreps, max(1, batch // 2), mode="uuu")
+    raise ValueError(f"unknown setting {setting!r}; expected one of {SETTINGS}")
+
+
+# --------------------------------------------------------------------------------------------
+# cost models
+
+
+def _combos(mode: str, m1: int, m2: int, mo: int) -> int:
+    return {"uvw": m1 * m2 * mo, "uvu": m1 * m2, "uvv": m1 * m2, "uuw": m1 * mo, "uuu": m1}[mode]
+
+
+def useful_flops(descriptor, batch: int) -> float:
+    """Forward useful flops: 2 * batch * sum_paths nnz(CG) * channel combinations."""
+    from equitensor import so3
+
+    total = 0
+    for ins in descriptor.instructions:
+        (m1, ir1), (m2, ir2), (mo, iro) = (
+            descriptor.irreps_in1[ins.i_in1], descriptor.irreps_in2[ins.i_in2], descriptor.irreps_out[ins.i_out],
+        )  # fmt: skip
+        nnz = int((np.abs(so3.wigner_3j(ir1.l, ir2.l, iro.l)) > 1e-12).sum())
+        total += nnz * _combos(ins.mode, m1, m2, mo)
+    return 2.0 * batch * total
+
+
+def memory_estimate_bytes(descriptor, batch: int, itemsize: int, weight_per_sample: int) -> float:
+    """Inputs, output and gradients, plus the per-path outer products of an einsum implementation."""
+    d = descriptor
+    dims = d.irreps_in1.dim + d.irreps_in2.dim + d.irreps_out.dim + weight_per_sample
+    intermediates = sum(
+        _combos(ins.mode, d.irreps_in1[ins.i_in1].mul, d.irreps_in2[ins.i_in2].mul, d.irreps_out[ins.i_out].mul)
+        * d.irreps_out[ins.i_out].ir.dim
+        for ins in d.instructions
+    )
+    return batch * itemsize * (4 * dims + intermediates)
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Achieved GFLOP/s of a float32 ``n x n`` matmul (median of ``repeats``)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+# --------------------------------------------------------------------------------------------
+# timing
+
+
+def _inputs(tp, batch: int, dtype: torch.dtype, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    x1 = torch.randn(batch, tp.irreps_in1.dim, generator=generator, dtype=dtype)
+    x2 = torch.randn(batch, tp.irreps_in2.dim, generator=generator, dtype=dtype)
+    shape = (tp.weight_numel,) if tp.shared_weights else (batch, tp.weight_numel)
+    w = torch.randn(shape, generator=generator, dtype=dtype) if tp.weight_numel else None
+    grad_out = torch.randn(batch, tp.irreps_out.dim, generator=generator, dtype=dtype)
+    return x1, x2, w, grad_out
+
+
+def time_call(fn, repeats: int, warmup: int = 2) -> list[float]:
+    """Seconds of each of ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _runner(tp, x1, x2, w, grad_out, pass_name: str):
+    if pass_name == "fwd":
+
+        def forward():
+            with torch.no_grad():
+                tp(x1, x2, w)
+
+        return forward
+    leaves = [t.detach().requires_grad_() for t in (x1, x2)] + ([w.detach().requires_grad_()] if w is not None else [])
+
+    def forward_backward():
+        out = tp(leaves[0], leaves[1], leaves[2] if w is not None else None)
+        torch.autograd.grad(out, leaves, grad_out)
+
+    return forward_backward
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def parse_int_list(text: str) -> list[int]:
+    """``"1-6"``, ``"1..6"``, ``"1,2,5"`` or mixtures -> sorted unique ints."""
+    values: set[int] = set()
+    for part in text.split(","):
+        part = part.strip().replace("..", "-")
+        if "-" in part:
+            lo, hi = (int(p) for p in part.split("-"))
+            values.update(range(lo, hi + 1))
+        elif part:
+            values.add(int(part))
+    return sorted(values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="equitensor bench tp",
+        description="Tensor-product runtime vs L per backend; writes microbench_<setting>.csv/.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--backends", default="cg,e3nn", help="comma-separated registered backend names")
+    parser.add_argument("--settings", default="mace,selfprod,mimo", help=f"comma-separated, from {','.join(SETTINGS)}")
+    parser.add_argument("--L", default="1-6", help="degrees for siso/simo/mimo: '1-6', '1..10', '1,3,5'")
+    parser.add_argument("--dtype", default="float32", help="comma-separated: float32,float64")
+    parser.add_argument("--pass", dest="passes", default="fwd,fwdbwd", help="comma-separated: fwd,fwdbwd")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (median reported)")
+    parser.add_argument("--batch", type=int, default=10_000, help="samples per call (edges for mace)")
+    parser.add_argument("--channels", type=int, default=128, help="multiplicity of the mace/selfprod settings")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
+    parser.add_argument("--max-memory-gb", type=float, default=8.0, help="skip cases estimated above this")
+    parser.add_argument(
+        "--max-call-seconds", type=float, default=10.0,
+        help="skip larger L of a backend/setting once one warm-up call takes longer than this",
+    )  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="tiny CI smoke run (batch 64, L 1-2, 8 channels, 2 repeats)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG files")
+    parser.add_argument("--out", default="benchmarks/results", help="directory for CSV and PNG")
+    return parser
+
+
+def machine_info() -> dict[str, str]:
+    import e3nn
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "threads": str(torch.get_num_threads()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "e3nn": e3nn.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.quick:
+        args.batch, args.channels, args.repeats = min(args.batch, 64), min(args.channels, 8), min(args.repeats, 2)
+        args.L = "1-2"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
+    passes = [p.strip() for p in args.passes.split(",") if p.strip()]
+    for name, values, allowed in (("setting", settings, SETTINGS), ("dtype", dtypes, DTYPES), ("pass", passes, PASSES)):
+        unknown = [v for v in values if v not in allowed]
+        if unknown:
+            raise SystemExit(f"unknown {name} {unknown}; expected from {list(allowed)}")
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be >= 1 (10 or more for published numbers)")
+    degrees = parse_int_list(args.L)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    info = machine_info()
+    matmul = matmul_gflops(1024 if args.quick else 2048)
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    print(f"float32 matmul: {matmul:.1f} GFLOP/s (reference for the 'frac' column)")
+
+    all_rows = []
+    for setting in settings:
+        cases = [make_case(setting, L, args.batch, args.channels) for L in (degrees if setting in ("siso", "simo", "mimo") else [3])]
+        rows = []
+        too_slow: set[tuple] = set()
+        for case in cases:
+            for dtype_name in dtypes:
+                rows.extend(_run_case(case, backends, dtype_name, passes, args, matmul, too_slow))
+        _write_csv(out_dir / f"microbench_{setting}.csv", rows)
+        if not args.no_plot:
+            _plot(out_dir / f"microbench_{setting}.png", rows, setting, info)
+        all_rows.extend(rows)
+    _print_table(all_rows)
+    return 0
+
+
+def _run_case(case: Case, backends, dtype_name, passes, args, matmul, too_slow) -> list[dict]:
+    dtype = DTYPES[dtype_name]
+    common = {
+        "setting": case.setting, "L": case.L, "dtype": dtype_name, "batch": case.batch,
+        "threads": torch.get_num_threads(), "irreps_in1": case.irreps_in1, "irreps_in2": case.irreps_in2,
+        "irreps_out": case.irreps_out, "mode": case.mode, "repeats": args.repeats,
+    }  # fmt: skip
+    reference = case.build("cg", dtype)
+    x1, x2, w, grad_out = _inputs(reference, case.batch, dtype)
+    with torch.no_grad():
+        expected = reference(x1, x2, w) if case.batch else None
+    flops = useful_flops(reference.descriptor, case.batch)
+    rows = []
+    for backend in backends:
+        base = dict(common, backend=backend)
+
+        def skipped(reason, passes=passes, base=base):
+            print(f"  skip {case.setting} L={case.L} {backend} {dtype_name}: {reason}")
+            return [dict(base, **{"pass": p, "status": "skipped", "reason": reason}) for p in passes]
+
+        if (case.setting, backend, dtype_name) in too_slow:
+            rows += skipped(f"a smaller L already took over {args.max_call_seconds} s per call")
+            continue
+        try:
+            tp = reference if backend == "cg" else case.build(backend, dtype)
+        except ValueError as error:
+            rows += skipped(f"backend rejects this setting: {error}")
+            continue
+        weight_per_sample = 0 if tp.shared_weights else tp.weight_numel
+        estimate = memory_estimate_bytes(tp.descriptor, case.batch, x1.element_size(), weight_per_sample)
+        if estimate > args.max_memory_gb * 1e9:
+            rows += skipped(f"estimated memory {estimate / 1e9:.1f} GB > {args.max_memory_gb} GB")
+            continue
+        same_function = tp.weight_numel == reference.weight_numel and tuple(tp.paths) == tuple(reference.paths)
+        bx1, bx2, bw, bgrad = (x1, x2, w, grad_out) if same_function else _inputs(tp, case.batch, dtype)
+        start = time.perf_counter()
+        with torch.no_grad():
+            got = tp(bx1, bx2, bw)
+        first_call = time.perf_counter() - start
+        if same_function and case.batch:
+            diff = f"{(got - expected).abs().max().item():.2e}"
+        else:
+            diff = "n/a (different parametrisation)" if not same_function else "n/a (empty batch)"
+        base.update(paths=len(tp.paths), weight_numel=tp.weight_numel, max_abs_diff_vs_cg=diff)
+        if first_call > args.max_call_seconds:
+            too_slow.add((case.setting, backend, dtype_name))
+        for pass_name in passes:
+            times = time_call(_runner(tp, bx1, bx2, bw, bgrad, pass_name), args.repeats)
+            median = statistics.median(times)
+            work = flops * (1 if pass_name == "fwd" else 4)
+            gflops = work / median / 1e9 if median > 0 else math.nan
+            rows.append(
+                dict(
+                    base, **{"pass": pass_name}, median_ms=f"{median * 1e3:.3f}", min_ms=f"{min(times) * 1e3:.3f}",
+                    useful_gflop=f"{work / 1e9:.4f}", gflops=f"{gflops:.2f}",
+                    fraction_of_matmul=f"{gflops / matmul:.4f}", status="ok", reason="",
+                )  # fmt: skip
+            )
+            print(f"  {case.setting:8s} L={case.L:<2d} {backend:10s} {dtype_name} {pass_name:6s} "
+                  f"{median * 1e3:10.2f} ms  {gflops:7.2f} GFLOP/s  diff {diff}", flush=True)  # fmt: skip
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+
+
+def _plot(path: Path, rows: list[dict], setting: str, info: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines: dict[tuple, list[tuple[int, float]]] = {}
+    for row in rows:
+        if row.get("status") == "ok":
+            key = (row["backend"], row["pass"], row["dtype"])
+            lines.setdefault(key, []).append((int(row["L"]), float(row["median_ms"])))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (backend, pass_name, dtype_name), points in sorted(lines.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                linestyle="-" if pass_name == "fwd" else "--", label=f"{backend} {pass_name} {dtype_name}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    degrees = sorted({L for points in lines.values() for L, _ in points})
+    if degrees:  # integer degrees as tick labels, not 2x10^0
+        ax.set_xticks(degrees, [str(L) for L in degrees])
+        ax.minorticks_off()
+    ax.set_xlabel("L")
+    ax.set_ylabel("median time per call (ms)")
+    ax.set_title(f"{setting}: {info['cpu'][:40]}, {info['threads']} threads", fontsize=9)
+    if lines:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _print_table(rows: list[dict]) -> None:
+    header = f"{'setting':9s} {'L':>2s} {'backend':12s} {'dtype':8s} {'pass':7s} {'median ms':>11s} {'GFLOP/s':>8s} {'frac':>7s}  diff vs cg"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        if r.get("status") != "ok":
+            print(f"{r['setting']:9s} {r['L']:>2d} {r['backend']:12s} {r['dtype']:8s} {r['pass']:7s} skipped: {r['reason']}")
+            continue
+        print(f"{r['setting']:9s} {r['L']:>2d} {r['backend']:12s} {r['dtype']:8s} {r['pass']:7s} "
+              f"{float(r['median_ms']):11.2f} {float(r['gflops']):8.2f} {float(r['fraction_of_matmul']):7.4f}  "
+              f"{r['max_abs_diff_vs_cg']}")  # fmt: skip
