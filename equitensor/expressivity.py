@@ -35,8 +35,10 @@ from .ops.tensor_product import TensorProduct
 RANK_RTOL = 1e-9
 FACTORISED_BACKENDS = ("gaunt_grid", "gaunt_fft", "cp")
 #: options that make each backend exact and fast for these tables (cp: exact factors; its
-#: expressivity does not depend on the rank, the weights are per degree either way).
-DEFAULT_OPTIONS = {"cp": {"rank": "full"}}
+#: expressivity does not depend on the rank, the weights are per degree either way). cg runs
+#: its einsum method: the Jacobian is taken by forward-mode AD (torch.func.jacfwd), which the
+#: numba kernels' autograd.Function does not implement; every cg method computes the same map.
+DEFAULT_OPTIONS = {"cp": {"rank": "full"}, "cg": {"method": "naive"}}
 
 
 def natural_irreps(lmax: int) -> Irreps:
