@@ -34,13 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # ``bench HARNESS ...``: everything after the harness name belongs to the harness's own parser.
+    from .bench.cli import HARNESSES, run_harness
+
+    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in HARNESSES:
+        return run_harness(argv[1], argv[2:])
     parser = build_parser()
-    # Harness options (``bench tp --L 1..6``) belong to the harness's own parser.
-    args, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    if unknown:
-        if getattr(args, "harness_module", None) is None:
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        args.args = list(args.args) + unknown
+    args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

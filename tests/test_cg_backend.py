@@ -71,7 +71,12 @@ def test_fast_equals_naive_mixed_multiplicities(method, mode, shared):
 @pytest.mark.parametrize("method", FAST_METHODS)
 def test_unweighted_paths_and_path_weights(method):
     a, b, c = "3x0e+3x1o", "0e+1o+2e", "3x0e+3x1o+3x2e"
-    instructions = [(0, 0, 0, "uvu", False), (1, 1, 0, "uvu", True, 2.0), (1, 2, 1, "uvu", False, 0.5), (0, 2, 2, "uvw", True)]
+    instructions = [
+        (0, 0, 0, "uvu", False),
+        (1, 1, 0, "uvu", True, 2.0),
+        (1, 2, 1, "uvu", False, 0.5),
+        (0, 2, 2, "uvw", True),
+    ]
     kwargs = dict(internal_weights=False, shared_weights=False)
     fast = TensorProduct(a, b, c, instructions, backend="cg", method=method, **kwargs).double()
     ref = TensorProduct(a, b, c, instructions, backend="e3nn", **kwargs).double()
@@ -80,7 +85,9 @@ def test_unweighted_paths_and_path_weights(method):
 
 
 def test_all_paths_unweighted_no_weight_argument():
-    tp = TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", [(0, 0, 0, "uvu", False), (1, 1, 0, "uvu", False)]).double()
+    tp = TensorProduct(
+        "2x0e+2x1o", "0e+1o", "2x0e+2x1o", [(0, 0, 0, "uvu", False), (1, 1, 0, "uvu", False)]
+    ).double()
     naive = TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", [(0, 0, 0, "uvu", False), (1, 1, 0, "uvu", False)],
                           method="naive").double()  # fmt: skip
     assert tp.weight_numel == 0
@@ -119,7 +126,9 @@ def test_double_backward_through_forces_like_graph():
 @pytest.mark.parametrize("method", FAST_METHODS)
 @pytest.mark.parametrize("improper", [False, True])
 def test_float32_equivariance(method, improper, rng):
-    tp = ChannelwiseTensorProduct("8x0e+8x1o+8x2e", "0e+1o+2e+3o", "8x0e+8x1o+8x2e+8x3o", method=method).float()
+    tp = ChannelwiseTensorProduct(
+        "8x0e+8x1o+8x2e", "0e+1o+2e+3o", "8x0e+8x1o+8x2e+8x3o", method=method
+    ).float()
     x1 = torch.randn(10, tp.irreps_in1.dim)
     x2 = torch.randn(10, tp.irreps_in2.dim)
     w = torch.randn(10, tp.weight_numel)

@@ -46,7 +46,9 @@ def test_gate_matches_e3nn_and_is_equivariant(rng):
     assert ours.irreps_in.dim == ref.irreps_in.dim and ours.irreps_out.dim == ref.irreps_out.dim
     assert (ours(x) - ref(x)).abs().max() < TOL[torch.float64]
     r = so3.random_rotation(rng, improper=True)
-    assert (ours(rotate(x, ours.irreps_in, r)) - rotate(ours(x), ours.irreps_out, r)).abs().max() < TOL[torch.float64]
+    assert (ours(rotate(x, ours.irreps_in, r)) - rotate(ours(x), ours.irreps_out, r)).abs().max() < TOL[
+        torch.float64
+    ]
 
 
 def test_norm_activation_equivariant(rng):

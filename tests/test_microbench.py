@@ -20,7 +20,10 @@ def test_quick_run_writes_csv_rows(tmp_path):
 
 
 def test_unknown_backend_is_recorded_not_fatal(tmp_path):
-    assert main(["--quick", "--settings", "siso", "--backends", "cg,nope", "--no-plot", "--out", str(tmp_path)]) == 0
+    assert (
+        main(["--quick", "--settings", "siso", "--backends", "cg,nope", "--no-plot", "--out", str(tmp_path)])
+        == 0
+    )
     with (tmp_path / "microbench_siso.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert any(r["backend"] == "nope" and r["status"] == "skipped" and "nope" in r["reason"] for r in rows)
@@ -29,3 +32,13 @@ def test_unknown_backend_is_recorded_not_fatal(tmp_path):
 def test_parse_int_list():
     assert parse_int_list("1-3,5") == [1, 2, 3, 5]
     assert parse_int_list("1..4") == [1, 2, 3, 4]
+
+
+def test_cli_hands_harness_options_through(tmp_path):
+    from equitensor.cli import main as cli_main
+
+    argv = ["bench", "tp", "--quick", "--settings", "siso", "--backends", "cg,gaunt_grid", "--no-plot"]
+    assert cli_main([*argv, "--out", str(tmp_path)]) == 0
+    with (tmp_path / "microbench_siso.csv").open() as handle:
+        backends = {r["backend"] for r in csv.DictReader(handle) if r["status"] == "ok"}
+    assert backends == {"cg", "gaunt_grid"}

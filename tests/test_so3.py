@@ -17,7 +17,9 @@ def test_spherical_harmonics_match_e3nn(rng, normalization, normalize):
     xyz = rng.normal(size=(64, 3))
     ls = list(range(11))
     ours = so3.spherical_harmonics(ls, xyz, normalize=normalize, normalization=normalization)
-    ref = o3.spherical_harmonics(ls, torch.tensor(xyz), normalize=normalize, normalization=normalization).numpy()
+    ref = o3.spherical_harmonics(
+        ls, torch.tensor(xyz), normalize=normalize, normalization=normalization
+    ).numpy()
     scale = np.abs(ref).max(axis=0, keepdims=True).clip(min=1.0)
     assert np.abs((ours - ref) / scale).max() < 1e-12
 

@@ -77,15 +77,31 @@ def test_cg_equals_raw_e3nn_tensor_product(mode):
 
 def test_path_weight_and_normalizations_match_e3nn():
     a, b, c = "3x0e+2x1o", "0e+1o+2e", "3x0e+3x1o+3x2e"
-    instructions = [(0, 0, 0, "uvw", True, 0.5), (1, 1, 0, "uvw", True, 2.0), (1, 2, 1, "uvw", True), (0, 2, 2, "uvu", False)]
+    instructions = [
+        (0, 0, 0, "uvw", True, 0.5),
+        (1, 1, 0, "uvw", True, 2.0),
+        (1, 2, 1, "uvw", True),
+        (0, 2, 2, "uvu", False),
+    ]
     for irrep_norm in ("component", "norm", "none"):
         for path_norm in ("element", "path", "none"):
-            kw = dict(irrep_normalization=irrep_norm, path_normalization=path_norm, internal_weights=False, shared_weights=True)
+            kw = dict(
+                irrep_normalization=irrep_norm,
+                path_normalization=path_norm,
+                internal_weights=False,
+                shared_weights=True,
+            )
             ours = TensorProduct(a, b, c, instructions, **kw).double()
             ref = o3.TensorProduct(a, b, c, instructions, **kw).double()
-            x1, x2 = torch.randn(4, ours.irreps_in1.dim, dtype=torch.float64), torch.randn(4, 9, dtype=torch.float64)
+            x1, x2 = (
+                torch.randn(4, ours.irreps_in1.dim, dtype=torch.float64),
+                torch.randn(4, 9, dtype=torch.float64),
+            )
             w = torch.randn(ref.weight_numel, dtype=torch.float64)
-            assert (ours(x1, x2, w) - ref(x1, x2, w)).abs().max() < TOL[torch.float64], (irrep_norm, path_norm)
+            assert (ours(x1, x2, w) - ref(x1, x2, w)).abs().max() < TOL[torch.float64], (
+                irrep_norm,
+                path_norm,
+            )
 
 
 def test_broadcasting_and_batch_shapes():

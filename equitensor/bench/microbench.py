@@ -116,7 +116,9 @@ def make_case(setting: str, L: int, batch: int, channels: int) -> Case:
 
         in1 = f"{channels}x0e+{channels}x1o"
         out, instructions = channelwise_instructions(in1, up_to(3), up_to(3, channels))
-        return Case(setting, 3, in1, up_to(3), str(out), batch, instructions=instructions, shared_weights=False)
+        return Case(
+            setting, 3, in1, up_to(3), str(out), batch, instructions=instructions, shared_weights=False
+        )
     if setting == "selfprod":
         irreps = up_to(3, channels)
         return Case(setting, 3, irreps, irreps, irreps, max(1, batch // 2), mode="uuu")
@@ -150,7 +152,9 @@ def memory_estimate_bytes(descriptor, batch: int, itemsize: int, weight_per_samp
     d = descriptor
     dims = d.irreps_in1.dim + d.irreps_in2.dim + d.irreps_out.dim + weight_per_sample
     intermediates = sum(
-        _combos(ins.mode, d.irreps_in1[ins.i_in1].mul, d.irreps_in2[ins.i_in2].mul, d.irreps_out[ins.i_out].mul)
+        _combos(
+            ins.mode, d.irreps_in1[ins.i_in1].mul, d.irreps_in2[ins.i_in2].mul, d.irreps_out[ins.i_out].mul
+        )
         * d.irreps_out[ins.i_out].ir.dim
         for ins in d.instructions
     )
@@ -203,7 +207,9 @@ def _runner(tp, x1, x2, w, grad_out, pass_name: str):
                 tp(x1, x2, w)
 
         return forward
-    leaves = [t.detach().requires_grad_() for t in (x1, x2)] + ([w.detach().requires_grad_()] if w is not None else [])
+    leaves = [t.detach().requires_grad_() for t in (x1, x2)] + (
+        [w.detach().requires_grad_()] if w is not None else []
+    )
 
     def forward_backward():
         out = tp(leaves[0], leaves[1], leaves[2] if w is not None else None)
@@ -236,20 +242,30 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--backends", default="cg,e3nn", help="comma-separated registered backend names")
-    parser.add_argument("--settings", default="mace,selfprod,mimo", help=f"comma-separated, from {','.join(SETTINGS)}")
+    parser.add_argument(
+        "--settings", default="mace,selfprod,mimo", help=f"comma-separated, from {','.join(SETTINGS)}"
+    )
     parser.add_argument("--L", default="1-6", help="degrees for siso/simo/mimo: '1-6', '1..10', '1,3,5'")
     parser.add_argument("--dtype", default="float32", help="comma-separated: float32,float64")
     parser.add_argument("--pass", dest="passes", default="fwd,fwdbwd", help="comma-separated: fwd,fwdbwd")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (median reported)")
+    parser.add_argument(
+        "--repeats", type=int, default=10, help="timed calls per measurement (median reported)"
+    )
     parser.add_argument("--batch", type=int, default=10_000, help="samples per call (edges for mace)")
-    parser.add_argument("--channels", type=int, default=128, help="multiplicity of the mace/selfprod settings")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)")
+    parser.add_argument(
+        "--channels", type=int, default=128, help="multiplicity of the mace/selfprod settings"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)"
+    )
     parser.add_argument("--max-memory-gb", type=float, default=8.0, help="skip cases estimated above this")
     parser.add_argument(
         "--max-call-seconds", type=float, default=10.0,
         help="skip larger L of a backend/setting once one warm-up call takes longer than this",
     )  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="tiny CI smoke run (batch 64, L 1-2, 8 channels, 2 repeats)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny CI smoke run (batch 64, L 1-2, 8 channels, 2 repeats)"
+    )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG files")
     parser.add_argument("--out", default="benchmarks/results", help="directory for CSV and PNG")
     return parser
@@ -278,7 +294,11 @@ def machine_info() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.quick:
-        args.batch, args.channels, args.repeats = min(args.batch, 64), min(args.channels, 8), min(args.repeats, 2)
+        args.batch, args.channels, args.repeats = (
+            min(args.batch, 64),
+            min(args.channels, 8),
+            min(args.repeats, 2),
+        )
         args.L = "1-2"
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -286,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     passes = [p.strip() for p in args.passes.split(",") if p.strip()]
-    for name, values, allowed in (("setting", settings, SETTINGS), ("dtype", dtypes, DTYPES), ("pass", passes, PASSES)):
+    for name, values, allowed in (
+        ("setting", settings, SETTINGS),
+        ("dtype", dtypes, DTYPES),
+        ("pass", passes, PASSES),
+    ):
         unknown = [v for v in values if v not in allowed]
         if unknown:
             raise SystemExit(f"unknown {name} {unknown}; expected from {list(allowed)}")
@@ -303,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
 
     all_rows = []
     for setting in settings:
-        cases = [make_case(setting, L, args.batch, args.channels) for L in (degrees if setting in ("siso", "simo", "mimo") else [3])]
+        cases = [
+            make_case(setting, L, args.batch, args.channels)
+            for L in (degrees if setting in ("siso", "simo", "mimo") else [3])
+        ]
         rows = []
         too_slow: set[tuple] = set()
         for case in cases:
@@ -333,7 +360,7 @@ def _run_case(case: Case, backends, dtype_name, passes, args, matmul, too_slow) 
     for backend in backends:
         base = dict(common, backend=backend)
 
-        def skipped(reason, passes=passes, base=base):
+        def skipped(reason, passes=passes, base=base, backend=backend):
             print(f"  skip {case.setting} L={case.L} {backend} {dtype_name}: {reason}")
             return [dict(base, **{"pass": p, "status": "skipped", "reason": reason}) for p in passes]
 
@@ -350,7 +377,9 @@ def _run_case(case: Case, backends, dtype_name, passes, args, matmul, too_slow) 
         if estimate > args.max_memory_gb * 1e9:
             rows += skipped(f"estimated memory {estimate / 1e9:.1f} GB > {args.max_memory_gb} GB")
             continue
-        same_function = tp.weight_numel == reference.weight_numel and tuple(tp.paths) == tuple(reference.paths)
+        same_function = tp.weight_numel == reference.weight_numel and tuple(tp.paths) == tuple(
+            reference.paths
+        )
         bx1, bx2, bw, bgrad = (x1, x2, w, grad_out) if same_function else _inputs(tp, case.batch, dtype)
         start = time.perf_counter()
         with torch.no_grad():
@@ -370,9 +399,15 @@ def _run_case(case: Case, backends, dtype_name, passes, args, matmul, too_slow) 
             gflops = work / median / 1e9 if median > 0 else math.nan
             rows.append(
                 dict(
-                    base, **{"pass": pass_name}, median_ms=f"{median * 1e3:.3f}", min_ms=f"{min(times) * 1e3:.3f}",
-                    useful_gflop=f"{work / 1e9:.4f}", gflops=f"{gflops:.2f}",
-                    fraction_of_matmul=f"{gflops / matmul:.4f}", status="ok", reason="",
+                    base,
+                    **{"pass": pass_name},
+                    median_ms=f"{median * 1e3:.3f}",
+                    min_ms=f"{min(times) * 1e3:.3f}",
+                    useful_gflop=f"{work / 1e9:.4f}",
+                    gflops=f"{gflops:.2f}",
+                    fraction_of_matmul=f"{gflops / matmul:.4f}",
+                    status="ok",
+                    reason="",
                 )  # fmt: skip
             )
             print(f"  {case.setting:8s} L={case.L:<2d} {backend:10s} {dtype_name} {pass_name:6s} "
@@ -426,7 +461,9 @@ def _print_table(rows: list[dict]) -> None:
     print("-" * len(header))
     for r in rows:
         if r.get("status") != "ok":
-            print(f"{r['setting']:9s} {r['L']:>2d} {r['backend']:12s} {r['dtype']:8s} {r['pass']:7s} skipped: {r['reason']}")
+            print(
+                f"{r['setting']:9s} {r['L']:>2d} {r['backend']:12s} {r['dtype']:8s} {r['pass']:7s} skipped: {r['reason']}"
+            )
             continue
         print(f"{r['setting']:9s} {r['L']:>2d} {r['backend']:12s} {r['dtype']:8s} {r['pass']:7s} "
               f"{float(r['median_ms']):11.2f} {float(r['gflops']):8.2f} {float(r['fraction_of_matmul']):7.4f}  "

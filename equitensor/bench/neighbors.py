@@ -28,15 +28,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
 from ase.build import bulk, fcc111
 from ase.io import read
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from equitensor.datasets.neighbors import neighbor_list
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SHARED = Path(os.environ.get("EQUITENSOR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "benchmarks" / "results"

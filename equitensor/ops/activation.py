@@ -38,7 +38,9 @@ class Gate(torch.nn.Module):
         self.irreps_gated = as_irreps(irreps_gated)
         if any(ir.l != 0 for _, ir in self.irreps_scalars):
             raise ValueError(f"irreps_scalars must contain only l=0 irreps, got {self.irreps_scalars}")
-        self.irreps_gates = Irreps(f"{self.irreps_gated.num_irreps}x0e") if self.irreps_gated.num_irreps else Irreps("")
+        self.irreps_gates = (
+            Irreps(f"{self.irreps_gated.num_irreps}x0e") if self.irreps_gated.num_irreps else Irreps("")
+        )
         self.irreps_in = self.irreps_scalars + self.irreps_gates + self.irreps_gated
         self.irreps_out = self.irreps_scalars + self.irreps_gated
         if normalize_activations:

@@ -136,11 +136,15 @@ def build_descriptor(
     """
     irreps_in1, irreps_in2, irreps_out = map(as_irreps, (irreps_in1, irreps_in2, irreps_out))
     if irrep_normalization not in IRREP_NORMALIZATIONS:
-        raise ValueError(f"irrep_normalization={irrep_normalization!r}; expected one of {IRREP_NORMALIZATIONS}")
+        raise ValueError(
+            f"irrep_normalization={irrep_normalization!r}; expected one of {IRREP_NORMALIZATIONS}"
+        )
     if path_normalization not in PATH_NORMALIZATIONS:
         raise ValueError(f"path_normalization={path_normalization!r}; expected one of {PATH_NORMALIZATIONS}")
 
-    raw = [_check_instruction(k, ins, irreps_in1, irreps_in2, irreps_out) for k, ins in enumerate(instructions)]
+    raw = [
+        _check_instruction(k, ins, irreps_in1, irreps_in2, irreps_out) for k, ins in enumerate(instructions)
+    ]
 
     def fan_in(ins):
         return _FAN_IN[ins[3]](irreps_in1[ins[0]].mul, irreps_in2[ins[1]].mul)
@@ -162,7 +166,11 @@ def build_descriptor(
         if fan > 0:
             alpha /= fan
         alpha *= path_weight
-        shape = WEIGHT_SHAPES[mode](irreps_in1[i1].mul, irreps_in2[i2].mul, irreps_out[io].mul) if has_weight else ()
+        shape = (
+            WEIGHT_SHAPES[mode](irreps_in1[i1].mul, irreps_in2[i2].mul, irreps_out[io].mul)
+            if has_weight
+            else ()
+        )
         built.append(Instruction(i1, i2, io, mode, has_weight, path_weight, math.sqrt(alpha), shape))
     return TensorProductDescriptor(
         irreps_in1, irreps_in2, irreps_out, tuple(built), irrep_normalization, path_normalization
@@ -176,11 +184,19 @@ def _check_instruction(k, ins, irreps_in1, irreps_in2, irreps_out):
         )
     i1, i2, io, mode, has_weight = ins[:5]
     path_weight = float(ins[5]) if len(ins) == 6 else 1.0
-    for name, index, irreps in (("i_in1", i1, irreps_in1), ("i_in2", i2, irreps_in2), ("i_out", io, irreps_out)):
+    for name, index, irreps in (
+        ("i_in1", i1, irreps_in1),
+        ("i_in2", i2, irreps_in2),
+        ("i_out", io, irreps_out),
+    ):
         if not isinstance(index, int) or not 0 <= index < len(irreps):
-            raise ValueError(f"instruction {k}: {name}={index!r} is out of range for irreps {irreps} ({len(irreps)} blocks)")
+            raise ValueError(
+                f"instruction {k}: {name}={index!r} is out of range for irreps {irreps} ({len(irreps)} blocks)"
+            )
     if mode not in WEIGHT_SHAPES:
-        raise ValueError(f"instruction {k}: unknown connection mode {mode!r}; expected one of {sorted(WEIGHT_SHAPES)}")
+        raise ValueError(
+            f"instruction {k}: unknown connection mode {mode!r}; expected one of {sorted(WEIGHT_SHAPES)}"
+        )
     (m1, ir1), (m2, ir2), (mo, iro) = irreps_in1[i1], irreps_in2[i2], irreps_out[io]
     if ir1.p * ir2.p != iro.p:
         raise ValueError(
@@ -198,5 +214,7 @@ def _check_instruction(k, ins, irreps_in1, irreps_in2, irreps_out):
             "(uvu needs mul_out == mul1, uvv mul_out == mul2, uuw mul1 == mul2, uuu all equal)"
         )
     if mode in ("uvw", "uuw") and not has_weight:
-        raise ValueError(f"instruction {k}: mode {mode!r} needs a weight (it mixes channels); set has_weight=True")
+        raise ValueError(
+            f"instruction {k}: mode {mode!r} needs a weight (it mixes channels); set has_weight=True"
+        )
     return (i1, i2, io, mode, bool(has_weight), path_weight)

@@ -60,14 +60,24 @@ class Linear(torch.nn.Module):
         for i_out, (mul_out, ir) in enumerate(self.irreps_out):
             sources = [i_in for i_in, o in self.paths if o == i_out]
             fan_in = sum(self.irreps_in[i].mul for i in sources)
-            self._plan.append((i_out, mul_out, ir.dim, sources, [offsets[(i, i_out)] for i in sources], fan_in))
+            self._plan.append(
+                (i_out, mul_out, ir.dim, sources, [offsets[(i, i_out)] for i in sources], fan_in)
+            )
         self._in_slices = list(self.irreps_in.slices())
 
-        useful = sum(self.irreps_in[i].mul * self.irreps_out[o].mul * self.irreps_in[i].ir.dim for i, o in self.paths)
+        useful = sum(
+            self.irreps_in[i].mul * self.irreps_out[o].mul * self.irreps_in[i].ir.dim for i, o in self.paths
+        )
         if method is None:
-            method = "dense" if self.irreps_in.dim * self.irreps_out.dim <= DENSE_MAX_WASTE * max(useful, 1) else "blocks"
+            method = (
+                "dense"
+                if self.irreps_in.dim * self.irreps_out.dim <= DENSE_MAX_WASTE * max(useful, 1)
+                else "blocks"
+            )
         if method not in ("dense", "blocks"):
-            raise ValueError(f"Linear: unknown method {method!r}; expected 'dense', 'blocks' or None (automatic)")
+            raise ValueError(
+                f"Linear: unknown method {method!r}; expected 'dense', 'blocks' or None (automatic)"
+            )
         self.method = method
         if self.method == "dense":
             self._build_dense_index(offsets)
@@ -81,12 +91,16 @@ class Linear(torch.nn.Module):
         for i_in, i_out in self.paths:
             mul_in, ir = self.irreps_in[i_in]
             mul_out = self.irreps_out[i_out].mul
-            u, w, m = torch.meshgrid(torch.arange(mul_in), torch.arange(mul_out), torch.arange(ir.dim), indexing="ij")
+            u, w, m = torch.meshgrid(
+                torch.arange(mul_in), torch.arange(mul_out), torch.arange(ir.dim), indexing="ij"
+            )
             rows = in_starts[i_in] + u * ir.dim + m
             cols = out_starts[i_out] + w * ir.dim + m
             positions.append((rows * self.irreps_out.dim + cols).reshape(-1))
             sources.append((offsets[(i_in, i_out)][0] + u * mul_out + w).reshape(-1))
-            scales.append(torch.full((positions[-1].numel(),), 1 / math.sqrt(fan_in[i_out]), dtype=torch.float64))
+            scales.append(
+                torch.full((positions[-1].numel(),), 1 / math.sqrt(fan_in[i_out]), dtype=torch.float64)
+            )
         self._dense_position = torch.cat(positions)
         self._dense_source = torch.cat(sources)
         self._dense_scale = torch.cat(scales)
@@ -95,7 +109,9 @@ class Linear(torch.nn.Module):
         """``M [dim_in, dim_out]`` with ``x @ M == forward(x)`` (differentiable in ``weight``)."""
         values = self.weight[self._dense_source] * self._dense_scale.to(self.weight.dtype)
         flat = self.weight.new_zeros(self.irreps_in.dim * self.irreps_out.dim)
-        return flat.index_put((self._dense_position,), values).reshape(self.irreps_in.dim, self.irreps_out.dim)
+        return flat.index_put((self._dense_position,), values).reshape(
+            self.irreps_in.dim, self.irreps_out.dim
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_last_dim(x, self.irreps_in, "x")
@@ -105,14 +121,17 @@ class Linear(torch.nn.Module):
         if self.method == "dense":
             return (x @ self.dense_matrix()).reshape(*batch, self.irreps_out.dim)
         outputs = []
-        for i_out, mul_out, dim, sources, wranges, fan_in in self._plan:
+        for _i_out, mul_out, dim, sources, wranges, fan_in in self._plan:
             if not sources:
                 outputs.append(x.new_zeros(z, mul_out * dim))
                 continue
             # [z, mul_in_total, dim]: input blocks of this irrep stacked along channels
             xs = torch.cat([x[:, self._in_slices[i]].reshape(z, -1, dim) for i in sources], dim=1)
             w = torch.cat(
-                [self.weight[a:b].reshape(self.irreps_in[i].mul, mul_out) for i, (a, b) in zip(sources, wranges)]
+                [
+                    self.weight[a:b].reshape(self.irreps_in[i].mul, mul_out)
+                    for i, (a, b) in zip(sources, wranges)
+                ]
             )
             if dim == 1:  # scalars: already [z, mul_in], no transposes
                 outputs.append(xs.reshape(z, -1) @ (w / math.sqrt(fan_in)))
@@ -123,4 +142,6 @@ class Linear(torch.nn.Module):
         return out.reshape(*batch, self.irreps_out.dim)
 
     def extra_repr(self) -> str:
-        return f"{self.irreps_in} -> {self.irreps_out}, weight_numel={self.weight_numel}, method={self.method!r}"
+        return (
+            f"{self.irreps_in} -> {self.irreps_out}, weight_numel={self.weight_numel}, method={self.method!r}"
+        )

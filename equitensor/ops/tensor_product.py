@@ -50,7 +50,9 @@ class TensorProduct(torch.nn.Module):
         irreps_in1, irreps_in2, irreps_out = map(as_irreps, (irreps_in1, irreps_in2, irreps_out))
         if instructions is None:
             if mode is None:
-                raise ValueError("pass either instructions=[(i_in1, i_in2, i_out, mode, has_weight), ...] or mode=")
+                raise ValueError(
+                    "pass either instructions=[(i_in1, i_in2, i_out, mode, has_weight), ...] or mode="
+                )
             instructions = full_instructions(irreps_in1, irreps_in2, irreps_out, mode)
         elif mode is not None:
             raise ValueError("pass instructions or mode, not both")
@@ -111,19 +113,25 @@ class TensorProduct(torch.nn.Module):
     def _resolve_weight(self, weight, batch):
         if self.internal_weights:
             if weight is not None:
-                raise ValueError("this TensorProduct holds its weights (internal_weights=True); do not pass weight")
+                raise ValueError(
+                    "this TensorProduct holds its weights (internal_weights=True); do not pass weight"
+                )
             return self.weight
         if self.weight_numel == 0:
             return None
         if weight is None:
-            raise ValueError(f"weight is required: expected [..., {self.weight_numel}] (backend {self.backend_name!r})")
+            raise ValueError(
+                f"weight is required: expected [..., {self.weight_numel}] (backend {self.backend_name!r})"
+            )
         if weight.shape[-1:] != (self.weight_numel,):
             raise ValueError(
                 f"weight has shape {tuple(weight.shape)}; backend {self.backend_name!r} expects "
                 f"[..., {self.weight_numel}] ({'shared' if self.shared_weights else 'one set per sample'})"
             )
         if self.shared_weights and weight.ndim != 1:
-            raise ValueError(f"shared_weights=True expects weight of shape [{self.weight_numel}], got {tuple(weight.shape)}")
+            raise ValueError(
+                f"shared_weights=True expects weight of shape [{self.weight_numel}], got {tuple(weight.shape)}"
+            )
         if not self.shared_weights:
             try:
                 torch.broadcast_shapes(weight.shape[:-1], batch)

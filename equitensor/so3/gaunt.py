@@ -30,7 +30,9 @@ def wigner_3j_m0(l1: int, l2: int, l3: int) -> float:
 
 def gaunt_scale(l1: int, l2: int, l3: int) -> float:
     """``c(l1, l2, l3)`` such that the Gaunt tensor is ``c * wigner_3j`` (0 for odd ``l1+l2+l3``)."""
-    return math.sqrt((2 * l1 + 1) * (2 * l2 + 1) * (2 * l3 + 1) / (4 * math.pi)) * abs(wigner_3j_m0(l1, l2, l3))
+    return math.sqrt((2 * l1 + 1) * (2 * l2 + 1) * (2 * l3 + 1) / (4 * math.pi)) * abs(
+        wigner_3j_m0(l1, l2, l3)
+    )
 
 
 @functools.cache

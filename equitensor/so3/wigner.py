@@ -49,7 +49,8 @@ def _su2_cg_coefficient(j1: int, m1: int, j2: int, m2: int, j3: int, m3: int) ->
     total = Fraction(0)
     for v in range(vmin, vmax + 1):
         total += (-1) ** (v + j2 + m2) * Fraction(
-            f(j2 + j3 + m1 - v) * f(j1 - m1 + v), f(v) * f(j3 - j1 + j2 - v) * f(j3 + m3 - v) * f(v + j1 - j2 - m3)
+            f(j2 + j3 + m1 - v) * f(j1 - m1 + v),
+            f(v) * f(j3 - j1 + j2 - v) * f(j3 + m3 - v) * f(v + j1 - j2 - m3),
         )
     return math.sqrt(prefactor) * float(total)
 
@@ -96,7 +97,9 @@ def wigner_3j(l1: int, l2: int, l3: int) -> np.ndarray:
     Raises ``ValueError`` if the triangle rule fails.
     """
     if min(l1, l2, l3) < 0 or not triangle(l1, l2, l3):
-        raise ValueError(f"wigner_3j({l1}, {l2}, {l3}): degrees violate the triangle rule |l1-l2| <= l3 <= l1+l2")
+        raise ValueError(
+            f"wigner_3j({l1}, {l2}, {l3}): degrees violate the triangle rule |l1-l2| <= l3 <= l1+l2"
+        )
     q1, q2, q3 = (change_basis_real_to_complex(l) for l in (l1, l2, l3))
     c = np.einsum("ij,kl,mn,ikn->jlm", q1, q2, np.conj(q3.T), su2_clebsch_gordan(l1, l2, l3))
     if np.abs(c.imag).max() > 1e-10:

@@ -71,7 +71,11 @@ class CGBackend(TensorProductBackend):
 
         everything = list(range(len(descriptor.instructions)))
         if method == "auto":
-            sparse = [k for k in everything if _channel_combos(descriptor, descriptor.instructions[k]) <= SPARSE_MAX_CHANNEL_COMBOS]
+            sparse = [
+                k
+                for k in everything
+                if _channel_combos(descriptor, descriptor.instructions[k]) <= SPARSE_MAX_CHANNEL_COMBOS
+            ]
         else:
             sparse = everything if method == "sparse" else []
         dense = [k for k in everything if k not in sparse]
@@ -86,7 +90,9 @@ class CGBackend(TensorProductBackend):
             return self._naive_forward(x1, x2, weight)
         if x1.device.type != "cpu" and self._sparse is not None:
             if self._grouped_everything is None:
-                self._grouped_everything = GroupedPaths(self, "grouped_all", range(len(self.descriptor.instructions)))
+                self._grouped_everything = GroupedPaths(
+                    self, "grouped_all", range(len(self.descriptor.instructions))
+                )
             return self._grouped_everything(x1, x2, weight)
         parts = [plan(x1, x2, weight) for plan in (self._sparse, self._grouped) if plan is not None]
         if not parts:
@@ -97,8 +103,12 @@ class CGBackend(TensorProductBackend):
         """Reference: one einsum per path, then a sum per output block."""
         d = self.descriptor
         z = x1.shape[0]
-        blocks1 = [x1[:, s].reshape(z, mul, ir.dim) for s, (mul, ir) in zip(d.irreps_in1.slices(), d.irreps_in1)]
-        blocks2 = [x2[:, s].reshape(z, mul, ir.dim) for s, (mul, ir) in zip(d.irreps_in2.slices(), d.irreps_in2)]
+        blocks1 = [
+            x1[:, s].reshape(z, mul, ir.dim) for s, (mul, ir) in zip(d.irreps_in1.slices(), d.irreps_in1)
+        ]
+        blocks2 = [
+            x2[:, s].reshape(z, mul, ir.dim) for s, (mul, ir) in zip(d.irreps_in2.slices(), d.irreps_in2)
+        ]
         outputs = [[] for _ in d.irreps_out]
         for k, (ins, wslice) in enumerate(zip(d.instructions, d.weight_slices())):
             table = self.table(f"cg_{k}", x1)
@@ -108,7 +118,9 @@ class CGBackend(TensorProductBackend):
                 if weight.ndim == 1:
                     out = torch.einsum(shared_eq, products, weight[wslice].reshape(ins.weight_shape))
                 else:
-                    out = torch.einsum(per_sample_eq, products, weight[:, wslice].reshape(z, *ins.weight_shape))
+                    out = torch.einsum(
+                        per_sample_eq, products, weight[:, wslice].reshape(z, *ins.weight_shape)
+                    )
             else:
                 out = torch.einsum(_UNWEIGHTED[ins.mode], products)
             outputs[ins.i_out].append(out)
@@ -140,7 +152,9 @@ _UNWEIGHTED = {"uvu": "zuvk->zuk", "uvv": "zuvk->zvk", "uuu": "zuk->zuk"}
 # channel structure of each mode
 
 
-def _channel_loops(mode: str, m1: int, m2: int, mo: int, d1: int, d2: int, do: int) -> list[tuple[int, tuple]]:
+def _channel_loops(
+    mode: str, m1: int, m2: int, mo: int, d1: int, d2: int, do: int
+) -> list[tuple[int, tuple]]:
     """Three nested channel loops ``(count, strides)`` of a path, outer to inner.
 
     Strides are in slot order (out, x1, x2, w): a channel step moves ``x1`` by ``d1`` columns
@@ -190,7 +204,12 @@ def _contract_into(target, src_a, src_b, src_c, base, counts, strides, coef, slo
         for e in range(coef.shape[0]):
             k = coef[e]
             n = counts[e, 2]
-            dt, da, db, dc = strides[e, 2, slot_t], strides[e, 2, slot_a], strides[e, 2, slot_b], strides[e, 2, slot_c]
+            dt, da, db, dc = (
+                strides[e, 2, slot_t],
+                strides[e, 2, slot_a],
+                strides[e, 2, slot_b],
+                strides[e, 2, slot_c],
+            )
             for i in range(counts[e, 0]):
                 for j in range(counts[e, 1]):
                     pt = base[e, slot_t] + i * strides[e, 0, slot_t] + j * strides[e, 1, slot_t]
@@ -350,7 +369,11 @@ class SparseTerms:
         bases, counts, strides, coefs = [], [], [], []
         for k in instruction_ids:
             ins = d.instructions[k]
-            (m1, ir1), (m2, ir2), (mo, iro) = d.irreps_in1[ins.i_in1], d.irreps_in2[ins.i_in2], d.irreps_out[ins.i_out]
+            (m1, ir1), (m2, ir2), (mo, iro) = (
+                d.irreps_in1[ins.i_in1],
+                d.irreps_in2[ins.i_in2],
+                d.irreps_out[ins.i_out],
+            )
             cg = ins.coefficient * so3.wigner_3j(ir1.l, ir2.l, iro.l)
             e1, e2, eo = np.nonzero(np.abs(cg) > _CG_ZERO)  # nonzero CG entries
             loops = _channel_loops(ins.mode, m1, m2, mo, ir1.dim, ir2.dim, iro.dim)
@@ -367,7 +390,12 @@ class SparseTerms:
         self.counts = np.ascontiguousarray(np.concatenate(counts), dtype=np.int64)  # [E, 3]
         self.strides = np.ascontiguousarray(np.concatenate(strides), dtype=np.int64)  # [E, 3, 4]
         backend.add_table(f"{name}_coef", np.concatenate(coefs))
-        self.widths = (d.irreps_out.dim, d.irreps_in1.dim, d.irreps_in2.dim, d.weight_numel + self.has_unweighted)
+        self.widths = (
+            d.irreps_out.dim,
+            d.irreps_in1.dim,
+            d.irreps_in2.dim,
+            d.weight_numel + self.has_unweighted,
+        )
 
     def __call__(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         z = x1.shape[0]
@@ -390,7 +418,14 @@ class SparseTerms:
         grads = [torch.zeros(z, self.widths[s], dtype=grad_out.dtype) for s in (X1, X2, W)]
         coef = self.backend.table(f"{self.name}_coef", grad_out).numpy()
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        _input_gradients(*(g.numpy() for g in grads), *(t.numpy() for t in operands), self.base, self.counts, self.strides, coef)
+        _input_gradients(
+            *(g.numpy() for g in grads),
+            *(t.numpy() for t in operands),
+            self.base,
+            self.counts,
+            self.strides,
+            coef,
+        )
         return tuple(grads)
 
     def contract(self, target: int, sources) -> torch.Tensor:
@@ -404,7 +439,14 @@ class SparseTerms:
         slots = [s for s in range(4) if s != target]
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
         _contract_into(
-            result.numpy(), *(s.numpy() for s in sources), self.base, self.counts, self.strides, coef, target, *slots
+            result.numpy(),
+            *(s.numpy() for s in sources),
+            self.base,
+            self.counts,
+            self.strides,
+            coef,
+            target,
+            *slots,
         )
         return result
 
@@ -420,7 +462,11 @@ _GROUP_EINSUM = {
     "uuw": "zpui,zpuj,pijk,{z}puw->zpwk",
     "uuu": "zpui,zpuj,pijk,{z}pu->zpuk",
 }
-_GROUP_UNWEIGHTED = {"uvu": "zpui,zpvj,pijk->zpuk", "uvv": "zpui,zpvj,pijk->zpvk", "uuu": "zpui,zpuj,pijk->zpuk"}
+_GROUP_UNWEIGHTED = {
+    "uvu": "zpui,zpvj,pijk->zpuk",
+    "uvv": "zpui,zpvj,pijk->zpvk",
+    "uuu": "zpui,zpuj,pijk->zpuk",
+}
 
 
 class GroupedPaths:
@@ -439,17 +485,25 @@ class GroupedPaths:
         keys: dict[tuple, list[int]] = {}
         for k in instruction_ids:
             ins = d.instructions[k]
-            key = (ins.mode, ins.has_weight, d.irreps_in1[ins.i_in1].mul, d.irreps_in2[ins.i_in2].mul, d.irreps_out[ins.i_out].mul)
+            key = (
+                ins.mode,
+                ins.has_weight,
+                d.irreps_in1[ins.i_in1].mul,
+                d.irreps_in2[ins.i_in2].mul,
+                d.irreps_out[ins.i_out].mul,
+            )
             keys.setdefault(key, []).append(k)
         weight_slices = d.weight_slices()
         self.groups = []
-        for g, ((mode, has_weight, m1, m2, mo), ks) in enumerate(keys.items()):
+        for g, ((mode, has_weight, _m1, _m2, _mo), ks) in enumerate(keys.items()):
             instructions = [d.instructions[k] for k in ks]
             irs = [d.path_irreps(ins) for ins in instructions]
             d1, d2, do = (max(ir[c].dim for ir in irs) for c in range(3))
             cg = np.zeros((len(ks), d1, d2, do))
-            for p, (k, (ir1, ir2, iro)) in enumerate(zip(ks, irs)):
-                cg[p, : ir1.dim, : ir2.dim, : iro.dim] = instructions[p].coefficient * so3.wigner_3j(ir1.l, ir2.l, iro.l)
+            for p, (ir1, ir2, iro) in enumerate(irs):
+                cg[p, : ir1.dim, : ir2.dim, : iro.dim] = instructions[p].coefficient * so3.wigner_3j(
+                    ir1.l, ir2.l, iro.l
+                )
             backend.add_table(f"{name}_cg_{g}", cg)
             group = {
                 "mode": mode,
@@ -482,7 +536,9 @@ class GroupedPaths:
                 idx = group["weight"].to(device)
                 per_sample = weight.ndim == 2
                 w = weight[:, idx] if per_sample else weight[idx]
-                y = torch.einsum(_GROUP_EINSUM[group["mode"]].format(z="z" if per_sample else ""), a, b, cg, w)
+                y = torch.einsum(
+                    _GROUP_EINSUM[group["mode"]].format(z="z" if per_sample else ""), a, b, cg, w
+                )
             out = out.index_add(1, group["out"].to(device), y.reshape(z, group["out"].numel()))
         return out[:, :-1]
 

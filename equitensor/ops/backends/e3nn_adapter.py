@@ -14,7 +14,9 @@ class E3nnBackend(TensorProductBackend):
     def __init__(self, descriptor):
         super().__init__(descriptor)
         d = descriptor
-        instructions = [(i.i_in1, i.i_in2, i.i_out, i.mode, i.has_weight, i.path_weight) for i in d.instructions]
+        instructions = [
+            (i.i_in1, i.i_in2, i.i_out, i.mode, i.has_weight, i.path_weight) for i in d.instructions
+        ]
 
         def make(shared: bool) -> o3.TensorProduct:
             return o3.TensorProduct(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from importlib import metadata
 
+
 class _Registry:
     """Built-in names (imported lazily), registered classes and entry points of one kind."""
 
@@ -49,7 +50,9 @@ class _Registry:
         else:
             entry = self.entry_points().get(name)
             if entry is None:
-                raise ValueError(f"unknown {self.kind} backend {name!r}; available: {', '.join(self.names())}")
+                raise ValueError(
+                    f"unknown {self.kind} backend {name!r}; available: {', '.join(self.names())}"
+                )
             cls = entry.load()
         self.registered[name] = cls
         return cls
