@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from .microbench import time_call
+
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
 OC20_FILES = ("random1000100.traj", "random1000120.traj", "random1000141.traj")
@@ -71,16 +73,6 @@ def load_frames(files):
 
 
 # ----------------------------------------------------------------------------- worker (equitensor)
-def _run_steps(step, repeats: int) -> list[float]:
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def _maxrss_mb() -> float:
     import resource
 
@@ -129,9 +121,9 @@ def equitensor_worker(spec: dict) -> dict:
 
 def _measure(spec, train, infer, build_s, n_atoms, n_edges) -> dict:
     base = _maxrss_mb()
-    infer_times = _run_steps(infer, spec["repeats"])
+    infer_times = time_call(infer, spec["repeats"], warmup=1)
     infer_peak = _maxrss_mb() - base
-    train_times = _run_steps(train, spec["repeats"])
+    train_times = time_call(train, spec["repeats"], warmup=1)
     train_peak = _maxrss_mb() - base
     return {
         "build_s": build_s, "atoms": n_atoms, "edges": n_edges,
