@@ -6,7 +6,7 @@ for the same wall-clock budget, then the best-by-validation model of each is eva
 ``test_MD.xyz`` with the same metric code (energy MAE per atom, force-component MAE).
 
 * equitensor: ``python -m equitensor train --config ethanol`` with ``train.time_limit_minutes``.
-* mace-torch: ``mace_run_train`` from its own venv (``/work/mace-venv``, never a dependency of
+* mace-torch: ``mace_run_train`` from its own venv (``--mace-venv``, default ``../mace-venv``, never a dependency of
   equitensor), ``--max_num_epochs`` huge; this script stops it when the budget is spent, then
   re-runs it with ``--restart_latest --max_num_epochs <epoch of its best checkpoint>`` so that
   it writes that checkpoint as a model file without training further.
@@ -40,7 +40,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "molecules" / "ethanol"
-MACE_VENV = Path("/work/mace-venv")
+#: mace-torch's own venv (never a dependency): $EQUITENSOR_MACE_VENV, else ../mace-venv beside the repo.
+MACE_VENV = Path(os.environ.get("EQUITENSOR_MACE_VENV", REPO.parent / "mace-venv"))
 E0S = {1: -13.568422383046626, 6: -1025.2770951782686, 8: -2035.5709809589698}
 
 MACE_EVAL = r"""
@@ -65,6 +66,7 @@ print(json.dumps({"energy_per_atom_mae": float(np.mean(np.abs(de))), "forces_mae
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=5.0, help="training budget per code (wall clock)")
+    p.add_argument("--mace-venv", default=str(MACE_VENV), help="venv with mace-torch 0.3.16 (never a dependency)")
     p.add_argument("--train", default=str(DATA / "train.xyz"))
     p.add_argument("--test", default=str(DATA / "test_MD.xyz"))
     p.add_argument("--out-dir", default=str(REPO / "runs" / "train_budget"))
@@ -146,7 +148,7 @@ def run_mace(args, out: Path) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     base = [
-        str(MACE_VENV / "bin" / "mace_run_train"), "--name", "ethanol", "--work_dir", str(run_dir),
+        str(Path(args.mace_venv) / "bin" / "mace_run_train"), "--name", "ethanol", "--work_dir", str(run_dir),
         "--train_file", args.train, "--valid_fraction", "0.05", "--E0s", str(E0S),
         "--energy_key", "energy", "--forces_key", "forces",
         "--model", "ScaleShiftMACE", "--hidden_irreps", args.hidden_irreps, "--max_ell", str(args.max_ell),
@@ -199,7 +201,7 @@ def run_mace(args, out: Path) -> dict:
     model = run_dir / "ethanol.model"
     if rc or not model.is_file():
         raise RuntimeError(f"mace-torch could not write its model (rc {rc}); see {log_path}")
-    result = subprocess.run([str(MACE_VENV / "bin" / "python"), "-c", MACE_EVAL, str(model), args.test, args.dtype],
+    result = subprocess.run([str(Path(args.mace_venv) / "bin" / "python"), "-c", MACE_EVAL, str(model), args.test, args.dtype],
                             env=env, capture_output=True, text=True)  # fmt: skip
     if result.returncode:
         raise RuntimeError(f"mace-torch evaluation failed:\n{result.stderr[-3000:]}")
