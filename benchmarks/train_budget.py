@@ -66,7 +66,9 @@ print(json.dumps({"energy_per_atom_mae": float(np.mean(np.abs(de))), "forces_mae
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=5.0, help="training budget per code (wall clock)")
-    p.add_argument("--mace-venv", default=str(MACE_VENV), help="venv with mace-torch 0.3.16 (never a dependency)")
+    p.add_argument(
+        "--mace-venv", default=str(MACE_VENV), help="venv with mace-torch 0.3.16 (never a dependency)"
+    )
     p.add_argument("--train", default=str(DATA / "train.xyz"))
     p.add_argument("--test", default=str(DATA / "test_MD.xyz"))
     p.add_argument("--out-dir", default=str(REPO / "runs" / "train_budget"))
