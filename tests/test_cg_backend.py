@@ -161,3 +161,24 @@ def test_mace_convolution_fast_equals_e3nn():
 def test_unknown_method():
     with pytest.raises(ValueError, match="unknown method 'fastest'"):
         TensorProduct("0e", "0e", "0e", mode="uvw", method="fastest")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dense_method_equals_naive_with_gradients(mode):
+    a, b, c = _paired(mode, "2x0e+2x1o+1x2e", "2x0e+1x1o+1x2e", "2x0e+2x1o+2x1e+2x2e")
+    dense = _build(a, b, c, mode, True, method="dense")
+    naive = _build(a, b, c, mode, True, method="naive")
+    x1, x2, w = _inputs(dense, 4, True, requires_grad=True)
+    assert (dense(x1, x2, w) - naive(x1, x2, w)).abs().max() < TOL[torch.float64]
+    assert torch.autograd.gradcheck(dense, (x1, x2, w))
+    assert torch.autograd.gradgradcheck(dense, (x1, x2, w))
+
+
+def test_dense_method_needs_shared_weights():
+    tp = _build("2x0e", "0e", "2x0e", "uvu", False, method="dense")
+    with pytest.raises(ValueError, match="needs shared weights"):
+        tp(
+            torch.randn(3, 2, dtype=torch.float64),
+            torch.randn(3, 1, dtype=torch.float64),
+            torch.randn(3, 2, dtype=torch.float64),
+        )

@@ -20,8 +20,15 @@ Methods (``TensorProduct(..., backend="cg", method=...)``):
   blocks zero-padded to a common shape) and contracted by one ``einsum`` per group, then
   scattered into the output with one ``index_add``. Fits channel-mixing modes (``uvw``,
   ``uuw``) where the work is matrix products; runs on any device.
-* ``"auto"`` (default) — ``sparse`` for paths with at most :data:`SPARSE_MAX_CHANNEL_COMBOS`
-  channel combinations, ``grouped`` for the rest (and everything off CPU).
+* ``"dense"`` — shared weights only: the whole product is then one fixed bilinear map, so the
+  matrix ``M(w) [dim1 * dim2, dim_out]`` is assembled from the term list (one ``index_put``)
+  and applied as a single GEMM to the outer product ``x1 ⊗ x2``. Pure torch, any device,
+  differentiable to any order. Wins when multiplicities are small (Xie et al.'s SISO/SIMO/MIMO
+  settings, multiplicity 1), where the per-term kernels are dominated by overhead.
+* ``"auto"`` (default) — ``dense`` when the weights are shared (or absent) and ``M`` has at most
+  :data:`DENSE_MAX_ENTRIES` entries; otherwise ``sparse`` for paths with at most
+  :data:`SPARSE_MAX_CHANNEL_COMBOS` channel combinations, ``grouped`` for the rest (and
+  everything off CPU).
 * ``"naive"`` — the reference: one ``einsum`` per path. Used by the tests.
 
 All CG tables are float64 masters (``add_table``), so ``.double()`` is exact.
@@ -37,7 +44,11 @@ from ... import so3
 from ..descriptor import Instruction, TensorProductDescriptor
 from .base import TensorProductBackend, instruction_paths
 
-METHODS = ("auto", "sparse", "grouped", "naive")
+METHODS = ("auto", "sparse", "grouped", "dense", "naive")
+
+#: ``auto`` runs a shared-weight product as one GEMM (``dense``) when its bilinear matrix has at
+#: most this many entries (``dim1 * dim2 * dim_out``; 2^22 floats = 16 MB in float32).
+DENSE_MAX_ENTRIES = 2**22
 
 #: ``auto`` sends a path to the sparse kernel when its channel combinations (u*v for uvu/uvv,
 #: u for uuu, u*v*w for uvw, u*w for uuw) are at most this many; beyond it matrix products win.
@@ -84,10 +95,20 @@ class CGBackend(TensorProductBackend):
         # The sparse kernel is CPU-only; on other devices all paths run grouped (built on first use).
         self._sparse_instructions = sparse
         self._grouped_everything: GroupedPaths | None = None
+        entries = descriptor.irreps_in1.dim * descriptor.irreps_in2.dim * descriptor.irreps_out.dim
+        wants_dense = method == "dense" or (method == "auto" and entries <= DENSE_MAX_ENTRIES)
+        self._dense = BilinearMatrix(self, "dense", everything) if wants_dense and everything else None
 
     def forward(self, x1, x2, weight):
         if self.method == "naive":
             return self._naive_forward(x1, x2, weight)
+        shared = weight is None or weight.ndim == 1
+        if self.method == "dense" and not shared:
+            raise ValueError("cg backend: method='dense' needs shared weights (shared_weights=True)")
+        if self._dense is not None and shared:
+            return self._dense(x1, x2, weight)
+        if self.method == "dense":
+            return x1.new_zeros(x1.shape[0], self.descriptor.irreps_out.dim)  # no instructions
         if x1.device.type != "cpu" and self._sparse is not None:
             if self._grouped_everything is None:
                 self._grouped_everything = GroupedPaths(
@@ -467,6 +488,44 @@ _GROUP_UNWEIGHTED = {
     "uvv": "zpui,zpvj,pijk->zpvk",
     "uuu": "zpui,zpuj,pijk->zpuk",
 }
+
+
+class BilinearMatrix:
+    """Shared weights: ``out = (x1 ⊗ x2).reshape(Z, dim1 * dim2) @ M(w)`` (method ``dense``).
+
+    ``M`` is assembled per call from the unrolled term list of :class:`SparseTerms` (every CG
+    entry x channel combination as explicit ``(row, column, weight column, coefficient)``), so
+    its gradient w.r.t. the weights is the ``index_put`` backward; everything is plain torch.
+    """
+
+    def __init__(self, backend: CGBackend, name: str, instruction_ids):
+        d = backend.descriptor
+        terms = SparseTerms(backend, f"{name}_terms", instruction_ids)
+        n_loop = np.prod(terms.counts, axis=1)  # [E] channel combinations of each CG entry
+        entry = np.repeat(np.arange(len(n_loop)), n_loop)
+        within = np.arange(entry.size) - np.repeat(np.cumsum(n_loop) - n_loop, n_loop)
+        c1, c2 = terms.counts[entry, 1], terms.counts[entry, 2]
+        steps = np.stack([within // (c1 * c2), (within // c2) % c1, within % c2], axis=1)  # [T, 3]
+        cols = terms.base[entry] + np.einsum("tl,tls->ts", steps, terms.strides[entry])  # [T, 4] out,x1,x2,w
+        self.dim1, self.dim2, self.dim_out = d.irreps_in1.dim, d.irreps_in2.dim, d.irreps_out.dim
+        self.has_unweighted = terms.has_unweighted
+        self.rows = torch.as_tensor(cols[:, 1] * self.dim2 + cols[:, 2])
+        self.columns = torch.as_tensor(cols[:, 0])
+        self.weight_columns = torch.as_tensor(cols[:, 3])
+        backend.add_table(f"{name}_coef", backend._tables[f"{name}_terms_coef"][entry])
+        self.backend, self.name = backend, name
+
+    def __call__(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        w = x1.new_ones(1) if weight is None else weight
+        if self.has_unweighted and weight is not None:
+            w = torch.cat([w, w.new_ones(1)])
+        idx = [t.to(x1.device) for t in (self.rows, self.columns, self.weight_columns)]
+        values = self.backend.table(f"{self.name}_coef", x1) * w[idx[2]]
+        matrix = x1.new_zeros(self.dim1 * self.dim2, self.dim_out).index_put(
+            (idx[0], idx[1]), values, accumulate=True
+        )
+        outer = (x1[:, :, None] * x2[:, None, :]).reshape(x1.shape[0], self.dim1 * self.dim2)
+        return outer @ matrix
 
 
 class GroupedPaths:
