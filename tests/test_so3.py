@@ -44,14 +44,14 @@ def test_wigner_3j_matches_installed_e3nn():
                 assert np.abs(so3.wigner_3j(l1, l2, l3) - ref).max() < 1e-12, (l1, l2, l3)
 
 
-def test_phase_convention_detected_from_installed_e3nn():
-    import e3nn
+def test_installed_e3nn_convention_is_accepted_and_04_is_refused(monkeypatch):
+    assert so3.e3nn_phase_convention() == "0.5"  # the installed e3nn (>= 0.5, pyproject)
+    from importlib import metadata
 
-    major_minor = tuple(int(p) for p in e3nn.__version__.split(".")[:2])
-    assert so3.e3nn_phase_convention() == ("0.5" if major_minor >= (0, 5) else "0.4")
-    # The 0.5 convention flips (1,2,2) relative to 0.4: check the sign that distinguishes them.
-    w = so3.wigner_3j(1, 2, 2)
-    assert np.abs(w).max() > 0
+    monkeypatch.setattr(metadata, "version", lambda name: "0.4.4")
+    detect = so3.e3nn_phase_convention.__wrapped__  # bypass the cache
+    with pytest.raises(ValueError, match=r"e3nn 0\.4\.4 is installed.*16 of 111"):
+        detect()
 
 
 def test_wigner_3j_is_invariant(rng):

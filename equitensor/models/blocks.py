@@ -158,13 +158,10 @@ class InteractionBlock(torch.nn.Module):
         sender, receiver = edge_index[0], edge_index[1]
         sc = self.skip(node_feats, element_onehot) if self.residual else None
         node_feats = self.linear_up(node_feats)
-        message = node_feats.new_zeros(
-            node_feats.shape[0], self.conv_tp.irreps_out.dim
-        )  # [N, irreps_mid.dim]
-        if edge_index.shape[1] > 0:  # graphs without any edge (isolated atoms): no message
-            tp_weights = self.conv_tp_weights(edge_feats)  # [n_edges, weight_numel]
-            messages = self.conv_tp(node_feats[sender], edge_attrs, tp_weights)  # [n_edges, irreps_mid.dim]
-            message = message.index_add(0, receiver, messages)
+        tp_weights = self.conv_tp_weights(edge_feats)  # [n_edges, weight_numel]
+        messages = self.conv_tp(node_feats[sender], edge_attrs, tp_weights)  # [n_edges, irreps_mid.dim]
+        message = node_feats.new_zeros(node_feats.shape[0], messages.shape[-1])  # [N, irreps_mid.dim]
+        message = message.index_add(0, receiver, messages)
         message = self.linear(message) / self.avg_num_neighbors  # [N, target.dim]
         if not self.residual:
             message = self.skip(message, element_onehot)
