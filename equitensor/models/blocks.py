@@ -155,13 +155,13 @@ class InteractionBlock(torch.nn.Module):
         return self.target_irreps
 
     def forward(self, node_feats, element_onehot, edge_attrs, edge_feats, edge_index):
-        sender, receiver = edge_index[0], edge_index[1]
         sc = self.skip(node_feats, element_onehot) if self.residual else None
         node_feats = self.linear_up(node_feats)
         tp_weights = self.conv_tp_weights(edge_feats)  # [n_edges, weight_numel]
-        messages = self.conv_tp(node_feats[sender], edge_attrs, tp_weights)  # [n_edges, irreps_mid.dim]
-        message = node_feats.new_zeros(node_feats.shape[0], messages.shape[-1])  # [N, irreps_mid.dim]
-        message = message.index_add(0, receiver, messages)
+        # sum over edges (sender -> receiver) of the product; fused where the backend can
+        message = self.conv_tp.message_passing(
+            node_feats, edge_attrs, tp_weights, edge_index
+        )  # [N, irreps_mid.dim]
         message = self.linear(message) / self.avg_num_neighbors  # [N, target.dim]
         if not self.residual:
             message = self.skip(message, element_onehot)

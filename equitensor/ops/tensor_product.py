@@ -110,6 +110,53 @@ class TensorProduct(torch.nn.Module):
         out = self.impl(x1, x2, weight)
         return out.reshape(*batch, self.irreps_out.dim)
 
+    def message_passing(
+        self,
+        node_feats: torch.Tensor,
+        edge_attrs: torch.Tensor,
+        weight: torch.Tensor | None,
+        edge_index: torch.Tensor,
+    ) -> torch.Tensor:
+        """Product on every edge, summed at its receiver (a graph convolution).
+
+        ``out[n] = sum over edges e = (s -> n) of tp(node_feats[s], edge_attrs[e], weight[e])``
+        with ``node_feats [N, irreps_in1.dim]``, ``edge_attrs [n_edges, irreps_in2.dim]``,
+        ``weight [n_edges, weight_numel]`` (per edge) or the shared/internal weights, and
+        ``edge_index [2, n_edges]`` (row 0 sender, row 1 receiver, torch-geometric's
+        convention) -> ``[N, irreps_out.dim]``. Equal to gathering, calling the product and
+        summing with ``index_add``; backends that can (``cg`` on MACE's convolution) do it in one
+        fused pass without forming the ``[n_edges, irreps_out.dim]`` messages.
+        """
+        check_last_dim(node_feats, self.irreps_in1, "node_feats")
+        check_last_dim(edge_attrs, self.irreps_in2, "edge_attrs")
+        if node_feats.ndim != 2 or edge_attrs.ndim != 2:
+            raise ValueError(
+                f"message_passing expects node_feats [N, {self.irreps_in1.dim}] and edge_attrs "
+                f"[n_edges, {self.irreps_in2.dim}], got {tuple(node_feats.shape)} and {tuple(edge_attrs.shape)}"
+            )
+        n_nodes, n_edges = node_feats.shape[0], edge_attrs.shape[0]
+        if edge_index.ndim != 2 or edge_index.shape != (2, n_edges):
+            raise ValueError(
+                f"edge_index must have shape [2, n_edges] = [2, {n_edges}] (one column per row of "
+                f"edge_attrs), got {tuple(edge_index.shape)}"
+            )
+        if edge_index.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"edge_index must hold integers, got {edge_index.dtype}")
+        if n_edges and (int(edge_index.min()) < 0 or int(edge_index.max()) >= n_nodes):
+            raise ValueError(
+                f"edge_index refers to nodes outside [0, {n_nodes}) (range {int(edge_index.min())}.."
+                f"{int(edge_index.max())}); it must index rows of node_feats"
+            )
+        weight = self._resolve_weight(weight, (n_edges,))
+        if weight is not None and weight.ndim > 1:
+            if weight.ndim != 2:
+                raise ValueError(
+                    f"per-edge weight must have shape [{n_edges}, {self.weight_numel}], got {tuple(weight.shape)}"
+                )
+            weight = weight.expand(n_edges, self.weight_numel)
+        sender, receiver = edge_index[0].long(), edge_index[1].long()
+        return self.impl.message_passing(node_feats, edge_attrs, weight, sender, receiver)
+
     def _resolve_weight(self, weight, batch):
         if self.internal_weights:
             if weight is not None:

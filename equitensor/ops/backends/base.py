@@ -68,6 +68,24 @@ class TensorProductBackend(torch.nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
+    def message_passing(
+        self,
+        x1: torch.Tensor,
+        x2: torch.Tensor,
+        weight: torch.Tensor | None,
+        sender: torch.Tensor,
+        receiver: torch.Tensor,
+    ) -> torch.Tensor:
+        """``out[n] = sum_{e: receiver[e] = n} forward(x1[sender[e]], x2[e], weight[e])``.
+
+        ``x1 [N, irreps_in1.dim]`` (node features), ``x2 [n_edges, irreps_in2.dim]``, ``weight
+        [n_edges, weight_numel]``, ``[weight_numel]`` or ``None``, ``sender``/``receiver``
+        ``[n_edges]`` int64 in ``[0, N)`` (validated by ``TensorProduct``) -> ``[N, irreps_out.dim]``.
+        This default forms the per-edge messages; a backend may fuse the three steps.
+        """
+        messages = self(x1[sender], x2, weight)
+        return messages.new_zeros(x1.shape[0], messages.shape[1]).index_add(0, receiver, messages)
+
     def extra_repr(self) -> str:
         d = self.descriptor
         return f"{d.irreps_in1} x {d.irreps_in2} -> {d.irreps_out}, paths={len(self.paths)}, weight_numel={self.weight_numel}"

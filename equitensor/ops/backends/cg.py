@@ -25,8 +25,15 @@ Methods (``TensorProduct(..., backend="cg", method=...)``):
   and applied as a single GEMM to the outer product ``x1 ⊗ x2``. Pure torch, any device,
   differentiable to any order. Wins when multiplicities are small (Xie et al.'s SISO/SIMO/MIMO
   settings, multiplicity 1), where the per-term kernels are dominated by overhead.
+* ``"channelwise"`` — every instruction ``uvu`` with a multiplicity-1 second input (MACE's
+  convolution, ``x1 ⊗ Y(edge)``): the kernel of :mod:`.cg_channelwise`, which contracts each CG
+  block with the sample's ``x2`` first and then runs one small mat-vec per channel, reading and
+  writing mul_ir rows directly. It also runs :meth:`message_passing` fused (gather at senders,
+  product, sum at receivers) without forming per-edge messages. CPU only; any order of
+  derivative.
 * ``"auto"`` (default) — ``dense`` when the weights are shared (or absent) and ``M`` has at most
-  :data:`DENSE_MAX_ENTRIES` entries; otherwise ``sparse`` for paths with at most
+  :data:`DENSE_MAX_ENTRIES` entries; else ``channelwise`` when every instruction fits it;
+  otherwise ``sparse`` for paths with at most
   :data:`SPARSE_MAX_CHANNEL_COMBOS` channel combinations, ``grouped`` for the rest (and
   everything off CPU).
 * ``"naive"`` — the reference: one ``einsum`` per path. Used by the tests.
@@ -43,8 +50,10 @@ import torch
 from ... import so3
 from ..descriptor import Instruction, TensorProductDescriptor
 from .base import TensorProductBackend, instruction_paths
+from .cg_channelwise import ChannelwisePaths, channelwise_eligible
+from .multilinear import X1, X2, W, apply_forward
 
-METHODS = ("auto", "sparse", "grouped", "dense", "naive")
+METHODS = ("auto", "channelwise", "sparse", "grouped", "dense", "naive")
 
 #: ``auto`` runs a shared-weight product as one GEMM (``dense``) when its bilinear matrix has at
 #: most this many entries (``dim1 * dim2 * dim_out``; 2^22 floats = 16 MB in float32).
@@ -57,16 +66,13 @@ SPARSE_MAX_CHANNEL_COMBOS = 512
 #: CG entries smaller than this (float64 round-off of exact zeros) are dropped from the term list.
 _CG_ZERO = 1e-12
 
-# Slots of the 4-linear form: the output and the three inputs.
-OUT, X1, X2, W = 0, 1, 2, 3
-
 
 class CGBackend(TensorProductBackend):
     """Exact CG product (see the module docstring for the execution methods).
 
     Args:
         descriptor: the validated product.
-        method: ``"auto"`` | ``"sparse"`` | ``"grouped"`` | ``"naive"``.
+        method: one of :data:`METHODS` (module docstring).
     """
 
     def __init__(self, descriptor: TensorProductDescriptor, method: str = "auto"):
@@ -81,7 +87,16 @@ class CGBackend(TensorProductBackend):
             self.add_table(f"cg_{k}", ins.coefficient * so3.wigner_3j(l1, l2, lo))
 
         everything = list(range(len(descriptor.instructions)))
-        if method == "auto":
+        eligible = channelwise_eligible(descriptor)
+        if method == "channelwise" and not eligible:
+            raise ValueError(
+                "cg backend: method='channelwise' needs every instruction in mode 'uvu' with a "
+                "multiplicity-1 second input (MACE's convolution); use method='auto'"
+            )
+        self._channelwise = (
+            ChannelwisePaths(self, "channelwise") if eligible and method in ("auto", "channelwise") else None
+        )
+        if method == "auto" and self._channelwise is None:
             sparse = [
                 k
                 for k in everything
@@ -90,10 +105,10 @@ class CGBackend(TensorProductBackend):
         else:
             sparse = everything if method == "sparse" else []
         dense = [k for k in everything if k not in sparse]
-        self._sparse = SparseTerms(self, "sparse", sparse) if sparse and method != "naive" else None
-        self._grouped = GroupedPaths(self, "grouped", dense) if dense and method != "naive" else None
-        # The sparse kernel is CPU-only; on other devices all paths run grouped (built on first use).
-        self._sparse_instructions = sparse
+        builds_terms = method not in ("naive", "channelwise", "dense") and self._channelwise is None
+        self._sparse = SparseTerms(self, "sparse", sparse) if sparse and builds_terms else None
+        self._grouped = GroupedPaths(self, "grouped", dense) if dense and builds_terms else None
+        # The numba kernels are CPU-only; on other devices all paths run grouped (built on first use).
         self._grouped_everything: GroupedPaths | None = None
         entries = descriptor.irreps_in1.dim * descriptor.irreps_in2.dim * descriptor.irreps_out.dim
         wants_dense = method == "dense" or (method == "auto" and entries <= DENSE_MAX_ENTRIES)
@@ -109,16 +124,28 @@ class CGBackend(TensorProductBackend):
             return self._dense(x1, x2, weight)
         if self.method == "dense":
             return x1.new_zeros(x1.shape[0], self.descriptor.irreps_out.dim)  # no instructions
-        if x1.device.type != "cpu" and self._sparse is not None:
-            if self._grouped_everything is None:
-                self._grouped_everything = GroupedPaths(
-                    self, "grouped_all", range(len(self.descriptor.instructions))
-                )
-            return self._grouped_everything(x1, x2, weight)
+        if x1.device.type != "cpu" and (self._sparse is not None or self._channelwise is not None):
+            return self._all_grouped()(x1, x2, weight)
+        if self._channelwise is not None:
+            return self._channelwise.per_sample(x1, x2, weight)
         parts = [plan(x1, x2, weight) for plan in (self._sparse, self._grouped) if plan is not None]
         if not parts:
             return x1.new_zeros(x1.shape[0], self.descriptor.irreps_out.dim)
         return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+    def message_passing(self, x1, x2, weight, sender, receiver):
+        """Fused gather-product-scatter with the channel-wise kernel when it applies (CPU,
+        methods ``auto``/``channelwise``); otherwise the generic per-edge route."""
+        if self._channelwise is not None and x1.device.type == "cpu":
+            return self._channelwise.message_passing(x1, x2, weight, sender, receiver)
+        return super().message_passing(x1, x2, weight, sender, receiver)
+
+    def _all_grouped(self) -> GroupedPaths:
+        if self._grouped_everything is None:
+            self._grouped_everything = GroupedPaths(
+                self, "grouped_all", range(len(self.descriptor.instructions))
+            )
+        return self._grouped_everything
 
     def _naive_forward(self, x1, x2, weight):
         """Reference: one einsum per path, then a sum per output block."""
@@ -289,85 +316,6 @@ def _input_gradients(g1, g2, gw, grad_out, x1, x2, w, base, counts, strides, coe
                     rw[pw] += accw
 
 
-class _Forward(torch.autograd.Function):
-    """The forward contraction (slot ``out``), with all input gradients from one fused kernel.
-
-    Its backward is :class:`_InputGradients`, whose own derivatives are
-    :class:`_SlotContraction` calls: every order of derivative stays available.
-    """
-
-    @staticmethod
-    def forward(ctx, terms: SparseTerms, x1, x2, w):
-        ctx.terms = terms
-        ctx.save_for_backward(x1, x2, w)
-        return terms.contract(OUT, (x1, x2, w))
-
-    @staticmethod
-    def backward(ctx, grad):
-        x1, x2, w = ctx.saved_tensors
-        g1, g2, gw = _InputGradients.apply(ctx.terms, grad, x1, x2, w)
-        needed = ctx.needs_input_grad[1:]
-        return (None, *(g if need else None for g, need in zip((g1, g2, gw), needed)))
-
-
-class _InputGradients(torch.autograd.Function):
-    """``(d/dx1, d/dx2, d/dw)`` of ``<grad_out, forward(x1, x2, w)>`` (fused kernel)."""
-
-    @staticmethod
-    def forward(ctx, terms: SparseTerms, grad_out, x1, x2, w):
-        ctx.terms = terms
-        ctx.save_for_backward(grad_out, x1, x2, w)
-        return terms.input_gradients(grad_out, x1, x2, w)
-
-    @staticmethod
-    def backward(ctx, h1, h2, hw):
-        # Output r (slot r's gradient) depends on every slot s != r; its derivative w.r.t. slot
-        # s, contracted with h_r, is the contraction into s with h_r placed in slot r.
-        terms = ctx.terms
-        saved = dict(zip((OUT, X1, X2, W), ctx.saved_tensors))
-        grads: dict[int, torch.Tensor] = {}
-        for slot_r, h in ((X1, h1), (X2, h2), (W, hw)):
-            if h is None:
-                continue
-            operands = {**saved, slot_r: h}
-            for slot_s, needed in zip((OUT, X1, X2, W), ctx.needs_input_grad[1:]):
-                if slot_s == slot_r or not needed:
-                    continue
-                term = _SlotContraction.apply(terms, slot_s, *(operands[q] for q in range(4) if q != slot_s))
-                grads[slot_s] = term if slot_s not in grads else grads[slot_s] + term
-        return (None, *(grads.get(s) for s in (OUT, X1, X2, W)))
-
-
-class _SlotContraction(torch.autograd.Function):
-    """Slot ``target`` of the 4-linear form from the three other slots (given in slot order).
-
-    The derivative of this contraction w.r.t. another slot, contracted with the incoming
-    gradient, is the contraction into that slot with the gradient in place of ``target``: the
-    same Function, so derivatives of every order work.
-    """
-
-    @staticmethod
-    def forward(ctx, terms: SparseTerms, target: int, *sources: torch.Tensor) -> torch.Tensor:
-        ctx.terms, ctx.target = terms, target
-        ctx.save_for_backward(*sources)
-        return terms.contract(target, sources)
-
-    @staticmethod
-    def backward(ctx, grad):
-        terms, target = ctx.terms, ctx.target
-        source_slots = [s for s in range(4) if s != target]
-        operands = dict(zip(source_slots, ctx.saved_tensors))
-        operands[target] = grad
-        grads = []
-        for slot, needed in zip(source_slots, ctx.needs_input_grad[2:]):
-            if not needed:
-                grads.append(None)
-                continue
-            others = [operands[s] for s in range(4) if s != slot]
-            grads.append(_SlotContraction.apply(terms, slot, *others))
-        return (None, None, *grads)
-
-
 class SparseTerms:
     """The nonzero CG entries of some instructions, each with its channel loops, executed by
     :func:`_contract_into`.
@@ -429,7 +377,7 @@ class SparseTerms:
         # Shared weights become a zero-stride [Z, n_w] view: the kernel reads the same row for
         # every sample and autograd sums the per-sample weight gradients back.
         w = w.expand(z, w.shape[1])
-        return _Forward.apply(self, x1.contiguous(), x2.contiguous(), w)
+        return apply_forward(self, x1.contiguous(), x2.contiguous(), w)
 
     def input_gradients(self, grad_out, x1, x2, w):
         """``(g1 [Z, dim1], g2 [Z, dim2], gw [Z, n_w_ext])`` from one run of :func:`_input_gradients`."""

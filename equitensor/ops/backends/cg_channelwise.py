@@ -1,0 +1,439 @@
+"""The ``cg`` backend's channel-wise kernel: ``uvu`` paths whose second input has one channel.
+
+This is MACE's convolution product, ``x1 [128 channels] ⊗ Y(edge) [one channel] -> one output
+block per path``, with per-edge weights ``w[u]`` per path. For one sample and one path,
+
+    out[u, k] += w[u] * sum_i x1[u, i] * C[i, k],    C[i, k] = sum_j cg[i, j, k] * x2[j],
+
+so the CG block is first contracted with the sample's ``x2`` into a small ``(2l1+1) x (2l3+1)``
+matrix, and every channel then costs one small mat-vec; contiguous ``(2l+1)``-rows of the mul_ir
+layout are read and written directly (no layout conversion, no intermediate tensor).
+
+The same kernel runs *message passing* fused: ``x1`` and ``out`` may be node-indexed (``x1``
+read at each edge's sender, ``out`` accumulated at its receiver) while ``x2`` and ``w`` are
+edge-indexed, so the per-edge messages ``[n_edges, dim_out]`` never exist. The plain per-sample
+product is the special case where every index is the identity.
+
+Autograd: the product is the 4-linear form of :mod:`.multilinear`; :class:`BoundChannelwise`
+executes "contract three slots into the fourth" for every slot, so forward, backward and every
+higher derivative run on this kernel. Writes are race-free and deterministic: a contraction into
+a node-indexed slot runs in parallel over nodes, visiting each node's edges in CSR order; a
+contraction into an edge-indexed slot runs in parallel over edges. CPU only.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+from ... import so3
+from ..descriptor import TensorProductDescriptor
+from .multilinear import OUT, SLOTS, X1, X2, W, apply_forward
+
+#: CG entries smaller than this (float64 round-off of exact zeros) are left out.
+_CG_ZERO = 1e-12
+
+
+def channelwise_eligible(descriptor: TensorProductDescriptor) -> bool:
+    """Whether every instruction is ``uvu`` with a single-channel second input (the kernel's scope)."""
+    d = descriptor
+    return bool(d.instructions) and all(
+        ins.mode == "uvu" and d.irreps_in2[ins.i_in2].mul == 1 for ins in d.instructions
+    )
+
+
+class ChannelwisePaths:
+    """Per-path offsets and CG entries of a channel-wise product, for the numba kernels.
+
+    Arrays (one entry per instruction ``p``): channel count ``mul``, first column and irrep
+    dimension of the ``x1``, ``x2`` and output blocks, first weight column (weights of path
+    ``p`` are ``w[:, off_w[p] + u]``, e3nn's ``(mul1, 1)`` block) and whether it is weighted;
+    an unweighted path reads the one extra column of ones appended to the weights instead (so
+    that the product stays linear in the weight slot, which its derivatives rely on);
+    CG entries of path ``p`` are ``cg_*[cg_ptr[p]:cg_ptr[p + 1]]`` as ``(i, j, k, coefficient)``.
+    """
+
+    def __init__(self, backend, name: str):
+        d = backend.descriptor
+        if not channelwise_eligible(d):
+            raise ValueError(
+                "the channel-wise cg kernel needs every instruction in mode 'uvu' with a "
+                "multiplicity-1 second input; use method='sparse' or 'grouped'"
+            )
+        self.backend, self.name = backend, name
+        starts1, starts2, starts_out = (
+            [s.start for s in irreps.slices()] for irreps in (d.irreps_in1, d.irreps_in2, d.irreps_out)
+        )
+        weight_slices = d.weight_slices()
+        fields = {k: [] for k in ("mul", "off1", "d1", "off2", "off_o", "d_o", "off_w", "weighted")}
+        cg_i, cg_j, cg_k, coefs, cg_ptr = [], [], [], [], [0]
+        for p, ins in enumerate(d.instructions):
+            (m1, ir1), (_, ir2), (_, iro) = (
+                d.irreps_in1[ins.i_in1],
+                d.irreps_in2[ins.i_in2],
+                d.irreps_out[ins.i_out],
+            )
+            cg = ins.coefficient * so3.wigner_3j(ir1.l, ir2.l, iro.l)
+            i, j, k = np.nonzero(np.abs(cg) > _CG_ZERO)
+            cg_i.append(i), cg_j.append(j), cg_k.append(k), coefs.append(cg[i, j, k])
+            cg_ptr.append(cg_ptr[-1] + len(i))
+            values = (m1, starts1[ins.i_in1], ir1.dim, starts2[ins.i_in2], starts_out[ins.i_out], iro.dim,
+                      weight_slices[p].start if ins.has_weight else d.weight_numel, int(ins.has_weight))  # fmt: skip
+            for key, value in zip(fields, values):
+                fields[key].append(value)
+        self.paths = {k: np.asarray(v, dtype=np.int64) for k, v in fields.items()}
+        self.cg_ptr = np.asarray(cg_ptr, dtype=np.int64)
+        self.cg_ijk = np.stack([np.concatenate(a) for a in (cg_i, cg_j, cg_k)]).astype(np.int64)  # [3, nnz]
+        backend.add_table(f"{name}_coef", np.concatenate(coefs))
+        self.scratch = int(max(self.paths["d1"] * self.paths["d_o"]))
+        self.blocks1, self.blocks_o = (
+            np.asarray(
+                [(s.start, mul, ir.dim) for s, (mul, ir) in zip(irreps.slices(), irreps)], dtype=np.int64
+            )
+            for irreps in (d.irreps_in1, d.irreps_out)
+        )
+        self.has_unweighted = not all(ins.has_weight for ins in d.instructions)
+        self.widths = {
+            OUT: d.irreps_out.dim,
+            X1: d.irreps_in1.dim,
+            X2: d.irreps_in2.dim,
+            W: d.weight_numel + self.has_unweighted,
+        }
+
+    def per_sample(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        """The product sample by sample: ``x1 [Z, dim1], x2 [Z, dim2], weight [Z | -, n_w] -> [Z, dim_out]``."""
+        z = x1.shape[0]
+        identity = torch.arange(z)
+        graph = _Graph(identity, identity, z, z)
+        return apply_forward(
+            BoundChannelwise(self, graph), x1.contiguous(), x2.contiguous(), self._weight(weight, z)
+        )
+
+    def message_passing(self, x1, x2, weight, sender, receiver) -> torch.Tensor:
+        """``out[n] = sum over edges e with receiver[e] == n of product(x1[sender[e]], x2[e], w[e])``.
+
+        ``x1 [N, dim1]``, ``x2 [n_edges, dim2]``, ``weight [n_edges | -, n_w]`` -> ``[N, dim_out]``.
+        """
+        graph = _Graph(sender.to(torch.int64), receiver.to(torch.int64), x1.shape[0], x2.shape[0])
+        return apply_forward(
+            BoundChannelwise(self, graph), x1.contiguous(), x2.contiguous(), self._weight(weight, x2.shape[0])
+        )
+
+    def _weight(self, weight, n):
+        """The weight slot ``[n, n_w (+ 1 column of ones when a path is unweighted)]``; shared
+        weights become a zero-stride view and autograd sums the per-edge gradients."""
+        parts = [] if weight is None else [weight if weight.ndim == 2 else weight.unsqueeze(0)]
+        if self.has_unweighted:
+            like = weight if weight is not None else torch.empty(0)
+            ones = torch.ones(1, 1, dtype=like.dtype)
+            parts.append(ones.expand(parts[0].shape[0], 1) if parts else ones)
+        w = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return w.expand(n, self.widths[W])
+
+
+class _Graph:
+    """Sender / receiver of every edge (identity for a per-sample product) and their CSR orders."""
+
+    def __init__(self, sender: torch.Tensor, receiver: torch.Tensor, num_nodes: int, num_edges: int):
+        self.sender, self.receiver = sender.contiguous().numpy(), receiver.contiguous().numpy()
+        self.num_nodes, self.num_edges = num_nodes, num_edges
+        self._csr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def csr(self, by: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(order, ptr)``: edges sorted by ``by`` (``"sender"``, ``"receiver"`` or ``"edge"``),
+        with ``order[ptr[g]:ptr[g + 1]]`` the edges of group ``g``."""
+        if by not in self._csr:
+            if by == "edge":
+                order = np.arange(self.num_edges, dtype=np.int64)
+                ptr = np.arange(self.num_edges + 1, dtype=np.int64)
+            else:
+                index = self.sender if by == "sender" else self.receiver
+                order = np.argsort(index, kind="stable").astype(np.int64)
+                ptr = np.zeros(self.num_nodes + 1, dtype=np.int64)
+                np.cumsum(np.bincount(index, minlength=self.num_nodes), out=ptr[1:])
+            self._csr[by] = (order, ptr)
+        return self._csr[by]
+
+
+class BoundChannelwise:
+    """A :class:`ChannelwisePaths` bound to one graph: the executor for :mod:`.multilinear`.
+
+    Slot rows: ``out`` and ``x1`` are node rows (``N``), ``x2`` and ``w`` edge rows; a ``w``
+    with a zero row stride is a shared weight and is read as one row.
+    """
+
+    def __init__(self, plan: ChannelwisePaths, graph: _Graph):
+        self.plan, self.graph = plan, graph
+
+    def _rows(self, slot: int) -> int:
+        return self.graph.num_nodes if slot in (OUT, X1) else self.graph.num_edges
+
+    def _operands(self, tensors: dict[int, torch.Tensor]):
+        """numpy views of the four slots (the weight as ``[1, n_w]`` when shared)."""
+        arrays = {}
+        for slot, t in tensors.items():
+            t = t.detach()
+            if slot == W and t.shape[0] > 0 and t.stride(0) == 0:
+                t = t[:1]
+            arrays[slot] = t.contiguous().numpy()
+        return arrays
+
+    def _common(self, like: torch.Tensor) -> tuple:
+        plan, g, p = self.plan, self.graph, self.plan.paths
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        coef = plan.backend.table(f"{plan.name}_coef", like).numpy()
+        return (
+            g.sender, g.receiver, plan.blocks1, plan.blocks_o, p["mul"], p["off1"], p["d1"], p["off2"], p["off_o"], p["d_o"],
+            p["off_w"], p["weighted"], plan.cg_ptr, plan.cg_ijk, coef, plan.scratch,
+        )  # fmt: skip
+
+    def contract(self, target: int, sources) -> torch.Tensor:
+        like = sources[0]
+        result = torch.empty(self._rows(target), self.plan.widths[target], dtype=like.dtype)
+        arrays = _numpy_slots({**dict(zip((s for s in SLOTS if s != target), sources)), target: result})
+        by = {OUT: "receiver", X1: "sender"}.get(target, "edge")
+        _contract_into(target, *arrays, *self.graph.csr(by), *self._common(like))
+        return result
+
+    def input_gradients(self, grad_out, x1, x2, w):
+        grads = tuple(
+            torch.empty(self._rows(s), self.plan.widths[s], dtype=grad_out.dtype) for s in (X1, X2, W)
+        )
+        arrays = _numpy_slots({OUT: grad_out, X1: x1, X2: x2, W: w})
+        _input_gradients(
+            *arrays, *(t.numpy() for t in grads), *self.graph.csr("sender"), *self._common(grad_out)
+        )
+        return grads
+
+
+def _numpy_slots(tensors: dict[int, torch.Tensor]) -> tuple[np.ndarray, ...]:
+    """numpy views of the four slots in slot order; a zero-row-stride (shared) weight as ``[1, n_w]``."""
+    arrays = []
+    for slot in SLOTS:
+        t = tensors[slot].detach()
+        if slot == W and t.shape[0] > 0 and t.stride(0) == 0:
+            t = t[:1]
+        arrays.append(t.contiguous().numpy())
+    return tuple(arrays)
+
+
+# --------------------------------------------------------------------------------------------
+# numba kernels. Slots: out [N, dim_out], x1 [N, dim1], x2 [n_edges, dim2], w [n_edges | 1, n_w].
+#
+# Rows of out and x1 are copied into per-thread scratch in "ir_mul" order block by block (block
+# [start, start + mul * dim) holds entry (u, i) at start + i * mul + u): the channel loops are
+# then contiguous, and mul_ir is read and written once per row. The channel loops index 1-d
+# views with unsigned counters: with signed ones numba adds negative-index wraparound, which
+# keeps LLVM from vectorising them (10x slower).
+
+
+@numba.njit(inline="always")
+def _load_ir_mul(dst_row, row, blocks):
+    """``dst_row`` = ``row`` with every block ``(start, mul, dim)`` transposed from mul_ir to ir_mul."""
+    for b in range(blocks.shape[0]):
+        start, m, d = blocks[b, 0], blocks[b, 1], blocks[b, 2]
+        src, dst = row[start : start + m * d], dst_row[start : start + m * d]
+        um, ud = np.uint64(m), np.uint64(d)
+        for u in range(um):
+            for i in range(ud):
+                dst[i * um + u] = src[u * ud + i]
+
+
+@numba.njit(inline="always")
+def _store_mul_ir(row, src_row, blocks):
+    """Inverse of :func:`_load_ir_mul`: ``row`` = ``src_row`` transposed back to mul_ir."""
+    for b in range(blocks.shape[0]):
+        start, m, d = blocks[b, 0], blocks[b, 1], blocks[b, 2]
+        src, dst = src_row[start : start + m * d], row[start : start + m * d]
+        um, ud = np.uint64(m), np.uint64(d)
+        for i in range(ud):
+            for u in range(um):
+                dst[u * ud + i] = src[i * um + u]
+
+
+@numba.njit(inline="always")
+def _edge_matrix(c, x2, e, p, off2, d1, d_o, cg_ptr, cg_ijk, coef):
+    """``c[i * d_o + k] = sum_j cg[i, j, k] * x2[e, off2 + j]`` for path ``p``."""
+    for q in range(d1[p] * d_o[p]):
+        c[q] = 0
+    for q in range(cg_ptr[p], cg_ptr[p + 1]):
+        c[cg_ijk[0, q] * d_o[p] + cg_ijk[2, q]] += coef[q] * x2[e, off2[p] + cg_ijk[1, q]]
+
+
+@numba.njit(inline="always")
+def _path_weights(wv, w, row, start, m, weighted):
+    """``wv[u]`` = the path's weight of channel ``u`` (``w[row, start + u]``), or the ones
+    column ``w[row, start]`` for every channel of an unweighted path."""
+    um = np.uint64(m)
+    if weighted:
+        wrow = w[row, start : start + m]
+        for u in range(um):
+            wv[u] = wrow[u]
+    else:
+        for u in range(um):
+            wv[u] = w[row, start]
+
+
+@numba.njit(inline="always")
+def _add_path_weight_gradient(gw, row, start, t, m, weighted):
+    """Adjoint of :func:`_path_weights`: ``t[u]`` into ``gw[row, start + u]`` (or summed into the
+    ones column)."""
+    um = np.uint64(m)
+    if weighted:
+        grow = gw[row, start : start + m]
+        for u in range(um):
+            grow[u] += t[u]
+    else:
+        total = t[0] * 0
+        for u in range(um):
+            total += t[u]
+        gw[row, start] += total
+
+
+@numba.njit(parallel=True, cache=True, fastmath=True)
+def _contract_into(
+    target, out, x1, x2, w, order, ptr, sender, receiver, blocks1, blocks_o,
+    mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
+):  # fmt: skip
+    """Slot ``target`` (0 out, 1 x1, 2 x2, 3 w) from the three others, overwriting it.
+
+    Group ``g`` owns target row ``g``: its edges ``order[ptr[g]:ptr[g + 1]]`` are those whose
+    receiver (target out), sender (target x1) or own index (targets x2, w) is ``g``.
+    ``blocks1``/``blocks_o``: ``(start, mul, dim)`` of every block of x1 / out.
+    """
+    shared = w.shape[0] == 1 and x2.shape[0] != 1
+    one = np.ones(1, dtype=x2.dtype)[0]  # keeps float32 arithmetic in float32
+    zero = one - one
+    for g in numba.prange(ptr.shape[0] - 1):
+        c = np.empty(scratch, dtype=x2.dtype)
+        xs = np.zeros(x1.shape[1], dtype=x2.dtype)  # x1 row (ir_mul), or the x1 row accumulated
+        gs = np.zeros(out.shape[1], dtype=x2.dtype)  # out row (ir_mul), or the out row accumulated
+        tmp = np.empty(max(1, mul.max()), dtype=x2.dtype)
+        wv = np.ones(max(1, mul.max()), dtype=x2.dtype)
+        if target == 2:
+            x2[g, :] = 0
+        elif target == 3:
+            w[g, :] = 0
+        for q in range(ptr[g], ptr[g + 1]):
+            e = order[q]
+            we = 0 if shared else e
+            if target != 1:
+                _load_ir_mul(xs, x1[sender[e]], blocks1)
+            if target != 0:
+                _load_ir_mul(gs, out[receiver[e]], blocks_o)
+            for p in range(mul.shape[0]):
+                m, n1, no, b1, bo, bw = mul[p], d1[p], d_o[p], off1[p], off_o[p], off_w[p]
+                um = np.uint64(m)
+                if target != 2:
+                    _edge_matrix(c, x2, e, p, off2, d1, d_o, cg_ptr, cg_ijk, coef)
+                if target != 3:
+                    _path_weights(wv, w, we, bw, m, weighted[p])
+                if target == 0:  # out[k, u] += w[u] * sum_i c[i, k] x1[i, u]
+                    for i in range(n1):
+                        xi = xs[b1 + i * m : b1 + (i + 1) * m]
+                        for u in range(um):
+                            tmp[u] = wv[u] * xi[u]
+                        for k in range(no):
+                            cik = c[i * no + k]
+                            ok = gs[bo + k * m : bo + (k + 1) * m]
+                            for u in range(um):
+                                ok[u] += cik * tmp[u]
+                elif target == 1:  # x1[i, u] += w[u] * sum_k c[i, k] out[k, u]
+                    for i in range(n1):
+                        for u in range(um):
+                            tmp[u] = zero
+                        for k in range(no):
+                            cik = c[i * no + k]
+                            ok = gs[bo + k * m : bo + (k + 1) * m]
+                            for u in range(um):
+                                tmp[u] += cik * ok[u]
+                        xi = xs[b1 + i * m : b1 + (i + 1) * m]
+                        for u in range(um):
+                            xi[u] += wv[u] * tmp[u]
+                elif target == 3:  # w[u] += sum_ik c[i, k] x1[i, u] out[k, u]
+                    for u in range(um):
+                        tmp[u] = zero
+                    for i in range(n1):
+                        xi = xs[b1 + i * m : b1 + (i + 1) * m]
+                        for k in range(no):
+                            cik = c[i * no + k]
+                            ok = gs[bo + k * m : bo + (k + 1) * m]
+                            for u in range(um):
+                                tmp[u] += cik * xi[u] * ok[u]
+                    _add_path_weight_gradient(w, g, bw, tmp, m, weighted[p])
+                else:  # a[i, k] = sum_u w[u] x1[i, u] out[k, u]; x2[j] += sum_ik cg[i, j, k] a[i, k]
+                    for i in range(n1):
+                        xi = xs[b1 + i * m : b1 + (i + 1) * m]
+                        for u in range(um):
+                            tmp[u] = wv[u] * xi[u]
+                        for k in range(no):
+                            ok = gs[bo + k * m : bo + (k + 1) * m]
+                            acc = zero
+                            for u in range(um):
+                                acc += tmp[u] * ok[u]
+                            c[i * no + k] = acc
+                    for q2 in range(cg_ptr[p], cg_ptr[p + 1]):
+                        x2[g, off2[p] + cg_ijk[1, q2]] += coef[q2] * c[cg_ijk[0, q2] * no + cg_ijk[2, q2]]
+        if target == 0:
+            _store_mul_ir(out[g], gs, blocks_o)
+        elif target == 1:
+            _store_mul_ir(x1[g], xs, blocks1)
+
+
+@numba.njit(parallel=True, cache=True, fastmath=True)
+def _input_gradients(
+    out, x1, x2, w, g1, g2, gw, order, ptr, sender, receiver, blocks1, blocks_o,
+    mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
+):  # fmt: skip
+    """Gradients of ``<out, product(x1, x2, w)>`` into ``g1``, ``g2`` and ``gw`` in one pass.
+
+    ``out`` is the incoming gradient. Grouped by sender: group ``g`` owns ``g1`` row ``g`` and
+    the ``g2``/``gw`` rows of its edges, so writes never race; the three gradients share each
+    edge's loads.
+    """
+    shared = w.shape[0] == 1 and x2.shape[0] != 1
+    one = np.ones(1, dtype=x2.dtype)[0]
+    zero = one - one
+    for g in numba.prange(ptr.shape[0] - 1):
+        c = np.empty(scratch, dtype=x2.dtype)
+        xs = np.empty(x1.shape[1], dtype=x2.dtype)
+        g1s = np.zeros(x1.shape[1], dtype=x2.dtype)
+        gs = np.empty(out.shape[1], dtype=x2.dtype)
+        wv = np.empty(max(1, mul.max()), dtype=x2.dtype)
+        tw = np.empty(max(1, mul.max()), dtype=x2.dtype)
+        t1 = np.empty(max(1, mul.max()), dtype=x2.dtype)
+        _load_ir_mul(xs, x1[g], blocks1)
+        for q in range(ptr[g], ptr[g + 1]):
+            e = order[q]
+            we = 0 if shared else e
+            _load_ir_mul(gs, out[receiver[e]], blocks_o)
+            g2[e, :] = 0
+            gw[e, :] = 0
+            for p in range(mul.shape[0]):
+                m, n1, no, b1, bo, bw = mul[p], d1[p], d_o[p], off1[p], off_o[p], off_w[p]
+                um = np.uint64(m)
+                _edge_matrix(c, x2, e, p, off2, d1, d_o, cg_ptr, cg_ijk, coef)
+                _path_weights(wv, w, we, bw, m, weighted[p])
+                for u in range(um):
+                    tw[u] = zero
+                for i in range(n1):
+                    xi = xs[b1 + i * m : b1 + (i + 1) * m]
+                    for u in range(um):
+                        t1[u] = zero
+                    for k in range(no):
+                        cik = c[i * no + k]
+                        ok = gs[bo + k * m : bo + (k + 1) * m]
+                        acc = zero
+                        for u in range(um):
+                            t1[u] += cik * ok[u]
+                            tw[u] += cik * xi[u] * ok[u]
+                            acc += wv[u] * xi[u] * ok[u]
+                        c[i * no + k] = acc  # c[i, k] is not needed again: it becomes a[i, k]
+                    gi = g1s[b1 + i * m : b1 + (i + 1) * m]
+                    for u in range(um):
+                        gi[u] += wv[u] * t1[u]
+                _add_path_weight_gradient(gw, e, bw, tw, m, weighted[p])
+                for q2 in range(cg_ptr[p], cg_ptr[p + 1]):
+                    g2[e, off2[p] + cg_ijk[1, q2]] += coef[q2] * c[cg_ijk[0, q2] * no + cg_ijk[2, q2]]
+        _store_mul_ir(g1[g], g1s, blocks1)
