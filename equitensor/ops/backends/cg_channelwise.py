@@ -195,12 +195,12 @@ class BoundChannelwise:
 
     def _to_kernel(self, slot: int, t: torch.Tensor, transposed: bool) -> torch.Tensor:
         if transposed and slot in (OUT, X1):
-            return t.detach()[:, self.plan.ir_mul_order[slot]]
+            return t.detach().index_select(1, self.plan.ir_mul_order[slot])
         return t
 
     def _from_kernel(self, slot: int, t: torch.Tensor, transposed: bool) -> torch.Tensor:
         if transposed and slot in (OUT, X1):
-            return t[:, self.plan.mul_ir_order[slot]]
+            return t.index_select(1, self.plan.mul_ir_order[slot])
         return t
 
     def _rows(self, slot: int) -> int:
