@@ -305,8 +305,16 @@ class FactorizedBackend(TensorProductBackend):
             identity1, identity2, identity_out = self._identity[k]
             gather1, gather2 = getattr(self, f"gather1_{k}"), getattr(self, f"gather2_{k}")
             # [z, mul1, sum d1] and [z, mul2, sum d2]
-            left = x1.reshape(z, *gather1.shape) if identity1 else x1[:, gather1.reshape(-1)].reshape(z, *gather1.shape)
-            right = x2.reshape(z, *gather2.shape) if identity2 else x2[:, gather2.reshape(-1)].reshape(z, *gather2.shape)
+            left = (
+                x1.reshape(z, *gather1.shape)
+                if identity1
+                else x1[:, gather1.reshape(-1)].reshape(z, *gather1.shape)
+            )
+            right = (
+                x2.reshape(z, *gather2.shape)
+                if identity2
+                else x2[:, gather2.reshape(-1)].reshape(z, *gather2.shape)
+            )
             if self.mode == "uvu":  # out_u = P(f1_u * sum_v f2_v)
                 right = right.sum(1, keepdim=True) if right.shape[1] > 1 else right
             elif self.mode == "uvv":
@@ -318,7 +326,9 @@ class FactorizedBackend(TensorProductBackend):
             if identity_out and len(self.units) == 1:
                 out = projected
             else:
-                out = (x1.new_zeros(z, d.irreps_out.dim) if out is None else out).index_add(1, scatter, projected)
+                out = (x1.new_zeros(z, d.irreps_out.dim) if out is None else out).index_add(
+                    1, scatter, projected
+                )
         if out is None:
             out = x1.new_zeros(z, d.irreps_out.dim)
         if self.weighted:
