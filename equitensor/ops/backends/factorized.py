@@ -298,8 +298,8 @@ class FactorizedBackend(TensorProductBackend):
         z = x1.shape[0]
         if self.weighted:
             weight = weight.unsqueeze(0) if weight.ndim == 1 else weight  # [Z or 1, weight_numel]
-            x1 = x1 * weight[:, self.weight_index_1]
-            x2 = x2 * weight[:, self.weight_index_2]
+            x1 = x1 * weight.index_select(1, self.weight_index_1)
+            x2 = x2 * weight.index_select(1, self.weight_index_2)
         out = None
         for k, unit in enumerate(self.units):
             identity1, identity2, identity_out = self._identity[k]
@@ -308,12 +308,12 @@ class FactorizedBackend(TensorProductBackend):
             left = (
                 x1.reshape(z, *gather1.shape)
                 if identity1
-                else x1[:, gather1.reshape(-1)].reshape(z, *gather1.shape)
+                else x1.index_select(1, gather1.reshape(-1)).reshape(z, *gather1.shape)
             )
             right = (
                 x2.reshape(z, *gather2.shape)
                 if identity2
-                else x2[:, gather2.reshape(-1)].reshape(z, *gather2.shape)
+                else x2.index_select(1, gather2.reshape(-1)).reshape(z, *gather2.shape)
             )
             if self.mode == "uvu":  # out_u = P(f1_u * sum_v f2_v)
                 right = right.sum(1, keepdim=True) if right.shape[1] > 1 else right
@@ -332,7 +332,7 @@ class FactorizedBackend(TensorProductBackend):
         if out is None:
             out = x1.new_zeros(z, d.irreps_out.dim)
         if self.weighted:
-            out = out * weight[:, self.weight_index_out]
+            out = out * weight.index_select(1, self.weight_index_out)
         return out
 
     def product(self, k: int, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
