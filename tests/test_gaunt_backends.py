@@ -190,8 +190,9 @@ def test_shared_weights_and_float32():
     ] * 10
 
 
-def test_empty_batch():
-    tp = ChannelwiseTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="gaunt_fft")
+@pytest.mark.parametrize("method", ["auto", "dft", "fft", "fft2", "direct"])
+def test_empty_batch(method):
+    tp = ChannelwiseTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="gaunt_fft", method=method)
     out = tp(torch.zeros(0, tp.irreps_in1.dim), torch.zeros(0, 4), torch.zeros(0, tp.weight_numel))
     assert out.shape == (0, tp.irreps_out.dim)
 

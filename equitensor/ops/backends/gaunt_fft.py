@@ -21,7 +21,7 @@ semantics and the weight layout); only the route differs:
      quadrature on an equispaced grid, i.e. the ``gaunt_grid`` recipe with another grid and
      weights derived from the Fourier projection;
    * ``"fft"``: the phi axis goes through ``torch.fft.irfft`` / ``rfft`` (``n`` the smallest even
-     2,3,5-smooth length, :data:`FFT_SIZE`) inside :class:`PhiProduct`, whose backward pass
+     2,3,5-smooth length, :data:`FFT_SIZE`) inside :class:`FFTUnitProduct`, whose backward pass
      calls the adjoint transforms directly;
    * ``"fft2"``: the literal zero-padded ``irfft2`` -> product -> ``rfft2`` on the full torus
      (reference route of Luo et al.);
@@ -190,51 +190,81 @@ def torus_crop(spectrum: torch.Tensor, lmax_u: int, lmax_v: int) -> torch.Tensor
     return torch.cat([negative, positive], dim=-2)
 
 
-class PhiProduct(torch.autograd.Function):
-    """``rfft(irfft(c1) * irfft(c2))[..., :vout + 1]`` along phi (``norm="forward"``), on (re, im) pairs.
+class FFTUnitProduct(torch.autograd.Function):
+    """One ``"fft"`` product: GEMM -> ``irfft`` along phi -> product -> ``rfft`` -> GEMM, and its adjoint.
 
-    Inputs ``[..., v1 + 1, 2]`` and ``[..., v2 + 1, 2]`` (broadcast over the leading dims), output
-    ``[..., vout + 1, 2]``. The backward pass uses the adjoint transforms directly (one ``irfft`` and
-    one ``rfft`` call, instead of autograd's generic complex route with padding copies): the adjoint
-    of ``irfft`` is ``rfft`` with the conjugate-pair weight 2 on ``v > 0``, the adjoint of ``rfft``
-    is ``irfft`` with weight 1/2 there. Double backward differentiates this backward (recomputing
-    the samples with autograd on), so forces can be trained through it.
+    ``forward(left [z, U1, d1], right [z, U2, d2], tables) -> [z, U, d_out]``. ``tables`` holds
+    the forward tables (theta rows already sampled, half spectrum ``v >= 0`` as (re, im) pairs;
+    the projection covers the full half spectrum ``v = 0..n/2``, zero past the output degree, so
+    neither the ``rfft`` output nor the backward ``irfft`` input needs cropping or padding) and
+    their adjoints with the conjugate-pair weights folded in: the adjoint of ``irfft`` is ``rfft``
+    with weight 2 on ``0 < v``, the adjoint of ``rfft`` is ``irfft`` with weight 1/2 on
+    ``0 < v < n/2`` (see :func:`fft_adjoint_tables`). The backward pass is written with
+    differentiable ops (recomputing the samples when a graph is requested), so double backward
+    works.
     """
 
     @staticmethod
-    def forward(ctx, c1, c2, n: int, vout: int):
-        g1, g2 = _phi_samples(c1, c2, n)
-        ctx.save_for_backward(c1, c2, g1, g2)
-        ctx.n = n
-        spectrum = torch.fft.rfft(g1 * g2, dim=-1, norm="forward")[..., : vout + 1]
-        return torch.view_as_real(spectrum)
+    def forward(ctx, left, right, plan: dict, tables: dict):
+        g1, g2 = _phi_samples(left, right, plan, tables)
+        ctx.save_for_backward(left, right, g1, g2)
+        ctx.plan, ctx.tables = plan, tables
+        spectrum = torch.view_as_real(torch.fft.rfft(g1 * g2, dim=-1, norm="forward"))
+        return spectrum.flatten(-3) @ tables["back"]
 
     @staticmethod
-    def backward(ctx, grad):
-        c1, c2, g1, g2 = ctx.saved_tensors
-        n = ctx.n
+    def backward(ctx, grad_out):
+        left, right, g1, g2 = ctx.saved_tensors
+        plan, tables = ctx.plan, ctx.tables
+        n, half = plan["n"], plan["n"] // 2 + 1
         if torch.is_grad_enabled():  # create_graph: recompute the samples with history
-            g1, g2 = _phi_samples(c1, c2, n)
-        half_weight = _pair_weight(grad.shape[-2], 0.5, grad)
-        grad_h = torch.fft.irfft(torch.view_as_complex((grad * half_weight).contiguous()), n=n, dim=-1)
-        grad_g1 = (grad_h * g2).sum_to_size(g1.shape)
-        grad_g2 = (grad_h * g1).sum_to_size(g2.shape)
-        r1, r2 = torch.fft.rfft(grad_g1, dim=-1), torch.fft.rfft(grad_g2, dim=-1)
-        grad_c1 = torch.view_as_real(r1[..., : c1.shape[-2]]) * _pair_weight(c1.shape[-2], 2.0, grad)
-        grad_c2 = torch.view_as_real(r2[..., : c2.shape[-2]]) * _pair_weight(c2.shape[-2], 2.0, grad)
-        return grad_c1, grad_c2, None, None
+            g1, g2 = _phi_samples(left, right, plan, tables)
+        grad_spectrum = (grad_out @ tables["back_adjoint"]).unflatten(-1, (half, n // 2 + 1, 2))
+        grad_h = torch.fft.irfft(torch.view_as_complex(grad_spectrum), n=n, dim=-1)
+        grads = []
+        for g_other, g_self, lmax, adjoint in (
+            (g2, g1, plan["l1"], "left_adjoint"),
+            (g1, g2, plan["l2"], "right_adjoint"),
+        ):
+            grad_g = (grad_h * g_other).sum_to_size(g_self.shape)
+            pairs = torch.view_as_real(torch.fft.rfft(grad_g, dim=-1)[..., : lmax + 1]).flatten(-3)
+            grads.append(pairs @ tables[adjoint])
+        return grads[0], grads[1], None, None
 
 
-def _phi_samples(c1, c2, n):
-    z1, z2 = torch.view_as_complex(c1.contiguous()), torch.view_as_complex(c2.contiguous())
-    return torch.fft.irfft(z1, n=n, dim=-1, norm="forward"), torch.fft.irfft(z2, n=n, dim=-1, norm="forward")
+def _phi_samples(left, right, plan, tables):
+    """The two functions on the half torus ``[z, U, n/2 + 1, n]`` (theta rows x phi samples)."""
+    n, half = plan["n"], plan["n"] // 2 + 1
+    c1 = (left @ tables["left"]).unflatten(-1, (half, plan["l1"] + 1, 2))
+    c2 = (right @ tables["right"]).unflatten(-1, (half, plan["l2"] + 1, 2))
+    g1 = torch.fft.irfft(torch.view_as_complex(c1), n=n, dim=-1, norm="forward")
+    g2 = torch.fft.irfft(torch.view_as_complex(c2), n=n, dim=-1, norm="forward")
+    return g1, g2
 
 
-def _pair_weight(count: int, value: float, like: torch.Tensor) -> torch.Tensor:
-    """``[count, 1]``: 1 for ``v = 0``, ``value`` for ``v > 0`` (all below the Nyquist frequency)."""
-    weight = like.new_full((count, 1), value)
-    weight[0] = 1.0
-    return weight
+def pad_projection_table(back: np.ndarray, vout: int, n: int) -> np.ndarray:
+    """Extend a ``[(n/2 + 1) * (vout + 1) * 2, d]`` projection table with zero rows up to ``v = n/2``."""
+    half = n // 2 + 1
+    padded = np.zeros((half, n // 2 + 1, 2, back.shape[1]))
+    padded[:, : vout + 1] = back.reshape(half, vout + 1, 2, -1)
+    return padded.reshape(-1, back.shape[1])
+
+
+def fft_adjoint_tables(left, right, back, l1, l2, n) -> dict[str, np.ndarray]:
+    """Adjoint tables of :class:`FFTUnitProduct`, with the conjugate-pair weights folded in."""
+    half, nyquist = n // 2 + 1, n // 2
+    rfft_adjoint = np.where(np.arange(nyquist + 1) % nyquist == 0, 1.0, 0.5)  # 1 at v = 0 and n/2
+    back = back.reshape(half, nyquist + 1, 2, back.shape[1]) * rfft_adjoint[None, :, None, None]
+
+    def irfft_adjoint(table, lmax):
+        weight = np.where(np.arange(lmax + 1) > 0, 2.0, 1.0)[None, None, :, None]
+        return (table.reshape(table.shape[0], half, lmax + 1, 2) * weight).reshape(table.shape[0], -1).T
+
+    return {
+        "left_adjoint": irfft_adjoint(left, l1),
+        "right_adjoint": irfft_adjoint(right, l2),
+        "back_adjoint": back.reshape(-1, back.shape[-1]).T,
+    }
 
 
 class GauntFFTBackend(FactorizedBackend):
@@ -248,6 +278,12 @@ class GauntFFTBackend(FactorizedBackend):
         self.method = method
         self.unit_plans: list[dict] = []
         super().__init__(descriptor, allow_subset=allow_subset)
+        for k, plan in enumerate(self.unit_plans):
+            if plan["method"] == "fft":  # from the final tables (the path coefficient is folded in)
+                tables = (self._tables[f"{name}_{k}"] for name in ("left", "right", "back"))
+                adjoints = fft_adjoint_tables(*tables, plan["l1"], plan["l2"], plan["n"])
+                for name, table in adjoints.items():
+                    self.add_table(f"{name}_{k}", table)
 
     def unit_tables(self, unit: ProductUnit):
         d = self.descriptor
@@ -261,11 +297,13 @@ class GauntFFTBackend(FactorizedBackend):
             right = folded_fourier_table(d.irreps_in2, unit.blocks2, l2, n)
             back = folded_projection_table(d.irreps_out, unit.outputs, lo_table, lp, n)
             plan = {"method": method, "l1": l1, "l2": l2, "lp": lp, "lo": lo_table, "n": n}
+            vout = min(lo_table, lp)
             if method == "dft":
-                vout = min(lo_table, lp)
                 left, back_left = torus_sample_tables(left, back, l1, vout, n)
                 right, _ = torus_sample_tables(right, back, l2, vout, n)
                 back = back_left
+            else:
+                back = pad_projection_table(back, vout, n)
         elif method == "direct":
             left = full_plane_fourier_table(d.irreps_in1, unit.blocks1, l1)
             right = full_plane_fourier_table(d.irreps_in2, unit.blocks2, l2)
@@ -282,6 +320,17 @@ class GauntFFTBackend(FactorizedBackend):
             plan = {"method": method, "l1": l1, "l2": l2, "lp": lp, "lo": lo_table, "n": n}
         self.unit_plans.append(plan)
         return left, right, back
+
+    def product(self, k, left, right):
+        plan = self.unit_plans[k]
+        if plan["method"] != "fft":
+            return super().product(k, left, right)
+        names = ("left", "right", "back", "left_adjoint", "right_adjoint", "back_adjoint")
+        tables = {name: self.table(f"{name}_{k}", left) for name in names}
+        batch = torch.broadcast_shapes(left.shape[:-1], right.shape[:-1])
+        if 0 in batch:  # MKL's FFT rejects empty batches
+            return left.new_zeros(*batch, tables["back"].shape[1])
+        return FFTUnitProduct.apply(left, right, plan, tables)
 
     def combine(self, k, f1, f2):
         plan = self.unit_plans[k]
@@ -303,11 +352,6 @@ class GauntFFTBackend(FactorizedBackend):
             return f1 * f2
         n, lo = plan["n"], plan["lo"]
         half = n // 2 + 1
-        if plan["method"] == "fft":
-            # theta already sampled by the tables (rows j = 0..n/2); rFFT along phi only
-            c1 = f1.reshape(*f1.shape[:-1], half, l1 + 1, 2)
-            c2 = f2.reshape(*f2.shape[:-1], half, l2 + 1, 2)
-            return PhiProduct.apply(c1, c2, n, min(lo, lp)).flatten(-3)
         c1 = torch.view_as_complex(f1.reshape(*f1.shape[:-1], 2 * l1 + 1, l1 + 1, 2).contiguous())
         c2 = torch.view_as_complex(f2.reshape(*f2.shape[:-1], 2 * l2 + 1, l2 + 1, 2).contiguous())
         # norm="forward": the inverse transform is the plain sum sum_uv G e^{i(u theta + v phi)}
