@@ -150,7 +150,9 @@ class FactorizedBackend(TensorProductBackend):
 
     Subclasses implement :meth:`unit_tables` (numpy float64 ``left [sum d1, K1]``,
     ``right [sum d2, K2]``, ``back [K3, sum d_out]``) and may override :meth:`combine`
-    (default: pointwise product, ``K1 = K2 = K3``).
+    (default: pointwise product, ``K1 = K2 = K3``) or, for a whole custom route with its own
+    autograd Function, :meth:`product`. The projection table is stored with the output path
+    coefficient folded into its columns.
     """
 
     odd_paths_realisable = False
