@@ -14,6 +14,7 @@ from .helpers import rotate
 pytestmark = pytest.mark.usefixtures("default_float64")
 GAUNT = [
     ("gaunt_grid", {}),
+    ("gaunt_fft", {"method": "dft"}),
     ("gaunt_fft", {"method": "fft"}),
     ("gaunt_fft", {"method": "fft2"}),
     ("gaunt_fft", {"method": "direct"}),
@@ -43,7 +44,7 @@ def test_fft_equals_grid(lmax):
     x1, x2, w = _inputs(grid)
     reference = grid(x1, x2, w)
     scale = max(1.0, reference.abs().max().item())
-    for method in ("fft", "fft2", "direct") if lmax <= 3 else ("fft", "fft2"):
+    for method in ("dft", "fft", "fft2", "direct") if lmax <= 3 else ("dft", "fft", "fft2"):
         fft = TensorProduct(a, b, c, backend="gaunt_fft", method=method, **kw)
         assert fft.weight_numel == grid.weight_numel
         assert (fft(x1, x2, w) - reference).abs().max().item() < TOL[torch.float64] * scale, method
@@ -189,8 +190,9 @@ def test_shared_weights_and_float32():
     ] * 10
 
 
-def test_empty_batch():
-    tp = ChannelwiseTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="gaunt_fft")
+@pytest.mark.parametrize("method", ["auto", "dft", "fft", "fft2", "direct"])
+def test_empty_batch(method):
+    tp = ChannelwiseTensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="gaunt_fft", method=method)
     out = tp(torch.zeros(0, tp.irreps_in1.dim), torch.zeros(0, 4), torch.zeros(0, tp.weight_numel))
     assert out.shape == (0, tp.irreps_out.dim)
 
@@ -251,3 +253,42 @@ def test_tables_are_exact():
         rb, ra = so3.s2grid.exact_resolution(2 * lmax)
         y, p = so3.s2grid.harmonics_on_grid(lmax, rb, ra), so3.s2grid.projection_on_grid(lmax, rb, ra)
         assert np.abs(y.T @ p - np.eye((lmax + 1) ** 2)).max() < 1e-12
+
+
+@pytest.mark.parametrize("vmax,n", [(0, 2), (3, 8), (8, 34), (8, 36)])
+def test_phi_dft_matrices_match_numpy_fft(vmax, n, rng):
+    c = rng.normal(size=(5, vmax + 1)) + 1j * rng.normal(size=(5, vmax + 1))
+    c[:, 0] = c[:, 0].real
+    pairs = np.stack([c.real, c.imag], axis=-1).reshape(5, -1)
+    samples = pairs @ so3.fourier.phi_synthesis(vmax, n)
+    assert np.abs(samples - np.fft.irfft(c, n=n, norm="forward")).max() < 1e-12
+    g = rng.normal(size=(5, n))
+    spectrum = np.fft.rfft(g, norm="forward")[:, : vmax + 1]
+    expected = np.stack([spectrum.real, spectrum.imag], axis=-1).reshape(5, -1)
+    assert np.abs(g @ so3.fourier.phi_analysis(vmax, n) - expected).max() < 1e-12
+
+
+def test_dft_tables_are_the_harmonics_on_the_half_torus():
+    # independent of the Fourier tables: sample e3nn-convention harmonics at the torus points
+    lmax = 4
+    tp = TensorProduct(
+        natural_irreps(lmax), natural_irreps(lmax), natural_irreps(2 * lmax), mode="uvu",
+        backend="gaunt_fft", method="dft", shared_weights=False, internal_weights=False,
+    )  # fmt: skip
+    n = tp.impl.unit_plans[0]["n"]
+    theta = 2 * np.pi * np.arange(1, n // 2) / n
+    phi = 2 * np.pi * np.arange(n) / n
+    inner = so3.spherical_harmonics_alpha_beta(
+        list(range(lmax + 1)), phi[None, :], theta[:, None], "integral"
+    )
+    poles = so3.spherical_harmonics_alpha_beta(
+        list(range(lmax + 1)), np.zeros(2), np.array([0.0, np.pi]), "integral"
+    )
+    expected = np.concatenate([poles[:1], inner.reshape(-1, inner.shape[-1]), poles[1:]]).T
+    assert np.abs(tp.impl._tables["left_0"] - expected).max() < 1e-12
+
+
+def test_auto_method_per_degree():
+    kw = dict(mode="uvu", shared_weights=False, internal_weights=False, backend="gaunt_fft")
+    assert TensorProduct("0e", "0e", "0e", **kw).impl.unit_plans[0]["method"] == "direct"
+    assert TensorProduct("0e+1o", "0e+1o", "0e+1o+2e", **kw).impl.unit_plans[0]["method"] == "dft"

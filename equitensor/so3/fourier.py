@@ -105,3 +105,43 @@ def fast_fft_size(minimum: int) -> int:
         if m == 1:
             return n
         n += 1
+
+
+def fast_even_fft_size(minimum: int) -> int:
+    """Smallest even integer ``>= minimum`` whose prime factors are 2, 3 and 5."""
+    n = fast_fft_size(minimum)
+    while n % 2:
+        n = fast_fft_size(n + 1)
+    return n
+
+
+@functools.cache
+def phi_synthesis(vmax: int, n: int) -> np.ndarray:
+    """Real matrix of the inverse real DFT along phi: ``g = c @ S`` (``irfft(c, n, norm="forward")``).
+
+    Rows are the half spectrum ``v = 0..vmax`` as (real, imaginary) pairs, columns the samples
+    ``phi_k = 2 pi k / n``: ``g_k = sum_v w_v Re(c_v exp(i v phi_k))`` with ``w_0 = 1`` and
+    ``w_v = 2`` otherwise (the conjugate terms ``-v``), so ``vmax < n / 2`` is required.
+
+    Returns:
+        ``S [(vmax + 1) * 2, n]``.
+    """
+    if not 0 <= vmax < n / 2:
+        raise ValueError(f"phi_synthesis needs 0 <= vmax < n / 2, got vmax={vmax}, n={n}")
+    phase = np.outer(np.arange(vmax + 1), 2 * np.pi * np.arange(n) / n)  # [v, k]
+    weight = np.where(np.arange(vmax + 1) > 0, 2.0, 1.0)[:, None]
+    return _read_only(np.stack([weight * np.cos(phase), -weight * np.sin(phase)], axis=1).reshape(-1, n))
+
+
+@functools.cache
+def phi_analysis(vmax: int, n: int) -> np.ndarray:
+    """Real matrix of the forward real DFT along phi: ``c = g @ A`` (``rfft(g, norm="forward")[:vmax + 1]``).
+
+    Returns:
+        ``A [n, (vmax + 1) * 2]`` with columns ``(v, real)``, ``(v, imaginary)`` of
+        ``c_v = (1 / n) sum_k g_k exp(-i v phi_k)``.
+    """
+    if not 0 <= vmax <= n // 2:
+        raise ValueError(f"phi_analysis needs 0 <= vmax <= n / 2, got vmax={vmax}, n={n}")
+    phase = np.outer(2 * np.pi * np.arange(n) / n, np.arange(vmax + 1))  # [k, v]
+    return _read_only(np.stack([np.cos(phase) / n, -np.sin(phase) / n], axis=2).reshape(n, -1))

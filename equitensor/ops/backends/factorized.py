@@ -150,7 +150,9 @@ class FactorizedBackend(TensorProductBackend):
 
     Subclasses implement :meth:`unit_tables` (numpy float64 ``left [sum d1, K1]``,
     ``right [sum d2, K2]``, ``back [K3, sum d_out]``) and may override :meth:`combine`
-    (default: pointwise product, ``K1 = K2 = K3``).
+    (default: pointwise product, ``K1 = K2 = K3``) or, for a whole custom route with its own
+    autograd Function, :meth:`product`. The projection table is stored with the output path
+    coefficient folded into its columns.
     """
 
     odd_paths_realisable = False
@@ -205,9 +207,13 @@ class FactorizedBackend(TensorProductBackend):
         self._weight_offsets = (0, n1, n1 + n2)
         for k, unit in enumerate(self.units):
             left, right, back = self.unit_tables(unit)
+            # fold e3nn's path coefficient of each output block into the projection's columns
+            coefficient = np.concatenate(
+                [np.full(d.irreps_out[io].ir.dim, self.output_coefficient[io]) for io in unit.outputs]
+            )
             self.add_table(f"left_{k}", left)
             self.add_table(f"right_{k}", right)
-            self.add_table(f"back_{k}", back)
+            self.add_table(f"back_{k}", back * coefficient[None, :])
         self._build_index_plan()
 
     backend_name = "factorized"
@@ -270,42 +276,71 @@ class FactorizedBackend(TensorProductBackend):
         buffer("weight_index_1", per_component(d.irreps_in1, off1))
         buffer("weight_index_2", per_component(d.irreps_in2, off2))
         buffer("weight_index_out", per_component(d.irreps_out, off_out))
-        coefficient = np.concatenate(
-            [np.full(mul * ir.dim, self.output_coefficient[io]) for io, (mul, ir) in enumerate(d.irreps_out)]
-        ) if len(d.irreps_out) else np.zeros(0)  # fmt: skip
-        self.add_table("output_coefficient", coefficient)
+        # a gather (scatter) that reads (writes) the whole tensor in order is a reshape: with one
+        # channel and the blocks in order (e.g. MIMO) the product then needs no index copies
+        self._identity: list[tuple[bool, bool, bool]] = []
         for k, unit in enumerate(self.units):
-            buffer(f"gather1_{k}", positions(d.irreps_in1, unit.blocks1))
-            buffer(f"gather2_{k}", positions(d.irreps_in2, unit.blocks2))
-            buffer(f"scatter_out_{k}", positions(d.irreps_out, unit.outputs).reshape(-1))
+            plan = (
+                positions(d.irreps_in1, unit.blocks1),
+                positions(d.irreps_in2, unit.blocks2),
+                positions(d.irreps_out, unit.outputs).reshape(-1),
+            )
+            buffer(f"gather1_{k}", plan[0])
+            buffer(f"gather2_{k}", plan[1])
+            buffer(f"scatter_out_{k}", plan[2])
+            self._identity.append(
+                tuple(
+                    np.array_equal(index.reshape(-1), np.arange(dim))
+                    for index, dim in zip(plan, (d.irreps_in1.dim, d.irreps_in2.dim, d.irreps_out.dim))
+                )
+            )
 
     def forward(self, x1, x2, weight):
         d = self.descriptor
         z = x1.shape[0]
         if self.weighted:
             weight = weight.unsqueeze(0) if weight.ndim == 1 else weight  # [Z or 1, weight_numel]
-            x1 = x1 * weight[:, self.weight_index_1]
-            x2 = x2 * weight[:, self.weight_index_2]
-        out = x1.new_zeros(z, d.irreps_out.dim)
+            x1 = x1 * weight.index_select(1, self.weight_index_1)
+            x2 = x2 * weight.index_select(1, self.weight_index_2)
+        out = None
         for k, unit in enumerate(self.units):
+            identity1, identity2, identity_out = self._identity[k]
             gather1, gather2 = getattr(self, f"gather1_{k}"), getattr(self, f"gather2_{k}")
-            left = x1[:, gather1.reshape(-1)].reshape(z, *gather1.shape)  # [z, mul1, sum d1]
-            right = x2[:, gather2.reshape(-1)].reshape(z, *gather2.shape)  # [z, mul2, sum d2]
+            # [z, mul1, sum d1] and [z, mul2, sum d2]
+            left = (
+                x1.reshape(z, *gather1.shape)
+                if identity1
+                else x1.index_select(1, gather1.reshape(-1)).reshape(z, *gather1.shape)
+            )
+            right = (
+                x2.reshape(z, *gather2.shape)
+                if identity2
+                else x2.index_select(1, gather2.reshape(-1)).reshape(z, *gather2.shape)
+            )
             if self.mode == "uvu":  # out_u = P(f1_u * sum_v f2_v)
-                right = right.sum(1, keepdim=True)
+                right = right.sum(1, keepdim=True) if right.shape[1] > 1 else right
             elif self.mode == "uvv":
-                left = left.sum(1, keepdim=True)
-            f1 = left @ self.table(f"left_{k}", x1)
-            f2 = right @ self.table(f"right_{k}", x1)
-            projected = self.combine(k, f1, f2) @ self.table(f"back_{k}", x1)  # [z, U, sum d_out]
+                left = left.sum(1, keepdim=True) if left.shape[1] > 1 else left
+            projected = self.product(k, left, right)  # [z, U, sum d_out]
             scatter = getattr(self, f"scatter_out_{k}")
             mul_out = d.irreps_out[unit.outputs[0]].mul
             projected = projected.expand(z, mul_out, projected.shape[-1]).reshape(z, scatter.numel())
-            out = out.index_add(1, scatter, projected)
-        scale = self.table("output_coefficient", x1)
+            if identity_out and len(self.units) == 1:
+                out = projected
+            else:
+                out = (x1.new_zeros(z, d.irreps_out.dim) if out is None else out).index_add(
+                    1, scatter, projected
+                )
+        if out is None:
+            out = x1.new_zeros(z, d.irreps_out.dim)
         if self.weighted:
-            scale = scale * weight[:, self.weight_index_out]
-        return out * scale
+            out = out * weight.index_select(1, self.weight_index_out)
+        return out
+
+    def product(self, k: int, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """Evaluate, combine and project unit ``k``: ``[z, U1, d1] x [z, U2, d2] -> [z, U, d_out]``."""
+        t1, t2, back = (self.table(f"{name}_{k}", left) for name in ("left", "right", "back"))
+        return self.combine(k, left @ t1, right @ t2) @ back
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mode={self.mode}, units={len(self.units)}"
