@@ -132,7 +132,7 @@ def test_cg_fused_gradgradcheck_in_weights():
         "2x0e+2x1o+2x2e", "2x0e+2x1o", correlation=3, num_elements=2, backend="cg", method="fused"
     )
     x = torch.randn(3, 2 * 9, requires_grad=True)
-    weight = torch.randn(3, 2 * pb.impl._layout[2].shape[0], requires_grad=True)  # per-node weights [N, K*c]
+    weight = torch.randn(3, 2 * pb.impl.fused.num_weights, requires_grad=True)  # per-node weights [N, K*c]
     assert torch.autograd.gradcheck(pb.impl.contract_fused, (x, weight))
     assert torch.autograd.gradgradcheck(pb.impl.contract_fused, (x, weight))
 

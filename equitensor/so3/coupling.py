@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import s2grid
 from .wigner import clebsch_gordan
 
 #: an irrep as ``(l, parity)`` with parity +1 (even) or -1 (odd).
@@ -233,15 +234,30 @@ def symmetric_contraction_terms(
     irreps_in = tuple((int(l), int(p)) for l, p in irreps_in)
     irreps_out = tuple((int(l), int(p)) for l, p in irreps_out)
     d = sum(2 * l + 1 for l, _ in irreps_in)
-    orders = range(1, correlation + 1)
     tables = {
-        (o, nu): monomial_coupling(irreps_in, ir, nu) for o, ir in enumerate(irreps_out) for nu in orders
+        (o, nu): monomial_coupling(irreps_in, ir, nu)
+        for o, ir in enumerate(irreps_out)
+        for nu in range(1, correlation + 1)
     }
+    return contraction_terms(d, [2 * l + 1 for l, _ in irreps_out], correlation, tables)
+
+
+def contraction_terms(d: int, out_dims, correlation: int, tables) -> SymmetricContractionTerms:
+    """Assemble :class:`SymmetricContractionTerms` from per-(block, order) monomial tables.
+
+    Args:
+        d: number of inputs ``x_i``.
+        out_dims: ``2L+1`` of every output block.
+        correlation: highest order.
+        tables: ``{(o, nu): (monomials [n, nu] sorted, table [n, 2L_o+1, K])}`` for every block
+            ``o`` and order ``nu = 1..correlation`` (``K`` may be 0), as :func:`monomial_coupling`.
+    """
+    orders = range(1, correlation + 1)
     # monomials needed at each level: the used ones plus the parents of the next level's
     levels: dict[int, set[tuple[int, ...]]] = {nu: set() for nu in orders}
     for (_, nu), (monos, table) in tables.items():
         if table.shape[-1]:
-            levels[nu].update(map(tuple, monos.tolist()))
+            levels[nu].update(map(tuple, np.asarray(monos).tolist()))
     for nu in range(correlation, 1, -1):
         levels[nu - 1].update(m[:-1] for m in levels[nu])
     levels[1] = {(i,) for i in range(d)}  # level 1 is x itself
@@ -253,15 +269,14 @@ def symmetric_contraction_terms(
             parent.append(index[mono[:-1]] if nu > 1 else -1)
             last.append(mono[-1])
     blocks, columns = [], []
-    for o, ir in enumerate(irreps_out):
-        m = 2 * ir[0] + 1
+    for o, m in enumerate(out_dims):
         ks = tuple(tables[(o, nu)][1].shape[-1] for nu in orders)
         block = np.zeros((len(parent), m, sum(ks)))
         k0 = 0
         for nu, k in zip(orders, ks):
             monos, table = tables[(o, nu)]
             if k:
-                block[[index[tuple(mono)] for mono in monos.tolist()], :, k0 : k0 + k] = table
+                block[[index[tuple(mono)] for mono in np.asarray(monos).tolist()], :, k0 : k0 + k] = table
             k0 += k
         columns.append(block.reshape(len(parent), m * sum(ks)))
         blocks.append((m, ks))
@@ -277,3 +292,34 @@ def symmetric_contraction_terms(
         coefs=_read_only(coupling[monomials, rows]),
         blocks=tuple(blocks),
     )
+
+
+@functools.cache
+def gaunt_power_terms(degrees_in: tuple[int, ...], degrees_out: tuple[int, ...], correlation: int):
+    """The Gaunt product basis ``P_L(f^nu)`` as monomial terms (one path per output block and order).
+
+    With ``f = sum_i x_i Y_i`` (``x`` the coefficients of the real harmonics of ``degrees_in``,
+    in that order, orthonormal on the sphere as in :mod:`equitensor.so3.s2grid`),
+    ``P_L(f^nu)[M] = sum_n table[n, M] prod_j x[monomial n, j]`` with
+    ``table[n, M] = count(n) * integral(Y_{i_1} ... Y_{i_nu} Y_{L,M})``, computed exactly by the
+    Gauss-Legendre quadrature that the ``gaunt_grid`` product basis uses. Returns
+    :class:`SymmetricContractionTerms` whose blocks have ``K = 1`` for every order with a
+    nonzero projection (else 0). Cached; arrays read-only.
+    """
+    lmax_in, lmax_out = max(degrees_in), max(degrees_out)
+    res_beta, res_alpha = s2grid.exact_resolution(correlation * lmax_in + lmax_out)
+    lmax = max(lmax_in, lmax_out)
+    harmonics = s2grid.harmonics_on_grid(lmax, res_beta, res_alpha)  # [G, (lmax+1)^2]
+    project = s2grid.projection_on_grid(lmax, res_beta, res_alpha)  # [G, (lmax+1)^2]
+    values = harmonics[:, np.concatenate([np.arange(l * l, (l + 1) ** 2) for l in degrees_in])].T  # [d, G]
+    d = values.shape[0]
+    tables = {}
+    for nu in range(1, correlation + 1):
+        monos, _, counts = _monomial_binning(d, nu)
+        products = np.prod(values[monos], axis=1) * counts[:, None]  # [n, G]
+        for o, l in enumerate(degrees_out):
+            table = products @ project[:, l * l : (l + 1) ** 2]  # [n, 2l+1]
+            used = np.abs(table).max(axis=1, initial=0.0) > _ZERO
+            k = int(used.any())
+            tables[(o, nu)] = (monos[used], table[used][:, :, None] if k else np.zeros((0, 2 * l + 1, 0)))
+    return contraction_terms(d, [2 * l + 1 for l in degrees_out], correlation, tables)

@@ -291,6 +291,45 @@ class _ContractVJP(torch.autograd.Function):
         return None, g_x, g_w, g_gout
 
 
+class FusedContraction:
+    """``out = B(x, w)`` for a :class:`~equitensor.so3.coupling.SymmetricContractionTerms` (numba, CPU).
+
+    ``x [N, irreps_in.dim]`` and ``out [N, irreps_out.dim]`` in mul_ir layout (``irreps_in`` in
+    the terms' input order, one multiplicity ``c``), per-node weights ``w [N, K*c]`` laid out
+    ``[K, c]`` with ``K = sum_o K_o`` (block, then order, then path). Per channel:
+    ``out[o, M] = sum_k w[o, k] Q[o, M, k]``. Differentiable twice (forces and their training).
+    """
+
+    def __init__(self, terms, irreps_in, irreps_out, channels: int):
+        self.terms, self.dim_out = terms, irreps_out.dim
+        # row (o, M, k) of Q goes to output row (o, M) with weight row (o, k)
+        out_of_q, w_of_q, out_start, w_start = [], [], 0, 0
+        for m, ks in terms.blocks:
+            k = sum(ks)
+            out_of_q.append(out_start + np.repeat(np.arange(m), k))
+            w_of_q.append(w_start + np.tile(np.arange(k), m))
+            out_start, w_start = out_start + m, w_start + k
+        self.out_rows = np.ascontiguousarray(np.concatenate(out_of_q)[terms.rows])
+        self.w_rows = np.ascontiguousarray(np.concatenate(w_of_q)[terms.rows])
+        self.num_weights = w_start
+
+        def rows_of(irreps):  # offset and channel stride of every component in mul_ir
+            offsets = [s.start + np.arange(ir.dim) for s, (_, ir) in zip(irreps.slices(), irreps)]
+            strides = [np.full(ir.dim, ir.dim) for _, ir in irreps]
+            return np.concatenate(offsets), np.concatenate(strides)
+
+        arrays = (*rows_of(irreps_in), channels * np.arange(w_start), np.ones(w_start), *rows_of(irreps_out))
+        self.layout = tuple(np.ascontiguousarray(a, dtype=np.int64) for a in arrays) + (int(channels),)
+        self._kernels: dict[torch.dtype, _Kernels] = {}
+
+    def __call__(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        kernels = self._kernels.get(x.dtype)
+        if kernels is None:
+            kernels = _Kernels(self.terms, self.out_rows, self.w_rows, self.layout, x.dtype)
+            self._kernels[x.dtype] = kernels
+        return _Contract.apply(kernels, x.contiguous(), w.contiguous(), self.dim_out)
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -339,29 +378,8 @@ class SymmetricContractionBackend(ProductBasisBackend):
                     paths.append((ir, nu, k))
             self.blocks.append((o, m, sum(ks)))
         self.paths = tuple(paths)
-        # fused: row (o, M, k) of Q goes to output row (o, M) with weight row (o, k)
-        out_of_q, w_of_q, out_start, w_start = [], [], 0, 0
-        for _, m, k in self.blocks:
-            out_of_q.append(out_start + np.repeat(np.arange(m), k))
-            w_of_q.append(w_start + np.tile(np.arange(k), m))
-            out_start, w_start = out_start + m, w_start + k
-        self._out_rows = np.concatenate(out_of_q)[self.terms.rows]
-        self._w_rows = np.concatenate(w_of_q)[self.terms.rows]
-        self._num_out_rows = out_start
-        # node-major layouts of x (mul_ir), the per-node weights [N, K, c] and out (mul_ir)
-        c = self.num_channels
-        x_off = np.concatenate(
-            [s.start + np.arange(ir.dim) for s, (_, ir) in zip(self.irreps_in.slices(), self.irreps_in)]
-        )
-        x_str = np.concatenate([np.full(ir.dim, ir.dim) for _, ir in self.irreps_in])
-        o_off = np.concatenate(
-            [s.start + np.arange(ir.dim) for s, (_, ir) in zip(self.irreps_out.slices(), self.irreps_out)]
-        )
-        o_str = np.concatenate([np.full(ir.dim, ir.dim) for _, ir in self.irreps_out])
-        self._layout = tuple(np.ascontiguousarray(a, dtype=np.int64) for a in (
-            x_off, x_str, c * np.arange(w_start), np.ones(w_start), o_off, o_str)) + (c,)  # fmt: skip
+        self.fused = FusedContraction(self.terms, self.irreps_in, self.irreps_out, self.num_channels)
         self._coupling_cache: dict[tuple, torch.Tensor] = {}
-        self._kernels: dict[torch.dtype, _Kernels] = {}
         self._in_blocks = [(mul, ir.dim) for mul, ir in self.irreps_in]
 
     def coupling_matrix(self, like: torch.Tensor) -> torch.Tensor:
@@ -397,15 +415,11 @@ class SymmetricContractionBackend(ProductBasisBackend):
 
     def contract_fused(self, x: torch.Tensor, w_node: torch.Tensor) -> torch.Tensor:
         """``[N, irreps_out.dim]`` (mul_ir) from ``x`` (mul_ir) and ``w_node [N, K*c]``, by the numba kernels (CPU)."""
-        kernels = self._kernels.get(x.dtype)
-        if kernels is None:
-            kernels = _Kernels(self.terms, self._out_rows, self._w_rows, self._layout, x.dtype)
-            self._kernels[x.dtype] = kernels
-        return _Contract.apply(kernels, x.contiguous(), w_node.contiguous(), self.irreps_out.dim)
+        return self.fused(x, w_node)
 
     def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[0], self.num_channels
-        k = self._layout[2].shape[0]
+        k = self.fused.num_weights
         if self._weight_names:
             w = torch.cat([self.weights[name] for name in self._weight_names], dim=1)  # [E, K, c]
             w_node = element_onehot @ w.reshape(self.num_elements, k * c)  # [N, K*c]
