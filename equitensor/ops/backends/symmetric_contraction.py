@@ -10,23 +10,29 @@ e.g. 16 for ``0e+1o+2e+3o``), ``U_nu`` the symmetric coupling basis of
 
 Execution works on the sorted monomials ``x_i1 x_i2 ... (i1 <= i2 <= ...)`` that the coupling
 uses (:func:`~equitensor.so3.coupling.symmetric_contraction_terms`: each monomial is its parent
-times one input), laid out ``[component, node*channel]``:
+times one input), per (node, channel) column:
 
-1. ``Q = coupling.T @ monomials`` ``[sum_o (2L_o+1) K_o, N*c]`` for every output block and order;
+1. ``Q = coupling.T @ monomials`` ``[sum_o (2L_o+1) K_o]`` for every output block and order;
 2. per output block, the element-dependent weights (one-hot @ weights) contract ``k``.
 
-Methods (``ProductBasis(..., backend="cg", method=...)``) differ only in how step 1 runs:
+Methods (``ProductBasis(..., backend="cg", method=...)``):
 
-* ``"fused"`` — numba kernels over tiles of node*channel columns: the monomials of a tile are
-  built in a scratch buffer and the coupling is applied as its sparse entry list (about 1 % of
-  the dense matrix is nonzero), so no ``[n_monomials, N*c]`` tensor ever exists, in the forward
-  pass or for autograd (only ``x`` is kept). The backward pass recomputes the tile's monomials
-  and runs the chain rule down the monomial chain; its own backward (the double backward of
-  force training) is a third kernel (forward-mode tangent plus reverse sweep). Differentiable
-  twice, which is what force training needs; a third derivative raises. CPU only.
-* ``"naive"`` — the reference: all monomials as a tensor (``P_nu = P_{nu-1}[parent] *
-  x[last]``, one row gather per order) and one dense GEMM; plain autograd, any device, any
-  order of derivative. Keeps every monomial for autograd.
+* ``"fused"`` — numba kernels over tiles of 64 (node, channel) columns, reading ``x`` and
+  writing the output in mul_ir layout directly: the monomials of a tile are built in a scratch
+  buffer and the coupling is applied as its sparse entry list (about 1 % of the dense matrix is
+  nonzero) with the per-node weights inside, ``out[o, M] += coef * w[o, k] * monomial``, so
+  neither the monomials nor ``Q`` ever exist as tensors; autograd keeps ``x`` and the per-node
+  weights. The backward pass recomputes the tile's monomials, reads the weight gradient off the
+  entries and runs the chain rule down the monomial chain; its own backward (the double
+  backward of force training) is a third kernel (forward-mode tangents next to the values,
+  then a reverse sweep). Differentiable twice, which is what force training needs; a third
+  derivative raises. CPU only. :class:`FusedContraction` runs any
+  :class:`~equitensor.so3.coupling.SymmetricContractionTerms` (the ``gaunt_grid`` product
+  basis uses it too).
+* ``"naive"`` — the reference: all monomials as a ``[n_monomials, N*c]`` tensor (``P_nu =
+  P_{nu-1}[parent] * x[last]``, one row gather per order), one dense GEMM for ``Q``, the weights
+  in torch; plain autograd, any device, any order of derivative. Keeps every monomial for
+  autograd (the previous default).
 * ``"auto"`` (default) — ``fused`` on CPU, ``naive`` elsewhere.
 
 Both compute mace-torch's ``SymmetricContraction`` (same weights layout
