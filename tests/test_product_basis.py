@@ -126,6 +126,26 @@ def test_cg_fused_equals_naive(irreps_in, irreps_out, correlation, n):
         assert (got - expected).abs().max() < TOL[torch.float64] * max(1.0, expected.abs().max().item())
 
 
+def test_cg_fused_parallel_tiles_equal_naive():
+    """With two threads the kernels run their tiles on numba's pool (one thread: a plain loop)."""
+    fused, naive = _fused_and_naive("3x0e+3x1o+3x2e+3x3o", "3x0e+3x1o", 3, 3)
+    x, onehot = _inputs(n=60)
+    x.requires_grad_(True)
+    r = torch.randn(60, fused.irreps_out.dim)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = []
+        for pb in (fused, naive):
+            (force,) = torch.autograd.grad((pb(x, onehot) * r).sum(), x, create_graph=True)
+            (grad2,) = torch.autograd.grad(force.square().sum(), x)
+            results.append((pb(x, onehot), force, grad2))
+    finally:
+        torch.set_num_threads(previous)
+    for got, expected in zip(*results, strict=True):
+        assert (got - expected).abs().max() < TOL[torch.float64] * max(1.0, expected.abs().max().item())
+
+
 def test_cg_fused_gradgradcheck_in_weights():
     """Second derivatives w.r.t. inputs and weights together (the kernels' cross terms)."""
     pb = ProductBasis(

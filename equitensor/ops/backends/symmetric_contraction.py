@@ -25,7 +25,8 @@ Methods (``ProductBasis(..., backend="cg", method=...)``):
   weights. The backward pass recomputes the tile's monomials, reads the weight gradient off the
   entries and runs the chain rule down the monomial chain; its own backward (the double
   backward of force training) is a third kernel (forward-mode tangents next to the values,
-  then a reverse sweep). Differentiable twice, which is what force training needs; a third
+  then a reverse sweep). Tiles run in parallel with numba's threads when torch is given more
+  than one, else in a plain loop (no OpenMP pool). Differentiable twice, which is what force training needs; a third
   derivative raises. CPU only. :class:`FusedContraction` runs any
   :class:`~equitensor.so3.coupling.SymmetricContractionTerms` (the ``gaunt_grid`` product
   basis uses it too).
@@ -106,33 +107,33 @@ def _monomials(parent, last, d, m):
             mt[j] = mp[j] * ml[j]
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True)
-def _contract(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out):
-    """``out[r_e] += coef_e * w[k_e] * monomial[t_e]`` summed over the entries ``e``.
+@numba.njit(cache=True, fastmath=True)
+def _contract_tile(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out, it):
+    """Tile ``it``: ``out[r_e] += coef_e * w[k_e] * monomial[t_e]`` summed over the entries ``e``.
 
-    ``x [d, cols]``, ``w [K, cols]`` (per-column weights), ``out [R, cols]`` (overwritten).
+    ``x [N, dim_in]``, ``w [N, K*c]`` and ``out [N, dim_out]`` (overwritten) are node-major;
+    ``layout`` places their rows (see :class:`_Kernels`).
     """
     x_off, x_str, w_off, w_str, o_off, o_str, channels = layout
     d, cols = x_off.shape[0], x.shape[0] * channels
-    for it in numba.prange((cols + TILE - 1) // TILE):
-        c0 = it * TILE
-        width = min(TILE, cols - c0)
-        m = np.empty((parent.shape[0], TILE), dtype=x.dtype)
-        _load(x, x_off, x_str, channels, c0, width, m[:d])
-        _monomials(parent, last, d, m)
-        wt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
-        _load(w, w_off, w_str, channels, c0, width, wt)
-        acc = np.zeros((o_off.shape[0], TILE), dtype=x.dtype)
-        for e in range(coefs.shape[0]):
-            k, a, we, mt = coefs[e], acc[out_rows[e]], wt[w_rows[e]], m[monos[e]]
-            for j in range(TILE):
-                a[j] += k * we[j] * mt[j]
-        _store(acc, out, o_off, o_str, channels, c0, width)
+    c0 = it * TILE
+    width = min(TILE, cols - c0)
+    m = np.empty((parent.shape[0], TILE), dtype=x.dtype)
+    _load(x, x_off, x_str, channels, c0, width, m[:d])
+    _monomials(parent, last, d, m)
+    wt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
+    _load(w, w_off, w_str, channels, c0, width, wt)
+    acc = np.zeros((o_off.shape[0], TILE), dtype=x.dtype)
+    for e in range(coefs.shape[0]):
+        k, a, we, mt = coefs[e], acc[out_rows[e]], wt[w_rows[e]], m[monos[e]]
+        for j in range(TILE):
+            a[j] += k * we[j] * mt[j]
+    _store(acc, out, o_off, o_str, channels, c0, width)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True)
-def _contract_vjp(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw):
-    """``gx [d, cols]`` and ``gw [K, cols]``: the gradients of ``<gout, out(x, w)>``.
+@numba.njit(cache=True, fastmath=True)
+def _contract_vjp_tile(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw, it):
+    """Tile ``it`` of ``gx`` and ``gw``, the gradients of ``<gout, out(x, w)>``.
 
     The weights' gradient is read off the entries; the monomials' adjoints are then carried
     down the chain (``m[t] = m[parent[t]] * x[last[t]]``, children first) to ``x``.
@@ -140,39 +141,38 @@ def _contract_vjp(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coe
     x_off, x_str, w_off, w_str, o_off, o_str, channels = layout
     d, cols = x_off.shape[0], x.shape[0] * channels
     n = parent.shape[0]
-    for it in numba.prange((cols + TILE - 1) // TILE):
-        c0 = it * TILE
-        width = min(TILE, cols - c0)
-        m = np.empty((n, TILE), dtype=x.dtype)
-        _load(x, x_off, x_str, channels, c0, width, m[:d])
-        _monomials(parent, last, d, m)
-        wt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
-        _load(w, w_off, w_str, channels, c0, width, wt)
-        go = np.empty((o_off.shape[0], TILE), dtype=x.dtype)
-        _load(gout, o_off, o_str, channels, c0, width, go)
-        g = np.zeros((n, TILE), dtype=x.dtype)  # adjoints of the monomials
-        g_w = np.zeros((w_off.shape[0], TILE), dtype=x.dtype)
-        for e in range(coefs.shape[0]):
-            k, ge, we, gt, mt = coefs[e], go[out_rows[e]], wt[w_rows[e]], g[monos[e]], m[monos[e]]
-            gwe = g_w[w_rows[e]]
-            for j in range(TILE):
-                kg = k * ge[j]
-                gt[j] += kg * we[j]
-                gwe[j] += kg * mt[j]
-        for t in range(n - 1, d - 1, -1):
-            gt, gp, gl, mp, ml = g[t], g[parent[t]], g[last[t]], m[parent[t]], m[last[t]]
-            for j in range(TILE):
-                gp[j] += gt[j] * ml[j]
-                gl[j] += gt[j] * mp[j]
-        _store(g[:d], gx, x_off, x_str, channels, c0, width)
-        _store(g_w, gw, w_off, w_str, channels, c0, width)
+    c0 = it * TILE
+    width = min(TILE, cols - c0)
+    m = np.empty((n, TILE), dtype=x.dtype)
+    _load(x, x_off, x_str, channels, c0, width, m[:d])
+    _monomials(parent, last, d, m)
+    wt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
+    _load(w, w_off, w_str, channels, c0, width, wt)
+    go = np.empty((o_off.shape[0], TILE), dtype=x.dtype)
+    _load(gout, o_off, o_str, channels, c0, width, go)
+    g = np.zeros((n, TILE), dtype=x.dtype)  # adjoints of the monomials
+    g_w = np.zeros((w_off.shape[0], TILE), dtype=x.dtype)
+    for e in range(coefs.shape[0]):
+        k, ge, we, gt, mt = coefs[e], go[out_rows[e]], wt[w_rows[e]], g[monos[e]], m[monos[e]]
+        gwe = g_w[w_rows[e]]
+        for j in range(TILE):
+            kg = k * ge[j]
+            gt[j] += kg * we[j]
+            gwe[j] += kg * mt[j]
+    for t in range(n - 1, d - 1, -1):
+        gt, gp, gl, mp, ml = g[t], g[parent[t]], g[last[t]], m[parent[t]], m[last[t]]
+        for j in range(TILE):
+            gp[j] += gt[j] * ml[j]
+            gl[j] += gt[j] * mp[j]
+    _store(g[:d], gx, x_off, x_str, channels, c0, width)
+    _store(g_w, gw, w_off, w_str, channels, c0, width)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True)
-def _contract_vjp_backward(
-    x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout
+@numba.njit(cache=True, fastmath=True)
+def _contract_vjp_backward_tile(
+    x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout, it
 ):
-    """Gradients of ``Phi = <vx, gx> + <vw, gw>`` (``gx, gw`` from :func:`_contract_vjp`) w.r.t. ``x, w, gout``.
+    """Tile ``it`` of the gradients of ``Phi = <vx, gx> + <vw, gw>`` (``gx, gw`` from :func:`_contract_vjp`) w.r.t. ``x, w, gout``.
 
     ``Phi = sum_e coef_e gout[r_e] (w[k_e] dm[t_e] + vw[k_e] m[t_e])`` with ``dm = J(x) vx`` the
     tangent of the monomials along ``vx`` (forward mode, next to their values); ``g_gout`` and
@@ -181,50 +181,103 @@ def _contract_vjp_backward(
     x_off, x_str, w_off, w_str, o_off, o_str, channels = layout
     d, cols = x_off.shape[0], x.shape[0] * channels
     n = parent.shape[0]
-    for it in numba.prange((cols + TILE - 1) // TILE):
-        c0 = it * TILE
-        width = min(TILE, cols - c0)
-        m = np.empty((n, TILE), dtype=x.dtype)
-        dm = np.empty((n, TILE), dtype=x.dtype)
-        _load(x, x_off, x_str, channels, c0, width, m[:d])
-        _load(vx, x_off, x_str, channels, c0, width, dm[:d])
-        for t in range(d, n):
-            mt, mp, ml, dt, dp, dl = m[t], m[parent[t]], m[last[t]], dm[t], dm[parent[t]], dm[last[t]]
-            for j in range(TILE):
-                mt[j] = mp[j] * ml[j]
-                dt[j] = dp[j] * ml[j] + mp[j] * dl[j]
-        wt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
-        _load(w, w_off, w_str, channels, c0, width, wt)
-        vwt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
-        _load(vw, w_off, w_str, channels, c0, width, vwt)
-        go = np.empty((o_off.shape[0], TILE), dtype=x.dtype)
-        _load(gout, o_off, o_str, channels, c0, width, go)
-        acc_gout = np.zeros((o_off.shape[0], TILE), dtype=x.dtype)
-        acc_w = np.zeros((w_off.shape[0], TILE), dtype=x.dtype)
-        a_dm = np.zeros((n, TILE), dtype=x.dtype)  # adjoints of the tangents
-        a_m = np.zeros((n, TILE), dtype=x.dtype)  # adjoints of the values (rows < d: of x)
-        for e in range(coefs.shape[0]):
-            r, kw, t, k = out_rows[e], w_rows[e], monos[e], coefs[e]
-            ge, we, ve, mt, dt = go[r], wt[kw], vwt[kw], m[t], dm[t]
-            agr, awe, adt, amt = acc_gout[r], acc_w[kw], a_dm[t], a_m[t]
-            for j in range(TILE):
-                kg = k * ge[j]
-                agr[j] += k * (we[j] * dt[j] + ve[j] * mt[j])
-                awe[j] += kg * dt[j]
-                adt[j] += kg * we[j]
-                amt[j] += kg * ve[j]
-        for t in range(n - 1, d - 1, -1):
-            p, l = parent[t], last[t]
-            at, bt, ap, bp, bl = a_dm[t], a_m[t], a_dm[p], a_m[p], a_m[l]
-            mp, ml, dp, dl = m[p], m[l], dm[p], dm[l]
-            for j in range(TILE):
-                # dm[t] = dm[p] * x[l] + m[p] * vx[l];  m[t] = m[p] * x[l]
-                ap[j] += at[j] * ml[j]
-                bl[j] += at[j] * dp[j] + bt[j] * mp[j]
-                bp[j] += at[j] * dl[j] + bt[j] * ml[j]
-        _store(a_m[:d], g_x, x_off, x_str, channels, c0, width)
-        _store(acc_w, g_w, w_off, w_str, channels, c0, width)
-        _store(acc_gout, g_gout, o_off, o_str, channels, c0, width)
+    c0 = it * TILE
+    width = min(TILE, cols - c0)
+    m = np.empty((n, TILE), dtype=x.dtype)
+    dm = np.empty((n, TILE), dtype=x.dtype)
+    _load(x, x_off, x_str, channels, c0, width, m[:d])
+    _load(vx, x_off, x_str, channels, c0, width, dm[:d])
+    for t in range(d, n):
+        mt, mp, ml, dt, dp, dl = m[t], m[parent[t]], m[last[t]], dm[t], dm[parent[t]], dm[last[t]]
+        for j in range(TILE):
+            mt[j] = mp[j] * ml[j]
+            dt[j] = dp[j] * ml[j] + mp[j] * dl[j]
+    wt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
+    _load(w, w_off, w_str, channels, c0, width, wt)
+    vwt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
+    _load(vw, w_off, w_str, channels, c0, width, vwt)
+    go = np.empty((o_off.shape[0], TILE), dtype=x.dtype)
+    _load(gout, o_off, o_str, channels, c0, width, go)
+    acc_gout = np.zeros((o_off.shape[0], TILE), dtype=x.dtype)
+    acc_w = np.zeros((w_off.shape[0], TILE), dtype=x.dtype)
+    a_dm = np.zeros((n, TILE), dtype=x.dtype)  # adjoints of the tangents
+    a_m = np.zeros((n, TILE), dtype=x.dtype)  # adjoints of the values (rows < d: of x)
+    for e in range(coefs.shape[0]):
+        r, kw, t, k = out_rows[e], w_rows[e], monos[e], coefs[e]
+        ge, we, ve, mt, dt = go[r], wt[kw], vwt[kw], m[t], dm[t]
+        agr, awe, adt, amt = acc_gout[r], acc_w[kw], a_dm[t], a_m[t]
+        for j in range(TILE):
+            kg = k * ge[j]
+            agr[j] += k * (we[j] * dt[j] + ve[j] * mt[j])
+            awe[j] += kg * dt[j]
+            adt[j] += kg * we[j]
+            amt[j] += kg * ve[j]
+    for t in range(n - 1, d - 1, -1):
+        p, l = parent[t], last[t]
+        at, bt, ap, bp, bl = a_dm[t], a_m[t], a_dm[p], a_m[p], a_m[l]
+        mp, ml, dp, dl = m[p], m[l], dm[p], dm[l]
+        for j in range(TILE):
+            # dm[t] = dm[p] * x[l] + m[p] * vx[l];  m[t] = m[p] * x[l]
+            ap[j] += at[j] * ml[j]
+            bl[j] += at[j] * dp[j] + bt[j] * mp[j]
+            bp[j] += at[j] * dl[j] + bt[j] * ml[j]
+    _store(a_m[:d], g_x, x_off, x_str, channels, c0, width)
+    _store(acc_w, g_w, w_off, w_str, channels, c0, width)
+    _store(acc_gout, g_gout, o_off, o_str, channels, c0, width)
+
+
+# Drivers: one call runs every tile, in parallel (numba's OpenMP pool) or, for one thread, in a
+# plain loop that never starts or wakes the pool (idle OpenMP workers spin, and on a busy machine
+# they take CPU from the thread doing the work).
+
+
+@numba.njit(parallel=True, cache=True)
+def _contract_parallel(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out):
+    for it in numba.prange(_num_tiles(x, layout)):
+        _contract_tile(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out, it)
+
+
+@numba.njit(cache=True)
+def _contract_serial(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out):
+    for it in range(_num_tiles(x, layout)):
+        _contract_tile(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out, it)
+
+
+@numba.njit(parallel=True, cache=True)
+def _contract_vjp_parallel(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw):
+    for it in numba.prange(_num_tiles(x, layout)):
+        _contract_vjp_tile(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw, it)
+
+
+@numba.njit(cache=True)
+def _contract_vjp_serial(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw):
+    for it in range(_num_tiles(x, layout)):
+        _contract_vjp_tile(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw, it)
+
+
+@numba.njit(parallel=True, cache=True)
+def _contract_vjp_backward_parallel(
+    x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout
+):
+    for it in numba.prange(_num_tiles(x, layout)):
+        _contract_vjp_backward_tile(
+            x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout, it
+        )
+
+
+@numba.njit(cache=True)
+def _contract_vjp_backward_serial(
+    x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout
+):
+    for it in range(_num_tiles(x, layout)):
+        _contract_vjp_backward_tile(
+            x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout, it
+        )
+
+
+@numba.njit(inline="always")
+def _num_tiles(x, layout):
+    return (x.shape[0] * layout[-1] + TILE - 1) // TILE
 
 
 class _Kernels:
@@ -242,25 +295,32 @@ class _Kernels:
         self.coefs = np.asarray(terms.coefs, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
 
     def _args(self):
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
         return self.layout, self.parent, self.last, self.out_rows, self.w_rows, self.monos, self.coefs
+
+    @staticmethod
+    def _parallel() -> bool:
+        threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        if threads > 1:
+            numba.set_num_threads(threads)
+        return threads > 1
 
     def contract(self, x, w, dim_out: int):
         out = x.new_empty(x.shape[0], dim_out)
-        _contract(x.numpy(), w.numpy(), *self._args(), out.numpy())
+        kernel = _contract_parallel if self._parallel() else _contract_serial
+        kernel(x.numpy(), w.numpy(), *self._args(), out.numpy())
         return out
 
     def vjp(self, x, w, gout):
         gx, gw = torch.empty_like(x), torch.empty_like(w)
-        _contract_vjp(x.numpy(), w.numpy(), gout.numpy(), *self._args(), gx.numpy(), gw.numpy())
+        kernel = _contract_vjp_parallel if self._parallel() else _contract_vjp_serial
+        kernel(x.numpy(), w.numpy(), gout.numpy(), *self._args(), gx.numpy(), gw.numpy())
         return gx, gw
 
     def vjp_backward(self, x, w, gout, vx, vw):
         g_x, g_w, g_gout = torch.empty_like(x), torch.empty_like(w), torch.empty_like(gout)
+        kernel = _contract_vjp_backward_parallel if self._parallel() else _contract_vjp_backward_serial
         operands = (x, w, gout, vx, vw)
-        _contract_vjp_backward(
-            *(t.numpy() for t in operands), *self._args(), g_x.numpy(), g_w.numpy(), g_gout.numpy()
-        )
+        kernel(*(t.numpy() for t in operands), *self._args(), g_x.numpy(), g_w.numpy(), g_gout.numpy())
         return g_x, g_w, g_gout
 
 
