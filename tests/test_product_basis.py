@@ -7,7 +7,7 @@ import torch
 from equitensor import so3
 from equitensor.ops import ProductBasis
 from equitensor.ops.backends import available_product_bases
-from equitensor.so3.coupling import monomial_coupling, symmetric_coupling_basis
+from equitensor.so3.coupling import monomial_coupling, symmetric_contraction_terms, symmetric_coupling_basis
 
 from .conftest import TOL
 from .helpers import rotate
@@ -65,9 +65,10 @@ def test_gradients(backend):
     assert torch.autograd.gradgradcheck(lambda x: pb(x, onehot), (x,))
 
 
-def test_cg_equals_dense_reference():
+@pytest.mark.parametrize("method", ["fused", "naive"])
+def test_cg_equals_dense_reference(method):
     """The monomial execution equals sum_nu,k U_nu[M, i..] w x_i.. with the full symmetric U."""
-    pb = ProductBasis(IRREPS_IN, IRREPS_OUT, correlation=3, num_elements=3, backend="cg")
+    pb = ProductBasis(IRREPS_IN, IRREPS_OUT, correlation=3, num_elements=3, backend="cg", method=method)
     x, onehot = _inputs()
     xs = torch.cat(
         [x[:, s].reshape(5, 3, ir.dim) for s, (_, ir) in zip(pb.irreps_in.slices(), pb.irreps_in)], -1
@@ -84,6 +85,112 @@ def test_cg_equals_dense_reference():
             block += torch.einsum(f"m{letters}k,nkz,{xs_terms}->nzm", u, w, *([xs] * nu))
         expected.append(block.reshape(5, -1))
     assert (pb(x, onehot) - torch.cat(expected, -1)).abs().max() < TOL[torch.float64]
+
+
+def _fused_and_naive(irreps_in, irreps_out, correlation, num_elements):
+    pbs = []
+    for method in ("fused", "naive"):
+        torch.manual_seed(0)
+        pbs.append(
+            ProductBasis(irreps_in, irreps_out, correlation, num_elements, backend="cg", method=method)
+        )
+    return pbs
+
+
+@pytest.mark.parametrize(
+    "irreps_in, irreps_out, correlation, n",
+    [
+        (IRREPS_IN, IRREPS_OUT, 3, 5),  # channels 3: tiles cross node boundaries
+        ("3x0e+3x1o+3x2e+3x3o", "3x0e", 3, 50),  # several tiles, the last one partial
+        ("2x0e+2x1o+2x2e", "2x0e+2x1o+2x2e+2x3o", 4, 9),  # correlation 4, an output L beyond the input's
+        ("130x0e+130x1o", "130x0e+130x1o", 2, 3),  # channels > tile
+        ("2x1o", "2x0e+2x1e", 2, 4),  # a pseudo-vector output, no order-1 path to 0e
+    ],
+)
+def test_cg_fused_equals_naive(irreps_in, irreps_out, correlation, n):
+    """The numba kernels against the tensor reference: value, forces and the double backward of force training."""
+    fused, naive = _fused_and_naive(irreps_in, irreps_out, correlation, 3)
+    x = torch.randn(n, fused.irreps_in.dim)
+    onehot = torch.nn.functional.one_hot(torch.arange(n) % 3, 3).double()
+    r, s = torch.randn(n, fused.irreps_out.dim), torch.randn(n, fused.irreps_in.dim)
+    results = []
+    for pb in (fused, naive):
+        xg = x.clone().requires_grad_(True)
+        energy = (pb(xg, onehot) * r).sum()
+        (force,) = torch.autograd.grad(energy, xg, create_graph=True)
+        weight_grads = torch.autograd.grad(energy, list(pb.parameters()), create_graph=True)
+        loss = energy + (force * s).sum() + sum((g * g).sum() for g in weight_grads)
+        loss.backward()
+        results.append([pb(x, onehot), force, xg.grad, *(p.grad for p in pb.parameters())])
+    for got, expected in zip(*results, strict=True):
+        assert (got - expected).abs().max() < TOL[torch.float64] * max(1.0, expected.abs().max().item())
+
+
+def test_cg_fused_parallel_tiles_equal_naive():
+    """With two threads the kernels run their tiles on numba's pool (one thread: a plain loop)."""
+    fused, naive = _fused_and_naive("3x0e+3x1o+3x2e+3x3o", "3x0e+3x1o", 3, 3)
+    x, onehot = _inputs(n=60)
+    x.requires_grad_(True)
+    r = torch.randn(60, fused.irreps_out.dim)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = []
+        for pb in (fused, naive):
+            (force,) = torch.autograd.grad((pb(x, onehot) * r).sum(), x, create_graph=True)
+            (grad2,) = torch.autograd.grad(force.square().sum(), x)
+            results.append((pb(x, onehot), force, grad2))
+    finally:
+        torch.set_num_threads(previous)
+    for got, expected in zip(*results, strict=True):
+        assert (got - expected).abs().max() < TOL[torch.float64] * max(1.0, expected.abs().max().item())
+
+
+def test_cg_fused_gradgradcheck_in_weights():
+    """Second derivatives w.r.t. inputs and weights together (the kernels' cross terms)."""
+    pb = ProductBasis(
+        "2x0e+2x1o+2x2e", "2x0e+2x1o", correlation=3, num_elements=2, backend="cg", method="fused"
+    )
+    x = torch.randn(3, 2 * 9, requires_grad=True)
+    weight = torch.randn(3, 2 * pb.impl.fused.num_weights, requires_grad=True)  # per-node weights [N, K*c]
+    assert torch.autograd.gradcheck(pb.impl.contract_fused, (x, weight))
+    assert torch.autograd.gradgradcheck(pb.impl.contract_fused, (x, weight))
+
+
+def test_cg_float32_matches_float64():
+    fused, _ = _fused_and_naive(IRREPS_IN, IRREPS_OUT, 3, 3)
+    x, onehot = _inputs(n=40)
+    expected = fused(x, onehot)
+    got = fused.float()(x.float(), onehot.float()).double()
+    assert (got - expected).abs().max() < TOL[torch.float32] * max(1.0, expected.abs().max().item())
+
+
+def test_cg_bad_method():
+    with pytest.raises(ValueError, match="method='nope'"):
+        ProductBasis(IRREPS_IN, IRREPS_OUT, 3, 3, backend="cg", method="nope")
+
+
+def test_contraction_terms_equal_coupling_tables(rng):
+    """The sparse entries, the dense matrix and the monomial chain reproduce every ``monomial_coupling`` table."""
+    outputs = ((0, 1), (1, -1), (2, 1))
+    terms = symmetric_contraction_terms(MACE_COUPLING, outputs, 3)
+    x = rng.normal(size=16)
+    monomial = np.zeros(len(terms.parent))
+    for t, (p, l) in enumerate(zip(terms.parent, terms.last)):
+        monomial[t] = x[l] if p < 0 else monomial[p] * x[l]
+    sparse = np.zeros(terms.coupling.shape[1])
+    np.add.at(sparse, terms.rows, terms.coefs * monomial[terms.monomials])
+    assert np.abs(sparse - terms.coupling.T @ monomial).max() < 1e-12
+    start = 0
+    for ir, (m, ks) in zip(outputs, terms.blocks, strict=True):
+        block = sparse[start : start + m * sum(ks)].reshape(m, sum(ks))
+        k0 = 0
+        for nu, k in enumerate(ks, start=1):
+            monos, table = monomial_coupling(MACE_COUPLING, ir, nu)
+            expected = np.einsum("nmk,n->mk", table, np.prod(x[monos], axis=1))
+            assert np.abs(block[:, k0 : k0 + k] - expected).max() < 1e-12
+            k0 += k
+        start += m * sum(ks)
 
 
 @pytest.mark.parametrize("ir_out", [(0, 1), (1, -1), (2, 1), (3, -1)])

@@ -11,7 +11,12 @@ from .conftest import TOL
 from .helpers import rotate
 
 pytestmark = pytest.mark.usefixtures("default_float64")
-BACKENDS = [("gaunt_grid", {}), ("gaunt_fft", {}), ("cp", {"rank": "full"})]
+BACKENDS = [
+    ("gaunt_grid", {"method": "grid"}),
+    ("gaunt_grid", {"method": "sparse"}),
+    ("gaunt_fft", {}),
+    ("cp", {"rank": "full"}),
+]
 
 
 def _build(name, options, irreps_in, irreps_out, correlation, num_elements=3):
@@ -54,12 +59,42 @@ def test_correlation_one_is_a_per_element_weighted_linear_map(name, options):
 
 @pytest.mark.parametrize("correlation", [1, 2, 3])
 def test_grid_equals_fft(correlation):
-    grid = _build("gaunt_grid", {}, natural_irreps(3, 3), natural_irreps(3, 3), correlation)
+    grid = _build("gaunt_grid", {"method": "grid"}, natural_irreps(3, 3), natural_irreps(3, 3), correlation)
     fft = _build("gaunt_fft", {}, natural_irreps(3, 3), natural_irreps(3, 3), correlation)
     fft.load_state_dict(grid.state_dict())
     x, elements = _inputs(grid)
     ref = grid(x, elements)
     assert (fft(x, elements) - ref).abs().max().item() < TOL[torch.float64] * max(1.0, ref.abs().max().item())
+
+
+@pytest.mark.parametrize(
+    "irreps_in, irreps_out, correlation",
+    [
+        (natural_irreps(3, 3), natural_irreps(2, 3), 3),
+        ("2x0e+2x2e", "2x0e+2x1o+2x2e", 2),  # a missing input degree
+        ("2x1o+2x0e", "2x2e+2x0e", 3),  # unsorted blocks; no order-1 path to 2e
+        (natural_irreps(1, 130), natural_irreps(1, 130), 2),  # channels > the kernels' tile
+    ],
+)
+def test_sparse_equals_grid(irreps_in, irreps_out, correlation):
+    """The monomial (numba) execution against the grid: value, forces, and the double backward of force training."""
+    grid = _build("gaunt_grid", {"method": "grid"}, irreps_in, irreps_out, correlation)
+    sparse = _build("gaunt_grid", {"method": "sparse"}, irreps_in, irreps_out, correlation)
+    sparse.load_state_dict(grid.state_dict())
+    x, elements = _inputs(grid, 40)
+    r, s = torch.randn(40, grid.irreps_out.dim), torch.randn(40, grid.irreps_in.dim)
+    results = []
+    for basis in (grid, sparse):
+        xg = x.clone().requires_grad_(True)
+        energy = (basis(xg, elements) * r).sum()
+        (force,) = torch.autograd.grad(energy, xg, create_graph=True)
+        weight_grads = torch.autograd.grad(energy, list(basis.parameters()), create_graph=True)
+        (energy + (force * s).sum() + sum((g * g).sum() for g in weight_grads)).backward()
+        results.append([basis(x, elements), force, xg.grad, *(p.grad for p in basis.parameters())])
+    for got, expected in zip(results[1], results[0], strict=True):
+        assert (got - expected).abs().max().item() < TOL[torch.float64] * max(
+            1.0, expected.abs().max().item()
+        )
 
 
 def test_grid_power_equals_repeated_gaunt_tensor_products():
@@ -93,6 +128,8 @@ def test_bad_irreps_and_resolution():
         get_product_basis("gaunt_grid")("2x0e+2x1e", "2x0e", 2, 1)
     with pytest.raises(ValueError, match="too coarse"):
         get_product_basis("gaunt_grid")(natural_irreps(2, 2), natural_irreps(2, 2), 3, 1, resolution=(4, 20))
+    with pytest.raises(ValueError, match="method='nope'"):
+        get_product_basis("gaunt_grid")(natural_irreps(2, 2), natural_irreps(2, 2), 3, 1, method="nope")
     with pytest.raises(ValueError, match="rank must be >= 1"):
         get_product_basis("cp")(natural_irreps(2, 2), natural_irreps(2, 2), 3, 1, rank=0)
 

@@ -24,7 +24,9 @@ ours by a fixed linear map (see ``docs/models.md``).
 
 :func:`monomial_coupling` rewrites the same basis on the sorted monomials
 ``x_{i_1} ... x_{i_nu}`` (``i_1 <= ... <= i_nu``), folding the permutation multiplicities in,
-which is what the fast ``cg`` product basis multiplies with.
+which is what the ``cg`` product basis multiplies with; :func:`symmetric_contraction_terms`
+gathers the tables of every output block and order into one monomial chain and one (dense and
+sparse) coupling matrix.
 """
 
 from __future__ import annotations
@@ -32,15 +34,19 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+from typing import NamedTuple
 
 import numpy as np
 
+from . import s2grid
 from .wigner import clebsch_gordan
 
 #: an irrep as ``(l, parity)`` with parity +1 (even) or -1 (odd).
 IrrepKey = tuple[int, int]
 
 _RANK_TOL = 1e-9
+#: coupling entries below this (float64 round-off of exact zeros) are dropped from sparse lists.
+_ZERO = 1e-14
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -189,5 +195,131 @@ def monomial_coupling(
     d = sum(2 * l + 1 for l, _ in irreps_in)
     table = _monomial_basis(irreps_in, ir_out, nu)
     monos, _, _ = _monomial_binning(d, nu)
-    nonzero = np.abs(table).reshape(len(monos), -1).max(axis=1, initial=0.0) > 1e-14
+    nonzero = np.abs(table).reshape(len(monos), -1).max(axis=1, initial=0.0) > _ZERO
     return _read_only(monos[nonzero]), _read_only(table[nonzero])
+
+
+class SymmetricContractionTerms(NamedTuple):
+    """Plain-data description of a whole symmetric contraction (every output block, every order).
+
+    Monomials are numbered ``0 .. n-1``: ``0 .. d-1`` are the inputs ``x_i`` themselves, every
+    further monomial ``t`` is ``monomial[parent[t]] * x[last[t]]`` (``parent[t] < t``,
+    ``last[t] < d``), so evaluating them in index order needs each factor once. Only the
+    monomials that some coupling table uses, and their parents, are kept.
+
+    The outputs ``q [sum_o (2L_o+1) K_o]`` (block ``o`` laid out ``[2L_o+1, K_o]``, ``K_o`` the
+    paths of orders 1, 2, ... in turn) are ``q = coupling.T @ monomials``; the same matrix as a
+    sparse list is ``q[rows[e]] += coefs[e] * monomial[monomials[e]]`` (sorted by row).
+    """
+
+    d: int
+    parent: np.ndarray  # [n] int64 (-1 for the inputs)
+    last: np.ndarray  # [n] int64
+    coupling: np.ndarray  # [n, sum_o M_o K_o] float64
+    rows: np.ndarray  # [E] int64, output row of each nonzero coupling entry
+    monomials: np.ndarray  # [E] int64
+    coefs: np.ndarray  # [E] float64
+    blocks: tuple[tuple[int, tuple[int, ...]], ...]  # per output block: (2L+1, (K_1, K_2, ...))
+
+
+@functools.cache
+def symmetric_contraction_terms(
+    irreps_in: tuple[IrrepKey, ...], irreps_out: tuple[IrrepKey, ...], correlation: int
+) -> SymmetricContractionTerms:
+    """The monomials and coupling entries of ``sum_nu U_nu(L) x^nu`` for every ``L`` in ``irreps_out``.
+
+    Built from :func:`monomial_coupling` for every (output block, order ``1..correlation``);
+    see :class:`SymmetricContractionTerms` for the layout. Cached; arrays read-only.
+    """
+    irreps_in = tuple((int(l), int(p)) for l, p in irreps_in)
+    irreps_out = tuple((int(l), int(p)) for l, p in irreps_out)
+    d = sum(2 * l + 1 for l, _ in irreps_in)
+    tables = {
+        (o, nu): monomial_coupling(irreps_in, ir, nu)
+        for o, ir in enumerate(irreps_out)
+        for nu in range(1, correlation + 1)
+    }
+    return contraction_terms(d, [2 * l + 1 for l, _ in irreps_out], correlation, tables)
+
+
+def contraction_terms(d: int, out_dims, correlation: int, tables) -> SymmetricContractionTerms:
+    """Assemble :class:`SymmetricContractionTerms` from per-(block, order) monomial tables.
+
+    Args:
+        d: number of inputs ``x_i``.
+        out_dims: ``2L+1`` of every output block.
+        correlation: highest order.
+        tables: ``{(o, nu): (monomials [n, nu] sorted, table [n, 2L_o+1, K])}`` for every block
+            ``o`` and order ``nu = 1..correlation`` (``K`` may be 0), as :func:`monomial_coupling`.
+    """
+    orders = range(1, correlation + 1)
+    # monomials needed at each level: the used ones plus the parents of the next level's
+    levels: dict[int, set[tuple[int, ...]]] = {nu: set() for nu in orders}
+    for (_, nu), (monos, table) in tables.items():
+        if table.shape[-1]:
+            levels[nu].update(map(tuple, np.asarray(monos).tolist()))
+    for nu in range(correlation, 1, -1):
+        levels[nu - 1].update(m[:-1] for m in levels[nu])
+    levels[1] = {(i,) for i in range(d)}  # level 1 is x itself
+    index: dict[tuple[int, ...], int] = {}
+    parent, last = [], []
+    for nu in orders:
+        for mono in sorted(levels[nu]):
+            index[mono] = len(parent)
+            parent.append(index[mono[:-1]] if nu > 1 else -1)
+            last.append(mono[-1])
+    blocks, columns = [], []
+    for o, m in enumerate(out_dims):
+        ks = tuple(tables[(o, nu)][1].shape[-1] for nu in orders)
+        block = np.zeros((len(parent), m, sum(ks)))
+        k0 = 0
+        for nu, k in zip(orders, ks):
+            monos, table = tables[(o, nu)]
+            if k:
+                block[[index[tuple(mono)] for mono in np.asarray(monos).tolist()], :, k0 : k0 + k] = table
+            k0 += k
+        columns.append(block.reshape(len(parent), m * sum(ks)))
+        blocks.append((m, ks))
+    coupling = np.ascontiguousarray(np.concatenate(columns, axis=1))
+    rows, monomials = np.nonzero(np.abs(coupling.T) > _ZERO)  # row-major: sorted by output row
+    return SymmetricContractionTerms(
+        d=d,
+        parent=_read_only(np.array(parent, dtype=np.int64)),
+        last=_read_only(np.array(last, dtype=np.int64)),
+        coupling=_read_only(coupling),
+        rows=_read_only(rows.astype(np.int64)),
+        monomials=_read_only(monomials.astype(np.int64)),
+        coefs=_read_only(coupling[monomials, rows]),
+        blocks=tuple(blocks),
+    )
+
+
+@functools.cache
+def gaunt_power_terms(degrees_in: tuple[int, ...], degrees_out: tuple[int, ...], correlation: int):
+    """The Gaunt product basis ``P_L(f^nu)`` as monomial terms (one path per output block and order).
+
+    With ``f = sum_i x_i Y_i`` (``x`` the coefficients of the real harmonics of ``degrees_in``,
+    in that order, orthonormal on the sphere as in :mod:`equitensor.so3.s2grid`),
+    ``P_L(f^nu)[M] = sum_n table[n, M] prod_j x[monomial n, j]`` with
+    ``table[n, M] = count(n) * integral(Y_{i_1} ... Y_{i_nu} Y_{L,M})``, computed exactly by the
+    Gauss-Legendre quadrature that the ``gaunt_grid`` product basis uses. Returns
+    :class:`SymmetricContractionTerms` whose blocks have ``K = 1`` for every order with a
+    nonzero projection (else 0). Cached; arrays read-only.
+    """
+    lmax_in, lmax_out = max(degrees_in), max(degrees_out)
+    res_beta, res_alpha = s2grid.exact_resolution(correlation * lmax_in + lmax_out)
+    lmax = max(lmax_in, lmax_out)
+    harmonics = s2grid.harmonics_on_grid(lmax, res_beta, res_alpha)  # [G, (lmax+1)^2]
+    project = s2grid.projection_on_grid(lmax, res_beta, res_alpha)  # [G, (lmax+1)^2]
+    values = harmonics[:, np.concatenate([np.arange(l * l, (l + 1) ** 2) for l in degrees_in])].T  # [d, G]
+    d = values.shape[0]
+    tables = {}
+    for nu in range(1, correlation + 1):
+        monos, _, counts = _monomial_binning(d, nu)
+        products = np.prod(values[monos], axis=1) * counts[:, None]  # [n, G]
+        for o, l in enumerate(degrees_out):
+            table = products @ project[:, l * l : (l + 1) ** 2]  # [n, 2l+1]
+            used = np.abs(table).max(axis=1, initial=0.0) > _ZERO
+            k = int(used.any())
+            tables[(o, nu)] = (monos[used], table[used][:, :, None] if k else np.zeros((0, 2 * l + 1, 0)))
+    return contraction_terms(d, [2 * l + 1 for l in degrees_out], correlation, tables)

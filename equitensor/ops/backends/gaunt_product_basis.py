@@ -17,7 +17,13 @@ per-element weighted linear map ``w_out[e, 1, c, l] w_in[e, c, l] x[n, c, l]``.
 
 * ``gaunt_grid``: ``f`` is evaluated once on a Gauss-Legendre x uniform grid that integrates
   degree ``correlation * L_in + L_out`` exactly, powers are pointwise products, each power is
-  projected with the quadrature weights. Exact.
+  projected with the quadrature weights (``method="grid"``). Exact. ``method="sparse"`` computes
+  the same polynomial from its monomial expansion instead: the same quadrature, done once at
+  construction, gives the coefficients of ``P_l'(f^nu)`` on the sorted monomials of ``x``
+  (:func:`equitensor.so3.coupling.gaunt_power_terms`), which run on the fused numba kernels of
+  the ``cg`` product basis (one path per (l', nu), so about half its entries; no grid tensor,
+  nothing but the inputs kept for autograd, differentiable twice; CPU). ``"auto"`` (default):
+  ``sparse`` on CPU, ``grid`` elsewhere.
 * ``gaunt_fft``: ``f`` goes once to its 2D Fourier coefficients and onto a torus grid large
   enough for ``f^correlation`` (no aliasing); powers are pointwise products there (= repeated
   convolutions of the coefficients), and each power returns through rFFT and the exact
@@ -41,8 +47,10 @@ import numpy as np
 import torch
 
 from ... import so3
+from ...so3.coupling import gaunt_power_terms
 from .base import ProductBasisBackend
 from .gaunt_fft import torus_crop, torus_pad
+from .symmetric_contraction import FusedContraction
 
 
 class _PowerProductBasis(ProductBasisBackend):
@@ -129,8 +137,21 @@ class _PowerProductBasis(ProductBasisBackend):
 class GauntGridProductBasis(_PowerProductBasis):
     """Powers of the node function by pointwise products on an exact S2 grid."""
 
-    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, resolution=None):
+    METHODS = ("auto", "grid", "sparse")
+
+    def __init__(
+        self,
+        irreps_in,
+        irreps_out,
+        correlation: int,
+        num_elements: int,
+        resolution=None,
+        method: str = "auto",
+    ):
         super().__init__(irreps_in, irreps_out, correlation, num_elements)
+        if method not in self.METHODS:
+            raise ValueError(f"gaunt_grid product basis: method={method!r}; expected one of {self.METHODS}")
+        self.method = method
         degree = correlation * self.lmax_in + self.lmax_out
         if resolution is None:
             res_beta, res_alpha = so3.s2grid.exact_resolution(degree)
@@ -141,6 +162,35 @@ class GauntGridProductBasis(_PowerProductBasis):
         lmax = max(self.lmax_in, self.lmax_out)
         self.add_table("evaluate", so3.s2grid.harmonics_on_grid(lmax, res_beta, res_alpha)[:, self.in_rows].T)
         self.add_table("project", so3.s2grid.projection_on_grid(lmax, res_beta, res_alpha)[:, self.out_rows])
+        # sparse: P_l'(f^nu) on monomials; weight rows (output block o, order nu) with a nonzero projection
+        terms = gaunt_power_terms(
+            tuple(ir.l for _, ir in self.irreps_in), tuple(ir.l for _, ir in self.irreps_out), correlation
+        )
+        self.fused = FusedContraction(terms, self.irreps_in, self.irreps_out, self.num_channels)
+        n_out = len(self.irreps_out)
+        rows = [
+            o * correlation + nu for o, (_, ks) in enumerate(terms.blocks) for nu, k in enumerate(ks) if k
+        ]
+        self._out_rows = (
+            None if rows == list(range(n_out * correlation)) else torch.tensor(rows, dtype=torch.long)
+        )
+
+    def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
+        sparse = self.method == "sparse" or (self.method == "auto" and x.device.type == "cpu")
+        if not sparse or x.shape[0] == 0:
+            return super().forward(x, element_onehot)
+        n, c, e = x.shape[0], self.num_channels, self.num_elements
+        w_in = (element_onehot @ self.weights_in.reshape(e, -1)).reshape(n, c, -1)  # [N, C, blocks_in]
+        blocks = [
+            w_in[:, :, b, None].expand(n, c, ir.dim).reshape(n, -1)
+            for b, (_, ir) in enumerate(self.irreps_in)
+        ]
+        x = x * torch.cat(blocks, 1)  # mul_ir: w_in[b] repeated 2l+1 times in block b
+        w_out = (element_onehot @ self.weights_out.reshape(e, -1)).reshape(n, self.correlation, c, -1)
+        w_out = w_out.permute(0, 3, 1, 2).reshape(n, -1, c)  # [N, (block, order), C]
+        if self._out_rows is not None:  # (block, order) pairs without a path
+            w_out = w_out.index_select(1, self._out_rows.to(x.device))
+        return self.fused(x, w_out.reshape(n, -1))
 
     def powers(self, coefficients):
         values = coefficients @ self.table("evaluate", coefficients)  # [N, C, grid]

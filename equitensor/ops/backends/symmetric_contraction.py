@@ -8,27 +8,395 @@ with ``x [c, d]`` the node features of one channel over the coupling irreps (``d
 e.g. 16 for ``0e+1o+2e+3o``), ``U_nu`` the symmetric coupling basis of
 :mod:`equitensor.so3.coupling` and ``w`` weights that depend on the element ``z`` and the channel.
 
-Execution (all tables built once at construction):
+Execution works on the sorted monomials ``x_i1 x_i2 ... (i1 <= i2 <= ...)`` that the coupling
+uses (:func:`~equitensor.so3.coupling.symmetric_contraction_terms`: each monomial is its parent
+times one input), per (node, channel) column:
 
-1. products of ``x`` on the sorted monomials ``x_i1 x_i2 ... (i1 <= i2 <= ...)`` that the coupling
-   uses, one level per order (``P_nu = P_{nu-1}[parent] * x[last]``), laid out
-   ``[n_monomials, N*c]`` so that each gather copies whole rows;
-2. one matmul of the coupling tables of every (L, nu) with all monomials:
-   ``[sum_L (2L+1) K_L, n_monomials] @ [n_monomials, N*c] -> Q``;
-3. per output irrep, the element-dependent weights (one-hot @ weights) contract ``k``.
+1. ``Q = coupling.T @ monomials`` ``[sum_o (2L_o+1) K_o]`` for every output block and order;
+2. per output block, the element-dependent weights (one-hot @ weights) contract ``k``.
 
-This is the same function as mace-torch's ``SymmetricContraction`` (same weights layout
-``[num_elements, K, channels]`` per order), written without the ``d^nu`` intermediates; the
-coupling basis is the reduced, symmetric one, so ``K`` is the number of independent paths.
+Methods (``ProductBasis(..., backend="cg", method=...)``):
+
+* ``"fused"`` — numba kernels over tiles of 64 (node, channel) columns, reading ``x`` and
+  writing the output in mul_ir layout directly: the monomials of a tile are built in a scratch
+  buffer and the coupling is applied as its sparse entry list (about 1 % of the dense matrix is
+  nonzero) with the per-node weights inside, ``out[o, M] += coef * w[o, k] * monomial``, so
+  neither the monomials nor ``Q`` ever exist as tensors; autograd keeps ``x`` and the per-node
+  weights. The backward pass recomputes the tile's monomials, reads the weight gradient off the
+  entries and runs the chain rule down the monomial chain; its own backward (the double
+  backward of force training) is a third kernel (forward-mode tangents next to the values,
+  then a reverse sweep). Tiles run in parallel with numba's threads when torch is given more
+  than one, else in a plain loop (no OpenMP pool). Differentiable twice, which is what force training needs; a third
+  derivative raises. CPU only. :class:`FusedContraction` runs any
+  :class:`~equitensor.so3.coupling.SymmetricContractionTerms` (the ``gaunt_grid`` product
+  basis uses it too).
+* ``"naive"`` — the reference: all monomials as a ``[n_monomials, N*c]`` tensor (``P_nu =
+  P_{nu-1}[parent] * x[last]``, one row gather per order), one dense GEMM for ``Q``, the weights
+  in torch; plain autograd, any device, any order of derivative. Keeps every monomial for
+  autograd (the previous default).
+* ``"auto"`` (default) — ``fused`` on CPU, ``naive`` elsewhere.
+
+Both compute mace-torch's ``SymmetricContraction`` (same weights layout
+``[num_elements, K, channels]`` per order) without its ``d^nu`` intermediates; the coupling basis
+is the reduced, symmetric one, so ``K`` is the number of independent paths.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
-from ...so3.coupling import monomial_coupling
+from ...so3.coupling import symmetric_contraction_terms
 from .base import ProductBasisBackend
+
+METHODS = ("auto", "fused", "naive")
+
+#: node*channel columns per tile of the fused kernels (the scratch monomials of a tile, four
+#: buffers of ``n_monomials x TILE`` in the double backward, stay in the L2 cache). A module
+#: constant, so numba compiles the inner loops with a fixed trip count.
+TILE = 64
+
+
+# --------------------------------------------------------------------------------------------
+# fused: numba kernels over column tiles (monomials live only in per-tile scratch)
+#
+# Every kernel works on one tile of TILE columns at a time: inputs are copied into zero-padded
+# scratch rows (the last tile may be narrower), all inner loops run over a whole scratch row,
+# and only the columns that exist are written back.
+
+
+@numba.njit(inline="always")
+def _load(src, offsets, strides, channels, c0, width, dst):
+    """Tile rows from a node-major tensor: ``dst[i, j] = src[node, offsets[i] + channel * strides[i]]``.
+
+    Column ``c0 + j`` is ``(node, channel) = divmod(c0 + j, channels)``; ``j >= width`` is zero.
+    """
+    for i in range(dst.shape[0]):
+        row, off, step = dst[i], offsets[i], strides[i]
+        for j in range(TILE):
+            row[j] = 0
+        node, channel = c0 // channels, c0 % channels
+        for j in range(width):
+            row[j] = src[node, off + channel * step]
+            channel += 1
+            if channel == channels:
+                node, channel = node + 1, 0
+
+
+@numba.njit(inline="always")
+def _store(src, dst, offsets, strides, channels, c0, width):
+    """The inverse of :func:`_load` for the columns that exist."""
+    for i in range(src.shape[0]):
+        row, off, step = src[i], offsets[i], strides[i]
+        node, channel = c0 // channels, c0 % channels
+        for j in range(width):
+            dst[node, off + channel * step] = row[j]
+            channel += 1
+            if channel == channels:
+                node, channel = node + 1, 0
+
+
+@numba.njit(inline="always")
+def _monomials(parent, last, d, m):
+    """Rows ``d ..`` of ``m``: ``m[t] = m[parent[t]] * m[last[t]]`` (rows ``< d`` hold ``x``)."""
+    for t in range(d, parent.shape[0]):
+        mt, mp, ml = m[t], m[parent[t]], m[last[t]]
+        for j in range(TILE):
+            mt[j] = mp[j] * ml[j]
+
+
+@numba.njit(cache=True, fastmath=True)
+def _contract_tile(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out, it):
+    """Tile ``it``: ``out[r_e] += coef_e * w[k_e] * monomial[t_e]`` summed over the entries ``e``.
+
+    ``x [N, dim_in]``, ``w [N, K*c]`` and ``out [N, dim_out]`` (overwritten) are node-major;
+    ``layout`` places their rows (see :class:`_Kernels`).
+    """
+    x_off, x_str, w_off, w_str, o_off, o_str, channels = layout
+    d, cols = x_off.shape[0], x.shape[0] * channels
+    c0 = it * TILE
+    width = min(TILE, cols - c0)
+    m = np.empty((parent.shape[0], TILE), dtype=x.dtype)
+    _load(x, x_off, x_str, channels, c0, width, m[:d])
+    _monomials(parent, last, d, m)
+    wt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
+    _load(w, w_off, w_str, channels, c0, width, wt)
+    acc = np.zeros((o_off.shape[0], TILE), dtype=x.dtype)
+    for e in range(coefs.shape[0]):
+        k, a, we, mt = coefs[e], acc[out_rows[e]], wt[w_rows[e]], m[monos[e]]
+        for j in range(TILE):
+            a[j] += k * we[j] * mt[j]
+    _store(acc, out, o_off, o_str, channels, c0, width)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _contract_vjp_tile(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw, it):
+    """Tile ``it`` of ``gx`` and ``gw``, the gradients of ``<gout, out(x, w)>``.
+
+    The weights' gradient is read off the entries; the monomials' adjoints are then carried
+    down the chain (``m[t] = m[parent[t]] * x[last[t]]``, children first) to ``x``.
+    """
+    x_off, x_str, w_off, w_str, o_off, o_str, channels = layout
+    d, cols = x_off.shape[0], x.shape[0] * channels
+    n = parent.shape[0]
+    c0 = it * TILE
+    width = min(TILE, cols - c0)
+    m = np.empty((n, TILE), dtype=x.dtype)
+    _load(x, x_off, x_str, channels, c0, width, m[:d])
+    _monomials(parent, last, d, m)
+    wt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
+    _load(w, w_off, w_str, channels, c0, width, wt)
+    go = np.empty((o_off.shape[0], TILE), dtype=x.dtype)
+    _load(gout, o_off, o_str, channels, c0, width, go)
+    g = np.zeros((n, TILE), dtype=x.dtype)  # adjoints of the monomials
+    g_w = np.zeros((w_off.shape[0], TILE), dtype=x.dtype)
+    for e in range(coefs.shape[0]):
+        k, ge, we, gt, mt = coefs[e], go[out_rows[e]], wt[w_rows[e]], g[monos[e]], m[monos[e]]
+        gwe = g_w[w_rows[e]]
+        for j in range(TILE):
+            kg = k * ge[j]
+            gt[j] += kg * we[j]
+            gwe[j] += kg * mt[j]
+    for t in range(n - 1, d - 1, -1):
+        gt, gp, gl, mp, ml = g[t], g[parent[t]], g[last[t]], m[parent[t]], m[last[t]]
+        for j in range(TILE):
+            gp[j] += gt[j] * ml[j]
+            gl[j] += gt[j] * mp[j]
+    _store(g[:d], gx, x_off, x_str, channels, c0, width)
+    _store(g_w, gw, w_off, w_str, channels, c0, width)
+
+
+@numba.njit(cache=True, fastmath=True)
+def _contract_vjp_backward_tile(
+    x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout, it
+):
+    """Tile ``it`` of the gradients of ``Phi = <vx, gx> + <vw, gw>`` (``gx, gw`` from :func:`_contract_vjp`) w.r.t. ``x, w, gout``.
+
+    ``Phi = sum_e coef_e gout[r_e] (w[k_e] dm[t_e] + vw[k_e] m[t_e])`` with ``dm = J(x) vx`` the
+    tangent of the monomials along ``vx`` (forward mode, next to their values); ``g_gout`` and
+    ``g_w`` are read off the entries, ``g_x`` is a reverse sweep through values and tangents.
+    """
+    x_off, x_str, w_off, w_str, o_off, o_str, channels = layout
+    d, cols = x_off.shape[0], x.shape[0] * channels
+    n = parent.shape[0]
+    c0 = it * TILE
+    width = min(TILE, cols - c0)
+    m = np.empty((n, TILE), dtype=x.dtype)
+    dm = np.empty((n, TILE), dtype=x.dtype)
+    _load(x, x_off, x_str, channels, c0, width, m[:d])
+    _load(vx, x_off, x_str, channels, c0, width, dm[:d])
+    for t in range(d, n):
+        mt, mp, ml, dt, dp, dl = m[t], m[parent[t]], m[last[t]], dm[t], dm[parent[t]], dm[last[t]]
+        for j in range(TILE):
+            mt[j] = mp[j] * ml[j]
+            dt[j] = dp[j] * ml[j] + mp[j] * dl[j]
+    wt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
+    _load(w, w_off, w_str, channels, c0, width, wt)
+    vwt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
+    _load(vw, w_off, w_str, channels, c0, width, vwt)
+    go = np.empty((o_off.shape[0], TILE), dtype=x.dtype)
+    _load(gout, o_off, o_str, channels, c0, width, go)
+    acc_gout = np.zeros((o_off.shape[0], TILE), dtype=x.dtype)
+    acc_w = np.zeros((w_off.shape[0], TILE), dtype=x.dtype)
+    a_dm = np.zeros((n, TILE), dtype=x.dtype)  # adjoints of the tangents
+    a_m = np.zeros((n, TILE), dtype=x.dtype)  # adjoints of the values (rows < d: of x)
+    for e in range(coefs.shape[0]):
+        r, kw, t, k = out_rows[e], w_rows[e], monos[e], coefs[e]
+        ge, we, ve, mt, dt = go[r], wt[kw], vwt[kw], m[t], dm[t]
+        agr, awe, adt, amt = acc_gout[r], acc_w[kw], a_dm[t], a_m[t]
+        for j in range(TILE):
+            kg = k * ge[j]
+            agr[j] += k * (we[j] * dt[j] + ve[j] * mt[j])
+            awe[j] += kg * dt[j]
+            adt[j] += kg * we[j]
+            amt[j] += kg * ve[j]
+    for t in range(n - 1, d - 1, -1):
+        p, l = parent[t], last[t]
+        at, bt, ap, bp, bl = a_dm[t], a_m[t], a_dm[p], a_m[p], a_m[l]
+        mp, ml, dp, dl = m[p], m[l], dm[p], dm[l]
+        for j in range(TILE):
+            # dm[t] = dm[p] * x[l] + m[p] * vx[l];  m[t] = m[p] * x[l]
+            ap[j] += at[j] * ml[j]
+            bl[j] += at[j] * dp[j] + bt[j] * mp[j]
+            bp[j] += at[j] * dl[j] + bt[j] * ml[j]
+    _store(a_m[:d], g_x, x_off, x_str, channels, c0, width)
+    _store(acc_w, g_w, w_off, w_str, channels, c0, width)
+    _store(acc_gout, g_gout, o_off, o_str, channels, c0, width)
+
+
+# Drivers: one call runs every tile, in parallel (numba's OpenMP pool) or, for one thread, in a
+# plain loop that never starts or wakes the pool (idle OpenMP workers spin, and on a busy machine
+# they take CPU from the thread doing the work).
+
+
+@numba.njit(parallel=True, cache=True)
+def _contract_parallel(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out):
+    for it in numba.prange(_num_tiles(x, layout)):
+        _contract_tile(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out, it)
+
+
+@numba.njit(cache=True)
+def _contract_serial(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out):
+    for it in range(_num_tiles(x, layout)):
+        _contract_tile(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out, it)
+
+
+@numba.njit(parallel=True, cache=True)
+def _contract_vjp_parallel(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw):
+    for it in numba.prange(_num_tiles(x, layout)):
+        _contract_vjp_tile(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw, it)
+
+
+@numba.njit(cache=True)
+def _contract_vjp_serial(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw):
+    for it in range(_num_tiles(x, layout)):
+        _contract_vjp_tile(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw, it)
+
+
+@numba.njit(parallel=True, cache=True)
+def _contract_vjp_backward_parallel(
+    x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout
+):
+    for it in numba.prange(_num_tiles(x, layout)):
+        _contract_vjp_backward_tile(
+            x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout, it
+        )
+
+
+@numba.njit(cache=True)
+def _contract_vjp_backward_serial(
+    x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout
+):
+    for it in range(_num_tiles(x, layout)):
+        _contract_vjp_backward_tile(
+            x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout, it
+        )
+
+
+@numba.njit(inline="always")
+def _num_tiles(x, layout):
+    return (x.shape[0] * layout[-1] + TILE - 1) // TILE
+
+
+class _Kernels:
+    """The sparse entries (numpy coefficients in one dtype), the tensor layouts and the kernel calls.
+
+    Entry ``e`` of the coupling (``terms.rows[e]`` = row ``(o, M, k)`` of ``Q``) adds
+    ``coef * w[w_rows[e]] * monomial`` to output row ``out_rows[e]`` = ``(o, M)``. ``layout``:
+    where row ``i`` of ``x`` / ``w`` / ``out`` sits in the node-major tensors (offset and channel
+    stride per row, then the number of channels).
+    """
+
+    def __init__(self, terms, out_rows, w_rows, layout, dtype: torch.dtype):
+        self.parent, self.last, self.monos = terms.parent, terms.last, terms.monomials
+        self.out_rows, self.w_rows, self.layout = out_rows, w_rows, layout
+        self.coefs = np.asarray(terms.coefs, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+
+    def _args(self):
+        return self.layout, self.parent, self.last, self.out_rows, self.w_rows, self.monos, self.coefs
+
+    @staticmethod
+    def _parallel() -> bool:
+        threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        if threads > 1:
+            numba.set_num_threads(threads)
+        return threads > 1
+
+    def contract(self, x, w, dim_out: int):
+        out = x.new_empty(x.shape[0], dim_out)
+        kernel = _contract_parallel if self._parallel() else _contract_serial
+        kernel(x.numpy(), w.numpy(), *self._args(), out.numpy())
+        return out
+
+    def vjp(self, x, w, gout):
+        gx, gw = torch.empty_like(x), torch.empty_like(w)
+        kernel = _contract_vjp_parallel if self._parallel() else _contract_vjp_serial
+        kernel(x.numpy(), w.numpy(), gout.numpy(), *self._args(), gx.numpy(), gw.numpy())
+        return gx, gw
+
+    def vjp_backward(self, x, w, gout, vx, vw):
+        g_x, g_w, g_gout = torch.empty_like(x), torch.empty_like(w), torch.empty_like(gout)
+        kernel = _contract_vjp_backward_parallel if self._parallel() else _contract_vjp_backward_serial
+        operands = (x, w, gout, vx, vw)
+        kernel(*(t.numpy() for t in operands), *self._args(), g_x.numpy(), g_w.numpy(), g_gout.numpy())
+        return g_x, g_w, g_gout
+
+
+class _Contract(torch.autograd.Function):
+    """``out = B(x, w)`` (the whole symmetric contraction, weights included); keeps ``x`` and ``w``."""
+
+    @staticmethod
+    def forward(ctx, kernels: _Kernels, x, w, dim_out: int):
+        ctx.kernels = kernels
+        ctx.save_for_backward(x, w)
+        return kernels.contract(x, w, dim_out)
+
+    @staticmethod
+    def backward(ctx, gout):
+        x, w = ctx.saved_tensors
+        gx, gw = _ContractVJP.apply(ctx.kernels, x, w, gout.contiguous())
+        return None, gx, gw, None
+
+
+class _ContractVJP(torch.autograd.Function):
+    """``(gx, gw)`` of ``<gout, B(x, w)>``; its backward is the double-backward kernel."""
+
+    @staticmethod
+    def forward(ctx, kernels: _Kernels, x, w, gout):
+        ctx.kernels = kernels
+        ctx.save_for_backward(x, w, gout)
+        return kernels.vjp(x, w, gout)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, vx, vw):
+        x, w, gout = ctx.saved_tensors
+        g_x, g_w, g_gout = ctx.kernels.vjp_backward(x, w, gout, vx.contiguous(), vw.contiguous())
+        return None, g_x, g_w, g_gout
+
+
+class FusedContraction:
+    """``out = B(x, w)`` for a :class:`~equitensor.so3.coupling.SymmetricContractionTerms` (numba, CPU).
+
+    ``x [N, irreps_in.dim]`` and ``out [N, irreps_out.dim]`` in mul_ir layout (``irreps_in`` in
+    the terms' input order, one multiplicity ``c``), per-node weights ``w [N, K*c]`` laid out
+    ``[K, c]`` with ``K = sum_o K_o`` (block, then order, then path). Per channel:
+    ``out[o, M] = sum_k w[o, k] Q[o, M, k]``. Differentiable twice (forces and their training).
+    """
+
+    def __init__(self, terms, irreps_in, irreps_out, channels: int):
+        self.terms, self.dim_out = terms, irreps_out.dim
+        # row (o, M, k) of Q goes to output row (o, M) with weight row (o, k)
+        out_of_q, w_of_q, out_start, w_start = [], [], 0, 0
+        for m, ks in terms.blocks:
+            k = sum(ks)
+            out_of_q.append(out_start + np.repeat(np.arange(m), k))
+            w_of_q.append(w_start + np.tile(np.arange(k), m))
+            out_start, w_start = out_start + m, w_start + k
+        self.out_rows = np.ascontiguousarray(np.concatenate(out_of_q)[terms.rows])
+        self.w_rows = np.ascontiguousarray(np.concatenate(w_of_q)[terms.rows])
+        self.num_weights = w_start
+
+        def rows_of(irreps):  # offset and channel stride of every component in mul_ir
+            offsets = [s.start + np.arange(ir.dim) for s, (_, ir) in zip(irreps.slices(), irreps)]
+            strides = [np.full(ir.dim, ir.dim) for _, ir in irreps]
+            return np.concatenate(offsets), np.concatenate(strides)
+
+        arrays = (*rows_of(irreps_in), channels * np.arange(w_start), np.ones(w_start), *rows_of(irreps_out))
+        self.layout = tuple(np.ascontiguousarray(a, dtype=np.int64) for a in arrays) + (int(channels),)
+        self._kernels: dict[torch.dtype, _Kernels] = {}
+
+    def __call__(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        kernels = self._kernels.get(x.dtype)
+        if kernels is None:
+            kernels = _Kernels(self.terms, self.out_rows, self.w_rows, self.layout, x.dtype)
+            self._kernels[x.dtype] = kernels
+        return _Contract.apply(kernels, x.contiguous(), w.contiguous(), self.dim_out)
+
+
+# --------------------------------------------------------------------------------------------
 
 
 class SymmetricContractionBackend(ProductBasisBackend):
@@ -36,114 +404,110 @@ class SymmetricContractionBackend(ProductBasisBackend):
 
     Parameters ``weights["out{o}_nu{nu}"]``: ``[num_elements, K_{o,nu}, channels]`` for output
     block ``o`` and order ``nu`` (absent when no path exists), initialised ``randn / K`` as in MACE.
+    Option ``method``: ``"auto"`` (default), ``"fused"`` or ``"naive"`` (see the module docstring).
     """
 
-    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int):
+    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, method: str = "auto"):
         super().__init__(irreps_in, irreps_out, correlation, num_elements)
-        coupling = tuple((ir.l, ir.p) for _, ir in self.irreps_in)
-        d = sum(2 * l + 1 for l, _ in coupling)
-        self.coupling_dim = d
+        if method not in METHODS:
+            raise ValueError(f"cg product basis: method={method!r}; expected one of {METHODS}")
+        self.method = method
+        self.terms = symmetric_contraction_terms(
+            tuple((ir.l, ir.p) for _, ir in self.irreps_in),
+            tuple((ir.l, ir.p) for _, ir in self.irreps_out),
+            self.correlation,
+        )
+        self.coupling_dim = self.terms.d
+        self.num_monomials = len(self.terms.parent)
+        # naive: one row gather per order (level nu = rows parent_nu of level nu-1 times x[last_nu])
+        level = np.zeros(self.num_monomials, dtype=np.int64)
+        for t in range(self.coupling_dim, self.num_monomials):
+            level[t] = level[self.terms.parent[t]] + 1
+        self._level_sizes = np.bincount(level).tolist()
+        level_start = np.concatenate([[0], np.cumsum(self._level_sizes)])
+        for nu in range(2, len(self._level_sizes) + 1):
+            rows = np.flatnonzero(level == nu - 1)
+            parent = self.terms.parent[rows] - level_start[nu - 2]  # position within level nu-1
+            self.register_buffer(f"parent_{nu}", torch.as_tensor(parent), persistent=False)
+            self.register_buffer(f"last_{nu}", torch.as_tensor(self.terms.last[rows]), persistent=False)
 
-        # (block o, nu) -> (monomials, table [n, M, K])
-        tables = {
-            (o, nu): monomial_coupling(coupling, (ir.l, ir.p), nu)
-            for o, (_, ir) in enumerate(self.irreps_out)
-            for nu in range(1, self.correlation + 1)
-        }
-        # monomials needed at each level: used ones plus parents of the next level's
-        levels: dict[int, set[tuple[int, ...]]] = {nu: set() for nu in range(1, self.correlation + 1)}
-        for (_, nu), (monos, table) in tables.items():
-            if table.shape[-1]:
-                levels[nu].update(map(tuple, monos.tolist()))
-        for nu in range(self.correlation, 1, -1):
-            levels[nu - 1].update(m[:-1] for m in levels[nu])
-        levels[1] = {(i,) for i in range(d)}  # level 1 is x itself
-        ordered = {nu: sorted(levels[nu]) for nu in levels}
-        row_of, offset = {}, 0
-        for nu in range(1, self.correlation + 1):
-            for j, mono in enumerate(ordered[nu]):
-                row_of[mono] = offset + j
-            offset += len(ordered[nu])
-        self.num_monomials = offset
-        for nu in range(2, self.correlation + 1):
-            position = {m: j for j, m in enumerate(ordered[nu - 1])}
-            parent = [position[m[:-1]] for m in ordered[nu]]
-            last = [m[-1] for m in ordered[nu]]
-            self.register_buffer(f"parent_{nu}", torch.tensor(parent, dtype=torch.long), persistent=False)
-            self.register_buffer(f"last_{nu}", torch.tensor(last, dtype=torch.long), persistent=False)
-
-        # coupling matrix [n_monomials, sum_o M_o * K_o], block o laid out [M_o, K_o]
-        self.blocks = []  # (o, M, K, column slice)
-        columns = []
         self.weights = torch.nn.ParameterDict()
+        self.blocks = []  # (o, M, K)
+        self._weight_names = []  # in the order of the K axis: block, then order
         paths = []
-        start = 0
-        for o, (_mul, ir) in enumerate(self.irreps_out):
-            m = ir.dim
-            ks = [tables[(o, nu)][1].shape[-1] for nu in range(1, self.correlation + 1)]
-            k_total = sum(ks)
-            block = np.zeros((self.num_monomials, m, k_total))
-            k0 = 0
-            for nu, k in zip(range(1, self.correlation + 1), ks):
-                monos, table = tables[(o, nu)]
+        for o, ((_mul, ir), (m, ks)) in enumerate(zip(self.irreps_out, self.terms.blocks)):
+            for nu, k in enumerate(ks, start=1):
                 if k:
-                    rows = [row_of[tuple(mono)] for mono in monos.tolist()]
-                    block[rows, :, k0 : k0 + k] = table
                     weight = torch.randn(self.num_elements, k, self.num_channels) / k
                     self.weights[f"out{o}_nu{nu}"] = torch.nn.Parameter(weight)
+                    self._weight_names.append(f"out{o}_nu{nu}")
                     paths.append((ir, nu, k))
-                k0 += k
-            columns.append(block.reshape(self.num_monomials, m * k_total))
-            self.blocks.append((o, m, k_total, slice(start, start + m * k_total)))
-            start += m * k_total
+            self.blocks.append((o, m, sum(ks)))
         self.paths = tuple(paths)
-        self._coupling = np.ascontiguousarray(np.concatenate(columns, axis=1))  # float64 master
+        self.fused = FusedContraction(self.terms, self.irreps_in, self.irreps_out, self.num_channels)
         self._coupling_cache: dict[tuple, torch.Tensor] = {}
-        self._in_blocks = [(s, mul, ir.dim) for s, (mul, ir) in zip(self.irreps_in.slices(), self.irreps_in)]
+        self._in_blocks = [(mul, ir.dim) for mul, ir in self.irreps_in]
 
     def coupling_matrix(self, like: torch.Tensor) -> torch.Tensor:
         """``[n_monomials, sum_o (2L+1) K_o]`` in ``like``'s dtype/device (cached from float64)."""
         key = (like.dtype, like.device)
         table = self._coupling_cache.get(key)
         if table is None:
-            table = torch.as_tensor(self._coupling, dtype=like.dtype, device=like.device)
+            table = torch.tensor(self.terms.coupling, dtype=like.dtype, device=like.device)
             self._coupling_cache[key] = table
         return table
 
-    def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
-        n, c = x.shape[0], self.num_channels
-        # [d, N*c]: coupling components first, so that gathering monomials copies whole rows
-        blocks = torch.split(x, [mul * dim for _, mul, dim in self._in_blocks], dim=1)
-        xs = torch.cat([b.reshape(n, mul, dim) for b, (_, mul, dim) in zip(blocks, self._in_blocks)], dim=2)
-        xs = xs.permute(2, 0, 1).reshape(self.coupling_dim, n * c)
+    def contract_naive(self, xs: torch.Tensor, w_node: torch.Tensor) -> torch.Tensor:
+        """``[sum_o M_o, N*c]`` with every monomial as a tensor and one dense GEMM (the reference).
+
+        ``xs [d, N*c]``, ``w_node [K, N, c]`` (``K = sum_o K_o``).
+        """
+        n, c = w_node.shape[1:]
         products = [xs]
-        for nu in range(2, self.correlation + 1):
+        for nu in range(2, len(self._level_sizes) + 1):
             parent, last = getattr(self, f"parent_{nu}"), getattr(self, f"last_{nu}")
             products.append(products[-1].index_select(0, parent) * xs.index_select(0, last))  # [n_nu, N*c]
         monomials = torch.cat(products, dim=0) if len(products) > 1 else xs  # [n_monomials, N*c]
-        q = self.coupling_matrix(x).T @ monomials  # [sum_o M_o K_o, N*c]
-        q_blocks = torch.split(q, [m * k for _, m, k, _ in self.blocks], dim=0)
+        q = self.coupling_matrix(xs).T @ monomials  # [sum_o M_o K_o, N*c]
+        q_blocks = torch.split(q, [m * k for _, m, k in self.blocks], dim=0)
+        w_blocks = torch.split(w_node, [k for _, _, k in self.blocks], dim=0)
         outputs = []
-        for (o, m, k_total, _), q_o in zip(self.blocks, q_blocks):
-            if k_total == 0:
-                outputs.append(x.new_zeros(n, c * m))
+        for (_, m, k), q_o, w_o in zip(self.blocks, q_blocks, w_blocks):
+            if k == 0:
+                outputs.append(xs.new_zeros(m, n * c))
                 continue
-            w = torch.cat(
-                [
-                    self.weights[f"out{o}_nu{nu}"]
-                    for nu in range(1, self.correlation + 1)
-                    if f"out{o}_nu{nu}" in self.weights
-                ],
-                dim=1,
-            )  # [E, K, c]
-            w_node = (element_onehot @ w.reshape(self.num_elements, -1)).reshape(n, k_total, c)  # [N, K, c]
-            q_o = q_o.reshape(m, k_total, n, c)  # [M, K, N, c]
-            out = (q_o * w_node.transpose(0, 1)).sum(1)  # [M, N, c]
-            outputs.append(out.permute(1, 2, 0).reshape(n, c * m))
-        return torch.cat(outputs, dim=-1)
+            outputs.append((q_o.reshape(m, k, n, c) * w_o).sum(1).reshape(m, n * c))  # [M, N*c]
+        return torch.cat(outputs, dim=0)
+
+    def contract_fused(self, x: torch.Tensor, w_node: torch.Tensor) -> torch.Tensor:
+        """``[N, irreps_out.dim]`` (mul_ir) from ``x`` (mul_ir) and ``w_node [N, K*c]``, by the numba kernels (CPU)."""
+        return self.fused(x, w_node)
+
+    def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[0], self.num_channels
+        k = self.fused.num_weights
+        if self._weight_names:
+            w = torch.cat([self.weights[name] for name in self._weight_names], dim=1)  # [E, K, c]
+            w_node = element_onehot @ w.reshape(self.num_elements, k * c)  # [N, K*c]
+        else:
+            w_node = x.new_zeros(n, 0)
+        fused = self.method == "fused" or (self.method == "auto" and x.device.type == "cpu")
+        if fused and n > 0:
+            return self.contract_fused(x, w_node)
+        # [d, N*c]: coupling components first, so that each monomial is a row
+        blocks = torch.split(x, [mul * dim for mul, dim in self._in_blocks], dim=1)
+        xs = torch.cat([b.reshape(n, mul, dim) for b, (mul, dim) in zip(blocks, self._in_blocks)], dim=2)
+        xs = xs.permute(2, 0, 1).reshape(self.coupling_dim, n * c)
+        out = self.contract_naive(xs, w_node.reshape(n, k, c).transpose(0, 1))  # [sum_o M_o, N*c]
+        # [sum_o M_o, N, c] -> mul_ir
+        pieces = torch.split(out, [m for _, m, _ in self.blocks], dim=0)
+        return torch.cat(
+            [p.reshape(p.shape[0], n, c).permute(1, 2, 0).reshape(n, c * p.shape[0]) for p in pieces], dim=1
+        )
 
     def extra_repr(self) -> str:
         return (
-            f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, "
-            f"monomials={self.num_monomials}, paths={[(str(ir), nu, k) for ir, nu, k in self.paths]}"
+            f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, method={self.method!r}, "
+            f"monomials={self.num_monomials}, coupling entries={len(self.terms.coefs)}, "
+            f"paths={[(str(ir), nu, k) for ir, nu, k in self.paths]}"
         )
