@@ -198,3 +198,28 @@ def test_message_passing_bad_shapes():
         tp.message_passing(x, y, torch.randn(1, 5, tp.weight_numel), edge_index)
     with pytest.raises(ValueError, match="node_feats"):
         tp.message_passing(x[None], y, w, edge_index)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_serial_and_parallel_drivers_agree(threads):
+    """One torch thread runs the serial drivers, more the parallel ones: same numbers, all slots."""
+    tp = _conv()
+    edge_index = _graph(6, 30, seed=7)
+    x = torch.randn(6, tp.irreps_in1.dim, requires_grad=True)
+    y = torch.randn(30, tp.irreps_in2.dim, requires_grad=True)
+    w = torch.randn(30, tp.weight_numel, requires_grad=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = tp.message_passing(x, y, w, edge_index)
+        grads = torch.autograd.grad(out.pow(2).sum(), (x, y, w), create_graph=True)
+        second = torch.autograd.grad(sum(g.pow(2).sum() for g in grads), (x, y, w))
+    finally:
+        torch.set_num_threads(before)
+    ref_tp = _conv(method="naive")
+    ref = _reference_message_passing(ref_tp, x, y, w, edge_index)
+    ref_grads = torch.autograd.grad(ref.pow(2).sum(), (x, y, w), create_graph=True)
+    ref_second = torch.autograd.grad(sum(g.pow(2).sum() for g in ref_grads), (x, y, w))
+    assert (out - ref).abs().max().item() < TOL[torch.float64]
+    for a, b in zip((*grads, *second), (*ref_grads, *ref_second)):
+        assert (a - b).abs().max().item() < 1e-9

@@ -208,7 +208,6 @@ class BoundChannelwise:
 
     def _common(self, like: torch.Tensor, transposed: bool) -> tuple:
         plan, g, p = self.plan, self.graph, self.plan.paths
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
         coef = plan.backend.table(f"{plan.name}_coef", like).numpy()
         return (
             g.sender, g.receiver, plan.blocks1, plan.blocks_o, transposed, p["mul"], p["off1"], p["d1"], p["off2"], p["off_o"], p["d_o"],
@@ -223,7 +222,8 @@ class BoundChannelwise:
         slots = {s: self._to_kernel(s, t, transposed) for s, t in zip(others, sources)}
         arrays = _numpy_slots({**slots, target: result})
         by = {OUT: "receiver", X1: "sender"}.get(target, "edge")
-        _contract_into(target, *arrays, *self.graph.csr(by), *self._common(like, transposed))
+        kernel = _contract_into if _parallel() else _contract_into_serial
+        kernel(target, *arrays, *self.graph.csr(by), *self._common(like, transposed))
         return self._from_kernel(target, result, transposed)
 
     def input_gradients(self, grad_out, x1, x2, w):
@@ -232,8 +232,19 @@ class BoundChannelwise:
         )
         arrays = _numpy_slots({OUT: grad_out, X1: x1, X2: x2, W: w})
         common = self._common(grad_out, False)
-        _input_gradients(*arrays, *(t.numpy() for t in grads), *self.graph.csr("sender"), *common)
+        kernel = _input_gradients if _parallel() else _input_gradients_serial
+        kernel(*arrays, *(t.numpy() for t in grads), *self.graph.csr("sender"), *common)
         return grads
+
+
+def _parallel() -> bool:
+    """Run the numba kernels in parallel when torch has more than one thread (numba follows
+    ``torch.get_num_threads()``); with one, the serial drivers never wake numba's OpenMP pool,
+    whose idle workers spin and take CPU from the thread doing the work."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if threads > 1:
+        numba.set_num_threads(threads)
+    return threads > 1
 
 
 def _numpy_slots(tensors: dict[int, torch.Tensor]) -> tuple[np.ndarray, ...]:
@@ -339,7 +350,7 @@ def _add_path_weight_gradient(gw, row, start, t, m, weighted):
         gw[row, start] += total
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True)
+@numba.njit(parallel=True, cache=True)
 def _contract_into(
     target, out, x1, x2, w, order, ptr, sender, receiver, blocks1, blocks_o, transposed,
     mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
@@ -351,88 +362,130 @@ def _contract_into(
     ``blocks1``/``blocks_o``: ``(start, mul, dim)`` of every block of x1 / out; ``transposed``:
     out and x1 are given (and the target, if one of them, is written) in ir_mul layout.
     """
+    for g in numba.prange(ptr.shape[0] - 1):
+        _contract_into_group(g, order, ptr, target, out, x1, x2, w, sender, receiver, blocks1, blocks_o, transposed, mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch)  # fmt: skip
+
+
+@numba.njit(cache=True)
+def _contract_into_serial(
+    target, out, x1, x2, w, order, ptr, sender, receiver, blocks1, blocks_o, transposed,
+    mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
+):  # fmt: skip
+    """:func:`_contract_into` in a plain loop (one thread: the OpenMP pool is never woken)."""
+    for g in range(ptr.shape[0] - 1):
+        _contract_into_group(g, order, ptr, target, out, x1, x2, w, sender, receiver, blocks1, blocks_o, transposed, mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch)  # fmt: skip
+
+
+@numba.njit(cache=True, fastmath=True)
+def _contract_into_group(
+    g,
+    order,
+    ptr,
+    target,
+    out,
+    x1,
+    x2,
+    w,
+    sender,
+    receiver,
+    blocks1,
+    blocks_o,
+    transposed,
+    mul,
+    off1,
+    d1,
+    off2,
+    off_o,
+    d_o,
+    off_w,
+    weighted,
+    cg_ptr,
+    cg_ijk,
+    coef,
+    scratch,
+):
+    """Group ``g`` of :func:`_contract_into`: target row ``g`` from its edges."""
     shared = w.shape[0] == 1 and x2.shape[0] != 1
     one = np.ones(1, dtype=x2.dtype)[0]  # keeps float32 arithmetic in float32
     zero = one - one
-    for g in numba.prange(ptr.shape[0] - 1):
-        c = np.empty(scratch, dtype=x2.dtype)
-        xs_buf = np.empty(x1.shape[1], dtype=x2.dtype)
-        gs_buf = np.empty(out.shape[1], dtype=x2.dtype)
-        acc_row = np.zeros(out.shape[1] if target == 0 else x1.shape[1], dtype=x2.dtype)  # node targets
-        xs, gs = xs_buf, gs_buf
-        tmp = np.empty(max(1, mul.max()), dtype=x2.dtype)
-        wv = np.ones(max(1, mul.max()), dtype=x2.dtype)
-        if target == 2:
-            x2[g, :] = 0
-        elif target == 3:
-            w[g, :] = 0
-        for q in range(ptr[g], ptr[g + 1]):
-            e = order[q]
-            we = 0 if shared else e
-            if target != 1:
-                xs = _source_row(xs_buf, x1, sender[e], blocks1, transposed)
-            if target != 0:
-                gs = _source_row(gs_buf, out, receiver[e], blocks_o, transposed)
-            for p in range(mul.shape[0]):
-                m, n1, no, b1, bo, bw = mul[p], d1[p], d_o[p], off1[p], off_o[p], off_w[p]
-                um = np.uint64(m)
-                if target != 2:
-                    _edge_matrix(c, x2, e, p, off2, d1, d_o, cg_ptr, cg_ijk, coef)
-                if target != 3:
-                    _path_weights(wv, w, we, bw, m, weighted[p])
-                if target == 0:  # out[k, u] += w[u] * sum_i c[i, k] x1[i, u]
-                    for i in range(n1):
-                        xi = xs[b1 + i * m : b1 + (i + 1) * m]
+    c = np.empty(scratch, dtype=x2.dtype)
+    xs_buf = np.empty(x1.shape[1], dtype=x2.dtype)
+    gs_buf = np.empty(out.shape[1], dtype=x2.dtype)
+    acc_row = np.zeros(out.shape[1] if target == 0 else x1.shape[1], dtype=x2.dtype)  # node targets
+    xs, gs = xs_buf, gs_buf
+    tmp = np.empty(max(1, mul.max()), dtype=x2.dtype)
+    wv = np.ones(max(1, mul.max()), dtype=x2.dtype)
+    if target == 2:
+        x2[g, :] = 0
+    elif target == 3:
+        w[g, :] = 0
+    for q in range(ptr[g], ptr[g + 1]):
+        e = order[q]
+        we = 0 if shared else e
+        if target != 1:
+            xs = _source_row(xs_buf, x1, sender[e], blocks1, transposed)
+        if target != 0:
+            gs = _source_row(gs_buf, out, receiver[e], blocks_o, transposed)
+        for p in range(mul.shape[0]):
+            m, n1, no, b1, bo, bw = mul[p], d1[p], d_o[p], off1[p], off_o[p], off_w[p]
+            um = np.uint64(m)
+            if target != 2:
+                _edge_matrix(c, x2, e, p, off2, d1, d_o, cg_ptr, cg_ijk, coef)
+            if target != 3:
+                _path_weights(wv, w, we, bw, m, weighted[p])
+            if target == 0:  # out[k, u] += w[u] * sum_i c[i, k] x1[i, u]
+                for i in range(n1):
+                    xi = xs[b1 + i * m : b1 + (i + 1) * m]
+                    for u in range(um):
+                        tmp[u] = wv[u] * xi[u]
+                    for k in range(no):
+                        cik = c[i * no + k]
+                        ok = acc_row[bo + k * m : bo + (k + 1) * m]
                         for u in range(um):
-                            tmp[u] = wv[u] * xi[u]
-                        for k in range(no):
-                            cik = c[i * no + k]
-                            ok = acc_row[bo + k * m : bo + (k + 1) * m]
-                            for u in range(um):
-                                ok[u] += cik * tmp[u]
-                elif target == 1:  # x1[i, u] += w[u] * sum_k c[i, k] out[k, u]
-                    for i in range(n1):
-                        for u in range(um):
-                            tmp[u] = zero
-                        for k in range(no):
-                            cik = c[i * no + k]
-                            ok = gs[bo + k * m : bo + (k + 1) * m]
-                            for u in range(um):
-                                tmp[u] += cik * ok[u]
-                        xi = acc_row[b1 + i * m : b1 + (i + 1) * m]
-                        for u in range(um):
-                            xi[u] += wv[u] * tmp[u]
-                elif target == 3:  # w[u] += sum_ik c[i, k] x1[i, u] out[k, u]
+                            ok[u] += cik * tmp[u]
+            elif target == 1:  # x1[i, u] += w[u] * sum_k c[i, k] out[k, u]
+                for i in range(n1):
                     for u in range(um):
                         tmp[u] = zero
-                    for i in range(n1):
-                        xi = xs[b1 + i * m : b1 + (i + 1) * m]
-                        for k in range(no):
-                            cik = c[i * no + k]
-                            ok = gs[bo + k * m : bo + (k + 1) * m]
-                            for u in range(um):
-                                tmp[u] += cik * xi[u] * ok[u]
-                    _add_path_weight_gradient(w, g, bw, tmp, m, weighted[p])
-                else:  # a[i, k] = sum_u w[u] x1[i, u] out[k, u]; x2[j] += sum_ik cg[i, j, k] a[i, k]
-                    for i in range(n1):
-                        xi = xs[b1 + i * m : b1 + (i + 1) * m]
+                    for k in range(no):
+                        cik = c[i * no + k]
+                        ok = gs[bo + k * m : bo + (k + 1) * m]
                         for u in range(um):
-                            tmp[u] = wv[u] * xi[u]
-                        for k in range(no):
-                            ok = gs[bo + k * m : bo + (k + 1) * m]
-                            acc = zero
-                            for u in range(um):
-                                acc += tmp[u] * ok[u]
-                            c[i * no + k] = acc
-                    for q2 in range(cg_ptr[p], cg_ptr[p + 1]):
-                        x2[g, off2[p] + cg_ijk[1, q2]] += coef[q2] * c[cg_ijk[0, q2] * no + cg_ijk[2, q2]]
-        if target == 0:
-            _write_row(out, g, acc_row, blocks_o, transposed)
-        elif target == 1:
-            _write_row(x1, g, acc_row, blocks1, transposed)
+                            tmp[u] += cik * ok[u]
+                    xi = acc_row[b1 + i * m : b1 + (i + 1) * m]
+                    for u in range(um):
+                        xi[u] += wv[u] * tmp[u]
+            elif target == 3:  # w[u] += sum_ik c[i, k] x1[i, u] out[k, u]
+                for u in range(um):
+                    tmp[u] = zero
+                for i in range(n1):
+                    xi = xs[b1 + i * m : b1 + (i + 1) * m]
+                    for k in range(no):
+                        cik = c[i * no + k]
+                        ok = gs[bo + k * m : bo + (k + 1) * m]
+                        for u in range(um):
+                            tmp[u] += cik * xi[u] * ok[u]
+                _add_path_weight_gradient(w, g, bw, tmp, m, weighted[p])
+            else:  # a[i, k] = sum_u w[u] x1[i, u] out[k, u]; x2[j] += sum_ik cg[i, j, k] a[i, k]
+                for i in range(n1):
+                    xi = xs[b1 + i * m : b1 + (i + 1) * m]
+                    for u in range(um):
+                        tmp[u] = wv[u] * xi[u]
+                    for k in range(no):
+                        ok = gs[bo + k * m : bo + (k + 1) * m]
+                        acc = zero
+                        for u in range(um):
+                            acc += tmp[u] * ok[u]
+                        c[i * no + k] = acc
+                for q2 in range(cg_ptr[p], cg_ptr[p + 1]):
+                    x2[g, off2[p] + cg_ijk[1, q2]] += coef[q2] * c[cg_ijk[0, q2] * no + cg_ijk[2, q2]]
+    if target == 0:
+        _write_row(out, g, acc_row, blocks_o, transposed)
+    elif target == 1:
+        _write_row(x1, g, acc_row, blocks1, transposed)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=True)
+@numba.njit(parallel=True, cache=True)
 def _input_gradients(
     out, x1, x2, w, g1, g2, gw, order, ptr, sender, receiver, blocks1, blocks_o, transposed,
     mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
@@ -443,48 +496,92 @@ def _input_gradients(
     the ``g2``/``gw`` rows of its edges, so writes never race; the three gradients share each
     edge's loads.
     """
+    for g in numba.prange(ptr.shape[0] - 1):
+        _input_gradients_group(g, order, ptr, out, x1, x2, w, g1, g2, gw, sender, receiver, blocks1, blocks_o, transposed, mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch)  # fmt: skip
+
+
+@numba.njit(cache=True)
+def _input_gradients_serial(
+    out, x1, x2, w, g1, g2, gw, order, ptr, sender, receiver, blocks1, blocks_o, transposed,
+    mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
+):  # fmt: skip
+    """:func:`_input_gradients` in a plain loop (one thread: the OpenMP pool is never woken)."""
+    for g in range(ptr.shape[0] - 1):
+        _input_gradients_group(g, order, ptr, out, x1, x2, w, g1, g2, gw, sender, receiver, blocks1, blocks_o, transposed, mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch)  # fmt: skip
+
+
+@numba.njit(cache=True, fastmath=True)
+def _input_gradients_group(
+    g,
+    order,
+    ptr,
+    out,
+    x1,
+    x2,
+    w,
+    g1,
+    g2,
+    gw,
+    sender,
+    receiver,
+    blocks1,
+    blocks_o,
+    transposed,
+    mul,
+    off1,
+    d1,
+    off2,
+    off_o,
+    d_o,
+    off_w,
+    weighted,
+    cg_ptr,
+    cg_ijk,
+    coef,
+    scratch,
+):
+    """Group ``g`` (a sender) of :func:`_input_gradients`."""
     shared = w.shape[0] == 1 and x2.shape[0] != 1
     one = np.ones(1, dtype=x2.dtype)[0]
     zero = one - one
-    for g in numba.prange(ptr.shape[0] - 1):
-        c = np.empty(scratch, dtype=x2.dtype)
-        xs_buf = np.empty(x1.shape[1], dtype=x2.dtype)
-        g1s = np.zeros(x1.shape[1], dtype=x2.dtype)
-        gs_buf = np.empty(out.shape[1], dtype=x2.dtype)
-        wv = np.empty(max(1, mul.max()), dtype=x2.dtype)
-        tw = np.empty(max(1, mul.max()), dtype=x2.dtype)
-        t1 = np.empty(max(1, mul.max()), dtype=x2.dtype)
-        xs = _source_row(xs_buf, x1, g, blocks1, transposed)
-        for q in range(ptr[g], ptr[g + 1]):
-            e = order[q]
-            we = 0 if shared else e
-            gs = _source_row(gs_buf, out, receiver[e], blocks_o, transposed)
-            g2[e, :] = 0
-            gw[e, :] = 0
-            for p in range(mul.shape[0]):
-                m, n1, no, b1, bo, bw = mul[p], d1[p], d_o[p], off1[p], off_o[p], off_w[p]
-                um = np.uint64(m)
-                _edge_matrix(c, x2, e, p, off2, d1, d_o, cg_ptr, cg_ijk, coef)
-                _path_weights(wv, w, we, bw, m, weighted[p])
+    c = np.empty(scratch, dtype=x2.dtype)
+    xs_buf = np.empty(x1.shape[1], dtype=x2.dtype)
+    g1s = np.zeros(x1.shape[1], dtype=x2.dtype)
+    gs_buf = np.empty(out.shape[1], dtype=x2.dtype)
+    wv = np.empty(max(1, mul.max()), dtype=x2.dtype)
+    tw = np.empty(max(1, mul.max()), dtype=x2.dtype)
+    t1 = np.empty(max(1, mul.max()), dtype=x2.dtype)
+    xs = _source_row(xs_buf, x1, g, blocks1, transposed)
+    for q in range(ptr[g], ptr[g + 1]):
+        e = order[q]
+        we = 0 if shared else e
+        gs = _source_row(gs_buf, out, receiver[e], blocks_o, transposed)
+        g2[e, :] = 0
+        gw[e, :] = 0
+        for p in range(mul.shape[0]):
+            m, n1, no, b1, bo, bw = mul[p], d1[p], d_o[p], off1[p], off_o[p], off_w[p]
+            um = np.uint64(m)
+            _edge_matrix(c, x2, e, p, off2, d1, d_o, cg_ptr, cg_ijk, coef)
+            _path_weights(wv, w, we, bw, m, weighted[p])
+            for u in range(um):
+                tw[u] = zero
+            for i in range(n1):
+                xi = xs[b1 + i * m : b1 + (i + 1) * m]
                 for u in range(um):
-                    tw[u] = zero
-                for i in range(n1):
-                    xi = xs[b1 + i * m : b1 + (i + 1) * m]
+                    t1[u] = zero
+                for k in range(no):
+                    cik = c[i * no + k]
+                    ok = gs[bo + k * m : bo + (k + 1) * m]
+                    acc = zero
                     for u in range(um):
-                        t1[u] = zero
-                    for k in range(no):
-                        cik = c[i * no + k]
-                        ok = gs[bo + k * m : bo + (k + 1) * m]
-                        acc = zero
-                        for u in range(um):
-                            t1[u] += cik * ok[u]
-                            tw[u] += cik * xi[u] * ok[u]
-                            acc += wv[u] * xi[u] * ok[u]
-                        c[i * no + k] = acc  # c[i, k] is not needed again: it becomes a[i, k]
-                    gi = g1s[b1 + i * m : b1 + (i + 1) * m]
-                    for u in range(um):
-                        gi[u] += wv[u] * t1[u]
-                _add_path_weight_gradient(gw, e, bw, tw, m, weighted[p])
-                for q2 in range(cg_ptr[p], cg_ptr[p + 1]):
-                    g2[e, off2[p] + cg_ijk[1, q2]] += coef[q2] * c[cg_ijk[0, q2] * no + cg_ijk[2, q2]]
-        _write_row(g1, g, g1s, blocks1, transposed)
+                        t1[u] += cik * ok[u]
+                        tw[u] += cik * xi[u] * ok[u]
+                        acc += wv[u] * xi[u] * ok[u]
+                    c[i * no + k] = acc  # c[i, k] is not needed again: it becomes a[i, k]
+                gi = g1s[b1 + i * m : b1 + (i + 1) * m]
+                for u in range(um):
+                    gi[u] += wv[u] * t1[u]
+            _add_path_weight_gradient(gw, e, bw, tw, m, weighted[p])
+            for q2 in range(cg_ptr[p], cg_ptr[p + 1]):
+                g2[e, off2[p] + cg_ijk[1, q2]] += coef[q2] * c[cg_ijk[0, q2] * no + cg_ijk[2, q2]]
+    _write_row(g1, g, g1s, blocks1, transposed)
