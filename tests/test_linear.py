@@ -61,9 +61,34 @@ def test_norm_activation_equivariant(rng):
 @pytest.mark.parametrize("irreps", ["16x0e+16x1o", "8x0e+8x1o+8x2e+8x3o", "4x0e+3x0e+2x1o"])
 def test_linear_both_methods_match_e3nn(irreps):
     ref = o3.Linear(irreps, irreps).double()
-    for method in ("dense", "blocks", None):
+    for method in ("dense", "gather", "blocks", None):
         ours = Linear(irreps, irreps, method=method).double()
         ours.weight.data.copy_(ref.weight.data)
         x = torch.randn(5, ours.irreps_in.dim, dtype=torch.float64, requires_grad=True)
         assert (ours(x) - ref(x)).abs().max() < TOL[torch.float64]
         assert torch.autograd.gradgradcheck(ours, (x,))
+
+
+@pytest.mark.parametrize(
+    "irreps_in, irreps_out",
+    [
+        ("3x0e+2x1o+4x1o+2x2e+1x0e", "2x1o+5x0e+3x2e+1x1e"),  # repeated irreps, an output with no input
+        ("4x1o+2x0e", "3x0e+2x1o+1x1o"),
+        ("2x2e", "3x0e"),  # no path at all
+    ],
+)
+@pytest.mark.parametrize("method", ["dense", "gather", "blocks"])
+def test_linear_methods_match_e3nn_mixed_irreps(irreps_in, irreps_out, method):
+    ref = o3.Linear(irreps_in, irreps_out).double()
+    ours = Linear(irreps_in, irreps_out, method=method).double()
+    ours.weight.data.copy_(ref.weight.data)
+    x = torch.randn(4, 3, ours.irreps_in.dim, dtype=torch.float64, requires_grad=True)
+    assert (ours(x) - ref(x)).abs().max() < TOL[torch.float64]
+    if ours.weight_numel:
+        assert torch.autograd.gradgradcheck(
+            lambda a, w: _with_weight(ours, w)(a), (x[0], ours.weight.detach().clone().requires_grad_())
+        )
+
+
+def _with_weight(module, weight):
+    return lambda a: torch.func.functional_call(module, {"weight": weight}, (a,))

@@ -8,11 +8,6 @@ import torch
 
 from ..irreps import Irreps, as_irreps, check_last_dim
 
-#: ``dense`` execution when ``dim_in * dim_out <= DENSE_MAX_WASTE * (useful multiply-adds)``:
-#: one GEMM that multiplies zeros beat the per-block matmuls and their transposes at 4x waste
-#: (128x0e+128x1o, float32, 2 CPU threads: fwd 148 vs 184 ms for e3nn, 10k samples).
-DENSE_MAX_WASTE = 4.0
-
 
 class Linear(torch.nn.Module):
     """``y = x W`` channel mixing within each irrep type, no bias.
@@ -25,14 +20,21 @@ class Linear(torch.nn.Module):
 
     Execution (no layout conversion; both are plain GEMMs on mul_ir data):
 
-    * ``dense`` — when the block-diagonal matrix ``M [dim_in, dim_out]`` (each path's
-      ``W ⊗ I_{2l+1}``, scattered from the flat weight by a precomputed index) costs at most
-      :data:`DENSE_MAX_WASTE` times the useful multiply-adds, the whole map is one ``x @ M`` and
-      its backward two GEMMs. Typical for few small irreps (``128x0e+128x1o``: 4x).
-    * ``blocks`` — otherwise one matmul per output block against the input blocks of the same
-      irrep stacked along channels; scalar blocks (``2l+1 = 1``) skip the transposes.
+    * ``dense`` — the block-diagonal matrix ``M [dim_in, dim_out]`` (each path's
+      ``W ⊗ I_{2l+1}``, scattered from the flat weight by a precomputed index): one ``x @ M``,
+      its backward two GEMMs, at the price of multiplying zeros. Never faster than the others in
+      ``benchmarks/linear.py`` (0.8-0.95x e3nn at ``128x0e+128x1o``), so only on request.
+    * ``gather`` — otherwise, one GEMM per irrep type: a single column gather lays every input
+      block of that irrep out as ``[Z * (2l+1), mul_in_total]`` (ir_mul order, so the gather is
+      the only copy), one ``mm`` with the stacked weights ``[mul_in_total, mul_out_total]``
+      gives every output block of that irrep, and one gather at the end puts all outputs back
+      in mul_ir order.
+    * ``blocks`` — one matmul per output block against the input blocks of the same irrep
+      stacked along channels (transposed copies around each matmul).
 
-    ``method=None`` picks one of them; ``"dense"`` or ``"blocks"`` forces it.
+    ``method=None`` picks ``gather`` when an irrep occurs in more than one input or output block
+    (e.g. MACE's convolution output, 10 blocks of 4 irreps: 1.7-1.8x faster than e3nn), else
+    ``blocks`` (1.0-1.2x); any of the three can be forced. Measured in ``benchmarks/linear.py``.
 
     Shapes: ``x [..., irreps_in.dim] -> [..., irreps_out.dim]`` (mul_ir layout).
     """
@@ -65,22 +67,65 @@ class Linear(torch.nn.Module):
             )
         self._in_slices = list(self.irreps_in.slices())
 
-        useful = sum(
-            self.irreps_in[i].mul * self.irreps_out[o].mul * self.irreps_in[i].ir.dim for i, o in self.paths
-        )
         if method is None:
-            method = (
-                "dense"
-                if self.irreps_in.dim * self.irreps_out.dim <= DENSE_MAX_WASTE * max(useful, 1)
-                else "blocks"
+            repeated = any(
+                len([1 for _, ir in irreps if ir == ir_]) > 1
+                for irreps in (self.irreps_in, self.irreps_out)
+                for _, ir_ in irreps
             )
-        if method not in ("dense", "blocks"):
+            method = "gather" if repeated else "blocks"
+        if method not in ("dense", "gather", "blocks"):
             raise ValueError(
-                f"Linear: unknown method {method!r}; expected 'dense', 'blocks' or None (automatic)"
+                f"Linear: unknown method {method!r}; expected 'dense', 'gather', 'blocks' or None (automatic)"
             )
         self.method = method
         if self.method == "dense":
             self._build_dense_index(offsets)
+        if self.method == "gather":
+            self._build_gather_plan(offsets)
+
+    def _build_gather_plan(self, offsets) -> None:
+        """Per irrep type: input columns in ir_mul order, the weight blocks of its paths, and
+        where its outputs go; plus the final column order of the concatenated outputs."""
+        in_starts = [s.start for s in self.irreps_in.slices()]
+        out_starts = [s.start for s in self.irreps_out.slices()]
+        self._groups = []
+        produced = []  # mul_ir output column of each column of the concatenated group outputs
+        for ir in sorted({ir for _, ir in self.irreps_out}, key=lambda ir: (ir.l, ir.p)):
+            outs = [i for i, (_, ir_out) in enumerate(self.irreps_out) if ir_out == ir]
+            ins = [i for i, (_, ir_in) in enumerate(self.irreps_in) if ir_in == ir]
+            d = ir.dim
+            out_cols = torch.cat(
+                [out_starts[o] + torch.arange(self.irreps_out[o].mul) * d for o in outs]
+            )  # first component of every output channel of this irrep
+            if not ins:
+                self._groups.append((d, None, None, None, len(out_cols)))
+                produced.append((out_cols[None, :] + torch.arange(d)[:, None]).reshape(-1))
+                continue
+            in_cols = torch.cat([in_starts[i] + torch.arange(self.irreps_in[i].mul) * d for i in ins])
+            gather = (in_cols[None, :] + torch.arange(d)[:, None]).reshape(-1)  # [d * mul_in]
+            # weight rows: input channels of all source blocks; columns: output channels of all blocks
+            rows, cols, sources, scales = [], [], [], []
+            row0 = {i: sum(self.irreps_in[j].mul for j in ins[: ins.index(i)]) for i in ins}
+            col0 = {o: sum(self.irreps_out[j].mul for j in outs[: outs.index(o)]) for o in outs}
+            fan_in = {plan[0]: plan[5] for plan in self._plan}
+            for i_in, i_out in self.paths:
+                if i_in not in row0 or i_out not in col0:
+                    continue
+                m_in, m_out = self.irreps_in[i_in].mul, self.irreps_out[i_out].mul
+                u, w = torch.meshgrid(torch.arange(m_in), torch.arange(m_out), indexing="ij")
+                rows.append((row0[i_in] + u).reshape(-1))
+                cols.append((col0[i_out] + w).reshape(-1))
+                sources.append((offsets[(i_in, i_out)][0] + u * m_out + w).reshape(-1))
+                scales.append(torch.full((m_in * m_out,), 1 / math.sqrt(fan_in[i_out]), dtype=torch.float64))
+            shape = (len(in_cols), len(out_cols))
+            index = torch.cat(rows) * shape[1] + torch.cat(cols)
+            self._groups.append(
+                (d, gather, (index, torch.cat(sources), torch.cat(scales)), shape, len(out_cols))
+            )
+            produced.append((out_cols[None, :] + torch.arange(d)[:, None]).reshape(-1))
+        order = torch.cat(produced) if produced else torch.zeros(0, dtype=torch.long)
+        self._gather_output_order = torch.argsort(order)  # concatenated outputs -> mul_ir columns
 
     def _build_dense_index(self, offsets) -> None:
         """Flat positions in ``M [dim_in, dim_out]`` and the weight entry each one takes (scaled)."""
@@ -101,9 +146,10 @@ class Linear(torch.nn.Module):
             scales.append(
                 torch.full((positions[-1].numel(),), 1 / math.sqrt(fan_in[i_out]), dtype=torch.float64)
             )
-        self._dense_position = torch.cat(positions)
-        self._dense_source = torch.cat(sources)
-        self._dense_scale = torch.cat(scales)
+        empty = [torch.zeros(0, dtype=torch.long)]  # a map without paths is the zero matrix
+        self._dense_position = torch.cat(empty + positions)
+        self._dense_source = torch.cat(empty + sources)
+        self._dense_scale = torch.cat([torch.zeros(0, dtype=torch.float64)] + scales)
 
     def dense_matrix(self) -> torch.Tensor:
         """``M [dim_in, dim_out]`` with ``x @ M == forward(x)`` (differentiable in ``weight``)."""
@@ -120,19 +166,21 @@ class Linear(torch.nn.Module):
         z = x.shape[0]
         if self.method == "dense":
             return (x @ self.dense_matrix()).reshape(*batch, self.irreps_out.dim)
+        if self.method == "gather":
+            return self._gather_forward(x).reshape(*batch, self.irreps_out.dim)
         outputs = []
         for _i_out, mul_out, dim, sources, wranges, fan_in in self._plan:
             if not sources:
                 outputs.append(x.new_zeros(z, mul_out * dim))
                 continue
             # [z, mul_in_total, dim]: input blocks of this irrep stacked along channels
-            xs = torch.cat([x[:, self._in_slices[i]].reshape(z, -1, dim) for i in sources], dim=1)
-            w = torch.cat(
-                [
-                    self.weight[a:b].reshape(self.irreps_in[i].mul, mul_out)
-                    for i, (a, b) in zip(sources, wranges)
-                ]
-            )
+            blocks = [x[:, self._in_slices[i]].reshape(z, -1, dim) for i in sources]
+            xs = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+            weights = [
+                self.weight[a:b].reshape(self.irreps_in[i].mul, mul_out)
+                for i, (a, b) in zip(sources, wranges)
+            ]
+            w = weights[0] if len(weights) == 1 else torch.cat(weights)
             if dim == 1:  # scalars: already [z, mul_in], no transposes
                 outputs.append(xs.reshape(z, -1) @ (w / math.sqrt(fan_in)))
                 continue
@@ -140,6 +188,22 @@ class Linear(torch.nn.Module):
             outputs.append(y.transpose(1, 2).reshape(z, mul_out * dim))
         out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(z, 0)
         return out.reshape(*batch, self.irreps_out.dim)
+
+    def _gather_forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x.shape[0]
+        parts = []
+        for d, gather, weight_index, shape, mul_out in self._groups:
+            if gather is None:
+                parts.append(x.new_zeros(z, d * mul_out))
+                continue
+            index, sources, scales = weight_index
+            w = self.weight.new_zeros(shape[0] * shape[1]).index_put(
+                (index,), self.weight[sources] * scales.to(self.weight.dtype)
+            )
+            xs = x.index_select(1, gather).reshape(z * d, shape[0])  # [Z * d, mul_in], ir_mul
+            parts.append((xs @ w.reshape(shape)).reshape(z, d * mul_out))
+        out = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] if parts else x.new_zeros(z, 0)
+        return out.index_select(1, self._gather_output_order.to(x.device))
 
     def extra_repr(self) -> str:
         return (
