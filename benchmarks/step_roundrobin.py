@@ -54,7 +54,7 @@ def build_step(spec: dict, product: str, options: dict):
     import torch
     from torch_geometric.data import Batch
 
-    from equitensor.bench.model_step import load_frames
+    from equitensor.bench.model_step import load_frames, training_step
     from equitensor.models import MACE, atoms_to_graph
 
     torch.set_num_threads(spec["threads"])
@@ -68,16 +68,7 @@ def build_step(spec: dict, product: str, options: dict):
     zs = sorted({int(z) for a in frames for z in a.numbers})
     model = MACE(atomic_numbers=zs, avg_num_neighbors=spec["avg_num_neighbors"], conv_backend=spec["conv"],
                  product_backend=product, product_options=options, **spec["config"]).to(dtype)  # fmt: skip
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
-
-    def train():
-        optimizer.zero_grad(set_to_none=True)
-        out = model(batch, training=True)
-        loss = (out["energy"] - e_ref).pow(2).mean() + 100 * (out["forces"] - f_ref).pow(2).mean()
-        loss.backward()
-        optimizer.step()
-
-    return train
+    return training_step(model, batch, e_ref, f_ref)
 
 
 def round_robin(steps: dict, rounds: int) -> dict[str, list[float]]:

@@ -103,6 +103,20 @@ def equitensor_worker(spec: dict) -> dict:
     )  # fmt: skip
     build_s = time.perf_counter() - start
     model = model.to(dtype)  # backends that build float64 tables (e3nn adapter) follow the model's dtype
+    train = training_step(model, batch, e_ref, f_ref)
+
+    def infer():
+        out = model(batch)
+        out["energy"].detach()
+
+    return _measure(spec, train, infer, build_s, batch.num_nodes, batch.edge_index.shape[1])
+
+
+def training_step(model, batch, e_ref, f_ref):
+    """The timed training step: energy + forces (``create_graph``), ``mean(dE^2) + 100 mean(dF^2)``,
+    backward, Adam (amsgrad) step — the same task mace-torch's worker runs."""
+    import torch
+
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, amsgrad=True)
 
     def train():
@@ -112,11 +126,7 @@ def equitensor_worker(spec: dict) -> dict:
         loss.backward()
         optimizer.step()
 
-    def infer():
-        out = model(batch)
-        out["energy"].detach()
-
-    return _measure(spec, train, infer, build_s, batch.num_nodes, batch.edge_index.shape[1])
+    return train
 
 
 def _measure(spec, train, infer, build_s, n_atoms, n_edges) -> dict:

@@ -378,32 +378,9 @@ def _contract_into_serial(
 
 @numba.njit(cache=True, fastmath=True)
 def _contract_into_group(
-    g,
-    order,
-    ptr,
-    target,
-    out,
-    x1,
-    x2,
-    w,
-    sender,
-    receiver,
-    blocks1,
-    blocks_o,
-    transposed,
-    mul,
-    off1,
-    d1,
-    off2,
-    off_o,
-    d_o,
-    off_w,
-    weighted,
-    cg_ptr,
-    cg_ijk,
-    coef,
-    scratch,
-):
+    g, order, ptr, target, out, x1, x2, w, sender, receiver, blocks1, blocks_o, transposed, mul,
+    off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
+):  # fmt: skip
     """Group ``g`` of :func:`_contract_into`: target row ``g`` from its edges."""
     shared = w.shape[0] == 1 and x2.shape[0] != 1
     one = np.ones(1, dtype=x2.dtype)[0]  # keeps float32 arithmetic in float32
@@ -512,34 +489,9 @@ def _input_gradients_serial(
 
 @numba.njit(cache=True, fastmath=True)
 def _input_gradients_group(
-    g,
-    order,
-    ptr,
-    out,
-    x1,
-    x2,
-    w,
-    g1,
-    g2,
-    gw,
-    sender,
-    receiver,
-    blocks1,
-    blocks_o,
-    transposed,
-    mul,
-    off1,
-    d1,
-    off2,
-    off_o,
-    d_o,
-    off_w,
-    weighted,
-    cg_ptr,
-    cg_ijk,
-    coef,
-    scratch,
-):
+    g, order, ptr, out, x1, x2, w, g1, g2, gw, sender, receiver, blocks1, blocks_o, transposed, mul,
+    off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
+):  # fmt: skip
     """Group ``g`` (a sender) of :func:`_input_gradients`."""
     shared = w.shape[0] == 1 and x2.shape[0] != 1
     one = np.ones(1, dtype=x2.dtype)[0]
