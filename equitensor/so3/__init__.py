@@ -3,7 +3,7 @@ Wigner D matrices, sphere grids and Fourier tables. numpy only (no torch): every
 in float64 once and cached; consumers convert to their dtype/device.
 """
 
-from . import cp, fourier, s2grid
+from . import cp, fourier, fourier_product, s2grid
 from .gaunt import gaunt_coefficients, gaunt_scale, wigner_3j_m0
 from .harmonics import normalization_factor, spherical_harmonics, spherical_harmonics_alpha_beta
 from .wigner import (
@@ -18,6 +18,7 @@ from .wigner import (
 __all__ = [
     "cp",
     "fourier",
+    "fourier_product",
     "s2grid",
     "clebsch_gordan",
     "e3nn_phase_convention",

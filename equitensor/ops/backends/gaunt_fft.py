@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from ... import so3
+from ...so3 import fourier_product
 from .factorized import FactorizedBackend, ProductUnit
 
 #: ``method="auto"`` convolves directly when ``L1 + L2`` is at most this (see module docstring).
@@ -57,120 +58,6 @@ DIRECT_MAX_DEGREE = 0
 METHODS = ("auto", "dft", "fft", "fft2", "direct")
 #: transform length of the ``"fft"`` route for a minimum ``2 (L1 + L2) + 1`` (see module docstring).
 FFT_SIZE = so3.fourier.fast_even_fft_size
-
-
-def _even_fft_size(minimum: int) -> int:
-    """Smallest even length >= ``minimum``: even so that ``phi + pi`` is a grid point (the fold);
-    pocketfft handles any factorisation, and fewer samples beat smoother lengths at these sizes."""
-    return minimum + (minimum % 2)
-
-
-def folded_fourier_table(irreps, blocks, lmax: int, n: int) -> np.ndarray:
-    """``[sum d, (n/2 + 1) * (lmax + 1) * 2]``: ``A[j, v] = sum_u F[u, v] exp(i u theta_j)``, ``v >= 0``.
-
-    The theta-axis inverse DFT of the exact Fourier coefficients, at ``theta_j = 2 pi j / n`` for
-    ``j = 0..n/2`` only (the other half of the torus repeats the sphere, see :func:`folded_projection_table`).
-    """
-    f = so3.fourier.sh_to_fourier(lmax)[FactorizedBackend.degree_rows(irreps, blocks)][
-        :, :, lmax:
-    ]  # [d, u, v>=0]
-    theta = 2 * np.pi * np.arange(n // 2 + 1) / n
-    phase = np.exp(1j * np.outer(theta, np.arange(-lmax, lmax + 1)))  # [j, u]
-    a = np.einsum("ju,duv->djv", phase, f)
-    return np.stack([a.real, a.imag], axis=-1).reshape(a.shape[0], -1)
-
-
-def folded_projection_table(irreps, blocks, lmax_out: int, lmax_product: int, n: int) -> np.ndarray:
-    """``[(n/2 + 1) * (lmax_out + 1) * 2, sum d_out]`` acting on the phi-rFFT ``H[j, v]`` of the product.
-
-    ``c = Re sum_{u, v >= 0} G[u, v] K'[u, v]`` with ``G[u, v] = (1/n) sum_j H[j, v] exp(-i u theta_j)``
-    gives ``K''[j, v] = (1/n) sum_u exp(-i u theta_j) K'[u, v]``. On the torus, ``(2 pi - theta, phi + pi)``
-    is the same point of the sphere as ``(theta, phi)``, so ``H[n - j, v] = (-1)^v H[j, v]`` and row
-    ``n - j`` folds onto row ``j``.
-    """
-    lp = lmax_product
-    k = so3.fourier.fourier_to_sh(lmax_out, lp)[:, lp : lp + lmax_out + 1]
-    k = k * np.where(np.arange(lmax_out + 1) > 0, 2.0, 1.0)[None, :, None]
-    k = k[:, :, FactorizedBackend.degree_rows(irreps, blocks)]  # [u, v, d_out]
-    theta = 2 * np.pi * np.arange(n) / n
-    phase = np.exp(-1j * np.outer(theta, np.arange(-lp, lp + 1))) / n  # [j, u]
-    kj = np.einsum("ju,uvd->jvd", phase, k)  # [n, v, d_out]
-    half = n // 2
-    sign = (-1.0) ** np.arange(lmax_out + 1)
-    folded = kj[: half + 1].copy()
-    folded[1:half] += sign[None, :, None] * kj[n - 1 : half : -1]
-    return np.stack([folded.real, -folded.imag], axis=2).reshape(-1, folded.shape[-1])
-
-
-def torus_sample_tables(left: np.ndarray, back: np.ndarray, vmax_in: int, vmax_out: int, n: int):
-    """Fold the phi-axis DFTs into the ``"fft"`` tables: the ``"dft"`` route's real tables.
-
-    ``left [d, (n/2 + 1) * (vmax_in + 1) * 2]`` (theta rows already sampled, see
-    :func:`folded_fourier_table`) becomes the samples ``[d, points]`` of the function on the half
-    torus through :func:`equitensor.so3.fourier.phi_synthesis`; ``back`` becomes ``[points, d_out]``
-    through :func:`equitensor.so3.fourier.phi_analysis`. The rows ``theta = 0`` and ``theta = pi``
-    are the poles, where a function on the sphere does not depend on phi: each is kept as one
-    point (its ``n`` samples are equal, and their projection weights are summed).
-    """
-    half = n // 2 + 1
-    synthesis = so3.fourier.phi_synthesis(vmax_in, n)
-    samples = left.reshape(left.shape[0], half, -1) @ synthesis  # [d, j, k]
-    analysis = so3.fourier.phi_analysis(vmax_out, n)
-    weights = np.einsum("kc,jcd->jkd", analysis, back.reshape(half, analysis.shape[1], back.shape[1]))
-    for pole in (0, half - 1):
-        spread = np.abs(samples[:, pole] - samples[:, pole, :1]).max(initial=0.0)
-        assert spread < 1e-12 * max(1.0, np.abs(samples).max()), "a pole sample depends on phi"
-    left_points = np.concatenate(
-        [samples[:, 0, :1], samples[:, 1:-1].reshape(samples.shape[0], -1), samples[:, -1, :1]], axis=1
-    )
-    back_points = np.concatenate(
-        [
-            weights[0].sum(0, keepdims=True),
-            weights[1:-1].reshape(-1, weights.shape[2]),
-            weights[-1].sum(0, keepdims=True),
-        ]
-    )
-    return left_points, back_points
-
-
-def half_plane_fourier_table(irreps, blocks, lmax: int) -> np.ndarray:
-    """``[sum d, (2 lmax + 1) * (lmax + 1) * 2]``: coefficients ``v >= 0`` as (real, imag) pairs."""
-    f = so3.fourier.sh_to_fourier(lmax)[FactorizedBackend.degree_rows(irreps, blocks)][:, :, lmax:]
-    return np.stack([f.real, f.imag], axis=-1).reshape(f.shape[0], -1)
-
-
-def full_plane_fourier_table(irreps, blocks, lmax: int) -> np.ndarray:
-    """``[sum d, (2 lmax + 1)^2 * 2]``: all coefficients as (real, imag) pairs."""
-    f = so3.fourier.sh_to_fourier(lmax)[FactorizedBackend.degree_rows(irreps, blocks)]
-    return np.stack([f.real, f.imag], axis=-1).reshape(f.shape[0], -1)
-
-
-def half_plane_projection_table(irreps, blocks, lmax_out: int, lmax_product: int) -> np.ndarray:
-    """``[(2 Lp + 1) * (lmax_out + 1) * 2, sum d_out]``: ``c = Re sum_{v >= 0} G K'`` as a real GEMM.
-
-    For a real function the terms ``v < 0`` are the conjugates of ``v > 0``, hence ``K' = 2 K`` for
-    ``v > 0``; ``Re(G K') = G_re K'_re - G_im K'_im``.
-    """
-    k = so3.fourier.fourier_to_sh(lmax_out, lmax_product)[:, lmax_product : lmax_product + lmax_out + 1]
-    k = k * np.where(np.arange(lmax_out + 1) > 0, 2.0, 1.0)[None, :, None]
-    k = k[:, :, FactorizedBackend.degree_rows(irreps, blocks)]
-    return np.stack([k.real, -k.imag], axis=2).reshape(-1, k.shape[-1])
-
-
-def full_plane_projection_table(irreps, blocks, lmax_out: int, lmax_product: int) -> np.ndarray:
-    """``[(2 Lp + 1)^2 * 2, sum d_out]``: ``c = Re sum_{u,v} G K`` as a real GEMM."""
-    k = so3.fourier.fourier_to_sh(lmax_out, lmax_product)[:, :, FactorizedBackend.degree_rows(irreps, blocks)]
-    return np.stack([k.real, -k.imag], axis=2).reshape(-1, k.shape[-1])
-
-
-def convolution_scatter_index(lmax1: int, lmax2: int) -> np.ndarray:
-    """Flat index of ``(u1 + u2, v1 + v2)`` in the ``(2 (L1 + L2) + 1)^2`` plane for each coefficient pair."""
-    lp = lmax1 + lmax2
-    n = 2 * lp + 1
-    r1, r2 = np.arange(-lmax1, lmax1 + 1), np.arange(-lmax2, lmax2 + 1)
-    u = (r1[:, None, None, None] + r2[None, None, :, None] + lp) * n
-    v = r1[None, :, None, None] + r2[None, None, None, :] + lp
-    return (u + v).reshape(-1)
 
 
 def torus_pad(coefficients: torch.Tensor, n_theta: int, n_phi_half: int) -> torch.Tensor:
@@ -199,7 +86,7 @@ class FFTUnitProduct(torch.autograd.Function):
     neither the ``rfft`` output nor the backward ``irfft`` input needs cropping or padding) and
     their adjoints with the conjugate-pair weights folded in: the adjoint of ``irfft`` is ``rfft``
     with weight 2 on ``0 < v``, the adjoint of ``rfft`` is ``irfft`` with weight 1/2 on
-    ``0 < v < n/2`` (see :func:`fft_adjoint_tables`). The backward pass is written with
+    ``0 < v < n/2`` (see :func:`equitensor.so3.fourier_product.fft_adjoint_tables`). The backward pass is written with
     differentiable ops (recomputing the samples when a graph is requested), so double backward
     works.
     """
@@ -242,31 +129,6 @@ def _phi_samples(left, right, plan, tables):
     return g1, g2
 
 
-def pad_projection_table(back: np.ndarray, vout: int, n: int) -> np.ndarray:
-    """Extend a ``[(n/2 + 1) * (vout + 1) * 2, d]`` projection table with zero rows up to ``v = n/2``."""
-    half = n // 2 + 1
-    padded = np.zeros((half, n // 2 + 1, 2, back.shape[1]))
-    padded[:, : vout + 1] = back.reshape(half, vout + 1, 2, -1)
-    return padded.reshape(-1, back.shape[1])
-
-
-def fft_adjoint_tables(left, right, back, l1, l2, n) -> dict[str, np.ndarray]:
-    """Adjoint tables of :class:`FFTUnitProduct`, with the conjugate-pair weights folded in."""
-    half, nyquist = n // 2 + 1, n // 2
-    rfft_adjoint = np.where(np.arange(nyquist + 1) % nyquist == 0, 1.0, 0.5)  # 1 at v = 0 and n/2
-    back = back.reshape(half, nyquist + 1, 2, back.shape[1]) * rfft_adjoint[None, :, None, None]
-
-    def irfft_adjoint(table, lmax):
-        weight = np.where(np.arange(lmax + 1) > 0, 2.0, 1.0)[None, None, :, None]
-        return (table.reshape(table.shape[0], half, lmax + 1, 2) * weight).reshape(table.shape[0], -1).T
-
-    return {
-        "left_adjoint": irfft_adjoint(left, l1),
-        "right_adjoint": irfft_adjoint(right, l2),
-        "back_adjoint": back.reshape(-1, back.shape[-1]).T,
-    }
-
-
 class GauntFFTBackend(FactorizedBackend):
     """Gaunt product as a 2D convolution of Fourier coefficients (FFT or direct)."""
 
@@ -281,7 +143,7 @@ class GauntFFTBackend(FactorizedBackend):
         for k, plan in enumerate(self.unit_plans):
             if plan["method"] == "fft":  # from the final tables (the path coefficient is folded in)
                 tables = (self._tables[f"{name}_{k}"] for name in ("left", "right", "back"))
-                adjoints = fft_adjoint_tables(*tables, plan["l1"], plan["l2"], plan["n"])
+                adjoints = fourier_product.fft_adjoint_tables(*tables, plan["l1"], plan["l2"], plan["n"])
                 for name, table in adjoints.items():
                     self.add_table(f"{name}_{k}", table)
 
@@ -291,32 +153,36 @@ class GauntFFTBackend(FactorizedBackend):
         lp = l1 + l2
         method = self.method if self.method != "auto" else ("direct" if lp <= DIRECT_MAX_DEGREE else "dft")
         lo_table = self.unit_degrees(unit)[2]
+        rows1 = self.degree_rows(d.irreps_in1, unit.blocks1)
+        rows2 = self.degree_rows(d.irreps_in2, unit.blocks2)
+        rows_out = self.degree_rows(d.irreps_out, unit.outputs)
         if method in ("fft", "dft"):
-            n = FFT_SIZE(2 * lp + 1) if method == "fft" else _even_fft_size(2 * lp + 1)
-            left = folded_fourier_table(d.irreps_in1, unit.blocks1, l1, n)
-            right = folded_fourier_table(d.irreps_in2, unit.blocks2, l2, n)
-            back = folded_projection_table(d.irreps_out, unit.outputs, lo_table, lp, n)
+            n = FFT_SIZE(2 * lp + 1) if method == "fft" else fourier_product.even_fft_size(2 * lp + 1)
+            left = fourier_product.folded_fourier_table(l1, n, rows1)
+            right = fourier_product.folded_fourier_table(l2, n, rows2)
+            back = fourier_product.folded_projection_table(lo_table, lp, n, rows_out)
             plan = {"method": method, "l1": l1, "l2": l2, "lp": lp, "lo": lo_table, "n": n}
             vout = min(lo_table, lp)
             if method == "dft":
-                left, back_left = torus_sample_tables(left, back, l1, vout, n)
-                right, _ = torus_sample_tables(right, back, l2, vout, n)
+                left, back_left = fourier_product.torus_sample_tables(left, back, l1, vout, n)
+                right, _ = fourier_product.torus_sample_tables(right, back, l2, vout, n)
                 back = back_left
             else:
-                back = pad_projection_table(back, vout, n)
+                back = fourier_product.pad_projection_table(back, vout, n)
         elif method == "direct":
-            left = full_plane_fourier_table(d.irreps_in1, unit.blocks1, l1)
-            right = full_plane_fourier_table(d.irreps_in2, unit.blocks2, l2)
-            back = full_plane_projection_table(d.irreps_out, unit.outputs, lo_table, lp)
+            left = fourier_product.full_plane_fourier_table(l1, rows1)
+            right = fourier_product.full_plane_fourier_table(l2, rows2)
+            back = fourier_product.full_plane_projection_table(lo_table, lp, rows_out)
             plan = {"method": method, "l1": l1, "l2": l2, "lp": lp}
             self.add_table(
-                f"scatter_{len(self.unit_plans)}", convolution_scatter_index(l1, l2).astype(np.float64)
+                f"scatter_{len(self.unit_plans)}",
+                fourier_product.convolution_scatter_index(l1, l2).astype(np.float64),
             )
         else:
             n = so3.fourier.fast_fft_size(2 * lp + 1)
-            left = half_plane_fourier_table(d.irreps_in1, unit.blocks1, l1)
-            right = half_plane_fourier_table(d.irreps_in2, unit.blocks2, l2)
-            back = half_plane_projection_table(d.irreps_out, unit.outputs, lo_table, lp)
+            left = fourier_product.half_plane_fourier_table(l1, rows1)
+            right = fourier_product.half_plane_fourier_table(l2, rows2)
+            back = fourier_product.half_plane_projection_table(lo_table, lp, rows_out)
             plan = {"method": method, "l1": l1, "l2": l2, "lp": lp, "lo": lo_table, "n": n}
         self.unit_plans.append(plan)
         return left, right, back
