@@ -6,8 +6,10 @@ block per path``, with per-edge weights ``w[u]`` per path. For one sample and on
     out[u, k] += w[u] * sum_i x1[u, i] * C[i, k],    C[i, k] = sum_j cg[i, j, k] * x2[j],
 
 so the CG block is first contracted with the sample's ``x2`` into a small ``(2l1+1) x (2l3+1)``
-matrix, and every channel then costs one small mat-vec; contiguous ``(2l+1)``-rows of the mul_ir
-layout are read and written directly (no layout conversion, no intermediate tensor).
+matrix, and every channel then costs one small mat-vec. The mat-vecs run vectorised over the
+channels on rows transposed to ir_mul in per-thread scratch (or, for contractions over a graph
+that re-read node rows per edge, on node arrays transposed once up front); public tensors stay
+mul_ir, and no per-sample intermediate tensor is formed.
 
 The same kernel runs *message passing* fused: ``x1`` and ``out`` may be node-indexed (``x1``
 read at each edge's sender, ``out`` accumulated at its receiver) while ``x2`` and ``w`` are
