@@ -182,3 +182,24 @@ def test_dense_method_needs_shared_weights():
             torch.randn(3, 1, dtype=torch.float64),
             torch.randn(3, 2, dtype=torch.float64),
         )
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sparse_serial_and_parallel_drivers(threads):
+    """One torch thread runs the sparse kernel's serial drivers, more the parallel ones."""
+    fast = _build("2x0e+2x1o+1x2e", "2x0e+1x1o", "2x0e+2x1o+1x2e", "uvu", False, method="sparse")
+    naive = _build("2x0e+2x1o+1x2e", "2x0e+1x1o", "2x0e+2x1o+1x2e", "uvu", False, method="naive")
+    x1, x2, w = _inputs(fast, 5, False, requires_grad=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        results = []
+        for tp in (fast, naive):
+            out = tp(x1, x2, w)
+            grads = torch.autograd.grad(out.pow(2).sum(), (x1, x2, w), create_graph=True)
+            second = torch.autograd.grad(sum(g.pow(2).sum() for g in grads), (x1, x2, w))
+            results.append((out, *grads, *second))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*results):
+        assert (a - b).abs().max().item() < 1e-9

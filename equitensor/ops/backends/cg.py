@@ -50,7 +50,7 @@ import torch
 from ... import so3
 from ..descriptor import Instruction, TensorProductDescriptor
 from .base import TensorProductBackend, instruction_paths
-from .cg_channelwise import ChannelwisePaths, channelwise_eligible
+from .cg_channelwise import ChannelwisePaths, channelwise_eligible, use_parallel_kernels
 from .multilinear import X1, X2, W, apply_forward
 
 METHODS = ("auto", "channelwise", "sparse", "grouped", "dense", "naive")
@@ -246,32 +246,53 @@ def _contract_into(target, src_a, src_b, src_c, base, counts, strides, coef, slo
     register reduction.
     """
     for z in numba.prange(target.shape[0]):
-        row, a, b, c = target[z], src_a[z], src_b[z], src_c[z]
-        for q in range(row.shape[0]):  # zero here, in parallel and while the row is hot in cache
-            row[q] = 0
-        for e in range(coef.shape[0]):
-            k = coef[e]
-            n = counts[e, 2]
-            dt, da, db, dc = (
-                strides[e, 2, slot_t],
-                strides[e, 2, slot_a],
-                strides[e, 2, slot_b],
-                strides[e, 2, slot_c],
-            )
-            for i in range(counts[e, 0]):
-                for j in range(counts[e, 1]):
-                    pt = base[e, slot_t] + i * strides[e, 0, slot_t] + j * strides[e, 1, slot_t]
-                    pa = base[e, slot_a] + i * strides[e, 0, slot_a] + j * strides[e, 1, slot_a]
-                    pb = base[e, slot_b] + i * strides[e, 0, slot_b] + j * strides[e, 1, slot_b]
-                    pc = base[e, slot_c] + i * strides[e, 0, slot_c] + j * strides[e, 1, slot_c]
-                    if dt == 0:
-                        acc = a[pa] * 0
-                        for l in range(n):
-                            acc += a[pa + l * da] * b[pb + l * db] * c[pc + l * dc]
-                        row[pt] += k * acc
-                    else:
-                        for l in range(n):
-                            row[pt + l * dt] += k * a[pa + l * da] * b[pb + l * db] * c[pc + l * dc]
+        _contract_into_row(
+            z, target, src_a, src_b, src_c, base, counts, strides, coef, slot_t, slot_a, slot_b, slot_c
+        )
+
+
+@numba.njit(cache=True)
+def _contract_into_serial(
+    target, src_a, src_b, src_c, base, counts, strides, coef, slot_t, slot_a, slot_b, slot_c
+):
+    """:func:`_contract_into` in a plain loop (one thread: the OpenMP pool is never woken)."""
+    for z in range(target.shape[0]):
+        _contract_into_row(
+            z, target, src_a, src_b, src_c, base, counts, strides, coef, slot_t, slot_a, slot_b, slot_c
+        )
+
+
+@numba.njit(cache=True)
+def _contract_into_row(
+    z, target, src_a, src_b, src_c, base, counts, strides, coef, slot_t, slot_a, slot_b, slot_c
+):
+    """Sample ``z`` of :func:`_contract_into`."""
+    row, a, b, c = target[z], src_a[z], src_b[z], src_c[z]
+    for q in range(row.shape[0]):  # zero here, in parallel and while the row is hot in cache
+        row[q] = 0
+    for e in range(coef.shape[0]):
+        k = coef[e]
+        n = counts[e, 2]
+        dt, da, db, dc = (
+            strides[e, 2, slot_t],
+            strides[e, 2, slot_a],
+            strides[e, 2, slot_b],
+            strides[e, 2, slot_c],
+        )
+        for i in range(counts[e, 0]):
+            for j in range(counts[e, 1]):
+                pt = base[e, slot_t] + i * strides[e, 0, slot_t] + j * strides[e, 1, slot_t]
+                pa = base[e, slot_a] + i * strides[e, 0, slot_a] + j * strides[e, 1, slot_a]
+                pb = base[e, slot_b] + i * strides[e, 0, slot_b] + j * strides[e, 1, slot_b]
+                pc = base[e, slot_c] + i * strides[e, 0, slot_c] + j * strides[e, 1, slot_c]
+                if dt == 0:
+                    acc = a[pa] * 0
+                    for l in range(n):
+                        acc += a[pa + l * da] * b[pb + l * db] * c[pc + l * dc]
+                    row[pt] += k * acc
+                else:
+                    for l in range(n):
+                        row[pt + l * dt] += k * a[pa + l * da] * b[pb + l * db] * c[pc + l * dc]
 
 
 @numba.njit(parallel=True, cache=True)
@@ -284,36 +305,49 @@ def _input_gradients(g1, g2, gw, grad_out, x1, x2, w, base, counts, strides, coe
     that do not move along the inner channel loop are reduced in a register.
     """
     for z in numba.prange(grad_out.shape[0]):
-        go, a1, a2, aw, r1, r2, rw = grad_out[z], x1[z], x2[z], w[z], g1[z], g2[z], gw[z]
-        for e in range(coef.shape[0]):
-            k = coef[e]
-            n = counts[e, 2]
-            do, d1, d2, dw = strides[e, 2, 0], strides[e, 2, 1], strides[e, 2, 2], strides[e, 2, 3]
-            for i in range(counts[e, 0]):
-                for j in range(counts[e, 1]):
-                    po = base[e, 0] + i * strides[e, 0, 0] + j * strides[e, 1, 0]
-                    p1 = base[e, 1] + i * strides[e, 0, 1] + j * strides[e, 1, 1]
-                    p2 = base[e, 2] + i * strides[e, 0, 2] + j * strides[e, 1, 2]
-                    pw = base[e, 3] + i * strides[e, 0, 3] + j * strides[e, 1, 3]
-                    acc1 = acc2 = accw = go[po] * 0
-                    for l in range(n):
-                        t = k * go[po + l * do]
-                        v1, v2, vw = a1[p1 + l * d1], a2[p2 + l * d2], aw[pw + l * dw]
-                        if d1 == 0:
-                            acc1 += t * v2 * vw
-                        else:
-                            r1[p1 + l * d1] += t * v2 * vw
-                        if d2 == 0:
-                            acc2 += t * v1 * vw
-                        else:
-                            r2[p2 + l * d2] += t * v1 * vw
-                        if dw == 0:
-                            accw += t * v1 * v2
-                        else:
-                            rw[pw + l * dw] += t * v1 * v2
-                    r1[p1] += acc1
-                    r2[p2] += acc2
-                    rw[pw] += accw
+        _input_gradients_row(z, g1, g2, gw, grad_out, x1, x2, w, base, counts, strides, coef)
+
+
+@numba.njit(cache=True)
+def _input_gradients_serial(g1, g2, gw, grad_out, x1, x2, w, base, counts, strides, coef):
+    """:func:`_input_gradients` in a plain loop (one thread: the OpenMP pool is never woken)."""
+    for z in range(grad_out.shape[0]):
+        _input_gradients_row(z, g1, g2, gw, grad_out, x1, x2, w, base, counts, strides, coef)
+
+
+@numba.njit(cache=True)
+def _input_gradients_row(z, g1, g2, gw, grad_out, x1, x2, w, base, counts, strides, coef):
+    """Sample ``z`` of :func:`_input_gradients`."""
+    go, a1, a2, aw, r1, r2, rw = grad_out[z], x1[z], x2[z], w[z], g1[z], g2[z], gw[z]
+    for e in range(coef.shape[0]):
+        k = coef[e]
+        n = counts[e, 2]
+        do, d1, d2, dw = strides[e, 2, 0], strides[e, 2, 1], strides[e, 2, 2], strides[e, 2, 3]
+        for i in range(counts[e, 0]):
+            for j in range(counts[e, 1]):
+                po = base[e, 0] + i * strides[e, 0, 0] + j * strides[e, 1, 0]
+                p1 = base[e, 1] + i * strides[e, 0, 1] + j * strides[e, 1, 1]
+                p2 = base[e, 2] + i * strides[e, 0, 2] + j * strides[e, 1, 2]
+                pw = base[e, 3] + i * strides[e, 0, 3] + j * strides[e, 1, 3]
+                acc1 = acc2 = accw = go[po] * 0
+                for l in range(n):
+                    t = k * go[po + l * do]
+                    v1, v2, vw = a1[p1 + l * d1], a2[p2 + l * d2], aw[pw + l * dw]
+                    if d1 == 0:
+                        acc1 += t * v2 * vw
+                    else:
+                        r1[p1 + l * d1] += t * v2 * vw
+                    if d2 == 0:
+                        acc2 += t * v1 * vw
+                    else:
+                        r2[p2 + l * d2] += t * v1 * vw
+                    if dw == 0:
+                        accw += t * v1 * v2
+                    else:
+                        rw[pw + l * dw] += t * v1 * v2
+                r1[p1] += acc1
+                r2[p2] += acc2
+                rw[pw] += accw
 
 
 class SparseTerms:
@@ -386,8 +420,8 @@ class SparseTerms:
         operands = [t if t.stride(1) == 1 else t.contiguous() for t in operands]
         grads = [torch.zeros(z, self.widths[s], dtype=grad_out.dtype) for s in (X1, X2, W)]
         coef = self.backend.table(f"{self.name}_coef", grad_out).numpy()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        _input_gradients(
+        kernel = _input_gradients if use_parallel_kernels() else _input_gradients_serial
+        kernel(
             *(g.numpy() for g in grads),
             *(t.numpy() for t in operands),
             self.base,
@@ -406,8 +440,8 @@ class SparseTerms:
         result = torch.empty(z, self.widths[target], dtype=like.dtype, device=like.device)
         coef = self.backend.table(f"{self.name}_coef", like).numpy()
         slots = [s for s in range(4) if s != target]
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        _contract_into(
+        kernel = _contract_into if use_parallel_kernels() else _contract_into_serial
+        kernel(
             result.numpy(),
             *(s.numpy() for s in sources),
             self.base,

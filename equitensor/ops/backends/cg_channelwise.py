@@ -224,7 +224,7 @@ class BoundChannelwise:
         slots = {s: self._to_kernel(s, t, transposed) for s, t in zip(others, sources)}
         arrays = _numpy_slots({**slots, target: result})
         by = {OUT: "receiver", X1: "sender"}.get(target, "edge")
-        kernel = _contract_into if _parallel() else _contract_into_serial
+        kernel = _contract_into if use_parallel_kernels() else _contract_into_serial
         kernel(target, *arrays, *self.graph.csr(by), *self._common(like, transposed))
         return self._from_kernel(target, result, transposed)
 
@@ -234,12 +234,12 @@ class BoundChannelwise:
         )
         arrays = _numpy_slots({OUT: grad_out, X1: x1, X2: x2, W: w})
         common = self._common(grad_out, False)
-        kernel = _input_gradients if _parallel() else _input_gradients_serial
+        kernel = _input_gradients if use_parallel_kernels() else _input_gradients_serial
         kernel(*arrays, *(t.numpy() for t in grads), *self.graph.csr("sender"), *common)
         return grads
 
 
-def _parallel() -> bool:
+def use_parallel_kernels() -> bool:
     """Run the numba kernels in parallel when torch has more than one thread (numba follows
     ``torch.get_num_threads()``); with one, the serial drivers never wake numba's OpenMP pool,
     whose idle workers spin and take CPU from the thread doing the work."""
