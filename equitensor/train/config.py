@@ -403,13 +403,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         _apply_mapping(cfg, mapping, str(p))
         # user files: relative to the file; packaged configs: relative to the working directory
         _resolve_paths(cfg, Path.cwd() if packaged else p.resolve().parent)
+    _apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def _apply_overrides(cfg: Config, overrides: list[str] | None) -> None:
+    """``--set section.name=value`` items, in order; data paths given here are relative to the cwd."""
     for text in overrides or []:
         section, name, value = _parse_override(text)
         _apply(cfg, section, name, value, f"--set {text}")
         if section == "data" and name in ("train", "val", "test"):
             _resolve_paths(cfg, Path.cwd())
-    validate(cfg)
-    return cfg
 
 
 def config_to_dict(cfg: Config) -> dict:
@@ -423,10 +428,6 @@ def config_from_dict(
     """Inverse of :func:`config_to_dict`, with optional ``--set`` overrides (validated)."""
     cfg = Config(source=where)
     _apply_mapping(cfg, mapping, where)
-    for text in overrides or []:
-        section, name, value = _parse_override(text)
-        _apply(cfg, section, name, value, f"--set {text}")
-        if section == "data" and name in ("train", "val", "test"):
-            _resolve_paths(cfg, Path.cwd())
+    _apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg
