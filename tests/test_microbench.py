@@ -2,7 +2,11 @@
 
 import csv
 
+import torch
+
 from equitensor.bench.microbench import main, parse_int_list
+
+from .conftest import TOL
 
 
 def test_quick_run_writes_csv_rows(tmp_path):
@@ -14,9 +18,10 @@ def test_quick_run_writes_csv_rows(tmp_path):
         assert ok, f"no timed rows for {setting}"
         assert {r["backend"] for r in ok} == {"cg", "e3nn"}
         for row in ok:
-            # e3nn computes the same function as cg: the harness must have checked it.
-            assert float(row["max_abs_diff_vs_cg"]) < 1e-3
             assert float(row["median_ms"]) > 0
+        for row in (r for r in ok if r["backend"] == "e3nn"):
+            # e3nn computes the same function as cg: the harness must have checked it.
+            assert float(row["max_abs_diff_vs_cg"]) < TOL[torch.float32]
 
 
 def test_unknown_backend_is_recorded_not_fatal(tmp_path):

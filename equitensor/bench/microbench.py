@@ -57,9 +57,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.io import DTYPES
+
 SETTINGS = ("siso", "simo", "mimo", "mace", "selfprod")
 PASSES = ("fwd", "fwdbwd")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
 CSV_FIELDS = [
     "setting", "L", "backend", "dtype", "pass", "batch", "threads", "irreps_in1", "irreps_in2", "irreps_out",
     "mode", "paths", "weight_numel", "median_ms", "min_ms", "repeats", "useful_gflop", "gflops",

@@ -130,8 +130,6 @@ def _effective_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
                 f"cell is singular along its periodic directions (pbc={pbc.tolist()}, "
                 f"cell={cell.tolist()}); give three independent lattice vectors or set pbc=False"
             )
-    if pbc.all():
-        return cell.copy()
     eff = cell.copy()
     # Orthonormal basis of the complement of the periodic rows: the last right-singular
     # vectors of the periodic rows (or the identity when nothing is periodic).

@@ -9,9 +9,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Batch
 
 from .graph import atoms_to_graph
+from .io import DTYPES as _DTYPES
 from .io import load_model
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 class EquitensorCalculator(Calculator):

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import torch
 
+#: the floating-point dtypes models, the trainer and the benchmarks accept, by name.
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
 FORMAT = "equitensor.mace/1"
 
 

@@ -24,6 +24,7 @@ from torch.utils.data import Subset
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
+from ..models.io import DTYPES
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import Config, config_to_dict
 from .distributed import DistContext, ResumableDistributedSampler, all_reduce_sum, resolve_device
@@ -32,8 +33,6 @@ from .losses import LossTerms, WeightedLoss
 from .metrics import MetricAccumulator, format_metrics
 
 __all__ = ["TrainResult", "Trainer", "batch_to", "mean_baseline_metrics", "seed_everything"]
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def seed_everything(seed: int) -> None:
