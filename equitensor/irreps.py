@@ -8,6 +8,7 @@ cuEquivariance) stores each block as ``[2l+1, mul]``.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from e3nn import o3
 
@@ -48,6 +49,20 @@ def check_last_dim(tensor: torch.Tensor, irreps, name: str) -> None:
         raise ValueError(
             f"{name} has shape {tuple(tensor.shape)} but irreps {irreps} need last dimension {irreps.dim}"
         )
+
+
+def ir_mul_permutation(irreps) -> np.ndarray:
+    """Column order ``p`` with ``x[..., p] == mul_ir_to_ir_mul(x, irreps)`` (int64, ``[irreps.dim]``).
+
+    Block ``(mul, ir)`` at ``start`` puts component ``i`` of channel ``u`` at ``start + i * mul + u``;
+    ``np.argsort(p)`` is the inverse order. An index gather is one copy, where the block-wise
+    transposes below make one per block.
+    """
+    irreps = as_irreps(irreps)
+    columns = [np.zeros(0, dtype=np.int64)]
+    for s, (mul, ir) in zip(irreps.slices(), irreps):
+        columns.append(s.start + (np.arange(mul)[None, :] * ir.dim + np.arange(ir.dim)[:, None]).reshape(-1))
+    return np.concatenate(columns)
 
 
 def mul_ir_to_ir_mul(x: torch.Tensor, irreps) -> torch.Tensor:

@@ -120,12 +120,17 @@ class Linear(torch.nn.Module):
                 scales.append(torch.full((m_in * m_out,), 1 / math.sqrt(fan_in[i_out]), dtype=torch.float64))
             shape = (len(in_cols), len(out_cols))
             index = torch.cat(rows) * shape[1] + torch.cat(cols)
-            self._groups.append(
-                (d, gather, (index, torch.cat(sources), torch.cat(scales)), shape, len(out_cols))
-            )
+            k = len(self._groups)
+            # integer indices as non-persistent buffers: they follow .to(device), never the dtype
+            self.register_buffer(f"_gather_{k}", gather, persistent=False)
+            self.register_buffer(f"_gather_index_{k}", index, persistent=False)
+            self.register_buffer(f"_gather_source_{k}", torch.cat(sources), persistent=False)
+            # float64 master of the path normalisation (casting the module must not round it)
+            self._groups.append((d, k, torch.cat(scales), shape, len(out_cols)))
             produced.append((out_cols[None, :] + torch.arange(d)[:, None]).reshape(-1))
         order = torch.cat(produced) if produced else torch.zeros(0, dtype=torch.long)
-        self._gather_output_order = torch.argsort(order)  # concatenated outputs -> mul_ir columns
+        # concatenated outputs -> mul_ir columns
+        self.register_buffer("_gather_output_order", torch.argsort(order), persistent=False)
 
     def _build_dense_index(self, offsets) -> None:
         """Flat positions in ``M [dim_in, dim_out]`` and the weight entry each one takes (scaled)."""
@@ -147,13 +152,13 @@ class Linear(torch.nn.Module):
                 torch.full((positions[-1].numel(),), 1 / math.sqrt(fan_in[i_out]), dtype=torch.float64)
             )
         empty = [torch.zeros(0, dtype=torch.long)]  # a map without paths is the zero matrix
-        self._dense_position = torch.cat(empty + positions)
-        self._dense_source = torch.cat(empty + sources)
+        self.register_buffer("_dense_position", torch.cat(empty + positions), persistent=False)
+        self.register_buffer("_dense_source", torch.cat(empty + sources), persistent=False)
         self._dense_scale = torch.cat([torch.zeros(0, dtype=torch.float64)] + scales)
 
     def dense_matrix(self) -> torch.Tensor:
         """``M [dim_in, dim_out]`` with ``x @ M == forward(x)`` (differentiable in ``weight``)."""
-        values = self.weight[self._dense_source] * self._dense_scale.to(self.weight.dtype)
+        values = self.weight[self._dense_source] * self._dense_scale.to(self.weight)
         flat = self.weight.new_zeros(self.irreps_in.dim * self.irreps_out.dim)
         return flat.index_put((self._dense_position,), values).reshape(
             self.irreps_in.dim, self.irreps_out.dim
@@ -192,18 +197,20 @@ class Linear(torch.nn.Module):
     def _gather_forward(self, x: torch.Tensor) -> torch.Tensor:
         z = x.shape[0]
         parts = []
-        for d, gather, weight_index, shape, mul_out in self._groups:
-            if gather is None:
+        for d, k, scales, shape, mul_out in self._groups:
+            if k is None:
                 parts.append(x.new_zeros(z, d * mul_out))
                 continue
-            index, sources, scales = weight_index
+            index, sources = getattr(self, f"_gather_index_{k}"), getattr(self, f"_gather_source_{k}")
             w = self.weight.new_zeros(shape[0] * shape[1]).index_put(
-                (index,), self.weight[sources] * scales.to(self.weight.dtype)
+                (index,), self.weight[sources] * scales.to(self.weight)
             )
-            xs = x.index_select(1, gather).reshape(z * d, shape[0])  # [Z * d, mul_in], ir_mul
+            xs = x.index_select(1, getattr(self, f"_gather_{k}")).reshape(
+                z * d, shape[0]
+            )  # [Z * d, mul_in], ir_mul
             parts.append((xs @ w.reshape(shape)).reshape(z, d * mul_out))
         out = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0] if parts else x.new_zeros(z, 0)
-        return out.index_select(1, self._gather_output_order.to(x.device))
+        return out.index_select(1, self._gather_output_order)
 
     def extra_repr(self) -> str:
         return (

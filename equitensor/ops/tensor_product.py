@@ -142,10 +142,11 @@ class TensorProduct(torch.nn.Module):
             )
         if edge_index.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"edge_index must hold integers, got {edge_index.dtype}")
-        if n_edges and (int(edge_index.min()) < 0 or int(edge_index.max()) >= n_nodes):
+        low, high = (int(v) for v in torch.aminmax(edge_index)) if n_edges else (0, 0)
+        if low < 0 or high >= n_nodes:
             raise ValueError(
-                f"edge_index refers to nodes outside [0, {n_nodes}) (range {int(edge_index.min())}.."
-                f"{int(edge_index.max())}); it must index rows of node_feats"
+                f"edge_index refers to nodes outside [0, {n_nodes}) (range {low}..{high}); it must "
+                "index rows of node_feats"
             )
         weight = self._resolve_weight(weight, (n_edges,))
         if weight is not None and weight.ndim > 1:

@@ -50,8 +50,9 @@ import torch
 from ... import so3
 from ..descriptor import Instruction, TensorProductDescriptor
 from .base import TensorProductBackend, instruction_paths
-from .cg_channelwise import ChannelwisePaths, channelwise_eligible, use_parallel_kernels
+from .cg_channelwise import ChannelwisePaths, channelwise_eligible
 from .multilinear import X1, X2, W, apply_forward
+from .numba_threads import use_parallel_kernels
 
 METHODS = ("auto", "channelwise", "sparse", "grouped", "dense", "naive")
 

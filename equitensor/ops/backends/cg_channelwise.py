@@ -30,8 +30,10 @@ import numpy as np
 import torch
 
 from ... import so3
+from ...irreps import ir_mul_permutation
 from ..descriptor import TensorProductDescriptor
 from .multilinear import OUT, SLOTS, X1, X2, W, apply_forward
+from .numba_threads import use_parallel_kernels
 
 #: CG entries smaller than this (float64 round-off of exact zeros) are left out.
 _CG_ZERO = 1e-12
@@ -97,11 +99,8 @@ class ChannelwisePaths:
         )
         # column orders: x[:, ir_mul_order[slot]] is x in ir_mul layout, and back with mul_ir_order
         self.ir_mul_order, self.mul_ir_order = {}, {}
-        for slot, blocks in ((X1, self.blocks1), (OUT, self.blocks_o)):
-            columns = [np.zeros(0, dtype=np.int64)]
-            for start, m, dim in blocks:
-                columns.append(start + (np.arange(m)[None, :] * dim + np.arange(dim)[:, None]).reshape(-1))
-            order = np.concatenate(columns)
+        for slot, irreps in ((X1, d.irreps_in1), (OUT, d.irreps_out)):
+            order = ir_mul_permutation(irreps)
             self.ir_mul_order[slot] = torch.as_tensor(order, dtype=torch.int64)
             self.mul_ir_order[slot] = torch.as_tensor(np.argsort(order), dtype=torch.int64)
         self.has_unweighted = not all(ins.has_weight for ins in d.instructions)
@@ -162,7 +161,7 @@ class _Graph:
         """``(order, ptr)``: edges sorted by ``by`` (``"sender"``, ``"receiver"`` or ``"edge"``),
         with ``order[ptr[g]:ptr[g + 1]]`` the edges of group ``g``."""
         if by not in self._csr:
-            if by == "edge":
+            if by == "edge" or self.identity:
                 order = np.arange(self.num_edges, dtype=np.int64)
                 ptr = np.arange(self.num_edges + 1, dtype=np.int64)
             else:
@@ -237,16 +236,6 @@ class BoundChannelwise:
         kernel = _input_gradients if use_parallel_kernels() else _input_gradients_serial
         kernel(*arrays, *(t.numpy() for t in grads), *self.graph.csr("sender"), *common)
         return grads
-
-
-def use_parallel_kernels() -> bool:
-    """Run the numba kernels in parallel when torch has more than one thread (numba follows
-    ``torch.get_num_threads()``); with one, the serial drivers never wake numba's OpenMP pool,
-    whose idle workers spin and take CPU from the thread doing the work."""
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if threads > 1:
-        numba.set_num_threads(threads)
-    return threads > 1
 
 
 def _numpy_slots(tensors: dict[int, torch.Tensor]) -> tuple[np.ndarray, ...]:

@@ -50,6 +50,7 @@ from torch.autograd.function import once_differentiable
 
 from ...so3.coupling import symmetric_contraction_terms
 from .base import ProductBasisBackend
+from .numba_threads import use_parallel_kernels
 
 METHODS = ("auto", "fused", "naive")
 
@@ -297,28 +298,21 @@ class _Kernels:
     def _args(self):
         return self.layout, self.parent, self.last, self.out_rows, self.w_rows, self.monos, self.coefs
 
-    @staticmethod
-    def _parallel() -> bool:
-        threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-        if threads > 1:
-            numba.set_num_threads(threads)
-        return threads > 1
-
     def contract(self, x, w, dim_out: int):
         out = x.new_empty(x.shape[0], dim_out)
-        kernel = _contract_parallel if self._parallel() else _contract_serial
+        kernel = _contract_parallel if use_parallel_kernels() else _contract_serial
         kernel(x.numpy(), w.numpy(), *self._args(), out.numpy())
         return out
 
     def vjp(self, x, w, gout):
         gx, gw = torch.empty_like(x), torch.empty_like(w)
-        kernel = _contract_vjp_parallel if self._parallel() else _contract_vjp_serial
+        kernel = _contract_vjp_parallel if use_parallel_kernels() else _contract_vjp_serial
         kernel(x.numpy(), w.numpy(), gout.numpy(), *self._args(), gx.numpy(), gw.numpy())
         return gx, gw
 
     def vjp_backward(self, x, w, gout, vx, vw):
         g_x, g_w, g_gout = torch.empty_like(x), torch.empty_like(w), torch.empty_like(gout)
-        kernel = _contract_vjp_backward_parallel if self._parallel() else _contract_vjp_backward_serial
+        kernel = _contract_vjp_backward_parallel if use_parallel_kernels() else _contract_vjp_backward_serial
         operands = (x, w, gout, vx, vw)
         kernel(*(t.numpy() for t in operands), *self._args(), g_x.numpy(), g_w.numpy(), g_gout.numpy())
         return g_x, g_w, g_gout
