@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import s2grid
+from ._cache import read_only as _read_only
 from .wigner import clebsch_gordan
 
 #: an irrep as ``(l, parity)`` with parity +1 (even) or -1 (odd).
@@ -47,11 +48,6 @@ IrrepKey = tuple[int, int]
 _RANK_TOL = 1e-9
 #: coupling entries below this (float64 round-off of exact zeros) are dropped from sparse lists.
 _ZERO = 1e-14
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)
-    return array
 
 
 @functools.cache

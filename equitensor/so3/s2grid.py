@@ -14,12 +14,8 @@ import math
 
 import numpy as np
 
+from ._cache import read_only as _read_only
 from .harmonics import spherical_harmonics_alpha_beta
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)
-    return array
 
 
 def exact_resolution(degree: int) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from importlib import metadata
 
 import numpy as np
 
+from ._cache import read_only as _read_only
 from .harmonics import spherical_harmonics
 
 
@@ -38,11 +39,6 @@ def e3nn_phase_convention() -> str:
             "projects such as mace-torch in their own environment)"
         )
     return "0.5"
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)
-    return array
 
 
 def _su2_cg_coefficient(j1: int, m1: int, j2: int, m2: int, j3: int, m3: int) -> float:
