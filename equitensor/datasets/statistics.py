@@ -47,18 +47,23 @@ def composition_matrix(numbers: Sequence[np.ndarray], elements: Sequence[int]) -
     return counts
 
 
-def fit_linear_reference(numbers: Sequence[np.ndarray], energies: Sequence[float]) -> dict[int, float]:
+def fit_linear_reference(
+    numbers: Sequence[np.ndarray], energies: Sequence[float], elements: Sequence[int] | None = None
+) -> dict[int, float]:
     """Per-element energies ``e_Z`` minimising sum_f (E_f - sum_Z n_fZ e_Z)^2 (least squares).
 
     Args:
         numbers: per frame, its atomic numbers [N_f].
         energies: per frame, its energy (eV).
+        elements: the elements to fit (default: those in ``numbers``); one absent from the data
+            gets 0 (minimum norm).
 
     Elements whose counts are collinear (e.g. always appearing in a fixed ratio) are
     under-determined; ``lstsq`` then returns the minimum-norm solution, which still gives the
     best-fitting total reference for any composition seen in the data.
     """
-    elements = sorted({int(z) for nums in numbers for z in np.asarray(nums).tolist()})
+    if elements is None:
+        elements = sorted({int(z) for nums in numbers for z in np.asarray(nums).tolist()})
     A = composition_matrix(numbers, elements)
     coef, *_ = np.linalg.lstsq(A, np.asarray(energies, dtype=np.float64), rcond=None)
     return {z: float(c) for z, c in zip(elements, coef)}

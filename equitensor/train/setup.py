@@ -16,6 +16,7 @@ from ase.data import atomic_numbers as SYMBOL_TO_Z
 from ase.data import chemical_symbols
 from torch.utils.data import Subset
 
+from ..datasets.statistics import fit_linear_reference, force_rms, reference_residuals
 from .config import ConfigError, DataConfig, ModelConfig
 from .distributed import DistContext
 
@@ -25,7 +26,6 @@ __all__ = [
     "build_model",
     "check_elements",
     "compute_statistics",
-    "fit_atomic_energies",
     "open_graphs",
     "prepare_data",
 ]
@@ -196,23 +196,13 @@ def check_elements(dataset: Sequence, allowed: Sequence[int], where: str, key: s
             )
 
 
-def fit_atomic_energies(compositions: np.ndarray, energies: np.ndarray) -> np.ndarray:
-    """Least-squares per-element reference energies: ``energies ≈ compositions @ e0``.
-
-    ``compositions`` is [frames, elements] (atom counts). When the compositions are rank deficient
-    (e.g. one molecule) the minimum-norm solution is returned, which still reproduces the mean.
-    """
-    e0, *_ = np.linalg.lstsq(compositions.astype(np.float64), energies.astype(np.float64), rcond=None)
-    return e0
-
-
 def compute_statistics(train: Sequence, data_cfg: DataConfig) -> DatasetStatistics:
     """Elements, E0s, mean neighbour count and mean energy per atom of the training graphs."""
-    numbers, energies, edges, atoms, force_sq = [], [], 0, 0, 0.0
+    numbers, energies, forces, edges, atoms = [], [], [], 0, 0
     for index in range(len(train)):
         graph = train[index]
         numbers.append(graph.atomic_numbers.numpy())
-        force_sq += float(graph.forces.double().square().sum())
+        forces.append(graph.forces.numpy())
         energies.append(float(graph.energy.reshape(-1)[0]))
         edges += int(graph.edge_index.shape[1])
         atoms += int(graph.atomic_numbers.numel())
@@ -220,8 +210,7 @@ def compute_statistics(train: Sequence, data_cfg: DataConfig) -> DatasetStatisti
     elements = [_element_z(z) for z in data_cfg.elements] if data_cfg.elements else seen
     energies_np = np.asarray(energies)
     if data_cfg.e0s == "fit":
-        compositions = np.stack([np.bincount(n, minlength=119)[elements] for n in numbers])
-        e0 = dict(zip(elements, fit_atomic_energies(compositions, energies_np).tolist()))
+        e0 = fit_linear_reference(numbers, energies, elements)
     elif data_cfg.e0s == "zero":
         e0 = {z: 0.0 for z in elements}
     else:
@@ -233,16 +222,13 @@ def compute_statistics(train: Sequence, data_cfg: DataConfig) -> DatasetStatisti
             )
         e0 = {z: e0[z] for z in elements}
     natoms = np.array([len(n) for n in numbers], dtype=np.float64)
-    e0_vector = np.zeros(119)
-    e0_vector[list(e0)] = list(e0.values())
-    reference = np.array([e0_vector[n].sum() for n in numbers])
     return DatasetStatistics(
         elements=elements,
         atomic_energies=e0,
         avg_num_neighbors=edges / max(atoms, 1),
         mean_energy_per_atom=float(np.mean(energies_np / natoms)),
-        mean_interaction_energy_per_atom=float(np.mean((energies_np - reference) / natoms)),
-        rms_forces=float(np.sqrt(force_sq / max(3 * atoms, 1))),
+        mean_interaction_energy_per_atom=reference_residuals(numbers, energies, e0)[0],
+        rms_forces=force_rms(forces) if atoms else 0.0,
         num_frames=len(train),
     )
 
