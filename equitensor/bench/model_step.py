@@ -174,10 +174,12 @@ def run_worker(python: Path, script: Path, spec: dict, timeout: float) -> dict:
 
 
 def average_neighbors(files, r_max: float) -> float:
-    from equitensor.models.graph import neighbor_list
+    import numpy as np
+
+    from equitensor.datasets.neighbors import neighbor_list
 
     frames = load_frames(files)
-    edges = sum(len(neighbor_list(a, r_max)[0]) for a in frames)
+    edges = sum(len(neighbor_list(a.positions, np.asarray(a.cell[:]), a.pbc, r_max)[0]) for a in frames)
     return edges / sum(len(a) for a in frames)
 
 

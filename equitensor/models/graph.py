@@ -15,19 +15,7 @@ import torch
 from ase.data import chemical_symbols
 from torch_geometric.data import Data
 
-try:  # the project's numba neighbour list, same (i, j, S) contract as ASE's "ijS"
-    from ..datasets.neighbors import neighbor_list as _fast_neighbor_list
-except ImportError:  # pragma: no cover - depends on which branches are merged
-    _fast_neighbor_list = None
-
-
-def neighbor_list(atoms, r_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(i, j, S)`` of every pair closer than ``r_max`` (ASE ``neighbor_list("ijS")`` semantics)."""
-    if _fast_neighbor_list is not None:
-        return _fast_neighbor_list(atoms.positions, np.asarray(atoms.cell[:]), atoms.pbc, r_max)
-    from ase.neighborlist import neighbor_list as ase_neighbor_list
-
-    return ase_neighbor_list("ijS", atoms, r_max)
+from ..datasets.graph import AtomsToGraph
 
 
 def check_atoms(atoms) -> None:
@@ -58,18 +46,7 @@ def atoms_to_graph(atoms, r_max: float, dtype: torch.dtype | None = None, with_l
     """
     dtype = dtype or torch.get_default_dtype()
     check_atoms(atoms)
-    i, j, shifts = neighbor_list(atoms, r_max)
-    cell = np.asarray(atoms.cell[:]) if np.any(atoms.pbc) else np.zeros((3, 3))
-    data = Data(
-        pos=torch.tensor(np.asarray(atoms.positions), dtype=dtype),
-        atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.long),
-        cell=torch.tensor(cell, dtype=dtype).reshape(1, 3, 3),
-        pbc=torch.tensor(np.asarray(atoms.pbc, dtype=bool)).reshape(1, 3),
-        edge_index=torch.tensor(np.stack([i, j]), dtype=torch.long).reshape(2, -1),
-        cell_offsets=torch.tensor(shifts, dtype=dtype).reshape(-1, 3),
-        natoms=torch.tensor([len(atoms)], dtype=torch.long),
-    )
-    data.num_nodes = len(atoms)
+    data = AtomsToGraph(r_max, dtype, labels=False)(atoms)
     results = getattr(atoms.calc, "results", {}) if with_labels and atoms.calc is not None else {}
     if "energy" in results:
         data.energy = torch.tensor([results["energy"]], dtype=dtype)
