@@ -83,9 +83,10 @@ class CGBackend(TensorProductBackend):
         self.method = method
         self.weight_numel = descriptor.weight_numel
         self.paths = instruction_paths(descriptor)
-        for k, ins in enumerate(descriptor.instructions):
-            l1, l2, lo = (ir.l for ir in descriptor.path_irreps(ins))
-            self.add_table(f"cg_{k}", ins.coefficient * so3.wigner_3j(l1, l2, lo))
+        if method == "naive":  # the per-path reference reads whole CG blocks
+            for k, ins in enumerate(descriptor.instructions):
+                l1, l2, lo = (ir.l for ir in descriptor.path_irreps(ins))
+                self.add_table(f"cg_{k}", ins.coefficient * so3.wigner_3j(l1, l2, lo))
 
         everything = list(range(len(descriptor.instructions)))
         eligible = channelwise_eligible(descriptor)
@@ -495,7 +496,8 @@ class BilinearMatrix:
         self.rows = torch.as_tensor(cols[:, 1] * self.dim2 + cols[:, 2])
         self.columns = torch.as_tensor(cols[:, 0])
         self.weight_columns = torch.as_tensor(cols[:, 3])
-        backend.add_table(f"{name}_coef", backend._tables[f"{name}_terms_coef"][entry])
+        # the term list was only a means to the matrix: keep its coefficients per matrix entry only
+        backend.add_table(f"{name}_coef", backend._tables.pop(f"{name}_terms_coef")[entry])
         self.backend, self.name = backend, name
 
     def __call__(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
