@@ -22,7 +22,32 @@ class Path(NamedTuple):
     i_out: int
 
 
-class TensorProductBackend(torch.nn.Module):
+class ConstantTables:
+    """float64 constants built at construction (CG blocks, grids, ...), handed out per dtype/device.
+
+    Tables are not buffers: casting the module to float32 and back must not round them, so each
+    dtype/device gets its own copy, made from the float64 master on first use and cached.
+    """
+
+    def _init_tables(self) -> None:
+        self._tables: dict[str, np.ndarray] = {}
+        self._table_cache: dict[tuple, torch.Tensor] = {}
+
+    def add_table(self, name: str, array: np.ndarray) -> None:
+        """Keep a float64 constant (an own, C-contiguous copy)."""
+        self._tables[name] = np.array(array, dtype=np.float64, order="C")
+
+    def table(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """The constant ``name`` in ``like``'s dtype and device (cached)."""
+        key = (name, like.dtype, like.device)
+        cached = self._table_cache.get(key)
+        if cached is None:
+            cached = torch.as_tensor(self._tables[name], dtype=like.dtype, device=like.device)
+            self._table_cache[key] = cached
+        return cached
+
+
+class TensorProductBackend(ConstantTables, torch.nn.Module):
     """Executes a :class:`TensorProductDescriptor`.
 
     Subclasses set ``weight_numel`` and ``paths`` at construction (building every table then)
@@ -45,25 +70,7 @@ class TensorProductBackend(torch.nn.Module):
     def __init__(self, descriptor: TensorProductDescriptor):
         super().__init__()
         self.descriptor = descriptor
-        self._tables: dict[str, np.ndarray] = {}
-        self._table_cache: dict[tuple, torch.Tensor] = {}
-
-    def add_table(self, name: str, array: np.ndarray) -> None:
-        """Keep a float64 constant (CG block, grid, ...) built at construction.
-
-        Tables are not buffers: casting the module to float32 and back must not round them,
-        so each dtype/device gets its own copy, made from the float64 master on first use.
-        """
-        self._tables[name] = np.ascontiguousarray(array, dtype=np.float64)
-
-    def table(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        """The constant ``name`` in ``like``'s dtype and device (cached)."""
-        key = (name, like.dtype, like.device)
-        cached = self._table_cache.get(key)
-        if cached is None:
-            cached = torch.as_tensor(self._tables[name], dtype=like.dtype, device=like.device)
-            self._table_cache[key] = cached
-        return cached
+        self._init_tables()
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -98,7 +105,7 @@ def instruction_paths(descriptor: TensorProductDescriptor) -> tuple[Path, ...]:
     )
 
 
-class ProductBasisBackend(torch.nn.Module):
+class ProductBasisBackend(ConstantTables, torch.nn.Module):
     """Many-body product basis (MACE's symmetric contraction and its Gaunt / CP counterparts).
 
     Construction: ``cls(irreps_in, irreps_out, correlation, num_elements, **options)`` where
@@ -114,6 +121,7 @@ class ProductBasisBackend(torch.nn.Module):
 
     def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int):
         super().__init__()
+        self._init_tables()
         from ...irreps import as_irreps
 
         self.irreps_in, self.irreps_out = as_irreps(irreps_in), as_irreps(irreps_out)

@@ -93,17 +93,6 @@ class _PowerProductBasis(ProductBasisBackend):
             for _, ir in self.irreps_out
             if ir.l <= nu * self.lmax_in
         )
-        self._tables: dict[str, np.ndarray] = {}
-        self._table_cache: dict[tuple, torch.Tensor] = {}
-
-    def add_table(self, name: str, array: np.ndarray) -> None:
-        self._tables[name] = np.array(array, dtype=np.float64, order="C")  # own, writable copy
-
-    def table(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        key = (name, like.dtype, like.device)
-        if key not in self._table_cache:
-            self._table_cache[key] = torch.as_tensor(self._tables[name], dtype=like.dtype, device=like.device)
-        return self._table_cache[key]
 
     def powers(self, coefficients: torch.Tensor):
         """Yield the projections ``[N, C, irreps_out components]`` of the body orders 1..correlation."""

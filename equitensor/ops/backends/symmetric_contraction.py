@@ -439,17 +439,12 @@ class SymmetricContractionBackend(ProductBasisBackend):
             self.blocks.append((o, m, sum(ks)))
         self.paths = tuple(paths)
         self.fused = FusedContraction(self.terms, self.irreps_in, self.irreps_out, self.num_channels)
-        self._coupling_cache: dict[tuple, torch.Tensor] = {}
+        self.add_table("coupling", self.terms.coupling)
         self._in_blocks = [(mul, ir.dim) for mul, ir in self.irreps_in]
 
     def coupling_matrix(self, like: torch.Tensor) -> torch.Tensor:
         """``[n_monomials, sum_o (2L+1) K_o]`` in ``like``'s dtype/device (cached from float64)."""
-        key = (like.dtype, like.device)
-        table = self._coupling_cache.get(key)
-        if table is None:
-            table = torch.tensor(self.terms.coupling, dtype=like.dtype, device=like.device)
-            self._coupling_cache[key] = table
-        return table
+        return self.table("coupling", like)
 
     def contract_naive(self, xs: torch.Tensor, w_node: torch.Tensor) -> torch.Tensor:
         """``[sum_o M_o, N*c]`` with every monomial as a tensor and one dense GEMM (the reference).
