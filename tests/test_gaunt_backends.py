@@ -220,6 +220,33 @@ def test_too_coarse_grid_raises():
     assert (finer(x1, x2, w) - exact(x1, x2, w)).abs().max().item() < TOL[torch.float64]
 
 
+@pytest.mark.parametrize("mode", ["uvu", "uuu"])
+def test_fft_route_over_chunks_matches_dft(mode, monkeypatch):
+    """The chunked transforms of the ``"fft"`` route (forward and first backward) equal the dft route,
+    with uneven chunks and, for uvu, a second input broadcast over the channels."""
+    from equitensor.ops.backends import gaunt_fft
+
+    a, b, c = _mimo(4, mode, mul=3)
+    kw = dict(mode=mode, shared_weights=False, internal_weights=False, backend="gaunt_fft")
+    dft, fft = TensorProduct(a, b, c, method="dft", **kw), TensorProduct(a, b, c, method="fft", **kw)
+    plan = fft.impl.unit_plans[0]
+    assert (plan["rows"], plan["n_phi"]) == (9, 24)  # n_theta = 2 * 8 + 1, n_phi >= 8 + 8 + 1
+    per_sample = 3 * plan["rows"] * plan["n_phi"]
+    monkeypatch.setattr(gaunt_fft, "FFT_CHUNK_FLOATS", 2 * per_sample)  # chunks of 2 samples, 11 = 5 * 2 + 1
+    x1, x2, w = (t.requires_grad_() for t in _inputs(dft, batch=11))
+    grad_out = torch.randn(11, dft.irreps_out.dim)
+    results = []
+    for tp in (dft, fft):
+        out = tp(x1, x2, w)
+        results.append((out, *torch.autograd.grad(out, (x1, x2, w), grad_out)))
+    for expected, got in zip(*results):
+        assert (got - expected).abs().max().item() < TOL[torch.float64] * max(1.0, expected.abs().max().item())
+
+
+def test_batched_fft_size():
+    assert [so3.fourier.batched_fft_size(m) for m in (1, 2, 3, 5, 17, 25, 33, 49)] == [1, 2, 3, 6, 24, 32, 48, 64]
+
+
 def test_unsupported_mode_and_bad_method():
     with pytest.raises(ValueError, match="supports one connection mode"):
         TensorProduct("2x0e", "2x0e", "2x0e", mode="uvw", backend="gaunt_grid")

@@ -40,9 +40,10 @@ def folded_projection_table(lmax_out: int, lmax_product: int, n: int, columns=No
     """``[(n/2 + 1) * (lmax_out + 1) * 2, sum d_out]`` acting on the phi-rFFT ``H[j, v]`` of the product.
 
     ``c = Re sum_{u, v >= 0} G[u, v] K'[u, v]`` with ``G[u, v] = (1/n) sum_j H[j, v] exp(-i u theta_j)``
-    gives ``K''[j, v] = (1/n) sum_u exp(-i u theta_j) K'[u, v]``. On the torus, ``(2 pi - theta, phi + pi)``
-    is the same point of the sphere as ``(theta, phi)``, so ``H[n - j, v] = (-1)^v H[j, v]`` and row
-    ``n - j`` folds onto row ``j``.
+    gives ``K''[j, v] = (1/n) sum_u exp(-i u theta_j) K'[u, v]``, exact when ``n > 2 lmax_product``
+    (no theta frequency of the product aliases). On the torus, ``(2 pi - theta, phi + pi)`` is the
+    same point of the sphere as ``(theta, phi)``, so ``H[n - j, v] = (-1)^v H[j, v]`` and row
+    ``n - j`` folds onto row ``j``. ``n`` may be odd (then no row lies at ``theta = pi``).
     """
     lp = lmax_product
     k = fourier.fourier_to_sh(lmax_out, lp)[:, lp : lp + lmax_out + 1]
@@ -51,10 +52,10 @@ def folded_projection_table(lmax_out: int, lmax_product: int, n: int, columns=No
     theta = 2 * np.pi * np.arange(n) / n
     phase = np.exp(-1j * np.outer(theta, np.arange(-lp, lp + 1))) / n  # [j, u]
     kj = np.einsum("ju,uvd->jvd", phase, k)  # [n, v, d_out]
-    half = n // 2
+    paired = (n - 1) // 2  # rows j = 1..paired have a partner n - j; for even n, row n/2 (theta = pi) has none
     sign = (-1.0) ** np.arange(lmax_out + 1)
-    folded = kj[: half + 1].copy()
-    folded[1:half] += sign[None, :, None] * kj[n - 1 : half : -1]
+    folded = kj[: n // 2 + 1].copy()
+    folded[1 : paired + 1] += sign[None, :, None] * kj[n - paired :][::-1]
     return np.stack([folded.real, -folded.imag], axis=2).reshape(-1, folded.shape[-1])
 
 
@@ -129,23 +130,23 @@ def convolution_scatter_index(lmax1: int, lmax2: int) -> np.ndarray:
     return (u + v).reshape(-1)
 
 
-def pad_projection_table(back: np.ndarray, vout: int, n: int) -> np.ndarray:
-    """Extend a ``[(n/2 + 1) * (vout + 1) * 2, d]`` projection table with zero rows up to ``v = n/2``."""
-    half = n // 2 + 1
-    padded = np.zeros((half, n // 2 + 1, 2, back.shape[1]))
-    padded[:, : vout + 1] = back.reshape(half, vout + 1, 2, -1)
-    return padded.reshape(-1, back.shape[1])
+def fft_adjoint_tables(left, right, back, l1: int, l2: int, vout: int) -> dict[str, np.ndarray]:
+    """Adjoint tables of the ``"fft"`` route, with the conjugate-pair weights folded in.
 
-
-def fft_adjoint_tables(left, right, back, l1, l2, n) -> dict[str, np.ndarray]:
-    """Adjoint tables of :class:`FFTUnitProduct`, with the conjugate-pair weights folded in."""
-    half, nyquist = n // 2 + 1, n // 2
-    rfft_adjoint = np.where(np.arange(nyquist + 1) % nyquist == 0, 1.0, 0.5)  # 1 at v = 0 and n/2
-    back = back.reshape(half, nyquist + 1, 2, back.shape[1]) * rfft_adjoint[None, :, None, None]
+    ``left [d1, rows * (l1 + 1) * 2]`` and ``right`` map to half spectra in phi that an ``irfft``
+    turns into samples; ``back [rows * (vout + 1) * 2, d_out]`` reads the first ``vout + 1``
+    bins of an ``rfft``. The phi length ``n`` must exceed ``2 max(l1, l2, vout)`` so that no
+    Nyquist bin is involved: then the adjoint of ``irfft(norm="forward")`` is ``rfft`` with
+    weight 2 on ``v > 0``, and the adjoint of ``rfft(norm="forward")`` is ``irfft(norm="backward")``
+    with weight 1/2 on ``v > 0``.
+    """
+    rows = back.shape[0] // (2 * (vout + 1))
+    rfft_adjoint = np.where(np.arange(vout + 1) > 0, 0.5, 1.0)
+    back = back.reshape(rows, vout + 1, 2, back.shape[1]) * rfft_adjoint[None, :, None, None]
 
     def irfft_adjoint(table, lmax):
         weight = np.where(np.arange(lmax + 1) > 0, 2.0, 1.0)[None, None, :, None]
-        return (table.reshape(table.shape[0], half, lmax + 1, 2) * weight).reshape(table.shape[0], -1).T
+        return (table.reshape(table.shape[0], rows, lmax + 1, 2) * weight).reshape(table.shape[0], -1).T
 
     return {
         "left_adjoint": irfft_adjoint(left, l1),

@@ -20,9 +20,15 @@ semantics and the weight layout); only the route differs:
      the sphere does not depend on phi there). This is numerically the same computation as a
      quadrature on an equispaced grid, i.e. the ``gaunt_grid`` recipe with another grid and
      weights derived from the Fourier projection;
-   * ``"fft"``: the phi axis goes through ``torch.fft.irfft`` / ``rfft`` (``n`` the smallest even
-     2,3,5-smooth length, :data:`FFT_SIZE`) inside :class:`FFTUnitProduct`, whose backward pass
-     calls the adjoint transforms directly;
+   * ``"fft"``: the phi axis goes through ``torch.fft.irfft`` / ``rfft`` inside
+     :class:`FFTUnitProduct`, whose backward pass calls the adjoint transforms directly. The
+     theta axis needs ``n_theta = 2 (L1 + L2) + 1`` (odd: ``L1 + L2 + 1`` rows after the fold;
+     its DFT lives in the tables, so folding it there costs no more than the plain change of
+     basis, whose table has as many columns). The phi axis only needs the product's bins
+     ``v <= vout`` (the highest output degree) free of aliasing: ``n_phi > L1 + L2 + vout``
+     (and ``> 2 max(L1, L2)``), rounded up to ``2^k`` or ``3 * 2^k`` (:data:`FFT_SIZE`), the
+     lengths at which batched short FFTs are fast on CPU. The transforms run over chunks of the
+     batch (:data:`FFT_CHUNK_FLOATS`) with reused zero-padded buffers;
    * ``"fft2"``: the literal zero-padded ``irfft2`` -> product -> ``rfft2`` on the full torus
      (reference route of Luo et al.);
    * ``"direct"``: the explicit convolution sum (outer product of the coefficient arrays,
@@ -46,6 +52,8 @@ Options:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -56,8 +64,8 @@ from .factorized import FactorizedBackend, ProductUnit
 #: ``method="auto"`` convolves directly when ``L1 + L2`` is at most this (see module docstring).
 DIRECT_MAX_DEGREE = 0
 METHODS = ("auto", "dft", "fft", "fft2", "direct")
-#: transform length of the ``"fft"`` route for a minimum ``2 (L1 + L2) + 1`` (see module docstring).
-FFT_SIZE = so3.fourier.fast_even_fft_size
+#: phi-axis transform length of the ``"fft"`` route for a given minimum (see module docstring).
+FFT_SIZE = so3.fourier.batched_fft_size
 
 
 def torus_pad(coefficients: torch.Tensor, n_theta: int, n_phi_half: int) -> torch.Tensor:
@@ -77,56 +85,114 @@ def torus_crop(spectrum: torch.Tensor, lmax_u: int, lmax_v: int) -> torch.Tensor
     return torch.cat([negative, positive], dim=-2)
 
 
+#: samples (floats) of one function per chunk of the transforms in the ``"fft"`` route: its
+#: intermediates then stay in cache and below glibc's mmap threshold (32 MB), which otherwise
+#: makes every call fault in fresh pages (see ``docs/benchmarks_gaunt.md``).
+FFT_CHUNK_FLOATS = 1 << 18
+
+
 class FFTUnitProduct(torch.autograd.Function):
     """One ``"fft"`` product: GEMM -> ``irfft`` along phi -> product -> ``rfft`` -> GEMM, and its adjoint.
 
-    ``forward(left [z, U1, d1], right [z, U2, d2], tables) -> [z, U, d_out]``. ``tables`` holds
-    the forward tables (theta rows already sampled, half spectrum ``v >= 0`` as (re, im) pairs;
-    the projection covers the full half spectrum ``v = 0..n/2``, zero past the output degree, so
-    neither the ``rfft`` output nor the backward ``irfft`` input needs cropping or padding) and
-    their adjoints with the conjugate-pair weights folded in: the adjoint of ``irfft`` is ``rfft``
-    with weight 2 on ``0 < v``, the adjoint of ``rfft`` is ``irfft`` with weight 1/2 on
-    ``0 < v < n/2`` (see :func:`equitensor.so3.fourier_product.fft_adjoint_tables`). The backward pass is written with
-    differentiable ops (recomputing the samples when a graph is requested), so double backward
-    works.
+    ``forward(left [z, U1, d1], right [z, U2, d2], plan, tables) -> [z, U, d_out]``. The tables
+    map the inputs to their half spectra in phi (``v = 0..l``, (re, im) pairs) on the theta rows
+    already sampled, and read the first ``vout + 1`` bins of the product's spectrum; their
+    adjoints carry the conjugate-pair weights (see
+    :func:`equitensor.so3.fourier_product.fft_adjoint_tables`).
+
+    The GEMMs run on the whole batch; the transforms and the pointwise product between them run
+    over chunks of it, and only the half spectra (not the samples) are kept for the backward.
+    When a graph of the backward is requested, the backward runs as differentiable ops on the
+    whole batch, so double backward works.
     """
 
     @staticmethod
     def forward(ctx, left, right, plan: dict, tables: dict):
-        g1, g2 = _phi_samples(left, right, plan, tables)
-        ctx.save_for_backward(left, right, g1, g2)
+        c1, c2 = left @ tables["left"], right @ tables["right"]
+        ctx.save_for_backward(left, right, c1, c2)
         ctx.plan, ctx.tables = plan, tables
-        spectrum = torch.view_as_real(torch.fft.rfft(g1 * g2, dim=-1, norm="forward"))
-        return spectrum.flatten(-3) @ tables["back"]
+        batch = torch.broadcast_shapes(c1.shape[:-1], c2.shape[:-1])
+        spectrum = c1.new_empty(*batch, plan["rows"] * (plan["vout"] + 1) * 2)
+        workspace = _Workspace(plan)
+        for rows, (chunk1, chunk2) in _chunks(plan, batch, c1, c2):
+            product = workspace.synthesis(chunk1, plan["l1"], "forward")
+            product = product * workspace.synthesis(chunk2, plan["l2"], "forward")
+            _analysis_into(spectrum[rows], product, plan["vout"], "forward")
+        return spectrum @ tables["back"]
 
     @staticmethod
     def backward(ctx, grad_out):
-        left, right, g1, g2 = ctx.saved_tensors
+        left, right, c1, c2 = ctx.saved_tensors
         plan, tables = ctx.plan, ctx.tables
-        n, half = plan["n"], plan["n"] // 2 + 1
-        if torch.is_grad_enabled():  # create_graph: recompute the samples with history
-            g1, g2 = _phi_samples(left, right, plan, tables)
-        grad_spectrum = (grad_out @ tables["back_adjoint"]).unflatten(-1, (half, n // 2 + 1, 2))
-        grad_h = torch.fft.irfft(torch.view_as_complex(grad_spectrum), n=n, dim=-1)
-        grads = []
-        for g_other, g_self, lmax, adjoint in (
-            (g2, g1, plan["l1"], "left_adjoint"),
-            (g1, g2, plan["l2"], "right_adjoint"),
-        ):
-            grad_g = (grad_h * g_other).sum_to_size(g_self.shape)
-            pairs = torch.view_as_real(torch.fft.rfft(grad_g, dim=-1)[..., : lmax + 1]).flatten(-3)
-            grads.append(pairs @ tables[adjoint])
-        return grads[0], grads[1], None, None
+        grad_spectrum = grad_out @ tables["back_adjoint"]
+        if torch.is_grad_enabled():  # create_graph: differentiable ops over the whole batch
+            c1, c2 = left @ tables["left"], right @ tables["right"]  # with history
+            g1, g2 = _synthesis(c1, plan["l1"], plan), _synthesis(c2, plan["l2"], plan)
+            grad_h = _synthesis(grad_spectrum, plan["vout"], plan, norm="backward")
+            grad_c1 = _analysis((grad_h * g2).sum_to_size(g1.shape), plan["l1"], "backward").sum_to_size(c1.shape)
+            grad_c2 = _analysis((grad_h * g1).sum_to_size(g2.shape), plan["l2"], "backward").sum_to_size(c2.shape)
+            return grad_c1 @ tables["left_adjoint"], grad_c2 @ tables["right_adjoint"], None, None
+        grad_c1, grad_c2 = torch.zeros_like(c1), torch.zeros_like(c2)
+        workspace = _Workspace(plan)
+        for rows, (grad_chunk, chunk1, chunk2) in _chunks(plan, grad_spectrum.shape[:-1], grad_spectrum, c1, c2):
+            g1 = workspace.synthesis(chunk1, plan["l1"], "forward")
+            g2 = workspace.synthesis(chunk2, plan["l2"], "forward")
+            grad_h = workspace.synthesis(grad_chunk, plan["vout"], "backward")
+            for grad, samples, lmax in ((grad_c1, grad_h * g2, plan["l1"]), (grad_c2, grad_h * g1, plan["l2"])):
+                if grad.shape[0] > 1:
+                    target = grad[rows]
+                    _analysis_into(target, samples.sum_to_size(*target.shape[:-1], *samples.shape[-2:]), lmax, "backward")
+                else:  # a broadcast input: its gradient sums over the batch
+                    grad += _analysis(samples, lmax, "backward").sum_to_size(grad.shape)
+        return grad_c1 @ tables["left_adjoint"], grad_c2 @ tables["right_adjoint"], None, None
 
 
-def _phi_samples(left, right, plan, tables):
-    """The two functions on the half torus ``[z, U, n/2 + 1, n]`` (theta rows x phi samples)."""
-    n, half = plan["n"], plan["n"] // 2 + 1
-    c1 = (left @ tables["left"]).unflatten(-1, (half, plan["l1"] + 1, 2))
-    c2 = (right @ tables["right"]).unflatten(-1, (half, plan["l2"] + 1, 2))
-    g1 = torch.fft.irfft(torch.view_as_complex(c1), n=n, dim=-1, norm="forward")
-    g2 = torch.fft.irfft(torch.view_as_complex(c2), n=n, dim=-1, norm="forward")
-    return g1, g2
+class _Workspace:
+    """Zero-padded half-spectrum buffers reused across the chunks of one call: only the bins
+    ``v <= vmax`` are written, so the padding is zeroed once rather than per chunk."""
+
+    def __init__(self, plan):
+        self.plan, self.buffers = plan, {}
+
+    def synthesis(self, pairs, vmax, norm):
+        """``irfft`` along phi: ``[..., rows * (vmax + 1) * 2]`` -> samples ``[..., rows, n_phi]``."""
+        n_phi, rows = self.plan["n_phi"], self.plan["rows"]
+        count = pairs.numel() // (2 * (vmax + 1))
+        buffer = self.buffers.get(vmax)
+        if buffer is None or buffer.shape[0] < count:
+            buffer = self.buffers[vmax] = pairs.new_zeros(count, n_phi // 2 + 1, 2)
+        buffer[:count, : vmax + 1].copy_(pairs.reshape(count, vmax + 1, 2))
+        samples = torch.fft.irfft(torch.view_as_complex(buffer[:count]), n=n_phi, dim=-1, norm=norm)
+        return samples.reshape(*pairs.shape[:-1], rows, n_phi)
+
+
+def _chunks(plan, batch, *tensors):
+    """``(slice, chunks of tensors)`` over the leading batch dimension (broadcast ones pass whole)."""
+    per_sample = max(1, math.prod(batch[1:])) * plan["rows"] * plan["n_phi"]
+    # off the CPU (no mmap threshold, launch overhead per op) one chunk is the whole batch
+    size = max(1, FFT_CHUNK_FLOATS // per_sample) if tensors[0].device.type == "cpu" else max(1, batch[0])
+    for start in range(0, batch[0], size):
+        rows = slice(start, min(start + size, batch[0]))
+        yield rows, tuple(t[rows] if t.shape[0] > 1 else t for t in tensors)
+
+
+def _synthesis(pairs, vmax, plan, norm="forward"):
+    """Differentiable ``irfft`` along phi: ``[..., rows * (vmax + 1) * 2]`` -> ``[..., rows, n_phi]``."""
+    coefficients = torch.view_as_complex(pairs.reshape(-1, vmax + 1, 2))  # irfft zero-pads the bins
+    samples = torch.fft.irfft(coefficients, n=plan["n_phi"], dim=-1, norm=norm)
+    return samples.reshape(*pairs.shape[:-1], plan["rows"], plan["n_phi"])
+
+
+def _analysis(samples, vmax, norm):
+    """``rfft`` along phi, bins ``v = 0..vmax`` as (re, im) pairs, flattened with the theta rows."""
+    spectrum = torch.fft.rfft(samples, dim=-1, norm=norm)[..., : vmax + 1]
+    return torch.view_as_real(spectrum).reshape(*spectrum.shape[:-2], -1)
+
+
+def _analysis_into(out, samples, vmax, norm):
+    """:func:`_analysis` written into the contiguous ``out``: one copy of the kept bins."""
+    spectrum = torch.fft.rfft(samples, dim=-1, norm=norm)[..., : vmax + 1]
+    out.view(*spectrum.shape, 2).copy_(torch.view_as_real(spectrum))
 
 
 class GauntFFTBackend(FactorizedBackend):
@@ -143,7 +209,7 @@ class GauntFFTBackend(FactorizedBackend):
         for k, plan in enumerate(self.unit_plans):
             if plan["method"] == "fft":  # from the final tables (the path coefficient is folded in)
                 tables = (self._tables[f"{name}_{k}"] for name in ("left", "right", "back"))
-                adjoints = fourier_product.fft_adjoint_tables(*tables, plan["l1"], plan["l2"], plan["n"])
+                adjoints = fourier_product.fft_adjoint_tables(*tables, plan["l1"], plan["l2"], plan["vout"])
                 for name, table in adjoints.items():
                     self.add_table(f"{name}_{k}", table)
 
@@ -156,19 +222,27 @@ class GauntFFTBackend(FactorizedBackend):
         rows1 = self.degree_rows(d.irreps_in1, unit.blocks1)
         rows2 = self.degree_rows(d.irreps_in2, unit.blocks2)
         rows_out = self.degree_rows(d.irreps_out, unit.outputs)
-        if method in ("fft", "dft"):
-            n = FFT_SIZE(2 * lp + 1) if method == "fft" else fourier_product.even_fft_size(2 * lp + 1)
+        if method == "fft":
+            # theta: the DFT is folded into the tables, so any n_theta > 2 lp works; the odd
+            # 2 lp + 1 gives the fewest rows. phi: the bins v <= vout of the product are exact
+            # when n_phi > lp + vout, and each input's spectrum must stay below Nyquist.
+            vout = min(lo_table, lp)
+            n_theta = 2 * lp + 1
+            n_phi = FFT_SIZE(max(lp + vout + 1, 2 * max(l1, l2) + 2))
+            left = fourier_product.folded_fourier_table(l1, n_theta, rows1)
+            right = fourier_product.folded_fourier_table(l2, n_theta, rows2)
+            back = fourier_product.folded_projection_table(lo_table, lp, n_theta, rows_out)  # v = 0..vout
+            plan = {"method": method, "l1": l1, "l2": l2, "lp": lp, "vout": vout, "rows": n_theta // 2 + 1, "n_phi": n_phi}
+        elif method == "dft":
+            n = fourier_product.even_fft_size(2 * lp + 1)
             left = fourier_product.folded_fourier_table(l1, n, rows1)
             right = fourier_product.folded_fourier_table(l2, n, rows2)
             back = fourier_product.folded_projection_table(lo_table, lp, n, rows_out)
             plan = {"method": method, "l1": l1, "l2": l2, "lp": lp, "lo": lo_table, "n": n}
             vout = min(lo_table, lp)
-            if method == "dft":
-                left, back_left = fourier_product.torus_sample_tables(left, back, l1, vout, n)
-                right, _ = fourier_product.torus_sample_tables(right, back, l2, vout, n)
-                back = back_left
-            else:
-                back = fourier_product.pad_projection_table(back, vout, n)
+            left, back_left = fourier_product.torus_sample_tables(left, back, l1, vout, n)
+            right, _ = fourier_product.torus_sample_tables(right, back, l2, vout, n)
+            back = back_left
         elif method == "direct":
             left = fourier_product.full_plane_fourier_table(l1, rows1)
             right = fourier_product.full_plane_fourier_table(l2, rows2)
