@@ -243,6 +243,30 @@ def test_fft_route_over_chunks_matches_dft(mode, monkeypatch):
         assert (got - expected).abs().max().item() < TOL[torch.float64] * max(1.0, expected.abs().max().item())
 
 
+@pytest.mark.parametrize("backend,options", [("gaunt_grid", {}), ("gaunt_fft", {"method": "dft"}), ("cp", {})])
+@pytest.mark.parametrize("mode", ["uvu", "uuu", "uvv"])
+def test_chunked_pointwise_product_matches_whole_batch(backend, options, mode, monkeypatch):
+    """ChunkedPointwiseProduct (uneven chunks of one sample up) == the whole-batch product, value and gradients."""
+    from equitensor.ops.backends import factorized
+
+    a, b, c = _mimo(2, mode, mul=3)
+    if mode == "uvv":
+        a, b = natural_irreps(2, 1), natural_irreps(2, 3)
+    kw = dict(mode=mode, shared_weights=False, internal_weights=False, backend=backend, **options)
+    tp = TensorProduct(a, b, c, **kw)
+    x1, x2, w = (t.requires_grad_() for t in _inputs(tp, batch=7))
+    grad_out = torch.randn(7, tp.irreps_out.dim)
+    results = []
+    for chunked in (False, True):
+        tp.impl.chunked_pointwise = chunked
+        monkeypatch.setattr(factorized, "CHUNK_FLOATS", 1)
+        monkeypatch.setattr(factorized, "CHUNK_MIN_ROWS", 2)  # chunks of 2 samples: 7 = 3 * 2 + 1
+        out = tp(x1, x2, w)
+        results.append((out, *torch.autograd.grad(out, (x1, x2, w), grad_out)))
+    for expected, got in zip(*results):
+        assert (got - expected).abs().max().item() < TOL[torch.float64] * max(1.0, expected.abs().max().item())
+
+
 def test_batched_fft_size():
     assert [so3.fourier.batched_fft_size(m) for m in (1, 2, 3, 5, 17, 25, 33, 49)] == [1, 2, 3, 6, 24, 32, 48, 64]
 

@@ -199,6 +199,7 @@ class GauntFFTBackend(FactorizedBackend):
     """Gaunt product as a 2D convolution of Fourier coefficients (FFT or direct)."""
 
     backend_name = "gaunt_fft"
+    chunked_pointwise = True  # the "dft" route (see is_pointwise)
 
     def __init__(self, descriptor, method: str = "auto", allow_subset: bool = False):
         if method not in METHODS:
@@ -271,6 +272,9 @@ class GauntFFTBackend(FactorizedBackend):
         if 0 in batch:  # MKL's FFT rejects empty batches
             return left.new_zeros(*batch, tables["back"].shape[1])
         return FFTUnitProduct.apply(left, right, plan, tables)
+
+    def is_pointwise(self, k):
+        return self.unit_plans[k]["method"] == "dft"
 
     def combine(self, k, f1, f2):
         plan = self.unit_plans[k]
