@@ -361,38 +361,40 @@ class FactorizedBackend(TensorProductBackend):
 
 
 #: floats of one evaluated function per chunk of :class:`ChunkedPointwiseProduct` (1 MB in
-#: float32: the product and its gradients stay in cache, and each chunk is large enough that
-#: torch's per-op overhead does not dominate); chunks never go below ``CHUNK_MIN_ROWS`` samples.
-#: Measured fwd+bwd, float32, 2 threads, against the unchunked product: 1.7x (gaunt_grid) and
-#: 1.45x (cp) on a MACE-sized uvu product (128 x (0e..3o) x (0e..3o), 5000 edges), 1.2x on
-#: 32 x (0e..4e) x (0e..4e), level on MIMO (see docs/benchmarks_gaunt.md).
+#: float32: the per-chunk temporaries stay in cache, and each chunk is large enough that torch's
+#: per-op overhead does not dominate); chunks never go below ``CHUNK_MIN_ROWS`` samples.
+#: Measured fwd+bwd against the whole-batch product: 1.3-1.4x on a MACE-sized uvu product
+#: (128 x (0e..3o) x (0e..3o), 5000 edges), level on MIMO (see docs/backends.md).
 CHUNK_FLOATS = 1 << 18
 CHUNK_MIN_ROWS = 16
 
 
 class ChunkedPointwiseProduct(torch.autograd.Function):
-    """``((left @ t1) * (right @ t2)) @ back`` over chunks of the batch, recomputing the evaluated
-    functions in the backward instead of keeping them.
+    """``((left @ t1) * (right @ t2)) @ back`` over chunks of the batch.
 
     ``left [z, U1, d1]``, ``right [z, U2, d2]`` (``U1``, ``U2`` equal or 1), constant tables
-    ``t1 [d1, K]``, ``t2 [d2, K]``, ``back [K, d_out]`` -> ``[z, U, d_out]``. When the expansion
-    ``K`` is wide (a CP rank several times the input dimension) the pointwise products dominate
-    and run memory-bound on whole-batch tensors; per chunk they stay in cache. A backward that
-    builds a graph runs the differentiable whole-batch formula, so higher derivatives work.
+    ``t1 [d1, K]``, ``t2 [d2, K]``, ``back [K, d_out]`` -> ``[z, U, d_out]``. The two evaluated
+    functions are kept for the backward (as autograd would keep them); their product, the
+    gradient on the samples and its two pointwise products live only per chunk, in cache,
+    instead of as whole-batch tensors streamed through memory. A backward that builds a graph
+    runs the differentiable whole-batch formula, so higher derivatives work.
     """
 
     @staticmethod
     def forward(ctx, left, right, t1, t2, back):
-        ctx.save_for_backward(left, right, t1, t2, back)
         z, channels = left.shape[0], max(left.shape[1], right.shape[1])
         out = left.new_empty(z, channels, back.shape[1])
+        f1 = left.new_empty(*left.shape[:2], t1.shape[1])
+        f2 = right.new_empty(*right.shape[:2], t2.shape[1])
         for rows in _chunk_slices(z, channels * t1.shape[1]):
-            torch.matmul((left[rows] @ t1) * (right[rows] @ t2), back, out=out[rows])
+            product = torch.matmul(left[rows], t1, out=f1[rows]) * torch.matmul(right[rows], t2, out=f2[rows])
+            torch.matmul(product, back, out=out[rows])
+        ctx.save_for_backward(left, right, t1, t2, back, f1, f2)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        left, right, t1, t2, back = ctx.saved_tensors
+        left, right, t1, t2, back, f1, f2 = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: differentiable ops over the whole batch
             f1, f2, grad_h = left @ t1, right @ t2, grad_out @ back.T
             return (
@@ -403,9 +405,9 @@ class ChunkedPointwiseProduct(torch.autograd.Function):
         grad_left, grad_right = torch.empty_like(left), torch.empty_like(right)
         z, channels = left.shape[0], max(left.shape[1], right.shape[1])
         for rows in _chunk_slices(z, channels * t1.shape[1]):
-            f1, f2, grad_h = left[rows] @ t1, right[rows] @ t2, grad_out[rows] @ back.T
-            torch.matmul((grad_h * f2).sum_to_size(f1.shape), t1.T, out=grad_left[rows])
-            torch.matmul(grad_h.mul_(f1).sum_to_size(f2.shape), t2.T, out=grad_right[rows])
+            grad_h = grad_out[rows] @ back.T
+            torch.matmul((grad_h * f2[rows]).sum_to_size(f1[rows].shape), t1.T, out=grad_left[rows])
+            torch.matmul(grad_h.mul_(f1[rows]).sum_to_size(f2[rows].shape), t2.T, out=grad_right[rows])
         return grad_left, grad_right, None, None, None
 
 
