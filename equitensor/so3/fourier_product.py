@@ -37,7 +37,7 @@ def folded_fourier_table(lmax: int, n: int, rows=None) -> np.ndarray:
 
 
 def folded_projection_table(lmax_out: int, lmax_product: int, n: int, columns=None) -> np.ndarray:
-    """``[(n/2 + 1) * (lmax_out + 1) * 2, sum d_out]`` acting on the phi-rFFT ``H[j, v]`` of the product.
+    """``[(n//2 + 1) * (min(lmax_out, lmax_product) + 1) * 2, sum d_out]`` acting on the phi-rFFT ``H[j, v]`` of the product.
 
     ``c = Re sum_{u, v >= 0} G[u, v] K'[u, v]`` with ``G[u, v] = (1/n) sum_j H[j, v] exp(-i u theta_j)``
     gives ``K''[j, v] = (1/n) sum_u exp(-i u theta_j) K'[u, v]``, exact when ``n > 2 lmax_product``
@@ -46,14 +46,15 @@ def folded_projection_table(lmax_out: int, lmax_product: int, n: int, columns=No
     ``n - j`` folds onto row ``j``. ``n`` may be odd (then no row lies at ``theta = pi``).
     """
     lp = lmax_product
-    k = fourier.fourier_to_sh(lmax_out, lp)[:, lp : lp + lmax_out + 1]
-    k = k * np.where(np.arange(lmax_out + 1) > 0, 2.0, 1.0)[None, :, None]
+    vmax = min(lmax_out, lp)  # the product has no bin past lmax_product
+    k = fourier.fourier_to_sh(lmax_out, lp)[:, lp : lp + vmax + 1]
+    k = k * np.where(np.arange(vmax + 1) > 0, 2.0, 1.0)[None, :, None]
     k = _select(k, columns, 2)  # [u, v, d_out]
     theta = 2 * np.pi * np.arange(n) / n
     phase = np.exp(-1j * np.outer(theta, np.arange(-lp, lp + 1))) / n  # [j, u]
     kj = np.einsum("ju,uvd->jvd", phase, k)  # [n, v, d_out]
     paired = (n - 1) // 2  # rows j = 1..paired have a partner n - j; for even n, row n/2 (theta = pi) has none
-    sign = (-1.0) ** np.arange(lmax_out + 1)
+    sign = (-1.0) ** np.arange(vmax + 1)
     folded = kj[: n // 2 + 1].copy()
     folded[1 : paired + 1] += sign[None, :, None] * kj[n - paired :][::-1]
     return np.stack([folded.real, -folded.imag], axis=2).reshape(-1, folded.shape[-1])
@@ -103,13 +104,14 @@ def full_plane_fourier_table(lmax: int, rows=None) -> np.ndarray:
 
 
 def half_plane_projection_table(lmax_out: int, lmax_product: int, columns=None) -> np.ndarray:
-    """``[(2 Lp + 1) * (lmax_out + 1) * 2, sum d_out]``: ``c = Re sum_{v >= 0} G K'`` as a real GEMM.
+    """``[(2 Lp + 1) * (min(lmax_out, Lp) + 1) * 2, sum d_out]``: ``c = Re sum_{v >= 0} G K'`` as a real GEMM.
 
     For a real function the terms ``v < 0`` are the conjugates of ``v > 0``, hence ``K' = 2 K`` for
     ``v > 0``; ``Re(G K') = G_re K'_re - G_im K'_im``.
     """
-    k = fourier.fourier_to_sh(lmax_out, lmax_product)[:, lmax_product : lmax_product + lmax_out + 1]
-    k = k * np.where(np.arange(lmax_out + 1) > 0, 2.0, 1.0)[None, :, None]
+    vmax = min(lmax_out, lmax_product)  # the product has no bin past lmax_product
+    k = fourier.fourier_to_sh(lmax_out, lmax_product)[:, lmax_product : lmax_product + vmax + 1]
+    k = k * np.where(np.arange(vmax + 1) > 0, 2.0, 1.0)[None, :, None]
     k = _select(k, columns, 2)
     return np.stack([k.real, -k.imag], axis=2).reshape(-1, k.shape[-1])
 

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from ... import so3
+from ...so3 import fourier_product
 from ...so3.coupling import gaunt_power_terms
 from .base import ProductBasisBackend
 from .gaunt_fft import torus_crop, torus_pad
@@ -198,18 +199,10 @@ class GauntFFTProductBasis(_PowerProductBasis):
         super().__init__(irreps_in, irreps_out, correlation, num_elements)
         lin, lout = self.lmax_in, self.lmax_out
         self.torus_size = so3.fourier.fast_fft_size(2 * correlation * lin + 1)
-        f = so3.fourier.sh_to_fourier(lin)[
-            np.concatenate([np.arange(ir.l**2, (ir.l + 1) ** 2) for _, ir in self.irreps_in])
-        ]
-        f = f[:, :, lin:]  # v >= 0 (real functions)
-        self.add_table("to_fourier", np.stack([f.real, f.imag], axis=-1).reshape(f.shape[0], -1))
+        rows_in = np.concatenate([np.arange(ir.l**2, (ir.l + 1) ** 2) for _, ir in self.irreps_in])
+        self.add_table("to_fourier", fourier_product.half_plane_fourier_table(lin, rows_in))  # v >= 0
         for nu in range(1, correlation + 1):
-            lp = nu * lin
-            lv = min(lout, lp)
-            k = so3.fourier.fourier_to_sh(lout, lp)[:, lp : lp + lv + 1]
-            k = k * np.where(np.arange(lv + 1) > 0, 2.0, 1.0)[None, :, None]
-            k = k[:, :, self.out_rows]
-            self.add_table(f"project_{nu}", np.stack([k.real, -k.imag], axis=2).reshape(-1, k.shape[-1]))
+            self.add_table(f"project_{nu}", fourier_product.half_plane_projection_table(lout, nu * lin, self.out_rows))
 
     def powers(self, coefficients):
         lin, n = self.lmax_in, self.torus_size
