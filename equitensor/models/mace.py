@@ -21,6 +21,7 @@ from ..ops import Linear
 from ..ops.backends.registry import get_backend, get_product_basis
 from .blocks import (
     AtomicEnergies,
+    ElementGroups,
     InteractionBlock,
     LinearReadout,
     NonLinearReadout,
@@ -191,8 +192,9 @@ class MACE(torch.nn.Module):
             node_feats_irreps = hidden_out
 
     # ------------------------------------------------------------------ forward
-    def element_onehot(self, atomic_numbers: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """``[N, num_elements]`` one-hot; ``ValueError`` naming the first unknown element and its atom."""
+    def element_index(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """``[N]`` position of each atom's element in ``atomic_numbers``; ``ValueError`` naming the
+        first unknown element and its atom."""
         index = self.z_to_index[atomic_numbers.clamp(0, 118)]
         unknown = (index < 0) | (atomic_numbers < 0) | (atomic_numbers > 118)
         if bool(unknown.any()):
@@ -202,7 +204,11 @@ class MACE(torch.nn.Module):
             raise ValueError(
                 f"atom {k} is {element_name(z)} (Z={z}), which this model does not know; allowed elements: {allowed}"
             )
-        return torch.nn.functional.one_hot(index, self.num_elements).to(dtype)
+        return index
+
+    def element_onehot(self, atomic_numbers: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``[N, num_elements]`` one-hot (see :meth:`element_index` for the errors)."""
+        return torch.nn.functional.one_hot(self.element_index(atomic_numbers), self.num_elements).to(dtype)
 
     def forward(
         self, batch, compute_forces: bool = True, compute_stress: bool = False, training: bool = False
@@ -216,7 +222,9 @@ class MACE(torch.nn.Module):
         num_graphs = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
         cell = batch.cell.reshape(-1, 3, 3).to(dtype)
         _check_graph(pos, cell, batch.pbc.reshape(-1, 3), batch.atomic_numbers)
-        element_onehot = self.element_onehot(batch.atomic_numbers, dtype)  # [N, E]
+        element_index = self.element_index(batch.atomic_numbers)  # [N]
+        element_onehot = torch.nn.functional.one_hot(element_index, self.num_elements).to(dtype)  # [N, E]
+        element_groups = ElementGroups.from_index(element_index, self.num_elements)
         edge_index = batch.edge_index
         sender = edge_index[0]
 
@@ -243,7 +251,7 @@ class MACE(torch.nn.Module):
 
         site_energy = node_e0.new_zeros(n)
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
-            message, sc = interaction(node_feats, element_onehot, edge_attrs, edge_feats, edge_index)
+            message, sc = interaction(node_feats, element_onehot, edge_attrs, edge_feats, edge_index, element_groups)
             node_feats = product(message, sc, element_onehot)
             site_energy = site_energy + readout(node_feats)  # [N]
         node_inter = self.scale_shift(site_energy)
