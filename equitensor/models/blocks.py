@@ -31,13 +31,15 @@ class ElementGroups(NamedTuple):
     counts: list[int]
 
     @classmethod
-    def from_index(cls, element_index: torch.Tensor, num_elements: int) -> ElementGroups:
-        """From ``element_index [N]`` (values ``0..num_elements-1``); reads the counts to the host once."""
+    def from_index(cls, element_index: torch.Tensor, num_elements: int, counts: list[int] | None = None) -> ElementGroups:
+        """From ``element_index [N]`` (values ``0..num_elements-1``); reads the counts to the host
+        unless given (``counts[e]`` = atoms of element ``e``)."""
         order = torch.argsort(element_index, stable=True)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
-        counts = torch.bincount(element_index, minlength=num_elements).tolist()
-        return cls(order, inverse, counts)
+        if counts is None:
+            counts = torch.bincount(element_index, minlength=num_elements).tolist()
+        return cls(order, inverse, list(counts))
 
 
 class ElementLinear(torch.nn.Module):

@@ -206,6 +206,22 @@ class MACE(torch.nn.Module):
             )
         return index
 
+    def _checked_elements(self, pos, cell, pbc, atomic_numbers) -> tuple[torch.Tensor, list[int]]:
+        """Element index ``[N]`` and atoms per element, after checking the inputs, with one
+        device-to-host read on valid input; on invalid input the detailed checks raise."""
+        index = self.z_to_index[atomic_numbers.clamp(0, 118)]
+        unknown = (index < 0) | (atomic_numbers < 0) | (atomic_numbers > 118)
+        nonfinite = ~torch.isfinite(pos).all()
+        singular = (pbc.any(dim=1) & (torch.linalg.det(cell).abs() < 1e-9)).any()
+        counts = torch.bincount(index.clamp(min=0), minlength=self.num_elements)
+        flags = torch.stack([unknown.any(), nonfinite, singular]).to(counts.dtype)
+        read = torch.cat([flags, counts]).tolist()
+        if any(read[:3]):
+            _check_graph(pos, cell, pbc, atomic_numbers)
+            self.element_index(atomic_numbers)
+            raise AssertionError("an input check flagged the batch but the detailed checks found nothing")
+        return index, read[3:]
+
     def element_onehot(self, atomic_numbers: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``[N, num_elements]`` one-hot (see :meth:`element_index` for the errors)."""
         return torch.nn.functional.one_hot(self.element_index(atomic_numbers), self.num_elements).to(dtype)
@@ -221,10 +237,9 @@ class MACE(torch.nn.Module):
         )
         num_graphs = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
         cell = batch.cell.reshape(-1, 3, 3).to(dtype)
-        _check_graph(pos, cell, batch.pbc.reshape(-1, 3), batch.atomic_numbers)
-        element_index = self.element_index(batch.atomic_numbers)  # [N]
+        element_index, counts = self._checked_elements(pos, cell, batch.pbc.reshape(-1, 3), batch.atomic_numbers)
         element_onehot = torch.nn.functional.one_hot(element_index, self.num_elements).to(dtype)  # [N, E]
-        element_groups = ElementGroups.from_index(element_index, self.num_elements)
+        element_groups = ElementGroups.from_index(element_index, self.num_elements, counts)
         edge_index = batch.edge_index
         sender = edge_index[0]
 
