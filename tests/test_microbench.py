@@ -47,3 +47,19 @@ def test_cli_hands_harness_options_through(tmp_path):
     with (tmp_path / "microbench_siso.csv").open() as handle:
         backends = {r["backend"] for r in csv.DictReader(handle) if r["status"] == "ok"}
     assert backends == {"cg", "gaunt_grid"}
+
+
+def test_backend_specs_with_options(tmp_path):
+    from equitensor.bench.microbench import parse_backend_spec, split_backends
+
+    assert split_backends("cg, gaunt_fft[method=fft,x=2],e3nn") == ["cg", "gaunt_fft[method=fft,x=2]", "e3nn"]
+    assert parse_backend_spec("gaunt_fft[method=fft, x=-2]") == ("gaunt_fft", {"method": "fft", "x": -2})
+    assert parse_backend_spec("cg") == ("cg", {})
+    args = ["--quick", "--settings", "mimo", "--no-plot", "--out", str(tmp_path), "--pass", "fwd",
+            "--backends", "cg,gaunt_fft[method=fft],gaunt_fft[method=dft],gaunt_grid[nope=1]"]  # fmt: skip
+    assert main(args) == 0
+    with (tmp_path / "microbench_mimo.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    status = {(r["backend"], r["L"]): r["status"] for r in rows}
+    assert status[("gaunt_fft[method=fft]", "2")] == "ok" and status[("gaunt_fft[method=dft]", "2")] == "ok"
+    assert status[("gaunt_grid[nope=1]", "2")] == "skipped"

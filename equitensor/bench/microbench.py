@@ -85,9 +85,11 @@ class Case:
     extra: dict = field(default_factory=dict)
 
     def build(self, backend: str, dtype: torch.dtype):
+        """``backend`` is a registered name or a spec with options, e.g. ``gaunt_fft[method=fft]``."""
         from equitensor.ops import TensorProduct
 
-        kwargs = dict(shared_weights=self.shared_weights, internal_weights=False, backend=backend)
+        name, options = parse_backend_spec(backend)
+        kwargs = dict(shared_weights=self.shared_weights, internal_weights=False, backend=name, **options)
         if self.instructions is None:
             tp = TensorProduct(self.irreps_in1, self.irreps_in2, self.irreps_out, mode=self.mode, **kwargs)
         else:
@@ -224,6 +226,41 @@ def _runner(tp, x1, x2, w, grad_out, pass_name: str):
 # command line
 
 
+def parse_backend_spec(spec: str) -> tuple[str, dict]:
+    """``"gaunt_fft[method=fft,resolution=...]"`` -> ``("gaunt_fft", {"method": "fft"})``.
+
+    Values that parse as integers become ints; everything else stays a string.
+    """
+    spec = spec.strip()
+    if "[" not in spec:
+        return spec, {}
+    if not spec.endswith("]"):
+        raise ValueError(f"backend spec {spec!r}: expected NAME[key=value,...]")
+    name, body = spec[:-1].split("[", 1)
+    options = {}
+    for item in filter(None, (part.strip() for part in body.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"backend spec {spec!r}: option {item!r} is not key=value")
+        value = value.strip()
+        options[key.strip()] = int(value) if value.lstrip("-").isdigit() else value
+    return name.strip(), options
+
+
+def split_backends(text: str) -> list[str]:
+    """Split ``--backends`` on the commas outside brackets: ``"cg,gaunt_fft[method=fft]"``."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [part.strip() for part in parts if part.strip()]
+
+
 def parse_int_list(text: str) -> list[int]:
     """``"1-6"``, ``"1..6"``, ``"1,2,5"`` or mixtures -> sorted unique ints."""
     values: set[int] = set()
@@ -243,7 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tensor-product runtime vs L per backend; writes microbench_<setting>.csv/.png.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--backends", default="cg,e3nn", help="comma-separated registered backend names")
+    parser.add_argument(
+        "--backends", default="cg,e3nn",
+        help="comma-separated registered backend names, each optionally with options: gaunt_fft[method=fft]",
+    )  # fmt: skip
     parser.add_argument(
         "--settings", default="mace,selfprod,mimo", help=f"comma-separated, from {','.join(SETTINGS)}"
     )
@@ -304,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         args.L = "1-2"
     if args.threads:
         torch.set_num_threads(args.threads)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    backends = split_backends(args.backends)
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     passes = [p.strip() for p in args.passes.split(",") if p.strip()]
@@ -371,7 +411,7 @@ def _run_case(case: Case, backends, dtype_name, passes, args, matmul, too_slow) 
             continue
         try:
             tp = reference if backend == "cg" else case.build(backend, dtype)
-        except ValueError as error:
+        except (ValueError, TypeError) as error:  # TypeError: an option the backend does not take
             rows += skipped(f"backend rejects this setting: {error}")
             continue
         weight_per_sample = 0 if tp.shared_weights else tp.weight_numel
