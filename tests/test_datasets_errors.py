@@ -90,3 +90,26 @@ def test_s2ef_txt_out_of_sync(tmp_path):
 
 def test_is_a_value_error():
     assert issubclass(DatasetError, ValueError)
+
+
+def test_skip_invalid_leaves_out_bad_frames_and_reports(tmp_path, capsys):
+    from equitensor.train.config import ConfigError, DataConfig
+    from equitensor.train.setup import prepare_data
+
+    frames = [good_frame(-1.0 - 0.1 * k) for k in range(8)]
+    frames[2] = frames[2].replace("Cu 1.8 0 0", "Cu nan 0 0")  # non-finite position
+    frames[5] = frames[5].replace("0.1 0 0", "inf 0 0", 1)  # non-finite force
+    train = write(tmp_path, "".join(frames), "train.extxyz")
+    val = write(tmp_path, good_frame() + good_frame(-3.0), "val.extxyz")
+    with pytest.raises(DatasetError, match="frame 2"):  # default: the first bad frame stops
+        splits = prepare_data(DataConfig(train=str(train), val=str(val), cache_graphs=False), r_max=3.0, seed=0)
+        [splits.train[i] for i in range(len(splits.train))]
+    splits = prepare_data(DataConfig(train=str(train), val=str(val), skip_invalid=True), r_max=3.0, seed=0)
+    assert len(splits.train) == 6 and len(splits.val) == 2
+    energies = sorted(round(float(splits.train[i].energy), 6) for i in range(6))
+    assert energies == sorted(round(-1.0 - 0.1 * k, 6) for k in (0, 1, 3, 4, 6, 7))
+    out = capsys.readouterr().out
+    assert "data.train: skipped 2 of 8 frames" in out and "frame 2" in out and "frame 5" in out
+    every_bad = write(tmp_path, frames[2] + frames[5], "bad_only.extxyz")
+    with pytest.raises(ConfigError, match="all 2 frames .* fail validation"):
+        prepare_data(DataConfig(train=str(every_bad), val=str(val), skip_invalid=True), r_max=3.0, seed=0)

@@ -70,6 +70,11 @@ class DataConfig:
     #: atomic numbers the model may see; ``None`` = the elements of the training data. A frame with
     #: any other element is an error (never silently skipped).
     elements: list | None = None
+    #: skip frames that fail validation (missing or non-finite labels, non-finite positions or
+    #: cell, no atoms, ...: a ``DatasetError``) instead of stopping. Each split actually used is
+    #: scanned once before training (one extra pass, or the graph cache's first fill), and the
+    #: skipped frames are counted and the first reasons printed. Off: the first bad frame raises.
+    skip_invalid: bool = False
     #: per-element reference energies: ``"fit"`` (least-squares linear fit on the training set),
     #: ``"zero"``, or a mapping ``{atomic_number_or_symbol: energy_eV}``.
     e0s: Any = "fit"

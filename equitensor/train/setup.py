@@ -25,6 +25,7 @@ __all__ = [
     "DatasetStatistics",
     "build_model",
     "check_elements",
+    "skip_invalid_frames",
     "compute_statistics",
     "open_graphs",
     "prepare_data",
@@ -138,8 +139,6 @@ def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | No
         if path is not None and not Path(path).exists():
             raise ConfigError(f"{key}: dataset not found: {path} (set it with --set {key}=PATH)")
     train = open_graphs(train_path, r_max, options, cfg.cache_graphs)
-    if cfg.elements:
-        check_elements(train, [_element_z(z) for z in cfg.elements], train_path)
     if val_path is None:
         n_val = max(1, int(round(cfg.val_fraction * len(train))))
         if n_val >= len(train):
@@ -157,9 +156,47 @@ def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | No
     test = open_graphs(cfg.test, r_max, options) if cfg.test else None  # read once: no cache
     if test is not None:
         sources["test"] = cfg.test
-    return DataSplits(
-        _limit(train, cfg.max_train_frames), _limit(val, cfg.max_val_frames), test, sources, n_val
-    )
+    train, val = _limit(train, cfg.max_train_frames), _limit(val, cfg.max_val_frames)
+    if cfg.skip_invalid:
+        train = skip_invalid_frames(train, "data.train", sources["train"], ctx.is_main)
+        val = skip_invalid_frames(val, "data.val", sources["val"], ctx.is_main)
+        test = skip_invalid_frames(test, "data.test", cfg.test, ctx.is_main) if test is not None else None
+    if cfg.elements:
+        check_elements(train, [_element_z(z) for z in cfg.elements], train_path)
+    return DataSplits(train, val, test, sources, n_val)
+
+
+def skip_invalid_frames(dataset: Sequence, key: str, source: str, report: bool = True) -> Sequence:
+    """The items of ``dataset`` that load, as a ``Subset``; frames raising ``DatasetError`` are left out.
+
+    Reads every item once. ``report`` prints how many were skipped and the first reasons.
+
+    Raises:
+        ConfigError: no frame of ``dataset`` is valid.
+    """
+    from equitensor.datasets.errors import DatasetError
+
+    valid, skipped = [], []
+    for index in range(len(dataset)):
+        try:
+            dataset[index]
+        except DatasetError as error:
+            skipped.append(error)
+        else:
+            valid.append(index)
+    if not skipped:
+        return dataset
+    if not valid:
+        raise ConfigError(f"{key}: all {len(dataset)} frames of {source} fail validation; the first: {skipped[0]}")
+    if report:
+        reasons = "\n".join(f"  {error}" for error in skipped[:3])
+        more = f"\n  ... and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        print(
+            f"{key}: skipped {len(skipped)} of {len(dataset)} frames of {source} that fail validation "
+            f"(data.skip_invalid):\n{reasons}{more}",
+            flush=True,
+        )
+    return Subset(dataset, valid)
 
 
 def _element_z(value) -> int:
