@@ -96,3 +96,34 @@ def test_rank_losses_average_to_the_global_batch_loss(kind):
         e_term = ((0.01 / 2) ** 2 + (0.3 / 3) ** 2) / 2
         f_term = (0.02**2 + 4.0) / 12
         assert float(single) == pytest.approx(e_term + 10.0 * f_term)
+
+
+@pytest.mark.parametrize("free_atoms_only", [True, False])
+def test_prediction_rows_match_a_per_frame_reference(free_atoms_only):
+    """evaluate_model's per-frame rows (batched reductions) == each frame computed on its own, in numpy."""
+    import numpy as np
+
+    from equitensor.train.evaluate import evaluate_model
+    from equitensor.train.metrics import EFWT_ENERGY_THRESHOLD, EFWT_FORCE_THRESHOLD
+
+    from .train_helpers import PairPotential, emt_graphs
+
+    torch.manual_seed(0)
+    graphs, model = emt_graphs(5), PairPotential().double()
+    _, rows = evaluate_model(model, graphs, batch_size=3, free_atoms_only=free_atoms_only)
+    assert [row["frame"] for row in rows] == list(range(5))
+    for graph, row in zip(graphs, rows):
+        out = model(Batch.from_data_list([graph]), compute_forces=True)
+        keep = ~graph.fixed.numpy() if free_atoms_only else np.ones(graph.num_nodes, dtype=bool)
+        predicted, true = out["forces"].detach().numpy()[keep], graph.forces.numpy()[keep]
+        e_pred, e_true = float(out["energy"][0]), float(graph.energy[0])
+        cosine = (predicted * true).sum(1) / np.maximum(np.linalg.norm(predicted, axis=1) * np.linalg.norm(true, axis=1), 1e-12)
+        expected = {
+            "natoms": graph.num_nodes, "energy_true": e_true, "energy_pred": e_pred, "energy_error": e_pred - e_true,
+            "energy_per_atom_error": (e_pred - e_true) / graph.num_nodes,
+            "forces_mae": np.abs(predicted - true).mean(), "forces_max_abs_error": np.abs(predicted - true).max(),
+            "forces_cosine": cosine.mean(),
+            "efwt": int(abs(e_pred - e_true) < EFWT_ENERGY_THRESHOLD and np.abs(predicted - true).max() < EFWT_FORCE_THRESHOLD),
+        }  # fmt: skip
+        for key, value in expected.items():
+            assert row[key] == pytest.approx(value, rel=1e-10, abs=1e-12), key

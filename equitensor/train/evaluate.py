@@ -54,37 +54,49 @@ def evaluate_model(
         pred = model(batch, compute_forces=True, compute_stress=False, training=False)
         pred = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in pred.items()}
         acc.update(pred, batch)
-        natoms = atoms_per_graph(batch)
-        mask = force_mask(batch, free_atoms_only)
-        keep = torch.ones(batch.num_nodes, dtype=torch.bool, device=device) if mask is None else mask
-        df = (pred["forces"] - batch.forces)[keep].abs()
-        graph = batch.batch[keep]
-        cos = torch.nn.functional.cosine_similarity(
-            pred["forces"][keep], batch.forces[keep], dim=-1, eps=1e-12
-        )
-        for g in range(batch.num_graphs):
-            sel = graph == g
-            e_true = float(batch.energy.reshape(-1)[g])
-            e_pred = float(pred["energy"][g])
-            f_err = df[sel]
-            max_f = float(f_err.max()) if f_err.numel() else 0.0
-            rows.append(
-                {
-                    "frame": len(rows),
-                    "natoms": int(natoms[g]),
-                    "energy_true": e_true,
-                    "energy_pred": e_pred,
-                    "energy_error": e_pred - e_true,
-                    "energy_per_atom_error": (e_pred - e_true) / int(natoms[g]),
-                    "forces_mae": float(f_err.mean()) if f_err.numel() else 0.0,
-                    "forces_max_abs_error": max_f,
-                    "forces_cosine": float(cos[sel].mean()) if sel.any() else float("nan"),
-                    "efwt": int(
-                        abs(e_pred - e_true) < EFWT_ENERGY_THRESHOLD and max_f < EFWT_FORCE_THRESHOLD
-                    ),
-                }
-            )
+        rows.extend(_frame_rows(pred, batch, free_atoms_only, first_frame=len(rows)))
     return acc.compute(), rows
+
+
+def _frame_rows(pred: dict, batch, free_atoms_only: bool, first_frame: int) -> list[dict]:
+    """One prediction row per graph of ``batch``: per-graph reductions on the device, one read each."""
+    graphs = batch.num_graphs
+    mask = force_mask(batch, free_atoms_only)
+    keep = torch.ones(batch.num_nodes, dtype=torch.bool, device=batch.pos.device) if mask is None else mask
+    graph = batch.batch[keep]
+    error = (pred["forces"] - batch.forces)[keep].abs()  # [n_kept, 3]
+    cos = torch.nn.functional.cosine_similarity(pred["forces"][keep], batch.forces[keep], dim=-1, eps=1e-12)
+    zeros = error.new_zeros(graphs)
+    counted = zeros.index_add(0, graph, torch.ones_like(cos))
+    error_sum = zeros.index_add(0, graph, error.sum(dim=1))
+    error_max = zeros.scatter_reduce(0, graph, error.amax(dim=1), reduce="amax", include_self=True)  # errors >= 0
+    cos_sum = zeros.index_add(0, graph, cos)
+    has_atoms = counted > 0
+    forces_mae = torch.where(has_atoms, error_sum / (3 * counted.clamp(min=1)), zeros)
+    forces_cosine = torch.where(has_atoms, cos_sum / counted.clamp(min=1), torch.full_like(zeros, float("nan")))
+    e_true, e_pred = batch.energy.reshape(-1), pred["energy"].reshape(-1)
+    columns = zip(
+        atoms_per_graph(batch).tolist(), e_true.tolist(), e_pred.tolist(), forces_mae.tolist(),
+        error_max.tolist(), forces_cosine.tolist(),
+    )  # fmt: skip
+    rows = []
+    for g, (natoms, true, predicted, mae, max_error, cosine) in enumerate(columns):
+        natoms = int(natoms)
+        rows.append(
+            {
+                "frame": first_frame + g,
+                "natoms": natoms,
+                "energy_true": true,
+                "energy_pred": predicted,
+                "energy_error": predicted - true,
+                "energy_per_atom_error": (predicted - true) / natoms,
+                "forces_mae": mae,
+                "forces_max_abs_error": max_error,
+                "forces_cosine": cosine,
+                "efwt": int(abs(predicted - true) < EFWT_ENERGY_THRESHOLD and max_error < EFWT_FORCE_THRESHOLD),
+            }
+        )
+    return rows
 
 
 def write_predictions(rows: list[dict], path: str | Path) -> Path:
