@@ -10,7 +10,7 @@ from equitensor.ops.backends import available_product_bases
 from equitensor.so3.coupling import monomial_coupling, symmetric_contraction_terms, symmetric_coupling_basis
 
 from .conftest import TOL
-from .helpers import rotate
+from .helpers import force_training_results, rotate
 from .test_models import single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("default_float64")
@@ -113,15 +113,7 @@ def test_cg_fused_equals_naive(irreps_in, irreps_out, correlation, n):
     x = torch.randn(n, fused.irreps_in.dim)
     onehot = torch.nn.functional.one_hot(torch.arange(n) % 3, 3).double()
     r, s = torch.randn(n, fused.irreps_out.dim), torch.randn(n, fused.irreps_in.dim)
-    results = []
-    for pb in (fused, naive):
-        xg = x.clone().requires_grad_(True)
-        energy = (pb(xg, onehot) * r).sum()
-        (force,) = torch.autograd.grad(energy, xg, create_graph=True)
-        weight_grads = torch.autograd.grad(energy, list(pb.parameters()), create_graph=True)
-        loss = energy + (force * s).sum() + sum((g * g).sum() for g in weight_grads)
-        loss.backward()
-        results.append([pb(x, onehot), force, xg.grad, *(p.grad for p in pb.parameters())])
+    results = [force_training_results(pb, x, onehot, r, s) for pb in (fused, naive)]
     for got, expected in zip(*results, strict=True):
         assert (got - expected).abs().max() < TOL[torch.float64] * max(1.0, expected.abs().max().item())
 

@@ -8,7 +8,7 @@ from equitensor.ops.backends import get_product_basis
 
 from .backend_helpers import natural_irreps
 from .conftest import TOL
-from .helpers import rotate
+from .helpers import force_training_results, rotate
 
 pytestmark = pytest.mark.usefixtures("default_float64")
 BACKENDS = [
@@ -83,14 +83,7 @@ def test_sparse_equals_grid(irreps_in, irreps_out, correlation):
     sparse.load_state_dict(grid.state_dict())
     x, elements = _inputs(grid, 40)
     r, s = torch.randn(40, grid.irreps_out.dim), torch.randn(40, grid.irreps_in.dim)
-    results = []
-    for basis in (grid, sparse):
-        xg = x.clone().requires_grad_(True)
-        energy = (basis(xg, elements) * r).sum()
-        (force,) = torch.autograd.grad(energy, xg, create_graph=True)
-        weight_grads = torch.autograd.grad(energy, list(basis.parameters()), create_graph=True)
-        (energy + (force * s).sum() + sum((g * g).sum() for g in weight_grads)).backward()
-        results.append([basis(x, elements), force, xg.grad, *(p.grad for p in basis.parameters())])
+    results = [force_training_results(basis, x, elements, r, s) for basis in (grid, sparse)]
     for got, expected in zip(results[1], results[0], strict=True):
         assert (got - expected).abs().max().item() < TOL[torch.float64] * max(
             1.0, expected.abs().max().item()

@@ -35,7 +35,6 @@ class CPBackend(FactorizedBackend):
     """Rank-R CP approximation of the shared-path CG product."""
 
     backend_name = "cp"
-    chunked_pointwise = True
     odd_paths_realisable = True
 
     def __init__(self, descriptor, rank: int | str = "default", allow_subset: bool = False):

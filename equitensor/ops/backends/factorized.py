@@ -156,8 +156,9 @@ class FactorizedBackend(TensorProductBackend):
     """
 
     odd_paths_realisable = False
-    #: run the default pointwise product through :class:`ChunkedPointwiseProduct` on CPU
-    chunked_pointwise = False
+    #: run pointwise units (:meth:`is_pointwise`) through :class:`ChunkedPointwiseProduct` on CPU;
+    #: an instance may turn it off to compare with the whole-batch product
+    chunked_pointwise = True
 
     def __init__(self, descriptor, allow_subset: bool = False):
         super().__init__(descriptor)

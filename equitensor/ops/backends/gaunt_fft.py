@@ -213,7 +213,6 @@ class GauntFFTBackend(FactorizedBackend):
     """Gaunt product as a 2D convolution of Fourier coefficients (FFT or direct)."""
 
     backend_name = "gaunt_fft"
-    chunked_pointwise = True  # the "dft" route (see is_pointwise)
 
     def __init__(self, descriptor, method: str = "auto", allow_subset: bool = False):
         if method not in METHODS:

@@ -35,7 +35,6 @@ class GauntGridBackend(FactorizedBackend):
     """Gaunt product by pointwise multiplication on an exact S2 quadrature grid."""
 
     backend_name = "gaunt_grid"
-    chunked_pointwise = True
 
     def __init__(self, descriptor, resolution: tuple[int, int] | None = None, allow_subset: bool = False):
         if resolution is not None:
