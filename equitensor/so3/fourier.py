@@ -107,10 +107,10 @@ def batched_fft_size(minimum: int) -> int:
     """Smallest length ``>= minimum`` of the form ``2^k`` or ``3 * 2^k``.
 
     For many short real FFTs batched over a large leading dimension (the ``gaunt_fft`` route),
-    MKL/pocketfft run these lengths 2-3x faster per element than other 2,3,5-smooth lengths
-    (torch 2.13 CPU, one thread, 6e6 samples per call, ns per element rfft / irfft:
-    32: 1.4 / 1.4; 36: 3.7 / 3.9; 40: 3.0 / 3.2; 48: 1.4 / 1.5; 64: 1.4 / 1.3), so the padding
-    is cheaper than the odd factors.
+    torch's CPU FFT runs these lengths 2-6x faster per element than other 2,3,5-smooth lengths
+    (one thread, ns per element rfft / irfft: 32: 1.1 / 1.1; 36: 2.2 / 2.5; 40: 7.7 / 4.0;
+    48: 1.2 / 1.3; 64: 1.1 / 1.2; ``benchmarks/cpu_execution.py --tasks fft``,
+    ``benchmarks/results/fft_lengths.csv``), so the padding is cheaper than the odd factors.
     """
     power = 1
     while power < minimum:

@@ -365,13 +365,13 @@ class FactorizedBackend(TensorProductBackend):
 #: floats of one evaluated function per chunk of :class:`ChunkedPointwiseProduct` (1 MB in
 #: float32: the per-chunk temporaries stay in cache, and each chunk is large enough that torch's
 #: per-op overhead does not dominate); chunks never go below ``CHUNK_MIN_ROWS`` samples.
-#: Measured fwd+bwd against the whole-batch product: 1.3-1.4x on a MACE-sized uvu product
-#: (128 x (0e..3o) x (0e..3o), 5000 edges), level on MIMO (see docs/backends.md).
+#: Measured fwd+bwd against the whole-batch product: 1.3-1.5x on a MACE-sized uvu product
+#: (128 x (0e..3o) x (0e..3o), 5000 edges); ``benchmarks/cpu_execution.py --tasks chunked``.
 CHUNK_FLOATS = 1 << 18
 #: chunk only products whose inputs have at most this many components per channel: their
 #: GEMMs are memory-bound (a small inner dimension), so keeping the temporaries in cache pays;
-#: wider ones (MIMO at L >= 5: 36+ components) are compute-bound GEMMs, which chunks only split
-#: into smaller, less efficient calls (measured 5-10% slower with two threads at L = 8).
+#: wider ones (MIMO at L >= 5: 36+ components) are compute-bound GEMMs, where chunks gain nothing
+#: reliable (MIMO L = 8: 1.11x with one thread, 0.97x with two; same script, gate lifted).
 CHUNK_MAX_INPUT_DIM = 32
 CHUNK_MIN_ROWS = 16
 

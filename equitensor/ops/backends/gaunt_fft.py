@@ -113,7 +113,7 @@ class FFTUnitProduct(torch.autograd.Function):
         batch = torch.broadcast_shapes(c1.shape[:-1], c2.shape[:-1])
         spectrum = c1.new_empty(*batch, plan["rows"] * (plan["vout"] + 1) * 2)
         # the samples are kept for the backward (written in place, chunk by chunk): recomputing
-        # them there costs two more irfft per chunk (measured 5-10% of the step); an input
+        # them there costs two more irfft per chunk; an input
         # broadcast over the batch (leading size 1) is recomputed instead
         keep = c1.shape[0] > 1 and c2.shape[0] > 1
         samples = [c.new_empty(*c.shape[:-1], plan["rows"], plan["n_phi"]) for c in (c1, c2)] if keep else [None, None]
