@@ -13,11 +13,13 @@ values above ``RANK_RTOL * largest``. The setting is MIMO with multiplicity 1 an
 (Xie et al.): ``X = Y = 0e + 1o + ... + L``, ``Z = 0e + 1o + ... + 2L``; with multiplicity 1 an
 equivariant linear layer is one scalar per degree (Schur's lemma).
 
-Analytic counts: ``cg`` has one free weight per parity-allowed path, so its expressivity is the
+Analytic counts follow from a backend's declared ``parameterization``: ``"per_path"`` backends
+(``cg``, ``e3nn``) have one free weight per parity-allowed path, so their expressivity is the
 number of paths ``sum_{l1, l2 <= L} (min(l1, l2) + 1) = 1^2 + 2^2 + ... + (L + 1)^2`` (5, 14, 30,
-55, 91 for L = 1..5, Xie et al.'s MIMO figures); the factorised backends (``gaunt_*``, ``cp``) have
-weights ``a_l1 b_l2 c_l3``: ``(L + 1) + (L + 1) + (2L + 1)`` scalars minus two rescalings,
-``4L + 1``.
+55, 91 for L = 1..5, Xie et al.'s MIMO figures); ``"per_degree"`` backends (``gaunt_*``, ``cp``)
+have weights ``a_l1 b_l2 c_l3``: ``(L + 1) + (L + 1) + (2L + 1)`` scalars minus two rescalings,
+``4L + 1``. Each backend is built with its ``analysis_options`` (exact, forward-mode
+differentiable: ``cp`` at full rank, ``cg`` with its per-path einsum).
 """
 
 from __future__ import annotations
@@ -28,17 +30,17 @@ import numpy as np
 import torch
 
 from .irreps import Irreps
+from .ops.backends.registry import get_backend
 from .ops.tensor_product import TensorProduct
 
 #: singular values below ``RANK_RTOL * sigma_max`` count as zero (the float64 Jacobian's true
 #: zeros sit at ~1e-15 relative, the smallest genuine ones at >~1e-4 for L <= 6).
 RANK_RTOL = 1e-9
-FACTORISED_BACKENDS = ("gaunt_grid", "gaunt_fft", "cp")
-#: options that make each backend exact and fast for these tables (cp: exact factors; its
-#: expressivity does not depend on the rank, the weights are per degree either way). cg runs
-#: its einsum method: the Jacobian is taken by forward-mode AD (torch.func.jacfwd), which the
-#: numba kernels' autograd.Function does not implement; every cg method computes the same map.
-DEFAULT_OPTIONS = {"cp": {"rank": "full"}, "cg": {"method": "naive"}}
+
+
+def _analysis_options(backend: str, options: dict) -> dict:
+    """The backend's ``analysis_options`` overridden by the caller's."""
+    return {**getattr(get_backend(backend), "analysis_options", {}), **options}
 
 
 def natural_irreps(lmax: int) -> Irreps:
@@ -52,17 +54,21 @@ def all_parity_irreps(lmax: int) -> Irreps:
 
 
 def analytic_expressivity(backend: str, lmax: int) -> int:
-    """Expected expressivity in the MIMO setting (see the module docstring)."""
-    if backend in ("cg", "e3nn"):
+    """Expected expressivity in the MIMO setting, from the backend's ``parameterization``."""
+    parameterization = getattr(get_backend(backend), "parameterization", None)
+    if parameterization == "per_path":
         return sum((k + 1) ** 2 for k in range(lmax + 1))
-    if backend in FACTORISED_BACKENDS:
+    if parameterization == "per_degree":
         return 4 * lmax + 1
-    raise ValueError(f"no analytic expressivity for backend {backend!r}")
+    raise ValueError(
+        f"no analytic expressivity for backend {backend!r}: its parameterization is {parameterization!r}, "
+        "expected 'per_path' or 'per_degree'"
+    )
 
 
 def mimo_tensor_product(backend: str, lmax: int, **options) -> TensorProduct:
     """The MIMO product ``X x Y -> Z`` of Xie et al. (multiplicity 1, every allowed path, uvu)."""
-    options = {**DEFAULT_OPTIONS.get(backend, {}), **options}
+    options = _analysis_options(backend, options)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -130,12 +136,13 @@ def path_table(backend: str, lmax: int, seed: int = 0, **options) -> list[PathRo
     """Every parity-allowed coupling between ``all_parity_irreps(lmax)`` (outputs up to ``2 lmax``):
     whether ``backend`` lists it in ``paths`` and whether it is numerically non-zero.
 
-    Backends that cannot realise some couplings are built with ``allow_subset=True``.
+    Backends that do not realise odd couplings (``realises_odd_paths = False``) are built with
+    ``allow_subset=True``.
     """
     import warnings
 
-    options = {**DEFAULT_OPTIONS.get(backend, {}), **options}
-    if backend in ("gaunt_grid", "gaunt_fft"):
+    options = _analysis_options(backend, options)
+    if not getattr(get_backend(backend), "realises_odd_paths", True):
         options.setdefault("allow_subset", True)
     a, b, c = all_parity_irreps(lmax), all_parity_irreps(lmax), all_parity_irreps(2 * lmax)
     with warnings.catch_warnings():

@@ -5,9 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import sys
+
 import numpy as np
 import pytest
 import torch
+
+# The suite runs with one third-party backend installed the way a plugin package installs one:
+# a module plus a ``.dist-info`` declaring the ``equitensor.backends`` entry point
+# (``tests/plugins``). The backend contract suite must pick it up with no other edit.
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+if str(PLUGINS) not in sys.path:
+    sys.path.append(str(PLUGINS))
 
 #: the one tolerance table (absolute, on O(1) quantities), keyed by dtype; every numerical test uses it.
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}

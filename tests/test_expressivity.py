@@ -3,6 +3,7 @@
 import pytest
 
 from equitensor import expressivity as ex
+from equitensor.ops.backends.registry import get_backend
 
 
 @pytest.mark.parametrize("lmax,expected", [(1, 5), (2, 14), (3, 30), (4, 55)])
@@ -34,12 +35,19 @@ def test_path_table_listed_equals_numerical(backend):
     assert odd  # e.g. 1o x 1o -> 1e
     realised = {r.nonzero for r in odd}
     assert realised == ({False} if backend.startswith("gaunt") else {True})
+    assert get_backend(backend).realises_odd_paths == (True in realised)
+
+
+def test_analytic_counts_follow_the_declared_parameterization():
+    assert ex.analytic_expressivity("cg", 3) == ex.analytic_expressivity("e3nn", 3) == 30
+    assert ex.analytic_expressivity("gaunt_grid", 3) == ex.analytic_expressivity("cp", 3) == 13
 
 
 def test_bench_main_writes_csv(tmp_path, capsys):
     from equitensor.bench.expressivity import main
 
-    assert main(["--lmax", "2", "--path-lmax", "1", "--output", str(tmp_path)]) == 0
+    backends = ["cg", "gaunt_grid"]
+    assert main(["--lmax", "2", "--path-lmax", "1", "--backends", *backends, "--output", str(tmp_path)]) == 0
     text = (tmp_path / "expressivity.csv").read_text()
     assert "cg,2,MIMO,14,14" in text and "gaunt_grid,2,MIMO,9,9" in text
     assert "Expressivity" in capsys.readouterr().out

@@ -16,7 +16,7 @@ from torch_geometric.data import Batch
 
 from equitensor import so3
 from equitensor.models import MACE, atoms_to_graph, load_model, save_model
-from equitensor.ops.backends import available_backends, available_product_bases
+from equitensor.ops.backends import available_backends, available_product_bases, get_backend, get_product_basis
 
 from .conftest import TOL
 
@@ -33,11 +33,15 @@ def single_thread():
     torch.set_num_threads(previous)
 
 
-CONV = sorted(set(available_backends()) & {"cg", "gaunt_fft", "gaunt_grid", "cp", "e3nn"})
+# every registered backend that can run MACE's convolution (uvu), read from its declared capabilities
+CONV = [name for name in available_backends() if "uvu" in get_backend(name).supported_modes]
 PRODUCT = available_product_bases()
 COMBOS = [(c, p) for c in CONV for p in PRODUCT]
 STAR = [(c, "cg") for c in CONV] + [("cg", p) for p in PRODUCT if p != "cg"]
-APPROXIMATE = {"cp"}  # backends that are equivariant only up to their approximation error
+# backends that are equivariant only up to their approximation error
+APPROXIMATE = {name for name in CONV if not get_backend(name).exact} | {
+    name for name in PRODUCT if not get_product_basis(name).exact
+}
 R_MAX = 3.5
 ELEMENTS = [1, 6, 8, 29]
 

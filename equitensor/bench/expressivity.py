@@ -1,6 +1,6 @@
 """``equitensor bench expressivity``: path table and expressivity (Xie et al.) of every backend.
 
-Prints, for each backend (cg, gaunt_fft, gaunt_grid, cp), the numerically measured expressivity
+Prints, for each registered backend (default: all of ``available_backends()``), the numerically measured expressivity
 in the MIMO setting (multiplicity 1, natural parity, X = Y up to L, Z up to 2L) for L = 1..6
 next to the analytic count, and a path table (which (l1 p1) x (l2 p2) -> (l3 p3) couplings are
 non-zero, listed in ``paths`` and verified numerically) for inputs with both parities.
@@ -19,8 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import expressivity as ex
-
-BACKENDS = ("cg", "gaunt_fft", "gaunt_grid", "cp")
+from ..ops.backends.registry import available_backends
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,11 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lmax", type=int, default=6, help="largest L of the expressivity table (default 6)")
     parser.add_argument("--path-lmax", type=int, default=2, help="L of the path table (default 2)")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument(
+        "--backends", nargs="+", default=None, help="backend names (default: every registered backend)"
+    )
     parser.add_argument(
         "--output", type=Path, default=Path("benchmarks/results"), help="folder for the CSV files"
     )
     args = parser.parse_args(argv)
+    args.backends = args.backends or available_backends()
 
     print(
         f"# equitensor expressivity | torch {torch.__version__} | {platform.machine()} | rank rtol {ex.RANK_RTOL:g}"

@@ -67,6 +67,24 @@ class TensorProductBackend(ConstantTables, torch.nn.Module):
     #: the couplings this backend actually realises.
     paths: tuple[Path, ...]
 
+    # Capabilities, read by the contract tests, ``equitensor.expressivity``, the benchmarks and
+    # backend conversion instead of lists of backend names. Subclasses override what differs.
+
+    #: how the weights parameterise the map: ``"per_path"`` (one free block per instruction in
+    #: e3nn's flat layout, as ``o3.TensorProduct``) or ``"per_degree"`` (channel weights per input
+    #: and output block, factorised as in the Gaunt / CP products).
+    parameterization: str = "per_path"
+    #: connection modes the backend executes (others raise at construction).
+    supported_modes: tuple[str, ...] = ("uvw", "uvu", "uvv", "uuw", "uuu")
+    #: whether couplings with ``l1 + l2 + l3`` odd (e.g. ``1o x 1o -> 1e``) are realised.
+    realises_odd_paths: bool = True
+    #: whether the backend computes its map exactly at its default options (``cp`` approximates
+    #: it at a finite rank; its ``analysis_options`` make it exact).
+    exact: bool = True
+    #: constructor options that make the backend exact and differentiable in forward mode
+    #: (``torch.func.jacfwd``), for analyses such as the expressivity tables.
+    analysis_options: dict = {}
+
     def __init__(self, descriptor: TensorProductDescriptor):
         super().__init__()
         self.descriptor = descriptor
@@ -118,6 +136,9 @@ class ProductBasisBackend(ConstantTables, torch.nn.Module):
     of the products of orders 1..correlation, each with its own weights), equivariant in ``x``.
     Subclasses set ``paths`` (what they realise, for docs and the expressivity tables).
     """
+
+    #: whether the product basis is computed exactly (a CP factorisation approximates it).
+    exact: bool = True
 
     def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int):
         super().__init__()

@@ -76,6 +76,9 @@ class CGBackend(TensorProductBackend):
         method: one of :data:`METHODS` (module docstring).
     """
 
+    # the per-path einsum reference: the numba kernels implement reverse-mode autograd only
+    analysis_options = {"method": "naive"}
+
     def __init__(self, descriptor: TensorProductDescriptor, method: str = "auto"):
         super().__init__(descriptor)
         if method not in METHODS:

@@ -35,7 +35,10 @@ class CPBackend(FactorizedBackend):
     """Rank-R CP approximation of the shared-path CG product."""
 
     backend_name = "cp"
-    odd_paths_realisable = True
+    realises_odd_paths = True
+    # a finite rank approximates the CG product (``relative_error``); ``rank="full"`` is exact
+    exact = False
+    analysis_options = {"rank": "full"}
 
     def __init__(self, descriptor, rank: int | str = "default", allow_subset: bool = False):
         d = descriptor

@@ -155,7 +155,9 @@ class FactorizedBackend(TensorProductBackend):
     coefficient folded into its columns.
     """
 
-    odd_paths_realisable = False
+    parameterization = "per_degree"
+    supported_modes = SUPPORTED_MODES
+    realises_odd_paths = False
     #: run pointwise units (:meth:`is_pointwise`) through :class:`ChunkedPointwiseProduct` on CPU;
     #: an instance may turn it off to compare with the whole-batch product
     chunked_pointwise = True
@@ -175,7 +177,7 @@ class FactorizedBackend(TensorProductBackend):
         if len(has_weight) > 1:
             raise ValueError(f"{name} weights all paths or none (its weights are per degree, not per path)")
         self.weighted = has_weight == {True}
-        self.units, realised = plan_units(d, self.odd_paths_realisable, allow_subset, self.backend_name)
+        self.units, realised = plan_units(d, self.realises_odd_paths, allow_subset, self.backend_name)
         self.paths = tuple(
             Path(
                 *d.path_irreps(d.instructions[k]),

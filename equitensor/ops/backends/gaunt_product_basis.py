@@ -224,6 +224,8 @@ class GauntFFTProductBasis(_PowerProductBasis):
 class CPProductBasis(_PowerProductBasis):
     """Chain of CP-factorised shared-path CG products (approximate unless ``rank="full"``)."""
 
+    exact = False
+
     def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, rank="default"):
         super().__init__(irreps_in, irreps_out, correlation, num_elements)
         if isinstance(rank, int) and not isinstance(rank, bool) and rank < 1:
