@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from .run_log import LoggerUnavailable, check_logger_packages
+
 __all__ = [
     "BUILTIN_CONFIGS",
     "Config",
@@ -174,6 +176,15 @@ class TrainConfig:
     progress: str = "auto"
     #: write the learning-curve PNG at the end.
     plot: bool = True
+    #: early stopping: stop once the validation loss has not improved for this many
+    #: consecutive validations (``None`` = never stop early).
+    patience: int | None = None
+    #: also write the validation metrics as TensorBoard events under ``<out_dir>/tensorboard``
+    #: (needs the ``tensorboard`` package).
+    tensorboard: bool = False
+    #: also log the validation metrics to Weights & Biases: keyword arguments of ``wandb.init``,
+    #: e.g. ``{project: oc20, name: run1, mode: offline}``; ``None`` = off (needs ``wandb``).
+    wandb: dict | None = None
 
 
 @dataclass
@@ -352,6 +363,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"{where}: train.epochs must be >= 1, got {cfg.train.epochs}")
     if cfg.train.threads is not None and cfg.train.threads < 1:
         raise ConfigError(f"{where}: train.threads must be >= 1 or null, got {cfg.train.threads}")
+    try:
+        check_logger_packages(cfg.train)
+    except LoggerUnavailable as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if cfg.train.patience is not None and cfg.train.patience < 1:
+        raise ConfigError(f"{where}: train.patience must be >= 1 or null, got {cfg.train.patience}")
     if cfg.train.max_steps is not None and cfg.train.max_steps < 1:
         raise ConfigError(f"{where}: train.max_steps must be >= 1 or null, got {cfg.train.max_steps}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:

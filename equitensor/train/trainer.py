@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from ..models.io import DTYPES
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import Config, config_to_dict
+from .run_log import RunLog, check_logger_packages
 from .distributed import DistContext, ResumableDistributedSampler, all_reduce_sum, resolve_device
 from .ema import ExponentialMovingAverage
 from .losses import LossTerms, WeightedLoss
@@ -147,6 +148,8 @@ class Trainer:
         self.save_best = save_best
         self.baseline_energy_per_atom = baseline_energy_per_atom
         self.out_dir = Path(tc.out_dir)
+        check_logger_packages(tc)
+        self.run_log = RunLog(self.out_dir, self.dist.is_main, tc, config_to_dict(config))
         self.show_progress = self.dist.is_main and (
             tc.progress == "always" or (tc.progress == "auto" and sys.stderr.isatty())
         )
@@ -157,6 +160,7 @@ class Trainer:
         self.epoch_loss_sum = 0.0
         self.epoch_steps = 0
         self.best_val_loss = math.inf
+        self.validations_since_best = 0
         self.history: list[dict] = []
         self.step_losses: list[float] = []
         self.elapsed_before = 0.0
@@ -196,10 +200,8 @@ class Trainer:
         return self.optimizer.param_groups[0]["lr"]
 
     def log(self, text: str) -> None:
-        """Print on rank 0 only (through tqdm so bars are not torn)."""
-        if self.dist.is_main:
-            tqdm.write(text, file=sys.stdout)
-            sys.stdout.flush()
+        """Print on rank 0 only (through tqdm so bars are not torn) and append to ``train.log``."""
+        self.run_log.line(text)
 
     # ----------------------------------------------------------------- steps
     def _forward(self, model, batch, training: bool) -> dict:
@@ -281,6 +283,7 @@ class Trainer:
                 "epoch_loss_sum": self.epoch_loss_sum,
                 "epoch_steps": self.epoch_steps,
                 "best_val_loss": self.best_val_loss,
+                "validations_since_best": self.validations_since_best,
                 "history": self.history,
                 "step_losses": self.step_losses,
                 "elapsed_s": self.elapsed_before + self._elapsed(),
@@ -316,6 +319,7 @@ class Trainer:
         self.epoch_loss_sum = progress["epoch_loss_sum"]
         self.epoch_steps = progress["epoch_steps"]
         self.best_val_loss = progress["best_val_loss"]
+        self.validations_since_best = progress.get("validations_since_best", 0)
         self.history = list(progress["history"])
         self.step_losses = list(progress["step_losses"])
         self.elapsed_before = progress["elapsed_s"]
@@ -356,6 +360,7 @@ class Trainer:
             if self.config.optim.scheduler == "plateau":
                 self.scheduler.step(val_loss)
             improved = val_loss < self.best_val_loss
+            self.validations_since_best = 0 if improved else self.validations_since_best + 1
             if improved:
                 self.best_val_loss = val_loss
                 self._save_best()
@@ -370,6 +375,7 @@ class Trainer:
             }
             self.history.append(row)
             self._write_csv()
+            self.run_log.scalars(row, self.global_step)
             self.log(
                 f"epoch {epoch_number}/{tc.epochs} step {self.global_step} lr {self.lr:.2e} "
                 f"train {train_loss:.4g} val {val_loss:.4g}{' *' if improved else ''} | "
@@ -388,6 +394,8 @@ class Trainer:
         tc = self.config.train
         if tc.max_steps is not None and self.global_step >= tc.max_steps:
             return "max_steps"
+        if tc.patience is not None and self.validations_since_best >= tc.patience:
+            return "patience"
         if (
             tc.time_limit_minutes is not None
             and self.elapsed_before + self._elapsed() >= 60 * tc.time_limit_minutes
@@ -400,6 +408,14 @@ class Trainer:
         tc = self.config.train
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.run_log.open()
+        try:
+            return self._fit(resume)
+        finally:
+            self.run_log.close()
+
+    def _fit(self, resume: str | Path | None) -> TrainResult:
+        tc = self.config.train
         if resume is not None:
             self.load_state(resume)
             self.log(f"resumed from {resume}: epoch {self.epoch + 1}, step {self.global_step}")
@@ -447,6 +463,7 @@ class Trainer:
             bar.close()
             if stop is None or self.batch_in_epoch >= self.steps_per_epoch:
                 self._end_of_epoch()
+                stop = stop or self._stop_reason()
         stop = stop or "epochs"
         self.save_checkpoint()
         if stop != "epochs" and (not self.history or self.history[-1]["step"] != self.global_step):
