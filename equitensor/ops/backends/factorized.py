@@ -283,6 +283,9 @@ class FactorizedBackend(TensorProductBackend):
         buffer("weight_index_1", per_component(d.irreps_in1, off1))
         buffer("weight_index_2", per_component(d.irreps_in2, off2))
         buffer("weight_index_out", per_component(d.irreps_out, off_out))
+        # plain ints for forward: it reads no Irreps object, so dynamo guards nothing on them
+        self._dim_out = d.irreps_out.dim
+        self._unit_mul_out = [d.irreps_out[unit.outputs[0]].mul for unit in self.units]
         # a gather (scatter) that reads (writes) the whole tensor in order is a reshape: with one
         # channel and the blocks in order (e.g. MIMO) the product then needs no index copies
         self._identity: list[tuple[bool, bool, bool]] = []
@@ -303,14 +306,13 @@ class FactorizedBackend(TensorProductBackend):
             )
 
     def forward(self, x1, x2, weight):
-        d = self.descriptor
-        z = x1.shape[0]
+        z, dim_out = x1.shape[0], self._dim_out
         if self.weighted:
             weight = weight.unsqueeze(0) if weight.ndim == 1 else weight  # [Z or 1, weight_numel]
             x1 = x1 * weight.index_select(1, self.weight_index_1)
             x2 = x2 * weight.index_select(1, self.weight_index_2)
         out = None
-        for k, unit in enumerate(self.units):
+        for k in range(len(self.units)):
             identity1, identity2, identity_out = self._identity[k]
             gather1, gather2 = getattr(self, f"gather1_{k}"), getattr(self, f"gather2_{k}")
             # [z, mul1, sum d1] and [z, mul2, sum d2]
@@ -330,16 +332,16 @@ class FactorizedBackend(TensorProductBackend):
                 left = left.sum(1, keepdim=True) if left.shape[1] > 1 else left
             projected = self.product(k, left, right)  # [z, U, sum d_out]
             scatter = getattr(self, f"scatter_out_{k}")
-            mul_out = d.irreps_out[unit.outputs[0]].mul
+            mul_out = self._unit_mul_out[k]
             projected = projected.expand(z, mul_out, projected.shape[-1]).reshape(z, scatter.numel())
             if identity_out and len(self.units) == 1:
                 out = projected
             else:
-                out = (x1.new_zeros(z, d.irreps_out.dim) if out is None else out).index_add(
+                out = (x1.new_zeros(z, dim_out) if out is None else out).index_add(
                     1, scatter, projected
                 )
         if out is None:
-            out = x1.new_zeros(z, d.irreps_out.dim)
+            out = x1.new_zeros(z, dim_out)
         if self.weighted:
             out = out * weight.index_select(1, self.weight_index_out)
         return out
@@ -351,15 +353,29 @@ class FactorizedBackend(TensorProductBackend):
             self.chunked_pointwise
             and self.is_pointwise(k)
             and max(t1.shape[0], t2.shape[0]) <= CHUNK_MAX_INPUT_DIM
-            and left.device.type == "cpu"
             and left.shape[0] == right.shape[0]
-            and not torch._C._are_functorch_transforms_active()  # vmap/jacfwd need the plain ops
+            and eager_cpu_kernel_allowed(left)
         ):
             return ChunkedPointwiseProduct.apply(left, right, t1, t2, back)
+        # the plain form: three GEMMs over the whole batch (z * U rows each), one pointwise op
         return self.combine(k, left @ t1, right @ t2) @ back
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mode={self.mode}, units={len(self.units)}"
+
+
+def eager_cpu_kernel_allowed(like: torch.Tensor) -> bool:
+    """Whether a CPU-only eager autograd Function (chunked loops, ``out=`` writes) may run.
+
+    It may not while ``torch.compile`` traces (inductor fuses and tiles the plain form itself,
+    and the chunk loops with in-place writes into saved buffers are not traceable), off the CPU
+    (one kernel launch per chunk would cost more than the cache locality gains; the plain form
+    is a few large batched GEMMs there) or under functorch transforms (vmap/jacfwd need the
+    plain ops).
+    """
+    if torch.compiler.is_compiling():
+        return False
+    return like.device.type == "cpu" and not torch._C._are_functorch_transforms_active()
 
 
 #: floats of one evaluated function per chunk of :class:`ChunkedPointwiseProduct` (1 MB in
