@@ -39,6 +39,7 @@ def test_device_data_and_mace_python_are_explicit(tmp_path, monkeypatch):
             "--device", "cpu", "--data", str(shared_data_dir())]  # fmt: skip
     assert main(argv) == 0
     rows = list(csv.DictReader((tmp_path / "model_step.csv").open()))
-    assert [(r["impl"], r["conv"]) for r in rows] == [("mace-torch", "e3nn-0.4.4"), ("mace-torch", "cueq")]
-    assert all("--mace-python" in r["error"] for r in rows)
+    assert [(r["impl"], r["conv"]) for r in rows] == [("equitensor", "nope"), ("mace-torch", "e3nn-0.4.4"), ("mace-torch", "cueq")]
+    assert "not registered" in rows[0]["error"]
+    assert all("--mace-python" in r["error"] for r in rows[1:])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_step.csv"]  # no venv, no plot of no rows

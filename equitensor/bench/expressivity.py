@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import expressivity as ex
+from .output import atomic_write
 
 BACKENDS = ("cg", "gaunt_fft", "gaunt_grid", "cp")
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path-lmax", type=int, default=2, help="L of the path table (default 2)")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument(
-        "--output", type=Path, default=Path("benchmarks/results"), help="folder for the CSV files"
+        "--out", "--output", dest="output", type=Path, default=Path("."), help="folder for the CSV files"
     )
     args = parser.parse_args(argv)
 
@@ -70,12 +71,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{'' if consistent else ' (paths DISAGREE with the numerics!)'}"
               f"{'; lost: ' + ', '.join(lost[:6]) + (' ...' if len(lost) > 6 else '') if lost else ''}")  # fmt: skip
 
-    args.output.mkdir(parents=True, exist_ok=True)
-    with open(args.output / "expressivity.csv", "w", newline="") as handle:
+    with atomic_write(args.output / "expressivity.csv", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    with open(args.output / "expressivity_paths.csv", "w", newline="") as handle:
+    with atomic_write(args.output / "expressivity_paths.csv", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["backend", "ir_in1", "ir_in2", "ir_out", "listed_in_paths", "numerically_nonzero"])
         writer.writerows([r.backend, r.ir_in1, r.ir_in2, r.ir_out, r.listed, r.nonzero] for r in path_rows)

@@ -297,12 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     data_dir = shared_data_dir(args.data)
     combos = _registered_combos(args.combos)
-    impls = [("equitensor", c, p) for c, p in combos] + _mace_impls(args)
+    impls = [("equitensor", *combo) for combo in combos] + _mace_impls(args)
     channels = 8 if args.quick else args.num_channels
     repeats = 1 if args.quick else args.repeats
     worker_mace = Path(__file__).resolve().with_name("_mace_worker.py")
     print(f"# {device_name(device)} ({platform.node()}), threads={args.threads}, "
           f"python {platform.python_version()}", flush=True)  # fmt: skip
+    out = _output_csv(args.out, device)
+    previous = []
+    if args.append and out.exists():
+        with open(out) as f:
+            previous = [{k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
     rows = []
     for system in args.systems.split(","):
         structures = 1 if args.quick else (args.batch or DEFAULT_BATCH[device.type, system])
@@ -316,47 +321,51 @@ def main(argv: list[str] | None = None) -> int:
                 config.update(radial_MLP=[8], correlation=2, max_ell=2)
             avg = average_neighbors(files[: len(OC20_FILES)] if system == "oc20" else files, config["r_max"])
             for dtype in args.dtypes.split(","):
-                for impl, conv, product in impls:
+                for impl, conv, product, reason in impls:
                     spec = dict(files=files, config=config, dtype=dtype, conv=conv, product=product, threads=args.threads,
                                 repeats=repeats, avg_num_neighbors=avg, device=str(device))  # fmt: skip
-                    if isinstance(product, dict):  # a mace-torch variant that cannot run: its reason
-                        result = product
+                    if reason is not None:
+                        result = {"error": reason}
                     elif impl == "equitensor":
                         command = [sys.executable, "-W", "ignore", "-m", "equitensor.bench.model_step", "--worker"]
                         result = run_worker(command, spec, args.timeout, pythonpath=str(PACKAGE_ROOT))
                     else:
                         result = run_worker([str(args.mace_python), "-W", "ignore", str(worker_mace)], spec, args.timeout)
                     row = dict(system=system, max_L=max_l, channels=channels, dtype=dtype, impl=impl, conv=conv,
-                               product=product if isinstance(product, str) else "", threads=args.threads,
+                               product=product, threads=args.threads,
                                device=device_name(device), **result)  # fmt: skip
                     rows.append(row)
                     print(_format_row(row), flush=True)
-    out = _output_csv(args.out, device)
-    if args.append and out.exists():
-        with open(out) as f:
-            previous = [{k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
-        rows = previous + rows
-    write_results(rows, out)
-    print_summary(rows)
+                    write_results(previous + rows, out, plot=False)  # a cut-off run keeps its rows
+    write_results(previous + rows, out)
+    print_summary(previous + rows)
     return 0
 
 
-def _registered_combos(text: str) -> list[tuple[str, str]]:
-    """``--combos`` as (conv, product) pairs that are registered here (others are reported and dropped)."""
+def _registered_combos(text: str) -> list[tuple]:
+    """``--combos`` as ``(conv, product, reason)``: ``reason`` is ``None``, or why the pair cannot run
+    here (not registered), which its row then records."""
     from equitensor.ops.backends import available_backends, available_product_bases
 
     if text == "all":
-        return [(c, p) for c in available_backends() for p in available_product_bases()]
-    combos = [tuple(c.split("/")) for c in text.split(",")]
-    missing = [c for c in combos if c[0] not in available_backends() or c[1] not in available_product_bases()]
-    for c in missing:
-        print(f"skipping {c[0]}/{c[1]}: backend not registered (available conv {available_backends()}, "
-              f"product {available_product_bases()})")  # fmt: skip
-    return [c for c in combos if c not in missing]
+        return [(c, p, None) for c in available_backends() for p in available_product_bases()]
+    combos = []
+    for item in text.split(","):
+        conv, _, product = item.strip().partition("/")
+        if not product:
+            raise SystemExit(f"--combos item {item!r} is not CONV/PRODUCT (e.g. cg/cg)")
+        if conv in available_backends() and product in available_product_bases():
+            combos.append((conv, product, None))
+        else:
+            reason = (f"{conv}/{product} not registered here (conv: {', '.join(available_backends())}; "
+                      f"product: {', '.join(available_product_bases())})")  # fmt: skip
+            print(f"skipping {reason}")
+            combos.append((conv, product, reason))
+    return combos
 
 
 def _mace_impls(args) -> list[tuple]:
-    """mace-torch rows to run: ``(impl, conv, product)``, or ``(impl, conv, {"error": why not})``."""
+    """mace-torch rows: ``("mace-torch", conv, product, reason)``, ``reason`` as in :func:`_registered_combos`."""
     if args.no_mace:
         return []
     variants = [v.strip() for v in args.mace_variants.split(",") if v.strip()]
@@ -367,11 +376,10 @@ def _mace_impls(args) -> list[tuple]:
     impls = []
     for variant in variants:
         conv, product = MACE_VARIANTS[variant]
+        reason = None
         if args.mace_python is None:
             reason = "no mace-torch python: pass --mace-python, set EQUITENSOR_MACE_PYTHON or --create-mace-venv DIR"
-            impls.append(("mace-torch", conv, {"error": reason}))
-        else:
-            impls.append(("mace-torch", conv, product))
+        impls.append(("mace-torch", conv, product, reason))
     return impls
 
 
@@ -406,11 +414,14 @@ FIELDS = ["system", "max_L", "channels", "dtype", "impl", "conv", "product", "th
           "build_s", "train_ms", "infer_ms", "train_peak_mb", "infer_peak_mb", "error"]  # fmt: skip
 
 
-def write_results(rows, out: Path) -> None:
+def write_results(rows, out: Path, plot: bool = True) -> None:
+    """The CSV at ``out`` and, with ``plot``, its bar chart beside it (``.png``)."""
     with atomic_write(out, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    if not plot:
+        return
     try:
         import matplotlib
 
