@@ -417,86 +417,116 @@ def backend_list(text: str) -> list[str]:
 
 
 def _run_case(case: Case, backends, dtype_name, passes, args, matmul, too_slow, device) -> list[dict]:
+    """Rows of one case (setting, L, dtype) for every backend: timed, or skipped with the reason."""
+    from equitensor.ops.backends import available_backends
+
     dtype = DTYPES[dtype_name]
     common = {
         "setting": case.setting, "L": case.L, "dtype": dtype_name, "batch": case.batch,
         "threads": torch.get_num_threads(), "irreps_in1": case.irreps_in1, "irreps_in2": case.irreps_in2,
         "irreps_out": case.irreps_out, "mode": case.mode, "repeats": args.repeats,
     }  # fmt: skip
-    from equitensor.ops.backends import available_backends
-
     registered = available_backends()
     reference = case.build("cg", dtype).to(device)
-    x1, x2, w, grad_out = _inputs(reference, case.batch, dtype, device=device)
-    with torch.no_grad():
-        expected = reference(x1, x2, w) if case.batch else None
-    flops = useful_flops(reference.descriptor, case.batch)
+    inputs = _inputs(reference, case.batch, dtype, device=device)
+    try:
+        with torch.no_grad():
+            expected = reference(*inputs[:3]) if case.batch else None
+    except torch.OutOfMemoryError:  # the other backends may still fit; they are timed without a diff
+        expected = None
+        _release_device_memory(device)
+    run = dict(case=case, dtype=dtype, passes=passes, args=args, device=device, reference=reference,
+               inputs=inputs, expected=expected, flops=useful_flops(reference.descriptor, case.batch),
+               matmul=matmul)  # fmt: skip
     rows = []
     for backend in backends:
         base = dict(common, backend=backend)
-
-        def skipped(reason, passes=passes, base=base, backend=backend):
-            print(f"  skip {case.setting} L={case.L} {backend} {dtype_name}: {reason}")
-            return [dict(base, **{"pass": p, "status": "skipped", "reason": reason}) for p in passes]
-
+        reason = None
         if parse_backend_spec(backend)[0] not in registered:
-            rows += skipped(f"backend {backend!r} is not registered here (registered: {', '.join(registered)})")
-            continue
-        if (case.setting, backend, dtype_name) in too_slow:
-            rows += skipped(f"a smaller L already took over {args.max_call_seconds} s per call")
-            continue
-        try:
-            tp = reference if backend == "cg" else case.build(backend, dtype).to(device)
-        except (ValueError, TypeError) as error:  # TypeError: an option the backend does not take
-            rows += skipped(f"backend rejects this setting: {error}")
-            continue
-        weight_per_sample = 0 if tp.shared_weights else tp.weight_numel
-        estimate = memory_estimate_bytes(tp.descriptor, case.batch, x1.element_size(), weight_per_sample)
-        if estimate > args.max_memory_gb * 1e9:
-            rows += skipped(f"estimated memory {estimate / 1e9:.1f} GB > {args.max_memory_gb} GB")
-            continue
-        same_function = tp.weight_numel == reference.weight_numel and tuple(tp.paths) == tuple(
-            reference.paths
-        )
-        bx1, bx2, bw, bgrad = (
-            (x1, x2, w, grad_out) if same_function else _inputs(tp, case.batch, dtype, device=device)
-        )
-        start = time.perf_counter()
-        with torch.no_grad():
-            got = tp(bx1, bx2, bw)
-        synchronize(device)
-        first_call = time.perf_counter() - start
-        if same_function and case.batch:
-            diff = f"{(got - expected).abs().max().item():.2e}"
+            reason = f"backend {backend!r} is not registered here (registered: {', '.join(registered)})"
+        elif (case.setting, backend, dtype_name) in too_slow:
+            reason = f"a smaller L already took over {args.max_call_seconds} s per call"
         else:
-            diff = "n/a (different parametrisation)" if not same_function else "n/a (empty batch)"
-        base.update(paths=len(tp.paths), weight_numel=tp.weight_numel, max_abs_diff_vs_cg=diff)
-        if first_call > args.max_call_seconds:
-            too_slow.add((case.setting, backend, dtype_name))
-        for pass_name in passes:
-            reset_peak_memory(device)
-            times = time_call(_runner(tp, bx1, bx2, bw, bgrad, pass_name), args.repeats, device=device)
-            peak = peak_memory_mb(device)
-            median = statistics.median(times)
-            work = flops * (1 if pass_name == "fwd" else 4)
-            gflops = work / median / 1e9 if median > 0 else math.nan
-            rows.append(
-                dict(
-                    base,
-                    **{"pass": pass_name},
-                    median_ms=f"{median * 1e3:.3f}",
-                    min_ms=f"{min(times) * 1e3:.3f}",
-                    useful_gflop=f"{work / 1e9:.4f}",
-                    gflops=f"{gflops:.2f}",
-                    fraction_of_matmul=f"{gflops / matmul:.4f}",
-                    peak_mb="" if peak is None else f"{peak:.1f}",
-                    status="ok",
-                    reason="",
-                )  # fmt: skip
-            )
-            print(f"  {case.setting:8s} L={case.L:<2d} {backend:10s} {dtype_name} {pass_name:6s} "
-                  f"{median * 1e3:10.2f} ms  {gflops:7.2f} GFLOP/s  diff {diff}", flush=True)  # fmt: skip
+            try:
+                timed, first_call = _time_backend(backend, base, run)
+                rows += timed
+                if first_call > args.max_call_seconds:
+                    too_slow.add((case.setting, backend, dtype_name))
+                continue
+            except _Skip as skip:
+                reason = str(skip)
+            except torch.OutOfMemoryError as error:
+                _release_device_memory(device)
+                reason = f"out of device memory: {str(error).splitlines()[0]}"
+        print(f"  skip {case.setting} L={case.L} {backend} {dtype_name}: {reason}")
+        rows += [dict(base, **{"pass": p, "status": "skipped", "reason": reason}) for p in passes]
     return rows
+
+
+class _Skip(Exception):
+    """A backend cannot run a case; the message is the recorded reason."""
+
+
+def _release_device_memory(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _time_backend(backend: str, base: dict, run: dict) -> tuple[list[dict], float]:
+    """Timed rows of one backend (one per pass) and the seconds of its first call.
+
+    Raises:
+        _Skip: the backend rejects the setting or its memory estimate is over the cap.
+    """
+    case, dtype, device, args, reference = run["case"], run["dtype"], run["device"], run["args"], run["reference"]
+    x1, x2, w, grad_out = run["inputs"]
+    try:
+        tp = reference if backend == "cg" else case.build(backend, dtype).to(device)
+    except (ValueError, TypeError) as error:  # TypeError: an option the backend does not take
+        raise _Skip(f"backend rejects this setting: {error}") from None
+    weight_per_sample = 0 if tp.shared_weights else tp.weight_numel
+    estimate = memory_estimate_bytes(tp.descriptor, case.batch, x1.element_size(), weight_per_sample)
+    if estimate > args.max_memory_gb * 1e9:
+        raise _Skip(f"estimated memory {estimate / 1e9:.1f} GB > {args.max_memory_gb:.1f} GB")
+    same_function = tp.weight_numel == reference.weight_numel and tuple(tp.paths) == tuple(reference.paths)
+    bx1, bx2, bw, bgrad = run["inputs"] if same_function else _inputs(tp, case.batch, dtype, device=device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        got = tp(bx1, bx2, bw)
+    synchronize(device)
+    first_call = time.perf_counter() - start
+    if not same_function:
+        diff = "n/a (different parametrisation)"
+    elif run["expected"] is None:
+        diff = "n/a (empty batch)" if not case.batch else "n/a (cg reference out of memory)"
+    else:
+        diff = f"{(got - run['expected']).abs().max().item():.2e}"
+    base = dict(base, paths=len(tp.paths), weight_numel=tp.weight_numel, max_abs_diff_vs_cg=diff)
+    rows = []
+    for pass_name in run["passes"]:
+        reset_peak_memory(device)
+        times = time_call(_runner(tp, bx1, bx2, bw, bgrad, pass_name), args.repeats, device=device)
+        peak = peak_memory_mb(device)
+        median = statistics.median(times)
+        work = run["flops"] * (1 if pass_name == "fwd" else 4)
+        gflops = work / median / 1e9 if median > 0 else math.nan
+        rows.append(
+            dict(
+                base,
+                **{"pass": pass_name},
+                median_ms=f"{median * 1e3:.3f}",
+                min_ms=f"{min(times) * 1e3:.3f}",
+                useful_gflop=f"{work / 1e9:.4f}",
+                gflops=f"{gflops:.2f}",
+                fraction_of_matmul=f"{gflops / run['matmul']:.4f}",
+                peak_mb="" if peak is None else f"{peak:.1f}",
+                status="ok",
+                reason="",
+            )  # fmt: skip
+        )
+        print(f"  {case.setting:8s} L={case.L:<2d} {backend:10s} {base['dtype']} {pass_name:6s} "
+              f"{median * 1e3:10.2f} ms  {gflops:7.2f} GFLOP/s  diff {diff}", flush=True)  # fmt: skip
+    return rows, first_call
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
