@@ -67,11 +67,10 @@ def test_compiled_backend_equals_eager_through_second_backward(backend, options)
         _assert_float32_equal(actual, reference)
 
 
-@pytest.mark.parametrize(
-    ("backend", "options"),
-    COMPILED_ROUTES + [("gaunt_fft", {"method": "direct"}), ("gaunt_fft", {"method": "fft2"})],
-    ids=lambda v: str(v),
-)
+ALL_ROUTES = COMPILED_ROUTES + [("gaunt_fft", {"method": "direct"}), ("gaunt_fft", {"method": "fft2"})]
+
+
+@pytest.mark.parametrize(("backend", "options"), ALL_ROUTES, ids=lambda v: str(v))
 def test_forward_runs_on_meta_tensors(backend, options):
     """No data-dependent host read in the forward: it runs on tensors without data."""
     tp = _product(backend, options).to("meta")
@@ -101,3 +100,14 @@ def test_plain_fft_product_equals_fft_function_through_second_derivatives():
 
     for plain, function in zip(derivatives(fft_unit_product_plain), derivatives(FFTUnitProduct.apply)):
         torch.testing.assert_close(plain, function, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(("backend", "options"), ALL_ROUTES, ids=lambda v: str(v))
+def test_empty_batch_keeps_inputs_in_the_graph(backend, options):
+    """An empty batch (a graph with no edges) goes through the force-training double backward."""
+    tp = _product(backend, options, dtype=torch.float64)
+    inputs = _inputs(tp, z=0, dtype=torch.float64)
+    out, grad1, grad2 = _forces_like(tp.impl)(*inputs)
+    second = torch.autograd.grad((grad1**2).sum() + (grad2**2).sum(), inputs)
+    assert out.shape == (0, tp.irreps_out.dim)
+    assert [g.shape for g in second] == [t.shape for t in inputs]

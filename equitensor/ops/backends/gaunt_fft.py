@@ -157,6 +157,13 @@ class FFTUnitProduct(torch.autograd.Function):
         return grad_c1 @ tables["left_adjoint"], grad_c2 @ tables["right_adjoint"], None, None
 
 
+def empty_batch_product(left: torch.Tensor, right: torch.Tensor, width: int) -> torch.Tensor:
+    """The (empty) result of a product over an empty batch, ``[*batch, width]``, with both inputs
+    in its autograd graph, so that (double) backward through an empty batch works as for any other."""
+    batch = torch.broadcast_shapes(left.shape[:-1], right.shape[:-1])
+    return (left.sum(-1, keepdim=True) * right.sum(-1, keepdim=True)).expand(*batch, width)
+
+
 def fft_unit_product_plain(left, right, plan: dict, tables: dict) -> torch.Tensor:
     """The ``"fft"`` product of :class:`FFTUnitProduct` as plain differentiable ops on the whole batch.
 
@@ -295,7 +302,7 @@ class GauntFFTBackend(FactorizedBackend):
         tables = {name: self.table(f"{name}_{k}", left) for name in names}
         batch = torch.broadcast_shapes(left.shape[:-1], right.shape[:-1])
         if 0 in batch:  # MKL's FFT rejects empty batches
-            return left.new_zeros(*batch, tables["back"].shape[1])
+            return empty_batch_product(left, right, tables["back"].shape[1])
         if eager_cpu_kernel_allowed(left):
             return FFTUnitProduct.apply(left, right, plan, tables)
         return fft_unit_product_plain(left, right, plan, tables)
@@ -308,7 +315,7 @@ class GauntFFTBackend(FactorizedBackend):
         l1, l2, lp = plan["l1"], plan["l2"], plan["lp"]
         batch = torch.broadcast_shapes(f1.shape[:-1], f2.shape[:-1])
         if 0 in batch:  # MKL's FFT rejects empty batches
-            return f1.new_zeros(*batch, self._tables[f"back_{k}"].shape[0])
+            return empty_batch_product(f1, f2, self._tables[f"back_{k}"].shape[0])
         if plan["method"] == "direct":
             c1 = torch.view_as_complex(
                 f1.reshape(*f1.shape[:-1], (2 * l1 + 1) ** 2, 2).contiguous()
