@@ -19,9 +19,10 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "nvidia-smi not found" > "$OUT/n
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())" \
     | tee "$OUT/torch.txt" || exit 1
 
-# 1. Tensor products (MACE convolution and self-product, 128 channels, every registered backend,
-#    float32 and float64, forward and forward+backward, 2e5 edges per call).
-timeout 240 "$PY" -m equitensor bench tp --device cuda --backends all --settings mace,selfprod \
+# 1. Tensor products (MACE convolution and self-product, 128 channels, every registered backend
+#    plus gaunt_fft through torch.fft, float32 and float64, forward and forward+backward, 2e5
+#    edges per call; the CSVs are rewritten after every case).
+timeout 240 "$PY" -m equitensor bench tp --device cuda --backends "all,gaunt_fft[method=fft]" --settings mace,selfprod \
     --dtype float32,float64 --pass fwd,fwdbwd --repeats 20 --max-call-seconds 5 --out "$OUT/tp" \
     2>&1 | tee "$OUT/tp.log"
 

@@ -4,7 +4,7 @@ Prints, for each backend (cg, gaunt_fft, gaunt_grid, cp), the numerically measur
 in the MIMO setting (multiplicity 1, natural parity, X = Y up to L, Z up to 2L) for L = 1..6
 next to the analytic count, and a path table (which (l1 p1) x (l2 p2) -> (l3 p3) couplings are
 non-zero, listed in ``paths`` and verified numerically) for inputs with both parities.
-Writes ``benchmarks/results/expressivity.csv`` and ``benchmarks/results/expressivity_paths.csv``.
+Writes ``expressivity.csv`` and ``expressivity_paths.csv`` to ``--out`` (default: the current directory).
 The measurement method is described in :mod:`equitensor.expressivity`.
 """
 

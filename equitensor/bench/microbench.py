@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--backends", default="cg,e3nn",
         help="comma-separated registered backend names, each optionally with options: gaunt_fft[method=fft]; "
-        "'all' = every registered backend",
+        "'all' = every registered backend (may be combined: all,gaunt_fft[method=fft])",
     )  # fmt: skip
     parser.add_argument(
         "--settings", default="mace,selfprod,mimo", help=f"comma-separated, from {','.join(SETTINGS)}"
@@ -382,13 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
         rows = []
         too_slow: set[tuple] = set()
+        stem = f"microbench_{setting}" + ("" if device.type == "cpu" else f"_{device.type}")
         for case in cases:
             for dtype_name in dtypes:
-                rows.extend(_run_case(case, backends, dtype_name, passes, args, matmul, too_slow, device))
-        for row in rows:
-            row["device"] = info["device"]
-        stem = f"microbench_{setting}" + ("" if device.type == "cpu" else f"_{device.type}")
-        _write_csv(out_dir / f"{stem}.csv", rows)
+                new = _run_case(case, backends, dtype_name, passes, args, matmul, too_slow, device)
+                rows.extend(dict(row, device=info["device"]) for row in new)
+                _write_csv(out_dir / f"{stem}.csv", rows)  # after every case: a cut-off run keeps its rows
         if not args.no_plot:
             _plot(out_dir / f"{stem}.png", rows, setting, info)
         all_rows.extend(rows)
@@ -408,12 +407,14 @@ def _apply_device_defaults(args, device: torch.device) -> None:
 
 
 def backend_list(text: str) -> list[str]:
-    """``--backends``: names or specs (:func:`split_backends`), or ``all`` for every registered backend."""
-    if text.strip() == "all":
-        from equitensor.ops.backends import available_backends
+    """``--backends``: names or specs (:func:`split_backends`); ``all`` stands for every registered
+    backend (``all,gaunt_fft[method=fft]`` adds a variant to them). Duplicates are dropped."""
+    from equitensor.ops.backends import available_backends
 
-        return list(available_backends())
-    return split_backends(text)
+    names = []
+    for item in split_backends(text):
+        names.extend(available_backends() if item == "all" else [item])
+    return list(dict.fromkeys(names))
 
 
 def _run_case(case: Case, backends, dtype_name, passes, args, matmul, too_slow, device) -> list[dict]:

@@ -11,7 +11,8 @@ The first-call numba compile time is measured in fresh subprocesses: once with a
 numba cache (true compile) and once with the populated on-disk cache (``cache=True`` reuse).
 
 Usage:  equitensor bench neighbors [--quick]   (or python benchmarks/neighbors.py)
-Writes benchmarks/results/neighbors.csv and neighbors.png and prints a table.
+Writes neighbors.csv and neighbors.png to --out (default: the current directory) and prints a table;
+OC20 frames come from --data or $EQUITENSOR_SHARED_DATA (ASE-built slabs without them).
 """
 
 from __future__ import annotations
