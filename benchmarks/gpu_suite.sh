@@ -26,7 +26,7 @@ timeout 240 "$PY" -m equitensor bench tp --device cuda --backends "all,gaunt_fft
     --dtype float32,float64 --pass fwd,fwdbwd --repeats 20 --max-call-seconds 5 --out "$OUT/tp" \
     2>&1 | tee "$OUT/tp.log"
 
-# 2. MACE training / inference step (defaults: 128x0e+128x1o, max_ell 3, correlation 3), 32 OC20
+# 2. MACE training / inference step (defaults: 128x0e+128x1o, max_ell 3, correlation 3), 128 OC20
 #    slabs per step, our backends against mace-torch with and without cuEquivariance; the CSV is
 #    rewritten after every row, so rows finished before a time limit are kept.
 timeout 330 "$PY" -m equitensor bench model --device cuda --systems oc20 --max-L 1 --dtypes float32,float64 \

@@ -69,11 +69,13 @@ def main(spec):
     dtype = getattr(torch, spec["dtype"])
     torch.set_default_dtype(dtype)
     torch.manual_seed(0)
-    frames = []
+    contents, frames = {}, []
     for path, index in spec["files"]:
-        atoms = read(path, index=index)
-        atoms.info["ref_energy"] = float(atoms.get_potential_energy())
-        atoms.arrays["ref_forces"] = atoms.get_forces(apply_constraint=False).copy()
+        if path not in contents:  # each file is parsed once (a batch takes many frames of one file)
+            contents[path] = read(path, index=":")
+        atoms = contents[path][index].copy()
+        atoms.info["ref_energy"] = float(contents[path][index].get_potential_energy())
+        atoms.arrays["ref_forces"] = contents[path][index].get_forces(apply_constraint=False).copy()
         frames.append(atoms)
     cfg = spec["config"]
     zs = sorted({int(z) for a in frames for z in a.numbers})
