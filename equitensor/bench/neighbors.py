@@ -176,22 +176,14 @@ def main(argv: list[str] | None = None) -> int:
             f"# numba compile (empty cache) s,{compile_s:.3f}\n# numba first call (cached) s,{cached_s:.4f}\n"
         )
 
-    header = (
-        f"{'system':<26}{'atoms':>7}{'r_max':>6}{'edges':>9}  "
-        + "".join(f"{m:>13}" for m in impls)
-        + "   equitensor/matscipy"
-    )
-    print(header)
-    print("-" * len(header))
-    for name in dict.fromkeys(r["system"] for r in rows):
-        group = {r["method"]: r for r in rows if r["system"] == name}
-        first = next(iter(group.values()))
-        cells = "".join(f"{group[m]['median_ms']:>10.3f} ms" for m in impls)
-        print(
-            f"{name:<26}{first['n_atoms']:>7}{first['r_max']:>6.1f}{first['n_edges']:>9}  {cells}"
-            f"   {group['equitensor']['ratio_vs_matscipy']:.2f}"
-        )
+    _print_table(rows, impls)
+    _plot(rows, impls, results / "neighbors.png")
+    print(f"\nwrote {results / 'neighbors.csv'} and {results / 'neighbors.png'}")
+    return 0
 
+
+def _plot(rows: list[dict], impls, path: Path) -> None:
+    """Bar chart of the median times per system and implementation (skipped without matplotlib)."""
     try:
         import matplotlib
 
@@ -217,6 +209,23 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_title("ijS neighbour list, one thread (lower is better)")
     ax.legend()
     fig.tight_layout()
-    save_figure(fig, results / "neighbors.png", dpi=120)
-    print(f"\nwrote {results / 'neighbors.csv'} and {results / 'neighbors.png'}")
-    return 0
+    save_figure(fig, path, dpi=120)
+
+
+def _print_table(rows: list[dict], impls) -> None:
+    """One line per system: each implementation's median time and equitensor / matscipy."""
+    header = (
+        f"{'system':<26}{'atoms':>7}{'r_max':>6}{'edges':>9}  "
+        + "".join(f"{m:>13}" for m in impls)
+        + "   equitensor/matscipy"
+    )
+    print(header)
+    print("-" * len(header))
+    for name in dict.fromkeys(r["system"] for r in rows):
+        group = {r["method"]: r for r in rows if r["system"] == name}
+        first = next(iter(group.values()))
+        cells = "".join(f"{group[m]['median_ms']:>10.3f} ms" for m in impls)
+        print(
+            f"{name:<26}{first['n_atoms']:>7}{first['r_max']:>6.1f}{first['n_edges']:>9}  {cells}"
+            f"   {group['equitensor']['ratio_vs_matscipy']:.2f}"
+        )
