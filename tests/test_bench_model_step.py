@@ -14,8 +14,18 @@ def test_quick_run_records_a_row(tmp_path):
     if not (shared_data_dir() / "molecules" / "ethanol" / "train.xyz").exists():
         pytest.skip(f"ethanol reference data not found under {shared_data_dir()}")
     out = tmp_path / "model_step.csv"
-    argv = ["--quick", "--no-mace", "--systems", "ethanol", "--dtypes", "float64", "--combos", "cg/cg",
-            "--data", str(shared_data_dir())]
+    argv = [
+        "--quick",
+        "--no-mace",
+        "--systems",
+        "ethanol",
+        "--dtypes",
+        "float64",
+        "--combos",
+        "cg/cg",
+        "--data",
+        str(shared_data_dir()),
+    ]
     assert main([*argv, "--max-L", "1", "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 1 and not rows[0]["error"], rows
@@ -39,7 +49,11 @@ def test_device_data_and_mace_python_are_explicit(tmp_path, monkeypatch):
             "--device", "cpu", "--data", str(shared_data_dir())]  # fmt: skip
     assert main(argv) == 0
     rows = list(csv.DictReader((tmp_path / "model_step.csv").open()))
-    assert [(r["impl"], r["conv"]) for r in rows] == [("equitensor", "nope"), ("mace-torch", "e3nn-0.4.4"), ("mace-torch", "cueq")]
+    assert [(r["impl"], r["conv"]) for r in rows] == [
+        ("equitensor", "nope"),
+        ("mace-torch", "e3nn-0.4.4"),
+        ("mace-torch", "cueq"),
+    ]
     assert "not registered" in rows[0]["error"]
     assert all("--mace-python" in r["error"] for r in rows[1:])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_step.csv"]  # no venv, no plot of no rows

@@ -103,9 +103,21 @@ def test_out_of_memory_in_one_backend_is_recorded_and_the_run_goes_on(tmp_path, 
         return build(self, backend, dtype)
 
     monkeypatch.setattr(microbench.Case, "build", build_or_run_out)
-    argv = ["--quick", "--settings", "mimo", "--L", "1", "--backends", "cg,gaunt_grid,gaunt_fft", "--pass", "fwd"]
+    argv = [
+        "--quick",
+        "--settings",
+        "mimo",
+        "--L",
+        "1",
+        "--backends",
+        "cg,gaunt_grid,gaunt_fft",
+        "--pass",
+        "fwd",
+    ]
     assert main([*argv, "--no-plot", "--out", str(tmp_path)]) == 0
     with (tmp_path / "microbench_mimo.csv").open() as handle:
         rows = {r["backend"]: r for r in csv.DictReader(handle)}
-    assert rows["gaunt_grid"]["status"] == "skipped" and "out of device memory" in rows["gaunt_grid"]["reason"]
+    assert (
+        rows["gaunt_grid"]["status"] == "skipped" and "out of device memory" in rows["gaunt_grid"]["reason"]
+    )
     assert rows["cg"]["status"] == rows["gaunt_fft"]["status"] == "ok"

@@ -111,9 +111,11 @@ def main(spec):
         mace_data.AtomicData.from_config(mace_data.config_from_atoms(a), z_table=z_table, cutoff=cfg["r_max"])
         for a in frames
     ]
-    batch = next(
-        iter(torch_geometric.dataloader.DataLoader(graphs, batch_size=len(graphs), shuffle=False))
-    ).to(device).to_dict()
+    batch = (
+        next(iter(torch_geometric.dataloader.DataLoader(graphs, batch_size=len(graphs), shuffle=False)))
+        .to(device)
+        .to_dict()
+    )
     e_ref = torch.tensor([a.info["ref_energy"] for a in frames], dtype=dtype, device=device)
     f_ref = torch.cat([torch.tensor(a.arrays["ref_forces"], dtype=dtype) for a in frames]).to(device)
     start = time.perf_counter()

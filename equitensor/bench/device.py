@@ -22,7 +22,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise SystemExit(f"--device {name!r} is not a device name ({error}); use cpu, cuda or cuda:N") from None
+        raise SystemExit(
+            f"--device {name!r} is not a device name ({error}); use cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit(

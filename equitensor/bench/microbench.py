@@ -68,8 +68,14 @@ import torch
 
 from ..models.io import DTYPES
 from .device import (
-    cpu_model, device_name, peak_memory_mb, reset_peak_memory, resolve_device, synchronize, time_call,
-)  # fmt: skip
+    cpu_model,
+    device_name,
+    peak_memory_mb,
+    reset_peak_memory,
+    resolve_device,
+    synchronize,
+    time_call,
+)
 from .output import atomic_write, save_figure
 
 SETTINGS = ("siso", "simo", "mimo", "mace", "selfprod")
@@ -401,7 +407,9 @@ def _apply_device_defaults(args, device: torch.device) -> None:
         args.batch = DEFAULT_BATCH[device.type]
     if args.max_memory_gb is None:
         if device.type == "cuda":
-            args.max_memory_gb = GPU_MEMORY_FRACTION * torch.cuda.get_device_properties(device).total_memory / 1e9
+            args.max_memory_gb = (
+                GPU_MEMORY_FRACTION * torch.cuda.get_device_properties(device).total_memory / 1e9
+            )
         else:
             args.max_memory_gb = CPU_MEMORY_CAP_GB
 
@@ -479,7 +487,13 @@ def _time_backend(backend: str, base: dict, run: dict) -> tuple[list[dict], floa
     Raises:
         _Skip: the backend rejects the setting or its memory estimate is over the cap.
     """
-    case, dtype, device, args, reference = run["case"], run["dtype"], run["device"], run["args"], run["reference"]
+    case, dtype, device, args, reference = (
+        run["case"],
+        run["dtype"],
+        run["device"],
+        run["args"],
+        run["reference"],
+    )
     x1, x2, w, grad_out = run["inputs"]
     try:
         tp = reference if backend == "cg" else case.build(backend, dtype).to(device)
@@ -562,7 +576,11 @@ def _plot(path: Path, rows: list[dict], setting: str, info: dict) -> None:
         ax.minorticks_off()
     ax.set_xlabel("L")
     ax.set_ylabel("median time per call (ms)")
-    where = info["device"][:40] if info["device"] != info["cpu"] else f"{info['cpu'][:40]}, {info['threads']} threads"
+    where = (
+        info["device"][:40]
+        if info["device"] != info["cpu"]
+        else f"{info['cpu'][:40]}, {info['threads']} threads"
+    )
     ax.set_title(f"{setting}: {where}", fontsize=9)
     if lines:
         ax.legend(fontsize=7)

@@ -98,7 +98,9 @@ def load_frames(files):
         if path not in contents:  # each file is parsed once, however many frames are taken from it
             contents[path] = read(path, index=":")
         if index >= len(contents[path]):
-            raise ValueError(f"{path} has {len(contents[path])} frames; the batch asks for frame {index} (lower --batch)")
+            raise ValueError(
+                f"{path} has {len(contents[path])} frames; the batch asks for frame {index} (lower --batch)"
+            )
         if (path, index) not in prepared:  # a batch may repeat a structure
             atoms = contents[path][index]
             atoms.info["ref_energy"] = float(atoms.get_potential_energy())
@@ -194,7 +196,10 @@ def find_mace_python(explicit: str | None, create_at: str | None = None) -> Path
     Raises:
         SystemExit: a python that was named does not exist.
     """
-    for source, c in (("--mace-python", explicit), ("EQUITENSOR_MACE_PYTHON", os.environ.get("EQUITENSOR_MACE_PYTHON"))):
+    for source, c in (
+        ("--mace-python", explicit),
+        ("EQUITENSOR_MACE_PYTHON", os.environ.get("EQUITENSOR_MACE_PYTHON")),
+    ):
         if c:
             if not Path(c).exists():
                 raise SystemExit(f"{source} names {c}, which does not exist")
@@ -266,7 +271,9 @@ def parse_args(argv):
     )  # fmt: skip
     p.add_argument("--data", default=None, help="reference data folder (default: $EQUITENSOR_SHARED_DATA)")
     p.add_argument(
-        "--mace-python", default=None, help="python of a venv with mace-torch 0.3.16 ($EQUITENSOR_MACE_PYTHON)"
+        "--mace-python",
+        default=None,
+        help="python of a venv with mace-torch 0.3.16 ($EQUITENSOR_MACE_PYTHON)",
     )
     p.add_argument(
         "--mace-variants", default="e3nn,cueq",
@@ -332,10 +339,19 @@ def main(argv: list[str] | None = None) -> int:
                     if reason is not None:
                         result = {"error": reason}
                     elif impl == "equitensor":
-                        command = [sys.executable, "-W", "ignore", "-m", "equitensor.bench.model_step", "--worker"]
+                        command = [
+                            sys.executable,
+                            "-W",
+                            "ignore",
+                            "-m",
+                            "equitensor.bench.model_step",
+                            "--worker",
+                        ]
                         result = run_worker(command, spec, args.timeout, pythonpath=str(PACKAGE_ROOT))
                     else:
-                        result = run_worker([str(args.mace_python), "-W", "ignore", str(worker_mace)], spec, args.timeout)
+                        result = run_worker(
+                            [str(args.mace_python), "-W", "ignore", str(worker_mace)], spec, args.timeout
+                        )
                     row = dict(system=system, max_L=max_l, channels=channels, dtype=dtype, impl=impl, conv=conv,
                                product=product, threads=args.threads,
                                device=device_name(device), **result)  # fmt: skip

@@ -51,7 +51,9 @@ def systems(data_dir: Path | None):
                 atoms = read(traj / name, index=-1)
                 cases.append((f"OC20 {name.removesuffix('.traj')}", atoms, 6.0))
     else:
-        print(f"note: no OC20 frames ({traj or '--data / EQUITENSOR_SHARED_DATA not given'}), using ASE-built slabs")
+        print(
+            f"note: no OC20 frames ({traj or '--data / EQUITENSOR_SHARED_DATA not given'}), using ASE-built slabs"
+        )
         for size in ((2, 2, 4), (3, 3, 4), (4, 4, 5)):
             slab = fcc111("Pt", size=size, vacuum=7.0)
             cases.append((f"Pt(111) {size[0]}x{size[1]}x{size[2]} slab", slab, 6.0))

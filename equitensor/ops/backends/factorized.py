@@ -337,9 +337,7 @@ class FactorizedBackend(TensorProductBackend):
             if identity_out and len(self.units) == 1:
                 out = projected
             else:
-                out = (x1.new_zeros(z, dim_out) if out is None else out).index_add(
-                    1, scatter, projected
-                )
+                out = (x1.new_zeros(z, dim_out) if out is None else out).index_add(1, scatter, projected)
         if out is None:
             out = x1.new_zeros(z, dim_out)
         if self.weighted:

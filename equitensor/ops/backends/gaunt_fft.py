@@ -102,7 +102,8 @@ class FFTUnitProduct(torch.autograd.Function):
 
     Eager CPU execution only (:func:`~equitensor.ops.backends.factorized.eager_cpu_kernel_allowed`;
     elsewhere :func:`fft_unit_product_plain` computes the same function). The GEMMs run on the
-    whole batch; the transforms and the pointwise product between them run over chunks of it. The backward reuses the two functions' samples kept by the forward.
+    whole batch; the transforms and the pointwise product between them run over chunks of it.
+    The backward reuses the two functions' samples kept by the forward.
     When a graph of the backward is requested, the backward runs as differentiable ops on the
     whole batch, so double backward works.
     """
