@@ -3,14 +3,16 @@
 #
 #   benchmarks/gpu_suite.sh OUT_DIR [DATA_DIR]
 #
-# OUT_DIR   receives nvidia-smi.txt, tp/microbench_{mace,selfprod}_cuda.{csv,png},
+# OUT_DIR   receives nvidia-smi.txt, torch.txt, tp/microbench_{mace,selfprod}_cuda.{csv,png},
 #           model_step_cuda.{csv,png} and the two logs (tp.log, model.log).
 # DATA_DIR  the reference data folder (oc20_traj/, molecules/); default $EQUITENSOR_SHARED_DATA.
 # Environment: PYTHON (default python) with a CUDA build of torch and equitensor importable;
 # EQUITENSOR_MACE_PYTHON, a python with mace-torch 0.3.16 (plus cuequivariance-torch and
 # cuequivariance-ops-torch-cu12 for its cueq rows); without it the mace-torch rows record why.
-# Each step has its own time limit, so a slow or failing step never eats the other's time.
-set -u
+# Each step has its own time limit, so a slow or failing step never eats the other's time; the
+# script exits non-zero when a step failed or was cut off (its finished rows are kept).
+set -uo pipefail
+status=0
 OUT=${1:?usage: benchmarks/gpu_suite.sh OUT_DIR [DATA_DIR]}
 DATA=${2:-${EQUITENSOR_SHARED_DATA:-}}
 PY=${PYTHON:-python}
@@ -24,7 +26,7 @@ nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || echo "nvidia-smi not found" > "$OUT/n
 #    edges per call; the CSVs are rewritten after every case).
 timeout 240 "$PY" -m equitensor bench tp --device cuda --backends "all,gaunt_fft[method=fft]" --settings mace,selfprod \
     --dtype float32,float64 --pass fwd,fwdbwd --repeats 20 --max-call-seconds 5 --out "$OUT/tp" \
-    2>&1 | tee "$OUT/tp.log"
+    2>&1 | tee "$OUT/tp.log" || status=$?
 
 # 2. MACE training / inference step (defaults: 128x0e+128x1o, max_ell 3, correlation 3), 128 OC20
 #    slabs per step, our backends against mace-torch with and without cuEquivariance; the CSV is
@@ -32,5 +34,6 @@ timeout 240 "$PY" -m equitensor bench tp --device cuda --backends "all,gaunt_fft
 timeout 330 "$PY" -m equitensor bench model --device cuda --systems oc20 --max-L 1 --dtypes float32,float64 \
     --combos cg/cg,e3nn/cg,gaunt_grid/gaunt_grid,gaunt_fft/gaunt_fft,cp/cp,cueq/cueq \
     --mace-variants e3nn,cueq --repeats 5 --timeout 40 ${DATA:+--data "$DATA"} --out "$OUT" \
-    2>&1 | tee "$OUT/model.log"
-echo "results in $OUT"
+    2>&1 | tee "$OUT/model.log" || status=$?
+echo "results in $OUT (exit status $status: 0 = both steps finished, 124 = a step hit its time limit)"
+exit $status
