@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from equitensor import TensorProduct
+from equitensor.ops import channelwise_instructions
+from equitensor.ops.backends import factorized
 from equitensor.ops.backends.gaunt_fft import FFTUnitProduct, fft_unit_product_plain
 
 IRREPS = ("4x0e+4x1o+4x2e", "0e+1o+2e", "4x0e+4x1o+4x2e")
@@ -22,6 +24,17 @@ def _product(backend, options, dtype=torch.float32):
     tp = TensorProduct(
         *IRREPS, mode="uvu", internal_weights=False, shared_weights=False, backend=backend, **options
     )
+    return tp.to(dtype)
+
+
+def _mace_convolution(backend, dtype=torch.float32):
+    """MACE's convolution layout (one output block per path): one product unit per input block pair."""
+    irreps_in1, irreps_in2 = "4x0e+4x1o", "0e+1o+2e+3o"
+    irreps_out, instructions = channelwise_instructions(irreps_in1, irreps_in2, "4x0e+4x1o+4x2e+4x3o")
+    tp = TensorProduct(
+        irreps_in1, irreps_in2, irreps_out, instructions,
+        internal_weights=False, shared_weights=False, backend=backend,
+    )  # fmt: skip
     return tp.to(dtype)
 
 
@@ -47,11 +60,14 @@ def _assert_float32_equal(actual, expected):
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize(("backend", "options"), COMPILED_ROUTES, ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("backend", "options"), COMPILED_ROUTES + [("gaunt_grid", "mace")], ids=lambda v: str(v)
+)
 def test_compiled_backend_equals_eager_through_second_backward(backend, options):
     """fullgraph compile (inductor) of the backend: forward, create_graph backward and the second
-    backward equal eager, which runs the CPU autograd Functions (chunked / FFT) instead."""
-    tp = _product(backend, options)
+    backward equal eager, which runs the CPU autograd Functions (chunked / FFT) and, for MACE's
+    convolution, one product per unit instead of the merged block-diagonal one."""
+    tp = _mace_convolution(backend) if options == "mace" else _product(backend, options)
     inputs = _inputs(tp, z=7)
     eager = _forces_like(tp.impl)
     with torch._dynamo.config.patch(trace_autograd_ops=True):
@@ -111,3 +127,21 @@ def test_empty_batch_keeps_inputs_in_the_graph(backend, options):
     second = torch.autograd.grad((grad1**2).sum() + (grad2**2).sum(), inputs)
     assert out.shape == (0, tp.irreps_out.dim)
     assert [g.shape for g in second] == [t.shape for t in inputs]
+
+
+@pytest.mark.parametrize("backend", ["gaunt_grid", "gaunt_fft", "cp"])
+def test_merged_units_equal_one_product_per_unit(backend, monkeypatch):
+    """The block-diagonal product of all units (the GPU / compile form) against the per-unit
+    products of eager CPU runs: values, create_graph gradients and second derivatives."""
+    tp = _mace_convolution(backend, dtype=torch.float64)
+    assert tp.impl._merged and len(tp.impl.units) > 1
+    inputs = _inputs(tp, z=6, dtype=torch.float64)
+
+    def derivatives():
+        out, grad1, grad2 = _forces_like(tp.impl)(*inputs)
+        return (out, grad1, grad2, *torch.autograd.grad((grad1**2).sum() + (grad2**2).sum(), inputs))
+
+    per_unit = derivatives()
+    monkeypatch.setattr(factorized, "eager_cpu_kernel_allowed", lambda like: False)
+    for merged, reference in zip(derivatives(), per_unit):  # float64, other summation order
+        torch.testing.assert_close(merged, reference, rtol=1e-10, atol=1e-10)
