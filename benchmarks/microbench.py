@@ -8,8 +8,10 @@ Example (the numbers in docs/benchmarks_tp.md)::
 """
 
 import sys
+from pathlib import Path
 
 from equitensor.bench.microbench import main
+from equitensor.bench.output import with_default_out
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(with_default_out(sys.argv[1:], Path(__file__).resolve().parent / "results")))

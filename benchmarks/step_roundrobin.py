@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -42,7 +43,9 @@ METHODS = {
 
 
 def spec_for(system: str, max_l: int) -> dict:
-    files = system_files(system, shared_data_dir(), 16)
+    # the repository's layout: the reference data beside it unless $EQUITENSOR_SHARED_DATA says otherwise
+    data = shared_data_dir(os.environ.get("EQUITENSOR_SHARED_DATA") or str(REPO.parent / "shared" / "data"))
+    files = system_files(system, data, 3 if system == "oc20" else 16)
     hidden = "128x0e+128x1o" if max_l == 1 else "128x0e+128x1o+128x2e"
     return dict(files=files, config=dict(MACE_DEFAULTS, hidden_irreps=hidden), threads=1, dtype="float32",
                 avg_num_neighbors=average_neighbors(files, MACE_DEFAULTS["r_max"]), conv="cg", product="cg",

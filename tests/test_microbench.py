@@ -2,6 +2,7 @@
 
 import csv
 
+import pytest
 import torch
 
 from equitensor.bench.microbench import main, parse_int_list
@@ -63,3 +64,60 @@ def test_backend_specs_with_options(tmp_path):
     status = {(r["backend"], r["L"]): r["status"] for r in rows}
     assert status[("gaunt_fft[method=fft]", "2")] == "ok" and status[("gaunt_fft[method=dft]", "2")] == "ok"
     assert status[("gaunt_grid[nope=1]", "2")] == "skipped"
+
+
+def test_device_option_all_backends_and_default_output_folder(tmp_path, monkeypatch):
+    """``--device cpu`` and ``--backends all``: every registered backend gets a row, the device is
+    named in the CSV, and without ``--out`` the files land in the current directory."""
+    from equitensor.ops.backends import available_backends
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--quick", "--settings", "siso", "--L", "1", "--backends", "all,gaunt_fft[method=fft],cg",
+                 "--device", "cpu", "--pass", "fwd", "--dtype", "float64"]) == 0  # fmt: skip
+    assert (tmp_path / "microbench_siso.png").exists()
+    with (tmp_path / "microbench_siso.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    # --quick times L = 1 and 2; "cg" named twice runs once
+    assert [r["backend"] for r in rows if r["L"] == "1"] == [*available_backends(), "gaunt_fft[method=fft]"]
+    assert all(r["device"] and r["peak_mb"] == "" for r in rows)  # no allocator peak on the CPU
+    assert not list(tmp_path.glob(".microbench_*"))  # no temp file left behind
+
+
+def test_cuda_without_cuda_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit, match="no CUDA device.*--device cpu"):
+        main(["--quick", "--device", "cuda", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="not a device name"):
+        main(["--quick", "--device", "gpu0", "--out", str(tmp_path)])
+
+
+def test_out_of_memory_in_one_backend_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    from equitensor.bench import microbench
+
+    build = microbench.Case.build
+
+    def build_or_run_out(self, backend, dtype):
+        if backend == "gaunt_grid":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+        return build(self, backend, dtype)
+
+    monkeypatch.setattr(microbench.Case, "build", build_or_run_out)
+    argv = [
+        "--quick",
+        "--settings",
+        "mimo",
+        "--L",
+        "1",
+        "--backends",
+        "cg,gaunt_grid,gaunt_fft",
+        "--pass",
+        "fwd",
+    ]
+    assert main([*argv, "--no-plot", "--out", str(tmp_path)]) == 0
+    with (tmp_path / "microbench_mimo.csv").open() as handle:
+        rows = {r["backend"]: r for r in csv.DictReader(handle)}
+    assert (
+        rows["gaunt_grid"]["status"] == "skipped" and "out of device memory" in rows["gaunt_grid"]["reason"]
+    )
+    assert rows["cg"]["status"] == rows["gaunt_fft"]["status"] == "ok"

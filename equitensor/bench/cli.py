@@ -20,7 +20,7 @@ HARNESSES = {
 
 def add_bench_commands(subparsers) -> None:
     bench = subparsers.add_parser(
-        "bench", help="run a benchmark harness (writes CSV + PNG to benchmarks/results/)"
+        "bench", help="run a benchmark harness (writes CSV + PNG to --out, default the current directory)"
     )
     harnesses = bench.add_subparsers(dest="harness", metavar="HARNESS", required=True)
     for name, (_, help_text) in HARNESSES.items():

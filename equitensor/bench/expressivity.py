@@ -4,7 +4,7 @@ Prints, for each registered backend (default: all of ``available_backends()``), 
 in the MIMO setting (multiplicity 1, natural parity, X = Y up to L, Z up to 2L) for L = 1..6
 next to the analytic count, and a path table (which (l1 p1) x (l2 p2) -> (l3 p3) couplings are
 non-zero, listed in ``paths`` and verified numerically) for inputs with both parities.
-Writes ``benchmarks/results/expressivity.csv`` and ``benchmarks/results/expressivity_paths.csv``.
+Writes ``expressivity.csv`` and ``expressivity_paths.csv`` to ``--out`` (default: the current directory).
 The measurement method is described in :mod:`equitensor.expressivity`.
 """
 
@@ -20,6 +20,7 @@ import torch
 
 from .. import expressivity as ex
 from ..ops.backends.registry import available_backends
+from .output import atomic_write
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "--backends", nargs="+", default=None, help="backend names (default: every registered backend)"
     )
     parser.add_argument(
-        "--output", type=Path, default=Path("benchmarks/results"), help="folder for the CSV files"
+        "--out", "--output", dest="output", type=Path, default=Path("."), help="folder for the CSV files"
     )
     args = parser.parse_args(argv)
     args.backends = args.backends or available_backends()
@@ -72,12 +73,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{'' if consistent else ' (paths DISAGREE with the numerics!)'}"
               f"{'; lost: ' + ', '.join(lost[:6]) + (' ...' if len(lost) > 6 else '') if lost else ''}")  # fmt: skip
 
-    args.output.mkdir(parents=True, exist_ok=True)
-    with open(args.output / "expressivity.csv", "w", newline="") as handle:
+    with atomic_write(args.output / "expressivity.csv", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    with open(args.output / "expressivity_paths.csv", "w", newline="") as handle:
+    with atomic_write(args.output / "expressivity_paths.csv", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["backend", "ir_in1", "ir_in2", "ir_out", "listed_in_paths", "numerically_nonzero"])
         writer.writerows([r.backend, r.ir_in1, r.ir_in2, r.ir_out, r.listed, r.nonzero] for r in path_rows)

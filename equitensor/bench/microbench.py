@@ -37,9 +37,18 @@ plus the per-path outer products an einsum implementation materialises.
 Threads: ``torch.set_num_threads(--threads)`` (default: torch's current value); numba kernels
 follow it.
 
+Device: ``--device cuda`` (or ``cuda:N``) runs every product on that GPU: inputs and tables
+live there, each timed call sits between two ``torch.cuda.synchronize``, warm-up calls are not
+timed, and ``peak_mb`` is ``torch.cuda.max_memory_allocated`` over the timed calls of a pass.
+The default batch (``--batch``) and memory cap (``--max-memory-gb``) grow to fill the device.
+``--backends all`` times every backend in the registry
+(:func:`~equitensor.ops.backends.available_backends`), so a backend registered later (``cueq``,
+a third-party entry point) is picked up; a name that is not registered is recorded as skipped.
+
 Contract (``equitensor bench tp ...`` and ``benchmarks/microbench.py`` call it): ``main(argv)
--> int`` with argv as on the command line; writes ``microbench_<setting>.csv`` and ``.png`` to
-``--out`` and returns 0.
+-> int`` with argv as on the command line; writes ``microbench_<setting>.csv`` and ``.png``
+(``microbench_<setting>_cuda.*`` on a GPU; both name the device inside) to ``--out`` (default:
+the current directory) and returns 0.
 """
 
 from __future__ import annotations
@@ -58,14 +67,29 @@ import numpy as np
 import torch
 
 from ..models.io import DTYPES
+from .device import (
+    cpu_model,
+    device_name,
+    peak_memory_mb,
+    reset_peak_memory,
+    resolve_device,
+    synchronize,
+    time_call,
+)
+from .output import atomic_write, save_figure
 
 SETTINGS = ("siso", "simo", "mimo", "mace", "selfprod")
+#: samples per call (edges for ``mace``) when ``--batch`` is not given: 10^4 keeps a CPU run
+#: short; 2 * 10^5 edges is an OC20 batch of ~32 slabs and keeps a GPU busy
+DEFAULT_BATCH = {"cpu": 10_000, "cuda": 200_000}
+#: ``--max-memory-gb`` default on the CPU; on a GPU it is this fraction of the device's memory
+CPU_MEMORY_CAP_GB, GPU_MEMORY_FRACTION = 8.0, 0.8
 PASSES = ("fwd", "fwdbwd")
 
 CSV_FIELDS = [
     "setting", "L", "backend", "dtype", "pass", "batch", "threads", "irreps_in1", "irreps_in2", "irreps_out",
     "mode", "paths", "weight_numel", "median_ms", "min_ms", "repeats", "useful_gflop", "gflops",
-    "fraction_of_matmul", "max_abs_diff_vs_cg", "status", "reason",
+    "fraction_of_matmul", "max_abs_diff_vs_cg", "peak_mb", "device", "status", "reason",
 ]  # fmt: skip
 
 
@@ -165,15 +189,10 @@ def memory_estimate_bytes(descriptor, batch: int, itemsize: int, weight_per_samp
     return batch * itemsize * (4 * dims + intermediates)
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Achieved GFLOP/s of a float32 ``n x n`` matmul (median of ``repeats``)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
+def matmul_gflops(n: int = 2048, repeats: int = 5, device: torch.device | None = None) -> float:
+    """Achieved GFLOP/s of a float32 ``n x n`` matmul on ``device`` (median of ``repeats``)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    times = time_call(lambda: torch.mm(a, b), repeats, warmup=1, device=device)
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
@@ -181,26 +200,15 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 # timing
 
 
-def _inputs(tp, batch: int, dtype: torch.dtype, seed: int = 0):
+def _inputs(tp, batch: int, dtype: torch.dtype, seed: int = 0, device: torch.device | None = None):
+    """Random ``x1, x2, weight, grad_out`` (drawn on the CPU, so every device sees the same numbers)."""
     generator = torch.Generator().manual_seed(seed)
     x1 = torch.randn(batch, tp.irreps_in1.dim, generator=generator, dtype=dtype)
     x2 = torch.randn(batch, tp.irreps_in2.dim, generator=generator, dtype=dtype)
     shape = (tp.weight_numel,) if tp.shared_weights else (batch, tp.weight_numel)
     w = torch.randn(shape, generator=generator, dtype=dtype) if tp.weight_numel else None
     grad_out = torch.randn(batch, tp.irreps_out.dim, generator=generator, dtype=dtype)
-    return x1, x2, w, grad_out
-
-
-def time_call(fn, repeats: int, warmup: int = 2) -> list[float]:
-    """Seconds of each of ``repeats`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+    return tuple(None if t is None else t.to(device) for t in (x1, x2, w, grad_out))
 
 
 def _runner(tp, x1, x2, w, grad_out, pass_name: str):
@@ -282,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--backends", default="cg,e3nn",
-        help="comma-separated registered backend names, each optionally with options: gaunt_fft[method=fft]",
+        help="comma-separated registered backend names, each optionally with options: gaunt_fft[method=fft]; "
+        "'all' = every registered backend (may be combined: all,gaunt_fft[method=fft])",
     )  # fmt: skip
     parser.add_argument(
         "--settings", default="mace,selfprod,mimo", help=f"comma-separated, from {','.join(SETTINGS)}"
@@ -293,14 +302,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repeats", type=int, default=10, help="timed calls per measurement (median reported)"
     )
-    parser.add_argument("--batch", type=int, default=10_000, help="samples per call (edges for mace)")
+    parser.add_argument(
+        "--batch", type=int, default=None,
+        help=f"samples per call (edges for mace); default {DEFAULT_BATCH['cpu']} on cpu, {DEFAULT_BATCH['cuda']} on cuda",
+    )  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(
         "--channels", type=int, default=128, help="multiplicity of the mace/selfprod settings"
     )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: unchanged)"
     )
-    parser.add_argument("--max-memory-gb", type=float, default=8.0, help="skip cases estimated above this")
+    parser.add_argument(
+        "--max-memory-gb", type=float, default=None,
+        help=f"skip cases estimated above this; default {CPU_MEMORY_CAP_GB} on cpu, "
+        f"{GPU_MEMORY_FRACTION:.0%} of the device memory on cuda",
+    )  # fmt: skip
     parser.add_argument(
         "--max-call-seconds", type=float, default=10.0,
         help="skip larger L of a backend/setting once one warm-up call takes longer than this",
@@ -309,23 +326,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="tiny CI smoke run (batch 64, L 1-2, 8 channels, 2 repeats)"
     )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG files")
-    parser.add_argument("--out", default="benchmarks/results", help="directory for CSV and PNG")
+    parser.add_argument("--out", default=".", help="directory for CSV and PNG")
     return parser
 
 
-def machine_info() -> dict[str, str]:
+def machine_info(device: torch.device | None = None) -> dict[str, str]:
     import e3nn
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    device = device or torch.device("cpu")
     return {
-        "cpu": cpu,
+        "device": device_name(device),
+        "cpu": cpu_model(),
         "threads": str(torch.get_num_threads()),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -335,6 +346,8 @@ def machine_info() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    device = resolve_device(args.device)
+    _apply_device_defaults(args, device)
     if args.quick:
         args.batch, args.channels, args.repeats = (
             min(args.batch, 64),
@@ -344,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         args.L = "1-2"
     if args.threads:
         torch.set_num_threads(args.threads)
-    backends = split_backends(args.backends)
+    backends = backend_list(args.backends)
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     passes = [p.strip() for p in args.passes.split(",") if p.strip()]
@@ -362,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    info = machine_info()
-    matmul = matmul_gflops(1024 if args.quick else 2048)
+    info = machine_info(device)
+    matmul = matmul_gflops(1024 if args.quick else 2048, device=device)
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     print(f"float32 matmul: {matmul:.1f} GFLOP/s (reference for the 'frac' column)")
 
@@ -375,90 +388,164 @@ def main(argv: list[str] | None = None) -> int:
         ]
         rows = []
         too_slow: set[tuple] = set()
+        stem = f"microbench_{setting}" + ("" if device.type == "cpu" else f"_{device.type}")
         for case in cases:
             for dtype_name in dtypes:
-                rows.extend(_run_case(case, backends, dtype_name, passes, args, matmul, too_slow))
-        _write_csv(out_dir / f"microbench_{setting}.csv", rows)
+                new = _run_case(case, backends, dtype_name, passes, args, matmul, too_slow, device)
+                rows.extend(dict(row, device=info["device"]) for row in new)
+                _write_csv(out_dir / f"{stem}.csv", rows)  # after every case: a cut-off run keeps its rows
         if not args.no_plot:
-            _plot(out_dir / f"microbench_{setting}.png", rows, setting, info)
+            _plot(out_dir / f"{stem}.png", rows, setting, info)
         all_rows.extend(rows)
     _print_table(all_rows)
     return 0
 
 
-def _run_case(case: Case, backends, dtype_name, passes, args, matmul, too_slow) -> list[dict]:
+def _apply_device_defaults(args, device: torch.device) -> None:
+    """Fill ``--batch`` and ``--max-memory-gb`` for the device when they were not given."""
+    if args.batch is None:
+        args.batch = DEFAULT_BATCH[device.type]
+    if args.max_memory_gb is None:
+        if device.type == "cuda":
+            args.max_memory_gb = (
+                GPU_MEMORY_FRACTION * torch.cuda.get_device_properties(device).total_memory / 1e9
+            )
+        else:
+            args.max_memory_gb = CPU_MEMORY_CAP_GB
+
+
+def backend_list(text: str) -> list[str]:
+    """``--backends``: names or specs (:func:`split_backends`); ``all`` stands for every registered
+    backend (``all,gaunt_fft[method=fft]`` adds a variant to them). Duplicates are dropped."""
+    from equitensor.ops.backends import available_backends
+
+    names = []
+    for item in split_backends(text):
+        names.extend(available_backends() if item == "all" else [item])
+    return list(dict.fromkeys(names))
+
+
+def _run_case(case: Case, backends, dtype_name, passes, args, matmul, too_slow, device) -> list[dict]:
+    """Rows of one case (setting, L, dtype) for every backend: timed, or skipped with the reason."""
+    from equitensor.ops.backends import available_backends
+
     dtype = DTYPES[dtype_name]
     common = {
         "setting": case.setting, "L": case.L, "dtype": dtype_name, "batch": case.batch,
         "threads": torch.get_num_threads(), "irreps_in1": case.irreps_in1, "irreps_in2": case.irreps_in2,
         "irreps_out": case.irreps_out, "mode": case.mode, "repeats": args.repeats,
     }  # fmt: skip
-    reference = case.build("cg", dtype)
-    x1, x2, w, grad_out = _inputs(reference, case.batch, dtype)
-    with torch.no_grad():
-        expected = reference(x1, x2, w) if case.batch else None
-    flops = useful_flops(reference.descriptor, case.batch)
+    registered = available_backends()
+    reference = case.build("cg", dtype).to(device)
+    inputs = _inputs(reference, case.batch, dtype, device=device)
+    try:
+        with torch.no_grad():
+            expected = reference(*inputs[:3]) if case.batch else None
+    except torch.OutOfMemoryError:  # the other backends may still fit; they are timed without a diff
+        expected = None
+        _release_device_memory(device)
+    run = dict(case=case, dtype=dtype, passes=passes, args=args, device=device, reference=reference,
+               inputs=inputs, expected=expected, flops=useful_flops(reference.descriptor, case.batch),
+               matmul=matmul)  # fmt: skip
     rows = []
     for backend in backends:
         base = dict(common, backend=backend)
-
-        def skipped(reason, passes=passes, base=base, backend=backend):
-            print(f"  skip {case.setting} L={case.L} {backend} {dtype_name}: {reason}")
-            return [dict(base, **{"pass": p, "status": "skipped", "reason": reason}) for p in passes]
-
-        if (case.setting, backend, dtype_name) in too_slow:
-            rows += skipped(f"a smaller L already took over {args.max_call_seconds} s per call")
-            continue
-        try:
-            tp = reference if backend == "cg" else case.build(backend, dtype)
-        except (ValueError, TypeError) as error:  # TypeError: an option the backend does not take
-            rows += skipped(f"backend rejects this setting: {error}")
-            continue
-        weight_per_sample = 0 if tp.shared_weights else tp.weight_numel
-        estimate = memory_estimate_bytes(tp.descriptor, case.batch, x1.element_size(), weight_per_sample)
-        if estimate > args.max_memory_gb * 1e9:
-            rows += skipped(f"estimated memory {estimate / 1e9:.1f} GB > {args.max_memory_gb} GB")
-            continue
-        same_function = tp.weight_numel == reference.weight_numel and tuple(tp.paths) == tuple(
-            reference.paths
-        )
-        bx1, bx2, bw, bgrad = (x1, x2, w, grad_out) if same_function else _inputs(tp, case.batch, dtype)
-        start = time.perf_counter()
-        with torch.no_grad():
-            got = tp(bx1, bx2, bw)
-        first_call = time.perf_counter() - start
-        if same_function and case.batch:
-            diff = f"{(got - expected).abs().max().item():.2e}"
+        reason = None
+        if parse_backend_spec(backend)[0] not in registered:
+            reason = f"backend {backend!r} is not registered here (registered: {', '.join(registered)})"
+        elif (case.setting, backend, dtype_name) in too_slow:
+            reason = f"a smaller L already took over {args.max_call_seconds} s per call"
         else:
-            diff = "n/a (different parametrisation)" if not same_function else "n/a (empty batch)"
-        base.update(paths=len(tp.paths), weight_numel=tp.weight_numel, max_abs_diff_vs_cg=diff)
-        if first_call > args.max_call_seconds:
-            too_slow.add((case.setting, backend, dtype_name))
-        for pass_name in passes:
-            times = time_call(_runner(tp, bx1, bx2, bw, bgrad, pass_name), args.repeats)
-            median = statistics.median(times)
-            work = flops * (1 if pass_name == "fwd" else 4)
-            gflops = work / median / 1e9 if median > 0 else math.nan
-            rows.append(
-                dict(
-                    base,
-                    **{"pass": pass_name},
-                    median_ms=f"{median * 1e3:.3f}",
-                    min_ms=f"{min(times) * 1e3:.3f}",
-                    useful_gflop=f"{work / 1e9:.4f}",
-                    gflops=f"{gflops:.2f}",
-                    fraction_of_matmul=f"{gflops / matmul:.4f}",
-                    status="ok",
-                    reason="",
-                )  # fmt: skip
-            )
-            print(f"  {case.setting:8s} L={case.L:<2d} {backend:10s} {dtype_name} {pass_name:6s} "
-                  f"{median * 1e3:10.2f} ms  {gflops:7.2f} GFLOP/s  diff {diff}", flush=True)  # fmt: skip
+            try:
+                timed, first_call = _time_backend(backend, base, run)
+                rows += timed
+                if first_call > args.max_call_seconds:
+                    too_slow.add((case.setting, backend, dtype_name))
+                continue
+            except _Skip as skip:
+                reason = str(skip)
+            except torch.OutOfMemoryError as error:
+                _release_device_memory(device)
+                reason = f"out of device memory: {str(error).splitlines()[0]}"
+        print(f"  skip {case.setting} L={case.L} {backend} {dtype_name}: {reason}")
+        rows += [dict(base, **{"pass": p, "status": "skipped", "reason": reason}) for p in passes]
     return rows
 
 
+class _Skip(Exception):
+    """A backend cannot run a case; the message is the recorded reason."""
+
+
+def _release_device_memory(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _time_backend(backend: str, base: dict, run: dict) -> tuple[list[dict], float]:
+    """Timed rows of one backend (one per pass) and the seconds of its first call.
+
+    Raises:
+        _Skip: the backend rejects the setting or its memory estimate is over the cap.
+    """
+    case, dtype, device, args, reference = (
+        run["case"],
+        run["dtype"],
+        run["device"],
+        run["args"],
+        run["reference"],
+    )
+    x1, x2, w, grad_out = run["inputs"]
+    try:
+        tp = reference if backend == "cg" else case.build(backend, dtype).to(device)
+    except (ValueError, TypeError) as error:  # TypeError: an option the backend does not take
+        raise _Skip(f"backend rejects this setting: {error}") from None
+    weight_per_sample = 0 if tp.shared_weights else tp.weight_numel
+    estimate = memory_estimate_bytes(tp.descriptor, case.batch, x1.element_size(), weight_per_sample)
+    if estimate > args.max_memory_gb * 1e9:
+        raise _Skip(f"estimated memory {estimate / 1e9:.1f} GB > {args.max_memory_gb:.1f} GB")
+    same_function = tp.weight_numel == reference.weight_numel and tuple(tp.paths) == tuple(reference.paths)
+    bx1, bx2, bw, bgrad = run["inputs"] if same_function else _inputs(tp, case.batch, dtype, device=device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        got = tp(bx1, bx2, bw)
+    synchronize(device)
+    first_call = time.perf_counter() - start
+    if not same_function:
+        diff = "n/a (different parametrisation)"
+    elif run["expected"] is None:
+        diff = "n/a (empty batch)" if not case.batch else "n/a (cg reference out of memory)"
+    else:
+        diff = f"{(got - run['expected']).abs().max().item():.2e}"
+    base = dict(base, paths=len(tp.paths), weight_numel=tp.weight_numel, max_abs_diff_vs_cg=diff)
+    rows = []
+    for pass_name in run["passes"]:
+        reset_peak_memory(device)
+        times = time_call(_runner(tp, bx1, bx2, bw, bgrad, pass_name), args.repeats, device=device)
+        peak = peak_memory_mb(device)
+        median = statistics.median(times)
+        work = run["flops"] * (1 if pass_name == "fwd" else 4)
+        gflops = work / median / 1e9 if median > 0 else math.nan
+        rows.append(
+            dict(
+                base,
+                **{"pass": pass_name},
+                median_ms=f"{median * 1e3:.3f}",
+                min_ms=f"{min(times) * 1e3:.3f}",
+                useful_gflop=f"{work / 1e9:.4f}",
+                gflops=f"{gflops:.2f}",
+                fraction_of_matmul=f"{gflops / run['matmul']:.4f}",
+                peak_mb="" if peak is None else f"{peak:.1f}",
+                status="ok",
+                reason="",
+            )  # fmt: skip
+        )
+        print(f"  {case.setting:8s} L={case.L:<2d} {backend:10s} {base['dtype']} {pass_name:6s} "
+              f"{median * 1e3:10.2f} ms  {gflops:7.2f} GFLOP/s  diff {diff}", flush=True)  # fmt: skip
+    return rows, first_call
+
+
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    with path.open("w", newline="") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for row in rows:
@@ -489,11 +576,16 @@ def _plot(path: Path, rows: list[dict], setting: str, info: dict) -> None:
         ax.minorticks_off()
     ax.set_xlabel("L")
     ax.set_ylabel("median time per call (ms)")
-    ax.set_title(f"{setting}: {info['cpu'][:40]}, {info['threads']} threads", fontsize=9)
+    where = (
+        info["device"][:40]
+        if info["device"] != info["cpu"]
+        else f"{info['cpu'][:40]}, {info['threads']} threads"
+    )
+    ax.set_title(f"{setting}: {where}", fontsize=9)
     if lines:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 

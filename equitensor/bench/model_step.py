@@ -7,18 +7,31 @@ Task (MACE defaults unless overridden): ``128x0e+128x1o`` hidden irreps, max_ell
   100 mean((F - F_ref)^2)``, backward, Adam step;
 * **infer**: energy + forces, no graph kept.
 
-Each (system, dtype, implementation) runs in its own subprocess: ``peak_mb`` is the growth of the
+Each (system, dtype, implementation) runs in its own subprocess; timings are the median of
+``--repeats`` steps after one untimed warm-up. On the CPU ``peak_mb`` is the growth of the
 process's maximum resident set (``ru_maxrss``) from after building the model and batch to after
-the steps (the extra memory the step needs), timings are the median of ``--repeats`` steps after
-one warm-up. mace-torch runs in its own venv (it pins e3nn 0.4.4): ``--mace-python`` or
-``$EQUITENSOR_MACE_PYTHON``, else ``../mace-venv`` beside the repository, else one is created under
-``benchmarks/.venvs/mace`` (``python -m venv`` + ``pip install torch==2.13.0 mace-torch==0.3.16``).
+the steps (the extra memory the step needs); on CUDA (``--device cuda``) it is
+``torch.cuda.max_memory_allocated`` over the steps, and every step is timed between two
+``torch.cuda.synchronize``.
 
-Systems (read in place from ``../shared/data``): ``oc20`` = first frame of three OC20 relaxations
-(111 atoms, periodic slabs, raw DFT forces via ``get_forces(apply_constraint=False)``); ``ethanol``
-= the first ``--ethanol-frames`` rMD17 ethanol frames.
+mace-torch runs in its own venv (it pins e3nn 0.4.4), found through ``--mace-python`` or
+``$EQUITENSOR_MACE_PYTHON``; it is skipped with the reason recorded when neither is given, and a
+venv is created only when asked (``--create-mace-venv DIR``: ``python -m venv`` + ``pip install
+torch==2.13.0 mace-torch==0.3.16``). ``--mace-variants e3nn,cueq`` runs it as shipped and with its
+cuEquivariance acceleration (``CuEquivarianceConfig(enabled=True, layout="ir_mul",
+group="O3_e3nn", optimize_all=True)``, as mace's ``--enable_cueq``; needs
+``cuequivariance-torch`` in that venv, else the row records why it did not run).
 
-Writes ``benchmarks/results/model_step.csv`` and ``.png``; prints a table with ratios to mace-torch.
+Systems, read in place from ``--data`` or ``$EQUITENSOR_SHARED_DATA`` (the reference data folder
+described in its README): ``oc20`` = first frames of three OC20 relaxations (periodic slabs,
+111 atoms together, raw DFT forces via ``get_forces(apply_constraint=False)``; ``--batch``
+structures cycle over the three); ``ethanol`` = the first ``--batch`` rMD17 ethanol frames.
+Default batch: 3 slabs / 16 molecules on the CPU; on CUDA 128 slabs (~4,700 atoms) / 512
+molecules (~4,600 atoms), sized for an 80 GB GPU.
+
+Writes ``model_step.csv`` and ``.png`` (``model_step_cuda.*`` on a GPU; a ``device`` column
+names the device) to ``--out`` (a folder, default the current one, or a ``.csv`` path); prints a
+table with ratios to mace-torch.
 """
 
 from __future__ import annotations
@@ -34,10 +47,15 @@ import sys
 import time
 from pathlib import Path
 
-from .microbench import time_call
+from .device import device_name, peak_memory_mb, reset_peak_memory, resolve_device, time_call
+from .output import atomic_write, save_figure
 
-REPO = Path(__file__).resolve().parents[2]
-RESULTS = REPO / "benchmarks" / "results"
+#: the folder holding the ``equitensor`` package: the worker subprocesses import this copy
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+#: structures per step when ``--batch`` is not given
+DEFAULT_BATCH = {("cpu", "oc20"): 3, ("cpu", "ethanol"): 16, ("cuda", "oc20"): 128, ("cuda", "ethanol"): 512}
+#: mace-torch variants: as shipped (e3nn) and with its cuEquivariance acceleration
+MACE_VARIANTS = {"e3nn": ("e3nn-0.4.4", "symmetric_contraction"), "cueq": ("cueq", "cueq")}
 OC20_FILES = ("random1000100.traj", "random1000120.traj", "random1000141.traj")
 MACE_DEFAULTS = dict(
     r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=3, hidden_irreps="128x0e+128x1o",
@@ -45,17 +63,29 @@ MACE_DEFAULTS = dict(
 )  # fmt: skip
 
 
-def shared_data_dir() -> Path:
-    env = os.environ.get("EQUITENSOR_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+def shared_data_dir(explicit: str | None = None) -> Path:
+    """The reference data folder: ``explicit`` (``--data``), else ``$EQUITENSOR_SHARED_DATA``.
+
+    Raises:
+        SystemExit: neither is given, or the folder does not exist.
+    """
+    chosen = explicit or os.environ.get("EQUITENSOR_SHARED_DATA")
+    if not chosen:
+        raise SystemExit(
+            "equitensor bench model needs the reference data folder (oc20_traj/, molecules/): "
+            "pass --data DIR or set EQUITENSOR_SHARED_DATA"
+        )
+    if not Path(chosen).is_dir():
+        raise SystemExit(f"reference data folder {chosen} does not exist (--data / EQUITENSOR_SHARED_DATA)")
+    return Path(chosen)
 
 
-def system_files(name: str, data_dir: Path, ethanol_frames: int) -> list[tuple[str, int]]:
-    """``(path, frame index)`` pairs of a benchmark system."""
+def system_files(name: str, data_dir: Path, structures: int) -> list[tuple[str, int]]:
+    """``(path, frame index)`` pairs of the ``structures`` structures of a benchmark system."""
     if name == "oc20":
-        return [(str(data_dir / "oc20_traj" / f), 0) for f in OC20_FILES]
+        return [(str(data_dir / "oc20_traj" / OC20_FILES[i % len(OC20_FILES)]), 0) for i in range(structures)]
     if name == "ethanol":
-        return [(str(data_dir / "molecules" / "ethanol" / "train.xyz"), i) for i in range(ethanol_frames)]
+        return [(str(data_dir / "molecules" / "ethanol" / "train.xyz"), i) for i in range(structures)]
     raise ValueError(f"unknown system {name!r}; expected oc20 or ethanol")
 
 
@@ -63,12 +93,20 @@ def load_frames(files):
     """ASE atoms with ``energy`` and raw ``forces`` in ``atoms.info['ref_energy']/arrays['ref_forces']``."""
     from ase.io import read
 
-    frames = []
+    contents, prepared, frames = {}, {}, []
     for path, index in files:
-        atoms = read(path, index=index)
-        atoms.info["ref_energy"] = float(atoms.get_potential_energy())
-        atoms.arrays["ref_forces"] = atoms.get_forces(apply_constraint=False).copy()
-        frames.append(atoms)
+        if path not in contents:  # each file is parsed once, however many frames are taken from it
+            contents[path] = read(path, index=":")
+        if index >= len(contents[path]):
+            raise ValueError(
+                f"{path} has {len(contents[path])} frames; the batch asks for frame {index} (lower --batch)"
+            )
+        if (path, index) not in prepared:  # a batch may repeat a structure
+            atoms = contents[path][index]
+            atoms.info["ref_energy"] = float(atoms.get_potential_energy())
+            atoms.arrays["ref_forces"] = atoms.get_forces(apply_constraint=False).copy()
+            prepared[path, index] = atoms
+        frames.append(prepared[path, index].copy())
     return frames
 
 
@@ -86,15 +124,16 @@ def equitensor_worker(spec: dict) -> dict:
     from equitensor.models import MACE, atoms_to_graph
 
     torch.set_num_threads(spec["threads"])
+    device = torch.device(spec.get("device", "cpu"))
     dtype = getattr(torch, spec["dtype"])
     torch.set_default_dtype(dtype)
     torch.manual_seed(0)
     frames = load_frames(spec["files"])
     config = spec["config"]
     graphs = [atoms_to_graph(a, config["r_max"], dtype) for a in frames]
-    batch = Batch.from_data_list(graphs)
-    e_ref = torch.tensor([a.info["ref_energy"] for a in frames], dtype=dtype)
-    f_ref = torch.cat([torch.tensor(a.arrays["ref_forces"], dtype=dtype) for a in frames])
+    batch = Batch.from_data_list(graphs).to(device)
+    e_ref = torch.tensor([a.info["ref_energy"] for a in frames], dtype=dtype, device=device)
+    f_ref = torch.cat([torch.tensor(a.arrays["ref_forces"], dtype=dtype) for a in frames]).to(device)
     zs = sorted({int(z) for a in frames for z in a.numbers})
     start = time.perf_counter()
     model = MACE(
@@ -102,7 +141,7 @@ def equitensor_worker(spec: dict) -> dict:
         product_backend=spec["product"], **config,
     )  # fmt: skip
     build_s = time.perf_counter() - start
-    model = model.to(dtype)  # backends that build float64 tables (e3nn adapter) follow the model's dtype
+    model = model.to(device=device, dtype=dtype)  # float64 tables (e3nn adapter) follow the model's dtype
     train = training_step(model, batch, e_ref, f_ref)
 
     def infer():
@@ -130,11 +169,17 @@ def training_step(model, batch, e_ref, f_ref):
 
 
 def _measure(spec, train, infer, build_s, n_atoms, n_edges) -> dict:
+    """Median step times and peak memory (CUDA: allocator peak per phase; CPU: ``ru_maxrss`` growth)."""
+    import torch
+
+    device = torch.device(spec.get("device", "cpu"))
     base = _maxrss_mb()
-    infer_times = time_call(infer, spec["repeats"], warmup=1)
-    infer_peak = _maxrss_mb() - base
-    train_times = time_call(train, spec["repeats"], warmup=1)
-    train_peak = _maxrss_mb() - base
+    reset_peak_memory(device)
+    infer_times = time_call(infer, spec["repeats"], warmup=1, device=device)
+    infer_peak = peak_memory_mb(device) if device.type == "cuda" else _maxrss_mb() - base
+    reset_peak_memory(device)
+    train_times = time_call(train, spec["repeats"], warmup=1, device=device)
+    train_peak = peak_memory_mb(device) if device.type == "cuda" else _maxrss_mb() - base
     return {
         "build_s": build_s, "atoms": n_atoms, "edges": n_edges,
         "train_ms": 1e3 * statistics.median(train_times), "infer_ms": 1e3 * statistics.median(infer_times),
@@ -143,15 +188,27 @@ def _measure(spec, train, infer, build_s, n_atoms, n_edges) -> dict:
 
 
 # ----------------------------------------------------------------------------- driver
-def find_mace_python(explicit: str | None, create: bool) -> Path | None:
-    candidates = [explicit, os.environ.get("EQUITENSOR_MACE_PYTHON"), REPO.parent / "mace-venv" / "bin" / "python",
-                  REPO / "benchmarks" / ".venvs" / "mace" / "bin" / "python"]  # fmt: skip
-    for c in candidates:
-        if c and Path(c).exists():
+def find_mace_python(explicit: str | None, create_at: str | None = None) -> Path | None:
+    """mace-torch's python: ``explicit``, ``$EQUITENSOR_MACE_PYTHON``, or a venv made at ``create_at``.
+
+    Returns ``None`` when none is given (no venv is created unless ``create_at`` is).
+
+    Raises:
+        SystemExit: a python that was named does not exist.
+    """
+    for source, c in (
+        ("--mace-python", explicit),
+        ("EQUITENSOR_MACE_PYTHON", os.environ.get("EQUITENSOR_MACE_PYTHON")),
+    ):
+        if c:
+            if not Path(c).exists():
+                raise SystemExit(f"{source} names {c}, which does not exist")
             return Path(c)
-    if not create:
+    if create_at is None:
         return None
-    venv = REPO / "benchmarks" / ".venvs" / "mace"
+    venv = Path(create_at)
+    if (venv / "bin" / "python").exists():
+        return venv / "bin" / "python"
     print(f"creating mace-torch venv at {venv} (torch==2.13.0, mace-torch==0.3.16)", flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -161,12 +218,17 @@ def find_mace_python(explicit: str | None, create: bool) -> Path | None:
     return python
 
 
-def run_worker(python: Path, script: Path, spec: dict, timeout: float) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [str(python), "-W", "ignore", str(script), json.dumps(spec)],
-        capture_output=True, text=True, timeout=timeout, env=env,
-    )  # fmt: skip
+def run_worker(command: list[str], spec: dict, timeout: float, pythonpath: str | None = None) -> dict:
+    """Run a worker subprocess (``command`` + the JSON spec); its ``RESULT`` line or ``{"error": ...}``."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (pythonpath, os.environ.get("PYTHONPATH"))))
+    try:
+        proc = subprocess.run(
+            [*command, json.dumps(spec)], capture_output=True, text=True, timeout=timeout, env=env
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result within --timeout {timeout:.0f} s"}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         return {"error": ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1]}
@@ -202,14 +264,28 @@ def parse_args(argv):
         default=1,
         help="intra-op threads on both sides (default 1: stable on a loaded machine)",
     )
-    p.add_argument("--ethanol-frames", type=int, default=16)
-    p.add_argument("--mace-python", default=None, help="python of a venv with mace-torch 0.3.16")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument(
+        "--batch", type=int, default=None,
+        help="structures per step (default: 3 oc20 slabs / 16 ethanols on cpu, 128 / 512 on cuda)",
+    )  # fmt: skip
+    p.add_argument("--data", default=None, help="reference data folder (default: $EQUITENSOR_SHARED_DATA)")
+    p.add_argument(
+        "--mace-python",
+        default=None,
+        help="python of a venv with mace-torch 0.3.16 ($EQUITENSOR_MACE_PYTHON)",
+    )
+    p.add_argument(
+        "--mace-variants", default="e3nn,cueq",
+        help=f"mace-torch variants, comma separated, from {','.join(MACE_VARIANTS)} (cueq = its cuEquivariance acceleration)",
+    )  # fmt: skip
     p.add_argument("--no-mace", action="store_true", help="skip mace-torch")
     p.add_argument(
-        "--no-create-venv", action="store_true", help="do not create the mace-torch venv when missing"
-    )
+        "--create-mace-venv", default=None, metavar="DIR",
+        help="create a mace-torch venv at DIR when no mace python is given (downloads torch and mace-torch)",
+    )  # fmt: skip
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per subprocess")
-    p.add_argument("--out", default=str(RESULTS / "model_step.csv"))
+    p.add_argument("--out", default=".", help="folder for model_step.csv/.png, or a .csv path")
     p.add_argument(
         "--append", action="store_true", help="add rows to an existing CSV instead of replacing it"
     )
@@ -230,34 +306,24 @@ def main(argv: list[str] | None = None) -> int:
                 markdown_table([{k: _number(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)])
             )
         return 0
-    data_dir = shared_data_dir()
-    if not data_dir.is_dir():
-        print(f"reference data not found at {data_dir} (set EQUITENSOR_SHARED_DATA)", file=sys.stderr)
-        return 1
-    from equitensor.ops.backends import available_backends, available_product_bases
-
-    if args.combos == "all":
-        combos = [(c, p) for c in available_backends() for p in available_product_bases()]
-    else:
-        combos = [tuple(c.split("/")) for c in args.combos.split(",")]
-    missing = [c for c in combos if c[0] not in available_backends() or c[1] not in available_product_bases()]
-    for c in missing:
-        print(f"skipping {c[0]}/{c[1]}: backend not registered (available conv {available_backends()}, "
-              f"product {available_product_bases()})")  # fmt: skip
-    combos = [c for c in combos if c not in missing]
-    mace_python = None if args.no_mace else find_mace_python(args.mace_python, not args.no_create_venv)
+    device = resolve_device(args.device)
+    data_dir = shared_data_dir(args.data)
+    combos = _registered_combos(args.combos)
+    impls = [("equitensor", *combo) for combo in combos] + _mace_impls(args)
     channels = 8 if args.quick else args.num_channels
     repeats = 1 if args.quick else args.repeats
-    ethanol_frames = 2 if args.quick else args.ethanol_frames
-
-    rows = []
     worker_mace = Path(__file__).resolve().with_name("_mace_worker.py")
-    print(f"# {platform.node()} {platform.processor() or platform.machine()}, threads={args.threads}, "
+    print(f"# {device_name(device)} ({platform.node()}), threads={args.threads}, "
           f"python {platform.python_version()}", flush=True)  # fmt: skip
+    out = _output_csv(args.out, device)
+    previous = []
+    if args.append and out.exists():
+        with open(out) as f:
+            previous = [{k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    rows = []
     for system in args.systems.split(","):
-        files = system_files(system, data_dir, ethanol_frames)
-        if args.quick:
-            files = files[:1]
+        structures = args.batch or (1 if args.quick else DEFAULT_BATCH[device.type, system])
+        files = system_files(system, data_dir, structures)
         for max_l in args.max_L:
             config = dict(
                 MACE_DEFAULTS,
@@ -265,42 +331,85 @@ def main(argv: list[str] | None = None) -> int:
             )
             if args.quick:
                 config.update(radial_MLP=[8], correlation=2, max_ell=2)
-            avg = average_neighbors(files, config["r_max"])
-            impls = [("equitensor", c, p) for c, p in combos]
-            if mace_python is not None:
-                impls.append(("mace-torch", "e3nn-0.4.4", "symmetric_contraction"))
+            avg = average_neighbors(files[: len(OC20_FILES)] if system == "oc20" else files, config["r_max"])
             for dtype in args.dtypes.split(","):
-                for impl, conv, product in impls:
+                for impl, conv, product, reason in impls:
                     spec = dict(files=files, config=config, dtype=dtype, conv=conv, product=product, threads=args.threads,
-                                repeats=repeats, avg_num_neighbors=avg)  # fmt: skip
-                    if impl == "equitensor":
-                        result = _self_worker(spec, args.timeout)
+                                repeats=repeats, avg_num_neighbors=avg, device=str(device))  # fmt: skip
+                    if reason is not None:
+                        result = {"error": reason}
+                    elif impl == "equitensor":
+                        command = [
+                            sys.executable,
+                            "-W",
+                            "ignore",
+                            "-m",
+                            "equitensor.bench.model_step",
+                            "--worker",
+                        ]
+                        result = run_worker(command, spec, args.timeout, pythonpath=str(PACKAGE_ROOT))
                     else:
-                        result = run_worker(mace_python, worker_mace, spec, args.timeout)
+                        result = run_worker(
+                            [str(args.mace_python), "-W", "ignore", str(worker_mace)], spec, args.timeout
+                        )
                     row = dict(system=system, max_L=max_l, channels=channels, dtype=dtype, impl=impl, conv=conv,
-                               product=product, threads=args.threads, **result)  # fmt: skip
+                               product=product, threads=args.threads,
+                               device=device_name(device), **result)  # fmt: skip
                     rows.append(row)
                     print(_format_row(row), flush=True)
-    out = Path(args.out)
-    if args.append and out.exists():
-        with open(out) as f:
-            previous = [{k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
-        rows = previous + rows
-    write_results(rows, out)
-    print_summary(rows)
+                    write_results(previous + rows, out, plot=False)  # a cut-off run keeps its rows
+    write_results(previous + rows, out)
+    print_summary(previous + rows)
     return 0
 
 
-def _self_worker(spec: dict, timeout: float) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "-W", "ignore", "-m", "equitensor.bench.model_step", "--worker", json.dumps(spec)],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=str(REPO),
-    )  # fmt: skip
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        return {"error": ((proc.stderr or proc.stdout).strip().splitlines() or ["no output"])[-1]}
-    return json.loads(lines[-1][len("RESULT ") :])
+def _registered_combos(text: str) -> list[tuple]:
+    """``--combos`` as ``(conv, product, reason)``: ``reason`` is ``None``, or why the pair cannot run
+    here (not registered), which its row then records."""
+    from equitensor.ops.backends import available_backends, available_product_bases
+
+    if text == "all":
+        return [(c, p, None) for c in available_backends() for p in available_product_bases()]
+    combos = []
+    for item in text.split(","):
+        conv, _, product = item.strip().partition("/")
+        if not product:
+            raise SystemExit(f"--combos item {item!r} is not CONV/PRODUCT (e.g. cg/cg)")
+        if conv in available_backends() and product in available_product_bases():
+            combos.append((conv, product, None))
+        else:
+            reason = (f"{conv}/{product} not registered here (conv: {', '.join(available_backends())}; "
+                      f"product: {', '.join(available_product_bases())})")  # fmt: skip
+            print(f"skipping {reason}")
+            combos.append((conv, product, reason))
+    return combos
+
+
+def _mace_impls(args) -> list[tuple]:
+    """mace-torch rows: ``("mace-torch", conv, product, reason)``, ``reason`` as in :func:`_registered_combos`."""
+    if args.no_mace:
+        return []
+    variants = [v.strip() for v in args.mace_variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in MACE_VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown --mace-variants {unknown}; expected from {list(MACE_VARIANTS)}")
+    args.mace_python = find_mace_python(args.mace_python, args.create_mace_venv)
+    impls = []
+    for variant in variants:
+        conv, product = MACE_VARIANTS[variant]
+        reason = None
+        if args.mace_python is None:
+            reason = "no mace-torch python: pass --mace-python, set EQUITENSOR_MACE_PYTHON or --create-mace-venv DIR"
+        impls.append(("mace-torch", conv, product, reason))
+    return impls
+
+
+def _output_csv(out: str, device) -> Path:
+    """``--out``: a ``.csv`` path as given, else ``model_step[_cuda].csv`` in that folder."""
+    path = Path(out)
+    if path.suffix == ".csv":
+        return path
+    return path / ("model_step.csv" if device.type == "cpu" else f"model_step_{device.type}.csv")
 
 
 def _number(value: str):
@@ -322,16 +431,18 @@ def _format_row(row: dict) -> str:
     )
 
 
-FIELDS = ["system", "max_L", "channels", "dtype", "impl", "conv", "product", "threads", "atoms", "edges",
+FIELDS = ["system", "max_L", "channels", "dtype", "impl", "conv", "product", "threads", "device", "atoms", "edges",
           "build_s", "train_ms", "infer_ms", "train_peak_mb", "infer_peak_mb", "error"]  # fmt: skip
 
 
-def write_results(rows, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
+def write_results(rows, out: Path, plot: bool = True) -> None:
+    """The CSV at ``out`` and, with ``plot``, its bar chart beside it (``.png``)."""
+    with atomic_write(out, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    if not plot:
+        return
     try:
         import matplotlib
 
@@ -362,16 +473,20 @@ def write_results(rows, out: Path) -> None:
         ax.set_xscale("log")
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
+    fig.suptitle(str(rows[0].get("device", "")), fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, out.with_suffix(".png"), dpi=120)
     plt.close(fig)
 
 
-def _reference(rows, r):
+def _reference(rows, r, conv: str = "e3nn-0.4.4"):
+    """The mace-torch row (variant ``conv``) of ``r``'s system, max_L and dtype, or ``None``."""
     return next(
         (
             m
             for m in rows
             if m["impl"] == "mace-torch"
+            and m["conv"] == conv
             and "error" not in m
             and (m["system"], m["max_L"], m["dtype"]) == (r["system"], r["max_L"], r["dtype"])
         ),
@@ -390,7 +505,7 @@ def markdown_table(rows) -> str:
         name = (
             f"{r['conv']} / {r['product']}"
             if r["impl"] == "equitensor"
-            else "e3nn 0.4.4 / symmetric contraction"
+            else ("cuEquivariance" if r["conv"] == "cueq" else "e3nn 0.4.4 / symmetric contraction")
         )
         if "error" in r:
             lines.append(
@@ -415,17 +530,16 @@ def print_summary(rows) -> None:
     print(
         "\nratios vs mace-torch (same system, max_L, dtype): speed-up = mace time / ours; memory = ours / mace"
     )
-    for r in rows:
-        if r["impl"] != "equitensor" or "error" in r:
-            continue
-        ref = next((m for m in rows if m["impl"] == "mace-torch" and "error" not in m and
-                    (m["system"], m["max_L"], m["dtype"]) == (r["system"], r["max_L"], r["dtype"])), None)  # fmt: skip
-        if ref is None:
-            continue
-        print(
-            f"{r['system']:8s} L={r['max_L']} {r['dtype']:8s} {r['conv']:>10s}/{r['product']:<11s} train x{ref['train_ms'] / r['train_ms']:5.2f} "
-            f"infer x{ref['infer_ms'] / r['infer_ms']:5.2f}  train memory {r['train_peak_mb'] / max(ref['train_peak_mb'], 1e-9):5.2f}"
-        )
+    for variant, (mace_conv, _) in MACE_VARIANTS.items():
+        for r in rows:
+            ref = _reference(rows, r, mace_conv)
+            if r["impl"] != "equitensor" or "error" in r or ref is None:
+                continue
+            print(
+                f"{r['system']:8s} L={r['max_L']} {r['dtype']:8s} {r['conv']:>10s}/{r['product']:<11s} vs mace-torch "
+                f"{variant:5s} train x{ref['train_ms'] / r['train_ms']:5.2f} infer x{ref['infer_ms'] / r['infer_ms']:5.2f}  "
+                f"train memory {r['train_peak_mb'] / max(ref['train_peak_mb'], 1e-9):5.2f}"
+            )
 
 
 if __name__ == "__main__":

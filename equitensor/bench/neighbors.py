@@ -11,7 +11,8 @@ The first-call numba compile time is measured in fresh subprocesses: once with a
 numba cache (true compile) and once with the populated on-disk cache (``cache=True`` reuse).
 
 Usage:  equitensor bench neighbors [--quick]   (or python benchmarks/neighbors.py)
-Writes benchmarks/results/neighbors.csv and neighbors.png and prints a table.
+Writes neighbors.csv and neighbors.png to --out (default: the current directory) and prints a table;
+OC20 frames come from --data or $EQUITENSOR_SHARED_DATA (ASE-built slabs without them).
 """
 
 from __future__ import annotations
@@ -34,24 +35,25 @@ from ase.neighborlist import neighbor_list as ase_neighbor_list
 
 from equitensor.datasets.neighbors import neighbor_list
 
+from .output import atomic_write, save_figure
+
 ROOT = Path(__file__).resolve().parents[2]
 
-SHARED = Path(os.environ.get("EQUITENSOR_SHARED_DATA", ROOT.parent / "shared" / "data"))
-RESULTS = ROOT / "benchmarks" / "results"
 
-
-def systems():
-    """(name, atoms, r_max) benchmark cases."""
+def systems(data_dir: Path | None):
+    """(name, atoms, r_max) benchmark cases (OC20 frames from ``data_dir/oc20_traj`` when given)."""
     cases = []
-    traj = SHARED / "oc20_traj"
+    traj = data_dir / "oc20_traj" if data_dir is not None else None
     names = ("random1447590.traj", "random1000100.traj", "random1000162.traj", "random1000151.traj")
-    if traj.is_dir():
+    if traj is not None and traj.is_dir():
         for name in names:
             if (traj / name).exists():
                 atoms = read(traj / name, index=-1)
                 cases.append((f"OC20 {name.removesuffix('.traj')}", atoms, 6.0))
     else:
-        print(f"note: {traj} not found, using ASE-built slabs instead of real OC20 frames")
+        print(
+            f"note: no OC20 frames ({traj or '--data / EQUITENSOR_SHARED_DATA not given'}), using ASE-built slabs"
+        )
         for size in ((2, 2, 4), (3, 3, 4), (4, 4, 5)):
             slab = fcc111("Pt", size=size, vacuum=7.0)
             cases.append((f"Pt(111) {size[0]}x{size[1]}x{size[2]} slab", slab, 6.0))
@@ -112,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--out", type=Path, default=Path("."), help="folder for neighbors.csv/.png")
+    parser.add_argument(
+        "--data", type=Path, default=os.environ.get("EQUITENSOR_SHARED_DATA"),
+        help="reference data folder with oc20_traj/ (default: $EQUITENSOR_SHARED_DATA; ASE slabs without it)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    results = args.out
     repeats = 5 if args.quick else 21
 
     import ase
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     impls = implementations()
     rows = []
-    for name, atoms, r_max in systems():
+    for name, atoms, r_max in systems(None if args.data is None else Path(args.data)):
         reference = edge_set(*impls["ase"](atoms, r_max))
         for impl, fn in impls.items():
             got = edge_set(*fn(atoms, r_max))
@@ -162,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "neighbors.csv", "w", newline="") as fh:
+    with atomic_write(results / "neighbors.csv", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -171,22 +178,14 @@ def main(argv: list[str] | None = None) -> int:
             f"# numba compile (empty cache) s,{compile_s:.3f}\n# numba first call (cached) s,{cached_s:.4f}\n"
         )
 
-    header = (
-        f"{'system':<26}{'atoms':>7}{'r_max':>6}{'edges':>9}  "
-        + "".join(f"{m:>13}" for m in impls)
-        + "   equitensor/matscipy"
-    )
-    print(header)
-    print("-" * len(header))
-    for name in dict.fromkeys(r["system"] for r in rows):
-        group = {r["method"]: r for r in rows if r["system"] == name}
-        first = next(iter(group.values()))
-        cells = "".join(f"{group[m]['median_ms']:>10.3f} ms" for m in impls)
-        print(
-            f"{name:<26}{first['n_atoms']:>7}{first['r_max']:>6.1f}{first['n_edges']:>9}  {cells}"
-            f"   {group['equitensor']['ratio_vs_matscipy']:.2f}"
-        )
+    _print_table(rows, impls)
+    _plot(rows, impls, results / "neighbors.png")
+    print(f"\nwrote {results / 'neighbors.csv'} and {results / 'neighbors.png'}")
+    return 0
 
+
+def _plot(rows: list[dict], impls, path: Path) -> None:
+    """Bar chart of the median times per system and implementation (skipped without matplotlib)."""
     try:
         import matplotlib
 
@@ -212,6 +211,23 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_title("ijS neighbour list, one thread (lower is better)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(RESULTS / "neighbors.png", dpi=120)
-    print(f"\nwrote {RESULTS / 'neighbors.csv'} and {RESULTS / 'neighbors.png'}")
-    return 0
+    save_figure(fig, path, dpi=120)
+
+
+def _print_table(rows: list[dict], impls) -> None:
+    """One line per system: each implementation's median time and equitensor / matscipy."""
+    header = (
+        f"{'system':<26}{'atoms':>7}{'r_max':>6}{'edges':>9}  "
+        + "".join(f"{m:>13}" for m in impls)
+        + "   equitensor/matscipy"
+    )
+    print(header)
+    print("-" * len(header))
+    for name in dict.fromkeys(r["system"] for r in rows):
+        group = {r["method"]: r for r in rows if r["system"] == name}
+        first = next(iter(group.values()))
+        cells = "".join(f"{group[m]['median_ms']:>10.3f} ms" for m in impls)
+        print(
+            f"{name:<26}{first['n_atoms']:>7}{first['r_max']:>6.1f}{first['n_edges']:>9}  {cells}"
+            f"   {group['equitensor']['ratio_vs_matscipy']:.2f}"
+        )

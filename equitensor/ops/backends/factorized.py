@@ -220,6 +220,7 @@ class FactorizedBackend(TensorProductBackend):
             self.add_table(f"right_{k}", right)
             self.add_table(f"back_{k}", back * coefficient[None, :])
         self._build_index_plan()
+        self._build_merged_plan()
 
     backend_name = "factorized"
 
@@ -285,6 +286,9 @@ class FactorizedBackend(TensorProductBackend):
         buffer("weight_index_1", per_component(d.irreps_in1, off1))
         buffer("weight_index_2", per_component(d.irreps_in2, off2))
         buffer("weight_index_out", per_component(d.irreps_out, off_out))
+        # plain ints for forward: it reads no Irreps object, so dynamo guards nothing on them
+        self._dim_out = d.irreps_out.dim
+        self._unit_mul_out = [d.irreps_out[unit.outputs[0]].mul for unit in self.units]
         # a gather (scatter) that reads (writes) the whole tensor in order is a reshape: with one
         # channel and the blocks in order (e.g. MIMO) the product then needs no index copies
         self._identity: list[tuple[bool, bool, bool]] = []
@@ -304,16 +308,49 @@ class FactorizedBackend(TensorProductBackend):
                 )
             )
 
+    def _build_merged_plan(self) -> None:
+        """One product for all pointwise units (:meth:`is_pointwise`) when they share multiplicities.
+
+        The units' tables become block-diagonal (``left_merged [sum d1, sum K]``, ``right_merged``,
+        ``back_merged [sum K, sum d_out]``) and their gathers / scatters are concatenated, so the
+        whole product is two gathers, three GEMMs, one pointwise product and one ``index_add``,
+        however many units there are (MACE's convolution with one output block per path has one
+        unit per input block pair); units with another combine (``gaunt_fft``'s ``"direct"``,
+        ``"fft"``, ``"fft2"``) run on their own beside it. The zero blocks cost flops but no extra launches: this form
+        runs where :func:`eager_cpu_kernel_allowed` is false (GPUs, ``torch.compile``), while eager
+        CPU runs keep one (chunked) product per unit.
+        """
+        self._merged = False
+        self._unmerged_units: tuple[int, ...] = tuple(range(len(self.units)))
+        k_all = [k for k in range(len(self.units)) if self.is_pointwise(k)]
+        shapes = {
+            (getattr(self, f"gather1_{k}").shape[0], getattr(self, f"gather2_{k}").shape[0]) for k in k_all
+        }
+        if len(k_all) < 2 or len(shapes) > 1 or len({self._unit_mul_out[k] for k in k_all}) > 1:
+            return
+        for name in ("left", "right", "back"):
+            self.add_table(f"{name}_merged", _block_diagonal([self._tables[f"{name}_{k}"] for k in k_all]))
+        for name in ("gather1", "gather2"):
+            merged = torch.cat([getattr(self, f"{name}_{k}") for k in k_all], dim=1)
+            self.register_buffer(f"{name}_merged", merged, persistent=False)
+        mul_out = self._unit_mul_out[k_all[0]]
+        self._merged_mul_out = mul_out
+        self._unmerged_units = tuple(k for k in range(len(self.units)) if k not in k_all)
+        scatter = torch.cat([getattr(self, f"scatter_out_{k}").reshape(mul_out, -1) for k in k_all], dim=1)
+        self.register_buffer("scatter_out_merged", scatter.reshape(-1), persistent=False)
+        self._merged = True
+
     def forward(self, x1, x2, weight):
-        d = self.descriptor
-        z = x1.shape[0]
+        z, dim_out = x1.shape[0], self._dim_out
         if self.weighted:
             weight = weight.unsqueeze(0) if weight.ndim == 1 else weight  # [Z or 1, weight_numel]
             x1 = x1 * weight.index_select(1, self.weight_index_1)
             x2 = x2 * weight.index_select(1, self.weight_index_2)
+        use_merged = self._merged and not eager_cpu_kernel_allowed(x1)
         out = None
-        for k, unit in enumerate(self.units):
-            identity1, identity2, identity_out = self._identity[k]
+        for k in ("merged", *self._unmerged_units) if use_merged else range(len(self.units)):
+            merged = k == "merged"
+            identity1, identity2, identity_out = (False, False, False) if merged else self._identity[k]
             gather1, gather2 = getattr(self, f"gather1_{k}"), getattr(self, f"gather2_{k}")
             # [z, mul1, sum d1] and [z, mul2, sum d2]
             left = (
@@ -330,18 +367,20 @@ class FactorizedBackend(TensorProductBackend):
                 right = right.sum(1, keepdim=True) if right.shape[1] > 1 else right
             elif self.mode == "uvv":
                 left = left.sum(1, keepdim=True) if left.shape[1] > 1 else left
-            projected = self.product(k, left, right)  # [z, U, sum d_out]
+            if merged:  # the block-diagonal pointwise product of all units
+                t1, t2, back = (self.table(f"{name}_merged", left) for name in ("left", "right", "back"))
+                projected = ((left @ t1) * (right @ t2)) @ back
+            else:
+                projected = self.product(k, left, right)  # [z, U, sum d_out]
             scatter = getattr(self, f"scatter_out_{k}")
-            mul_out = d.irreps_out[unit.outputs[0]].mul
+            mul_out = self._merged_mul_out if merged else self._unit_mul_out[k]
             projected = projected.expand(z, mul_out, projected.shape[-1]).reshape(z, scatter.numel())
             if identity_out and len(self.units) == 1:
                 out = projected
             else:
-                out = (x1.new_zeros(z, d.irreps_out.dim) if out is None else out).index_add(
-                    1, scatter, projected
-                )
+                out = (x1.new_zeros(z, dim_out) if out is None else out).index_add(1, scatter, projected)
         if out is None:
-            out = x1.new_zeros(z, d.irreps_out.dim)
+            out = x1.new_zeros(z, dim_out)
         if self.weighted:
             out = out * weight.index_select(1, self.weight_index_out)
         return out
@@ -353,15 +392,29 @@ class FactorizedBackend(TensorProductBackend):
             self.chunked_pointwise
             and self.is_pointwise(k)
             and max(t1.shape[0], t2.shape[0]) <= CHUNK_MAX_INPUT_DIM
-            and left.device.type == "cpu"
             and left.shape[0] == right.shape[0]
-            and not torch._C._are_functorch_transforms_active()  # vmap/jacfwd need the plain ops
+            and eager_cpu_kernel_allowed(left)
         ):
             return ChunkedPointwiseProduct.apply(left, right, t1, t2, back)
+        # the plain form: three GEMMs over the whole batch (z * U rows each), one pointwise op
         return self.combine(k, left @ t1, right @ t2) @ back
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mode={self.mode}, units={len(self.units)}"
+
+
+def eager_cpu_kernel_allowed(like: torch.Tensor) -> bool:
+    """Whether a CPU-only eager autograd Function (chunked loops, ``out=`` writes) may run.
+
+    It may not while ``torch.compile`` traces (inductor fuses and tiles the plain form itself,
+    and the chunk loops with in-place writes into saved buffers are not traceable), off the CPU
+    (one kernel launch per chunk would cost more than the cache locality gains; the plain form
+    is a few large batched GEMMs there) or under functorch transforms (vmap/jacfwd need the
+    plain ops).
+    """
+    if torch.compiler.is_compiling():
+        return False
+    return like.device.type == "cpu" and not torch._C._are_functorch_transforms_active()
 
 
 #: floats of one evaluated function per chunk of :class:`ChunkedPointwiseProduct` (1 MB in
@@ -418,6 +471,17 @@ class ChunkedPointwiseProduct(torch.autograd.Function):
             torch.matmul((grad_h * f2[rows]).sum_to_size(f1[rows].shape), t1.T, out=grad_left[rows])
             torch.matmul(grad_h.mul_(f1[rows]).sum_to_size(f2[rows].shape), t2.T, out=grad_right[rows])
         return grad_left, grad_right, None, None, None
+
+
+def _block_diagonal(blocks: list[np.ndarray]) -> np.ndarray:
+    """The block-diagonal matrix of 2D ``blocks`` (float64)."""
+    rows, cols = sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)
+    out = np.zeros((rows, cols))
+    r = c = 0
+    for block in blocks:
+        out[r : r + block.shape[0], c : c + block.shape[1]] = block
+        r, c = r + block.shape[0], c + block.shape[1]
+    return out
 
 
 def _chunk_slices(z: int, floats_per_sample: int):

@@ -59,7 +59,7 @@ import torch
 
 from ... import so3
 from ...so3 import fourier_product
-from .factorized import FactorizedBackend, ProductUnit
+from .factorized import FactorizedBackend, ProductUnit, eager_cpu_kernel_allowed
 
 #: ``method="auto"`` convolves directly when ``L1 + L2`` is at most this (see module docstring).
 DIRECT_MAX_DEGREE = 0
@@ -100,8 +100,10 @@ class FFTUnitProduct(torch.autograd.Function):
     adjoints carry the conjugate-pair weights (see
     :func:`equitensor.so3.fourier_product.fft_adjoint_tables`).
 
-    The GEMMs run on the whole batch; the transforms and the pointwise product between them run
-    over chunks of it. The backward reuses the two functions' samples kept by the forward.
+    Eager CPU execution only (:func:`~equitensor.ops.backends.factorized.eager_cpu_kernel_allowed`;
+    elsewhere :func:`fft_unit_product_plain` computes the same function). The GEMMs run on the
+    whole batch; the transforms and the pointwise product between them run over chunks of it.
+    The backward reuses the two functions' samples kept by the forward.
     When a graph of the backward is requested, the backward runs as differentiable ops on the
     whole batch, so double backward works.
     """
@@ -156,6 +158,25 @@ class FFTUnitProduct(torch.autograd.Function):
         return grad_c1 @ tables["left_adjoint"], grad_c2 @ tables["right_adjoint"], None, None
 
 
+def empty_batch_product(left: torch.Tensor, right: torch.Tensor, width: int) -> torch.Tensor:
+    """The (empty) result of a product over an empty batch, ``[*batch, width]``, with both inputs
+    in its autograd graph, so that (double) backward through an empty batch works as for any other."""
+    batch = torch.broadcast_shapes(left.shape[:-1], right.shape[:-1])
+    return (left.sum(-1, keepdim=True) * right.sum(-1, keepdim=True)).expand(*batch, width)
+
+
+def fft_unit_product_plain(left, right, plan: dict, tables: dict) -> torch.Tensor:
+    """The ``"fft"`` product of :class:`FFTUnitProduct` as plain differentiable ops on the whole batch.
+
+    Used while ``torch.compile`` traces and off the CPU (one ``torch.fft`` call per transform on
+    the device, autograd derives every order of gradient; ``irfft``'s backward weighs the
+    conjugate pairs as :func:`equitensor.so3.fourier_product.fft_adjoint_tables` does).
+    """
+    c1, c2 = left @ tables["left"], right @ tables["right"]
+    g1, g2 = _synthesis(c1, plan["l1"], plan), _synthesis(c2, plan["l2"], plan)
+    return _analysis(g1 * g2, plan["vout"], "forward") @ tables["back"]
+
+
 class _Workspace:
     """Zero-padded half-spectrum buffers reused across the chunks of one call: only the bins
     ``v <= vmax`` are written, so the padding is zeroed once rather than per chunk."""
@@ -183,8 +204,7 @@ class _Workspace:
 def _chunks(plan, batch, *tensors):
     """``(slice, chunks of tensors)`` over the leading batch dimension (broadcast ones pass whole)."""
     per_sample = max(1, math.prod(batch[1:])) * plan["rows"] * plan["n_phi"]
-    # off the CPU (no mmap threshold, launch overhead per op) one chunk is the whole batch
-    size = max(1, FFT_CHUNK_FLOATS // per_sample) if tensors[0].device.type == "cpu" else max(1, batch[0])
+    size = max(1, FFT_CHUNK_FLOATS // per_sample)
     for start in range(0, batch[0], size):
         rows = slice(start, min(start + size, batch[0]))
         yield rows, tuple(t[rows] if t.shape[0] > 1 else t for t in tensors)
@@ -283,8 +303,10 @@ class GauntFFTBackend(FactorizedBackend):
         tables = {name: self.table(f"{name}_{k}", left) for name in names}
         batch = torch.broadcast_shapes(left.shape[:-1], right.shape[:-1])
         if 0 in batch:  # MKL's FFT rejects empty batches
-            return left.new_zeros(*batch, tables["back"].shape[1])
-        return FFTUnitProduct.apply(left, right, plan, tables)
+            return empty_batch_product(left, right, tables["back"].shape[1])
+        if eager_cpu_kernel_allowed(left):
+            return FFTUnitProduct.apply(left, right, plan, tables)
+        return fft_unit_product_plain(left, right, plan, tables)
 
     def is_pointwise(self, k):
         return self.unit_plans[k]["method"] == "dft"
@@ -294,7 +316,7 @@ class GauntFFTBackend(FactorizedBackend):
         l1, l2, lp = plan["l1"], plan["l2"], plan["lp"]
         batch = torch.broadcast_shapes(f1.shape[:-1], f2.shape[:-1])
         if 0 in batch:  # MKL's FFT rejects empty batches
-            return f1.new_zeros(*batch, self._tables[f"back_{k}"].shape[0])
+            return empty_batch_product(f1, f2, self._tables[f"back_{k}"].shape[0])
         if plan["method"] == "direct":
             c1 = torch.view_as_complex(
                 f1.reshape(*f1.shape[:-1], (2 * l1 + 1) ** 2, 2).contiguous()
