@@ -1,0 +1,143 @@
+"""The ``cueq`` backends (cuEquivariance) against ``cg``: same weights, same function, same derivatives.
+
+On a machine without CUDA kernels cuEquivariance runs its ``naive`` torch method, so these tests
+check our translation of the descriptor (coefficients, weight layout, layouts, indices) exactly;
+the general contract (equivariance, modes, float32, shapes) is ``tests/test_backend_contract.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("cuequivariance_torch")
+
+from equitensor.ops import ChannelwiseTensorProduct, ProductBasis  # noqa: E402
+from equitensor.ops.backends import available_backends, available_product_bases, get_backend  # noqa: E402
+from equitensor.ops.backends.registry import PRODUCT_BASES, TENSOR_PRODUCTS  # noqa: E402
+
+from .conftest import TOL  # noqa: E402
+from .helpers import force_training_results  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("default_float64")
+
+#: MACE's first convolution at small size: node features x edge harmonics (l <= 3)
+NODE_IRREPS, EDGE_IRREPS, TARGET_IRREPS = "3x0e+3x1o+3x2e", "0e+1o+2e+3o", "3x0e+3x1o+3x2e+3x3o"
+
+
+def conv_pair():
+    cg = ChannelwiseTensorProduct(NODE_IRREPS, EDGE_IRREPS, TARGET_IRREPS, backend="cg")
+    cueq = ChannelwiseTensorProduct(NODE_IRREPS, EDGE_IRREPS, TARGET_IRREPS, backend="cueq")
+    return cg, cueq
+
+
+def conv_inputs(tp, n_nodes=5, n_edges=11, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    nodes = torch.randn(n_nodes, tp.irreps_in1.dim, generator=g)
+    edges = torch.randn(n_edges, tp.irreps_in2.dim, generator=g)
+    weight = torch.randn(n_edges, tp.weight_numel, generator=g)
+    sender = torch.randint(0, n_nodes, (n_edges,), generator=g)
+    receiver = torch.randint(0, n_nodes, (n_edges,), generator=g)
+    return nodes, edges, weight, torch.stack([sender, receiver])
+
+
+def force_training_terms(call, inputs, probe):
+    """Output, first derivatives with a graph, and the gradients of a loss built on those derivatives
+    (what a force loss backpropagates: the double backward)."""
+    inputs = [t.clone().requires_grad_(True) for t in inputs]
+    out = call(*inputs)
+    energy = (out * probe).sum()
+    first = torch.autograd.grad(energy, inputs, create_graph=True)
+    loss = energy + sum((g * g).sum() for g in first)
+    second = torch.autograd.grad(loss, inputs)
+    return [out, *first, *second]
+
+
+def test_cueq_registered_with_the_package_installed():
+    assert "cueq" in available_backends() and "cueq" in available_product_bases()
+    cls = get_backend("cueq")
+    assert cls.parameterization == "per_path" and cls.exact and cls.realises_odd_paths
+
+
+def test_mace_convolution_equals_cg_with_the_same_weights():
+    cg, cueq = conv_pair()
+    assert cueq.weight_numel == cg.weight_numel and cueq.irreps_out == cg.irreps_out
+    nodes, edges, weight, edge_index = conv_inputs(cg)
+    probe = torch.randn(edges.shape[0], cg.irreps_out.dim)
+    x1 = nodes[edge_index[0]]
+    expected = force_training_terms(cg, [x1, edges, weight], probe)
+    got = force_training_terms(cueq, [x1, edges, weight], probe)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=TOL[torch.float64], rtol=0)
+
+
+def test_message_passing_equals_cg_through_the_double_backward():
+    cg, cueq = conv_pair()
+    nodes, edges, weight, edge_index = conv_inputs(cg)
+    probe = torch.randn(nodes.shape[0], cg.irreps_out.dim)
+
+    def through(tp):
+        return lambda x, y, w: tp.message_passing(x, y, w, edge_index)
+
+    expected = force_training_terms(through(cg), [nodes, edges, weight], probe)
+    got = force_training_terms(through(cueq), [nodes, edges, weight], probe)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=TOL[torch.float64], rtol=0)
+
+
+def test_fully_connected_uvw_and_mixed_modes_equal_cg():
+    """Every mode, also several modes and unweighted paths in one product (constant weight 1)."""
+    from equitensor import TensorProduct
+
+    instructions = [(0, 0, 0, "uvu", True), (1, 1, 0, "uvu", False), (0, 1, 1, "uvw", True), (1, 0, 1, "uvu", True)]
+    for shared in (False, True):
+        pair = [
+            TensorProduct("3x0e+3x1o", "0e+1o", "3x0e+3x1o", instructions, backend=name,
+                          shared_weights=shared, internal_weights=False)
+            for name in ("cg", "cueq")
+        ]  # fmt: skip
+        x1, x2 = torch.randn(4, pair[0].irreps_in1.dim), torch.randn(4, pair[0].irreps_in2.dim)
+        weight = torch.randn(*(() if shared else (4,)), pair[0].weight_numel)
+        torch.testing.assert_close(pair[1](x1, x2, weight), pair[0](x1, x2, weight), atol=TOL[torch.float64], rtol=0)
+
+
+@pytest.mark.parametrize(
+    "irreps_in,irreps_out,correlation",
+    [("3x0e+3x1o+3x2e+3x3o", "3x0e+3x1o", 3), ("2x0e+2x1o+2x2e", "2x0e+2x1o+2x2e", 2)],
+)
+def test_product_basis_equals_cg_with_the_same_parameters(irreps_in, irreps_out, correlation):
+    cg = ProductBasis(irreps_in, irreps_out, correlation, num_elements=3, backend="cg")
+    cueq = ProductBasis(irreps_in, irreps_out, correlation, num_elements=3, backend="cueq")
+    assert cueq.state_dict().keys() == cg.state_dict().keys()
+    cueq.load_state_dict(cg.state_dict())
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(7, cg.irreps_in.dim, generator=g)
+    elements = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 2, 1, 0, 1]), 3).to(x.dtype)
+    r, s = torch.randn(7, cg.irreps_out.dim, generator=g), torch.randn(7, cg.irreps_in.dim, generator=g)
+    for a, b in zip(force_training_results(cueq, x, elements, r, s), force_training_results(cg, x, elements, r, s)):
+        torch.testing.assert_close(a, b, atol=TOL[torch.float64], rtol=0)
+
+
+def test_cuequivariance_tables_stay_out_of_the_state_dict():
+    """Checkpoints of cueq models hold the same tensors as cg's (tables are rebuilt at load)."""
+    cg, cueq = conv_pair()
+    assert set(cueq.state_dict()) == set(cg.state_dict())
+
+
+def test_missing_package_names_the_extra(monkeypatch):
+    """Without cuequivariance-torch: not listed, and asking for it says what to install."""
+    monkeypatch.setitem(sys.modules, "cuequivariance_torch", None)
+    for registry in (TENSOR_PRODUCTS, PRODUCT_BASES):
+        monkeypatch.delitem(registry.registered, "cueq", raising=False)
+    assert "cueq" not in available_backends() and "cueq" not in available_product_bases()
+    with pytest.raises(ImportError, match=r'pip install "equitensor\[cueq\]"'):
+        ChannelwiseTensorProduct(NODE_IRREPS, EDGE_IRREPS, TARGET_IRREPS, backend="cueq")
+    with pytest.raises(ImportError, match="cuequivariance-ops-torch"):
+        ProductBasis("2x0e+2x1o", "2x0e", 2, num_elements=1, backend="cueq")
+    # importing the module directly says the same
+    monkeypatch.delitem(sys.modules, "equitensor.ops.backends.cueq", raising=False)
+    with pytest.raises(ImportError, match=r"equitensor\[cueq\]"):
+        importlib.import_module("equitensor.ops.backends.cueq")
