@@ -1,4 +1,4 @@
-"""``convert_backends`` and ``load_model(..., conv_backend=, product_backend=)``: same function, weights carried."""
+"""``convert_backends`` and ``load_model(..., conv_backend=, product_backend=)``: same function."""
 
 from __future__ import annotations
 

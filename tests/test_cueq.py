@@ -92,16 +92,21 @@ def test_fully_connected_uvw_and_mixed_modes_equal_cg():
     """Every mode, also several modes and unweighted paths in one product (constant weight 1)."""
     from equitensor import TensorProduct
 
-    instructions = [(0, 0, 0, "uvu", True), (1, 1, 0, "uvu", False), (0, 1, 1, "uvw", True), (1, 0, 1, "uvu", True)]
-    for shared in (False, True):
+    instructions = [
+        (0, 0, 0, "uvu", True), (1, 1, 0, "uvu", False, 0.5), (0, 1, 1, "uvw", True), (1, 0, 1, "uvu", True),
+    ]  # fmt: skip
+    normalizations = [("component", "element"), ("norm", "path")]
+    for shared, (irrep_normalization, path_normalization) in zip((False, True), normalizations):
         pair = [
             TensorProduct("3x0e+3x1o", "0e+1o", "3x0e+3x1o", instructions, backend=name,
-                          shared_weights=shared, internal_weights=False)
+                          shared_weights=shared, internal_weights=False,
+                          irrep_normalization=irrep_normalization, path_normalization=path_normalization)
             for name in ("cg", "cueq")
         ]  # fmt: skip
         x1, x2 = torch.randn(4, pair[0].irreps_in1.dim), torch.randn(4, pair[0].irreps_in2.dim)
         weight = torch.randn(*(() if shared else (4,)), pair[0].weight_numel)
-        torch.testing.assert_close(pair[1](x1, x2, weight), pair[0](x1, x2, weight), atol=TOL[torch.float64], rtol=0)
+        expected = pair[0](x1, x2, weight)
+        torch.testing.assert_close(pair[1](x1, x2, weight), expected, atol=TOL[torch.float64], rtol=0)
 
 
 @pytest.mark.parametrize(
@@ -117,7 +122,8 @@ def test_product_basis_equals_cg_with_the_same_parameters(irreps_in, irreps_out,
     x = torch.randn(7, cg.irreps_in.dim, generator=g)
     elements = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 2, 1, 0, 1]), 3).to(x.dtype)
     r, s = torch.randn(7, cg.irreps_out.dim, generator=g), torch.randn(7, cg.irreps_in.dim, generator=g)
-    for a, b in zip(force_training_results(cueq, x, elements, r, s), force_training_results(cg, x, elements, r, s)):
+    expected = force_training_results(cg, x, elements, r, s)
+    for a, b in zip(force_training_results(cueq, x, elements, r, s), expected):
         torch.testing.assert_close(a, b, atol=TOL[torch.float64], rtol=0)
 
 
@@ -141,3 +147,8 @@ def test_missing_package_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "equitensor.ops.backends.cueq", raising=False)
     with pytest.raises(ImportError, match=r"equitensor\[cueq\]"):
         importlib.import_module("equitensor.ops.backends.cueq")
+
+
+def test_product_basis_refuses_correlations_cuequivariance_cannot_run():
+    with pytest.raises(ValueError, match="correlation=5"):
+        ProductBasis("2x0e+2x1o", "2x0e", 5, num_elements=1, backend="cueq")

@@ -149,12 +149,12 @@ def mapped_state_dict(source: torch.nn.Module, target: torch.nn.Module) -> dict[
         return {k for k in names if k in parameters or not k.startswith(backend_prefixes)}
 
     wanted, available = carried(target_state, target_parameters), carried(source_state, source_parameters)
-    mismatched = sorted(
-        (wanted ^ available) | {k for k in wanted & available if source_state[k].shape != target_state[k].shape}
-    )
+    reshaped = {k for k in wanted & available if source_state[k].shape != target_state[k].shape}
+    mismatched = sorted((wanted ^ available) | reshaped)
     if mismatched:
         raise ValueError(
             f"the converted model's parameters do not match the source's: {mismatched[:8]}"
-            f"{' ...' if len(mismatched) > 8 else ''} (name or shape); the backends do not share a weight layout"
+            f"{' ...' if len(mismatched) > 8 else ''} (name or shape); "
+            "the backends do not share a weight layout"
         )
     return {k: source_state[k] if k in wanted else v for k, v in target_state.items()}

@@ -11,9 +11,10 @@ normalisation conventions never enter.
 
 Execution (``cuequivariance_torch.SegmentedPolynomial``):
 
-* on CUDA with ``cuequivariance-ops-torch`` installed: the ``uniform_1d`` kernel when every
-  segment of an operand has one shape after flattening (MACE's convolution ``uvu`` with
-  edge harmonics of multiplicity 1), else ``fused_tp``;
+* on CUDA with ``cuequivariance-ops-torch`` installed: the first kernel cuEquivariance accepts
+  for the polynomial, ``uniform_1d`` (every segment of an operand one shape after flattening:
+  MACE's convolution ``uvu`` with edge harmonics of multiplicity 1) or ``fused_tp`` (in the
+  default dtype at construction);
 * elsewhere (CPU, or no kernels): cuEquivariance's ``naive`` method (one ``einsum`` per path,
   plain torch autograd, any device and any order of derivative).
 
@@ -87,7 +88,8 @@ class MulIrToIrMul(torch.nn.Module):
         out = []
         for piece, (mul, dim) in zip(pieces, self.blocks):
             shape = (dim, mul) if self.inverse else (mul, dim)
-            out.append(piece.reshape(*x.shape[:-1], *shape).transpose(-1, -2).reshape(*x.shape[:-1], mul * dim))
+            batch = x.shape[:-1]
+            out.append(piece.reshape(*batch, *shape).transpose(-1, -2).reshape(*batch, mul * dim))
         return torch.cat(out, dim=-1)
 
 
@@ -104,7 +106,8 @@ def mode_polynomial(descriptor: TensorProductDescriptor, mode: str):
     ``instruction.coefficient * wigner_3j(l1, l2, l3)`` (equitensor's tables).
     """
     stp = cue.SegmentedTensorProduct.from_subscripts(SUBSCRIPTS[mode])
-    for operand, irreps in ((1, descriptor.irreps_in1), (2, descriptor.irreps_in2), (3, descriptor.irreps_out)):
+    operands = ((1, descriptor.irreps_in1), (2, descriptor.irreps_in2), (3, descriptor.irreps_out))
+    for operand, irreps in operands:
         for mul, ir in irreps:
             stp.add_segment(operand, (ir.dim, mul))
     for ins in descriptor.instructions:
@@ -126,8 +129,11 @@ def polynomial_modules(polynomial, name: str) -> tuple[torch.nn.Module, torch.nn
     if not HAS_CUDA_KERNELS:
         return naive, None
     for method in KERNEL_METHODS:
+        # fused_tp computes in float32 unless told otherwise: use the dtype the model is built in
+        math_dtype = torch.get_default_dtype() if method == "fused_tp" else None
         try:
-            return naive, _constants_only(cuet.SegmentedPolynomial(polynomial, method=method, name=name))
+            kernel = cuet.SegmentedPolynomial(polynomial, method=method, math_dtype=math_dtype, name=name)
+            return naive, _constants_only(kernel)
         except (ValueError, AssertionError, RuntimeError, NotImplementedError):
             continue
     return naive, None
@@ -176,7 +182,10 @@ class CueqBackend(TensorProductBackend):
             index = []
             for ins, piece in zip(descriptor.instructions, slices):
                 if ins.mode == mode:
-                    index += list(range(piece.start, piece.stop)) if piece else [ones] * _block_numel(descriptor, ins)
+                    if piece is None:
+                        index += [ones] * math.prod(_weight_shape(descriptor, ins))
+                    else:
+                        index += list(range(piece.start, piece.stop))
             name = f"weight_index_{mode}"
             if index == list(range(self.weight_numel)):
                 self._weight_index_names.append(None)  # the flat weights as they are
@@ -213,6 +222,8 @@ class CueqBackend(TensorProductBackend):
             module = self.kernels[k] if use_kernel else self.naive[k]
             [part] = module([w, x1, x2], input_indices, output_shapes, output_indices)
             out = part if out is None else out + part
+        if out is None:  # no instructions: the zero map
+            return x1.new_zeros(x1.shape[0] if n_out is None else n_out, self.descriptor.irreps_out.dim)
         return self.to_mul_ir(out)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -224,12 +235,8 @@ class CueqBackend(TensorProductBackend):
         return self._run(x1, x2, weight, x1.shape[0], sender, receiver)
 
 
-
 def _weight_shape(descriptor: TensorProductDescriptor, ins) -> tuple[int, ...]:
     """The weight block shape of an instruction's mode (also for an unweighted instruction)."""
-    muls = (descriptor.irreps_in1[ins.i_in1].mul, descriptor.irreps_in2[ins.i_in2].mul, descriptor.irreps_out[ins.i_out].mul)
-    return WEIGHT_SHAPES[ins.mode](*muls)
+    d = descriptor
+    return WEIGHT_SHAPES[ins.mode](d.irreps_in1[ins.i_in1].mul, d.irreps_in2[ins.i_in2].mul, d.irreps_out[ins.i_out].mul)
 
-
-def _block_numel(descriptor: TensorProductDescriptor, ins) -> int:
-    return math.prod(_weight_shape(descriptor, ins))

@@ -65,7 +65,17 @@ class CueqSymmetricContraction(SymmetricContractionBackend):
     Option ``method`` of ``cg`` is not taken: the execution is cuEquivariance's (module docstring).
     """
 
+    #: cuEquivariance's naive method runs products of at most 5 inputs (the weights and ``x``
+    #: repeated ``correlation`` times)
+    MAX_CORRELATION = 4
+
     def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int):
+        if correlation > self.MAX_CORRELATION:
+            raise ValueError(
+                f"cueq product basis: correlation={correlation} is above {self.MAX_CORRELATION}, the most "
+                "cuEquivariance's torch execution takes (weights and x repeated correlation times); "
+                'use product_backend="cg" for higher body orders'
+            )
         super().__init__(irreps_in, irreps_out, correlation, num_elements, method="naive")
         orders = range(1, self.correlation + 1)
         polynomial = cue.SegmentedPolynomial.stack(
@@ -77,7 +87,10 @@ class CueqSymmetricContraction(SymmetricContractionBackend):
         self.kernel = kernel if kernel is not None else torch.nn.Identity()
         # the stacked weight operand runs over orders, then blocks: cg's parameters in that order
         self._order_major_names = [
-            f"out{o}_nu{nu}" for nu in orders for o in range(len(self.irreps_out)) if f"out{o}_nu{nu}" in self.weights
+            name
+            for nu in orders
+            for o in range(len(self.irreps_out))
+            if (name := f"out{o}_nu{nu}") in self.weights
         ]
         self.to_ir_mul = MulIrToIrMul(block_shapes(self.irreps_in))
         self.to_mul_ir = MulIrToIrMul(block_shapes(self.irreps_out), inverse=True)
@@ -93,4 +106,6 @@ class CueqSymmetricContraction(SymmetricContractionBackend):
         return self.to_mul_ir(out)
 
     def extra_repr(self) -> str:
-        return f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, paths={len(self.paths)}"
+        return (
+            f"{self.irreps_in} -> {self.irreps_out}, correlation={self.correlation}, paths={len(self.paths)}"
+        )

@@ -57,7 +57,9 @@ class _Registry:
     def available_builtin(self) -> set[str]:
         """Built-in names whose optional package (if any) is installed."""
         return {
-            name for name in self.builtin if name not in OPTIONAL_BACKENDS or _importable(OPTIONAL_BACKENDS[name][0])
+            name
+            for name in self.builtin
+            if name not in OPTIONAL_BACKENDS or _importable(OPTIONAL_BACKENDS[name][0])
         }
 
     def names(self) -> list[str]:
