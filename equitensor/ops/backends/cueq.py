@@ -237,6 +237,6 @@ class CueqBackend(TensorProductBackend):
 
 def _weight_shape(descriptor: TensorProductDescriptor, ins) -> tuple[int, ...]:
     """The weight block shape of an instruction's mode (also for an unweighted instruction)."""
-    d = descriptor
-    return WEIGHT_SHAPES[ins.mode](d.irreps_in1[ins.i_in1].mul, d.irreps_in2[ins.i_in2].mul, d.irreps_out[ins.i_out].mul)
+    mul1, mul2 = descriptor.irreps_in1[ins.i_in1].mul, descriptor.irreps_in2[ins.i_in2].mul
+    return WEIGHT_SHAPES[ins.mode](mul1, mul2, descriptor.irreps_out[ins.i_out].mul)
 
