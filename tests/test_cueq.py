@@ -152,3 +152,21 @@ def test_missing_package_names_the_extra(monkeypatch):
 def test_product_basis_refuses_correlations_cuequivariance_cannot_run():
     with pytest.raises(ValueError, match="correlation=5"):
         ProductBasis("2x0e+2x1o", "2x0e", 5, num_elements=1, backend="cueq")
+
+
+def test_cuequivariance_clebsch_gordan_is_ours_times_sqrt_2l3_plus_1():
+    """Documents the convention relation (docs/backends.md): cuEquivariance's ``O3`` Clebsch-Gordan
+    tables have e3nn >= 0.5's phases and basis order, normalised as ``so3.clebsch_gordan``. The
+    backend does not rely on it (it writes equitensor's own tables), so a change here is a
+    documentation change, not a numerical one."""
+    import cuequivariance as cue
+    import numpy as np
+
+    from equitensor import so3
+
+    for l1 in range(4):
+        for l2 in range(4):
+            for l3 in range(abs(l1 - l2), min(l1 + l2, 3) + 1):
+                irreps = [cue.O3(l, (-1) ** l) for l in (l1, l2)] + [cue.O3(l3, (-1) ** (l1 + l2))]
+                [theirs] = cue.clebsch_gordan(*irreps)
+                np.testing.assert_allclose(theirs, so3.clebsch_gordan(l1, l2, l3), atol=1e-12, rtol=0)
