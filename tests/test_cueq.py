@@ -127,6 +127,25 @@ def test_product_basis_equals_cg_with_the_same_parameters(irreps_in, irreps_out,
         torch.testing.assert_close(a, b, atol=TOL[torch.float64], rtol=0)
 
 
+def test_a_float32_round_trip_keeps_the_float64_coefficients():
+    """``.float().double()`` must not round cuEquivariance's tables (as our own tables)."""
+    cg, cueq = conv_pair()
+    basis_cg = ProductBasis("2x0e+2x1o+2x2e", "2x0e+2x1o", 3, num_elements=2, backend="cg")
+    basis = ProductBasis("2x0e+2x1o+2x2e", "2x0e+2x1o", 3, num_elements=2, backend="cueq")
+    basis.load_state_dict(basis_cg.state_dict())
+    cueq.float().double()
+    basis.float().double()
+    basis.load_state_dict(basis_cg.state_dict())  # the parameters themselves were rounded
+    nodes, edges, weight, edge_index = conv_inputs(cg)
+    torch.testing.assert_close(
+        cueq.message_passing(nodes, edges, weight, edge_index),
+        cg.message_passing(nodes, edges, weight, edge_index), atol=TOL[torch.float64], rtol=0,
+    )  # fmt: skip
+    x = torch.randn(3, basis.irreps_in.dim)
+    elements = torch.eye(2)[[0, 1, 1]]
+    torch.testing.assert_close(basis(x, elements), basis_cg(x, elements), atol=TOL[torch.float64], rtol=0)
+
+
 def test_cuequivariance_tables_stay_out_of_the_state_dict():
     """Checkpoints of cueq models hold the same tensors as cg's (tables are rebuilt at load)."""
     cg, cueq = conv_pair()

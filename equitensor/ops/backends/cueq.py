@@ -150,7 +150,32 @@ def _constants_only(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-class CueqBackend(TensorProductBackend):
+class KeepsCuequivarianceConstants(torch.nn.Module):
+    """Casting the module (``.float()``, ``.double()``, ``.to(dtype)``) leaves cuEquivariance's
+    coefficient buffers in the dtype they were built in (float64), only moving their device.
+
+    Its ``naive`` method casts them to the inputs' dtype at each call, so a model cast to float32
+    and back computes with the exact float64 coefficients again (our ``ConstantTables`` rule).
+    """
+
+    def keep_constants(self, *modules: torch.nn.Module) -> None:
+        """Record the floating-point buffers of ``modules`` (call once, after building them)."""
+        self._cueq_constants = [
+            (sub, name, buffer.detach().clone())
+            for module in modules
+            for sub in module.modules()
+            for name, buffer in sub._buffers.items()
+            if buffer is not None and buffer.is_floating_point()
+        ]
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        for sub, name, master in getattr(self, "_cueq_constants", ()):
+            sub._buffers[name] = master.to(sub._buffers[name].device)
+        return result
+
+
+class CueqBackend(KeepsCuequivarianceConstants, TensorProductBackend):
     """``cg``'s map (same weights, same ``weight_numel``) executed by cuEquivariance.
 
     Every connection mode is supported; the instructions of each mode form one cuEquivariance
@@ -192,6 +217,7 @@ class CueqBackend(TensorProductBackend):
             else:
                 self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
                 self._weight_index_names.append(name)
+        self.keep_constants(self.naive, self.kernels)
         self.to_ir_mul1 = MulIrToIrMul(block_shapes(descriptor.irreps_in1))
         self.to_ir_mul2 = MulIrToIrMul(block_shapes(descriptor.irreps_in2))
         self.to_mul_ir = MulIrToIrMul(block_shapes(descriptor.irreps_out), inverse=True)

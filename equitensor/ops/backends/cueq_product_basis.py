@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ...so3.coupling import monomial_coupling
-from .cueq import INSTALL_HINT, MulIrToIrMul, block_shapes, polynomial_modules
+from .cueq import INSTALL_HINT, KeepsCuequivarianceConstants, MulIrToIrMul, block_shapes, polynomial_modules
 from .symmetric_contraction import SymmetricContractionBackend
 
 try:
@@ -59,7 +59,7 @@ def order_polynomial(irreps_in, irreps_out, nu: int, channels: int):
     )
 
 
-class CueqSymmetricContraction(SymmetricContractionBackend):
+class CueqSymmetricContraction(KeepsCuequivarianceConstants, SymmetricContractionBackend):
     """The ``cg`` product basis (same parameters) executed by cuEquivariance.
 
     Option ``method`` of ``cg`` is not taken: the execution is cuEquivariance's (module docstring).
@@ -85,6 +85,7 @@ class CueqSymmetricContraction(SymmetricContractionBackend):
         self.naive, kernel = polynomial_modules(polynomial, "equitensor_cueq_symmetric_contraction")
         self.has_kernel = kernel is not None
         self.kernel = kernel if kernel is not None else torch.nn.Identity()
+        self.keep_constants(self.naive, self.kernel)
         # the stacked weight operand runs over orders, then blocks: cg's parameters in that order
         self._order_major_names = [
             name
