@@ -23,8 +23,13 @@ def save_model(model, path) -> None:
     )
 
 
-def load_model(path, map_location="cpu"):
-    """Rebuild the model saved by :func:`save_model` (same dtype as saved, on ``map_location``)."""
+def load_model(path, map_location="cpu", conv_backend: str | None = None, product_backend: str | None = None):
+    """Rebuild the model saved by :func:`save_model` (same dtype as saved, on ``map_location``).
+
+    ``conv_backend`` / ``product_backend`` (default: as saved) move it to other backends with the
+    same function, as :func:`~equitensor.models.convert_backends` (``ValueError`` when the
+    weights do not carry over), e.g. a model trained on CPU with ``cg`` run with ``cueq`` on GPU.
+    """
     from .mace import MACE
 
     payload = torch.load(Path(path), map_location=map_location, weights_only=True)
@@ -39,4 +44,8 @@ def load_model(path, map_location="cpu"):
     finally:
         torch.set_default_dtype(previous)
     model.load_state_dict(state)
+    if conv_backend is not None or product_backend is not None:
+        from .convert import convert_backends
+
+        model = convert_backends(model, conv_backend=conv_backend, product_backend=product_backend)
     return model.to(map_location)

@@ -14,7 +14,25 @@ and subclass :class:`~equitensor.ops.backends.base.ProductBasisBackend`.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from importlib import metadata
+
+#: built-in backends that need an optional package: name -> (module it needs, how to install it).
+OPTIONAL_BACKENDS = {
+    "cueq": (
+        "cuequivariance_torch",
+        'pip install "equitensor[cueq]" (on a GPU machine also pip install cuequivariance-ops-torch-cu12 '
+        "for the CUDA kernels)",
+    ),
+}
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (``sys.modules[module] = None`` hides it)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
 
 
 class _Registry:
@@ -36,8 +54,16 @@ class _Registry:
     def entry_points(self) -> dict[str, metadata.EntryPoint]:
         return {ep.name: ep for ep in metadata.entry_points(group=self.group)}
 
+    def available_builtin(self) -> set[str]:
+        """Built-in names whose optional package (if any) is installed."""
+        return {
+            name
+            for name in self.builtin
+            if name not in OPTIONAL_BACKENDS or _importable(OPTIONAL_BACKENDS[name][0])
+        }
+
     def names(self) -> list[str]:
-        return sorted(set(self.builtin) | set(self.registered) | set(self.entry_points()))
+        return sorted(self.available_builtin() | set(self.registered) | set(self.entry_points()))
 
     def get(self, name: str) -> type:
         if not isinstance(name, str):
@@ -45,6 +71,12 @@ class _Registry:
         if name in self.registered:
             return self.registered[name]
         if name in self.builtin:
+            if name in OPTIONAL_BACKENDS and not _importable(OPTIONAL_BACKENDS[name][0]):
+                needed, install = OPTIONAL_BACKENDS[name]
+                raise ImportError(
+                    f"{self.kind} backend {name!r} needs the optional package {needed!r}, which is not "
+                    f"installed: {install}"
+                )
             module, attr = self.builtin[name].split(":")
             cls = getattr(importlib.import_module(module), attr)
         else:
@@ -70,6 +102,7 @@ TENSOR_PRODUCTS = _Registry(
         "gaunt_grid": "equitensor.ops.backends.gaunt_grid:GauntGridBackend",
         "gaunt_fft": "equitensor.ops.backends.gaunt_fft:GauntFFTBackend",
         "cp": "equitensor.ops.backends.cp:CPBackend",
+        "cueq": "equitensor.ops.backends.cueq:CueqBackend",
     },
 )
 PRODUCT_BASES = _Registry(
@@ -80,6 +113,7 @@ PRODUCT_BASES = _Registry(
         "gaunt_grid": "equitensor.ops.backends.gaunt_product_basis:GauntGridProductBasis",
         "gaunt_fft": "equitensor.ops.backends.gaunt_product_basis:GauntFFTProductBasis",
         "cp": "equitensor.ops.backends.gaunt_product_basis:CPProductBasis",
+        "cueq": "equitensor.ops.backends.cueq_product_basis:CueqSymmetricContraction",
     },
 )
 

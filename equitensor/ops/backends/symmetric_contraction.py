@@ -401,6 +401,9 @@ class SymmetricContractionBackend(ProductBasisBackend):
     Option ``method``: ``"auto"`` (default), ``"fused"`` or ``"naive"`` (see the module docstring).
     """
 
+    #: what the parameters mean (read by backend conversion): MACE's symmetric contraction weights
+    parameterization = "mace_symmetric_contraction"
+
     def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, method: str = "auto"):
         super().__init__(irreps_in, irreps_out, correlation, num_elements)
         if method not in METHODS:
