@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
@@ -42,7 +41,7 @@ def read_torch_file(path, map_location="cpu", what: str = "a model file", about:
         )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError, pickle.UnpicklingError) as error:
+    except Exception as error:  # noqa: BLE001 - torch's unpickler raises anything on foreign bytes
         raise ModelFileError(
             f"{path} cannot be read as {what}: it is truncated, corrupt or not a torch file "
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); {about}"

@@ -110,11 +110,9 @@ def open_graphs(
         raise FileNotFoundError(f"dataset not found: {path}")
     if "allow_pickle" in options:
         raise ConfigError(PICKLE_FROM_FILE)
-    options = dict(options)
-    if allow_pickle and detect_format(path) == "lmdb":
-        options["allow_pickle"] = True
+    permission = {"allow_pickle": True} if allow_pickle and detect_format(path) == "lmdb" else {}
     try:
-        reader = open_dataset(path, **options)
+        reader = open_dataset(path, **options, **permission)
     except TypeError as error:  # an option the reader of this format does not take
         raise ConfigError(f"data.options {options} for {path}: {error}") from error
     graphs = GraphDataset(reader, r_max=r_max)
