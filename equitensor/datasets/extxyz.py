@@ -252,8 +252,8 @@ class ExtXYZReader(FrameReader):
                 self.path,
                 f"labels cannot be read: {err}",
                 k,
-                f"the energy ({self.keys[0]!r}) must be a number, forces ({self.keys[1]!r}) 3 numbers per atom, "
-                f"stress ({self.keys[2]!r}) 6 or 9 numbers",
+                f"the energy ({self.keys[0]!r}) must be a number, forces ({self.keys[1]!r}) 3 numbers "
+                f"per atom, stress ({self.keys[2]!r}) 6 or 9 numbers",
             ) from err
 
     @property

@@ -116,10 +116,12 @@ def validate_frame(
     if not np.isfinite(atoms.cell.array).all():
         raise DatasetError(path, "cell has non-finite entries", index)
     periodic_rows = atoms.cell.array[np.asarray(atoms.pbc, dtype=bool)]
-    if len(periodic_rows) and np.linalg.matrix_rank(periodic_rows, tol=1e-10 * max(1.0, np.abs(periodic_rows).max())) < len(periodic_rows):
+    tolerance = 1e-10 * max(1.0, float(np.abs(periodic_rows).max(initial=0.0)))
+    if len(periodic_rows) and np.linalg.matrix_rank(periodic_rows, tol=tolerance) < len(periodic_rows):
         raise DatasetError(
             path,
-            f"cell {atoms.cell.array.tolist()} is singular along its periodic directions (pbc={atoms.pbc.tolist()})",
+            f"cell {atoms.cell.array.tolist()} is singular along its periodic directions "
+            f"(pbc={atoms.pbc.tolist()})",
             index,
             "give independent lattice vectors for the periodic directions, or set pbc=False along the others",
         )

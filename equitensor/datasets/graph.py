@@ -115,7 +115,9 @@ def check_no_coincident_atoms(atoms: Atoms, i: np.ndarray, j: np.ndarray, shifts
     if pair is None:  # exactly coincident atoms give zero-length pairs, which the neighbour list omits
         keys = atoms.get_scaled_positions(wrap=True) if np.asarray(atoms.pbc).all() else pos
         keys = np.round(keys, 9) % 1.0 if np.asarray(atoms.pbc).all() else keys
-        _, first, inverse, counts = np.unique(keys, axis=0, return_index=True, return_inverse=True, return_counts=True)
+        _, first, inverse, counts = np.unique(
+            keys, axis=0, return_index=True, return_inverse=True, return_counts=True
+        )
         repeated = np.flatnonzero(counts[inverse.reshape(-1)] > 1)
         if repeated.size:
             second = int(repeated[1])

@@ -73,7 +73,9 @@ def load_model(path, map_location="cpu"):
 
     payload = read_torch_file(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not an equitensor model file (expected format {FORMAT!r}); {MODEL_FILE}")
+        raise ModelFileError(
+            f"{path} is not an equitensor model file (expected format {FORMAT!r}); {MODEL_FILE}"
+        )
     state = payload["state_dict"]
     dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.get_default_dtype())
     previous = torch.get_default_dtype()

@@ -90,7 +90,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     state = read_torch_file(path, map_location, "a training checkpoint", CHECKPOINT_FILE)
     if not isinstance(state, dict) or "progress" not in state or "model" not in state:
         raise ModelFileError(
-            f"{path}: not an equitensor training checkpoint (no 'progress'/'model' entries); {CHECKPOINT_FILE}"
+            f"{path}: not an equitensor training checkpoint (no 'progress'/'model' entries); "
+            + CHECKPOINT_FILE
         )
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(

@@ -137,7 +137,9 @@ def _train(args) -> int:
         if cfg.train.threads is not None:
             torch.set_num_threads(cfg.train.threads)
         check_model_settings(cfg.model)
-        replaced = prepare_out_dir(cfg.train.out_dir, resume is not None, args.overwrite) if ctx.is_main else []
+        replaced = []
+        if ctx.is_main:
+            replaced = prepare_out_dir(cfg.train.out_dir, resume is not None, args.overwrite)
         seed_everything(cfg.train.seed)
         splits = prepare_data(cfg.data, cfg.model.r_max, cfg.train.seed, ctx, allow_pickle=args.allow_pickle)
         stats = compute_statistics(splits.train, cfg.data)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -39,7 +40,6 @@ __all__ = [
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 BUILTIN_CONFIGS = ("demo", "oc20_s2ef", "ethanol", "3bpa")
-
 
 #: why ``allow_pickle`` is refused in ``data.options`` (configs, checkpoints, ``--option``)
 PICKLE_FROM_FILE = (
@@ -416,8 +416,6 @@ def validate(cfg: Config) -> None:
 
 def _validate_model_and_optim(cfg: Config, where: str) -> None:
     """Ranges of the model and optimiser settings that need no data (checked before any is read)."""
-    import math
-
     at_least = {
         "model.num_bessel": (cfg.model.num_bessel, 1),
         "model.num_polynomial_cutoff": (cfg.model.num_polynomial_cutoff, 1),
@@ -433,7 +431,9 @@ def _validate_model_and_optim(cfg: Config, where: str) -> None:
     if not (isinstance(correlation, int) and not isinstance(correlation, bool) and correlation >= 1):
         raise ConfigError(f"{where}: model.correlation must be an integer >= 1, got {correlation!r}")
     if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in cfg.model.radial_MLP):
-        raise ConfigError(f"{where}: model.radial_MLP must be a list of positive widths, got {cfg.model.radial_MLP}")
+        raise ConfigError(
+            f"{where}: model.radial_MLP must be a list of positive widths, got {cfg.model.radial_MLP}"
+        )
     finite = {
         "optim.lr": cfg.optim.lr,
         "optim.min_lr": cfg.optim.min_lr,
@@ -451,7 +451,9 @@ def _validate_model_and_optim(cfg: Config, where: str) -> None:
     if cfg.optim.weight_decay < 0:
         raise ConfigError(f"{where}: optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
     if cfg.optim.clip_grad_norm is not None and not cfg.optim.clip_grad_norm > 0:
-        raise ConfigError(f"{where}: optim.clip_grad_norm must be > 0 or null, got {cfg.optim.clip_grad_norm}")
+        raise ConfigError(
+            f"{where}: optim.clip_grad_norm must be > 0 or null, got {cfg.optim.clip_grad_norm}"
+        )
     if not 0 < cfg.optim.plateau_factor < 1:
         raise ConfigError(f"{where}: optim.plateau_factor must be in (0, 1), got {cfg.optim.plateau_factor}")
     if not all(0 <= b < 1 for b in cfg.optim.betas):

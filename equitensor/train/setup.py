@@ -309,10 +309,8 @@ def check_model_settings(cfg: ModelConfig) -> None:
     except TypeError as error:  # an ``extra`` key the constructor does not take
         raise ConfigError(f"model.extra {cfg.extra}: {error}") from error
     except (ValueError, KeyError, RuntimeError, AssertionError) as error:
-        settings = ", ".join(
-            f"{k}={getattr(cfg, k)!r}"
-            for k in ("hidden_irreps", "MLP_irreps", "max_ell", "correlation", "conv_backend", "product_backend")
-        )
+        names = ("hidden_irreps", "MLP_irreps", "max_ell", "correlation", "conv_backend", "product_backend")
+        settings = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in names)
         raise ConfigError(f"model settings cannot build a model ({settings}): {error}") from error
 
 
