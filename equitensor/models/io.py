@@ -34,7 +34,7 @@ def read_torch_file(path, map_location="cpu", what: str = "a model file", about:
     if path.is_dir():
         raise ModelFileError(f"{path} is a directory, not {what}; {about}")
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise FileNotFoundError(f"{what.split(' ', 1)[-1]} not found: {path}")
     if path.stat().st_size == 0:
         raise ModelFileError(
             f"{path} is empty (0 bytes), not {what}: it was cut off before anything was written; {about}"
