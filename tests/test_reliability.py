@@ -184,6 +184,14 @@ def test_resume_applies_changed_lr_and_reports_it(tmp_path, capsys):
     assert trainer.optimizer.param_groups[0]["weight_decay"] == 0.001
 
 
+def test_resume_sets_the_plateau_schedules_lr(tmp_path):
+    first = ["optim.scheduler=plateau", "optim.plateau_patience=0", "optim.plateau_factor=0.5"]
+    _pair_run(tmp_path, first).fit()
+    trainer = _pair_run(tmp_path, ["optim.scheduler=plateau", "optim.plateau_patience=3", "optim.lr=0.05"])
+    trainer.load_state(tmp_path / "checkpoint.pt")
+    assert trainer.lr == 0.05 and trainer.scheduler.patience == 3 and trainer.scheduler.factor == 0.8
+
+
 def test_resume_with_same_settings_keeps_the_restored_lr(tmp_path):
     first = _pair_run(tmp_path)
     first.fit()
