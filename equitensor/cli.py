@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 COMMAND_GROUPS = (
@@ -16,6 +17,18 @@ COMMAND_GROUPS = (
     "equitensor.datasets.cli:add_data_commands",
     "equitensor.bench.cli:add_bench_commands",
 )
+
+
+def fail(command: str, error: BaseException) -> int:
+    """Report an input error of ``equitensor COMMAND`` as one message (no traceback); exit status 2.
+
+    ``EQUITENSOR_DEBUG=1`` re-raises it for the full traceback.
+    """
+    if os.environ.get("EQUITENSOR_DEBUG"):
+        raise error
+    print(f"equitensor {command}: error: {error}", file=sys.stderr)
+    print("(set EQUITENSOR_DEBUG=1 for the full traceback)", file=sys.stderr)
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:

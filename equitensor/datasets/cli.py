@@ -8,15 +8,19 @@ an exit status. ``python -m equitensor.datasets.cli data info PATH`` runs them s
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 __all__ = ["add_data_commands", "main"]
 
 
-def _reader_options(args: argparse.Namespace) -> dict:
+def _reader_options(args: argparse.Namespace, path: str) -> dict:
+    from .dispatch import detect_format
+
     opts = {}
-    if getattr(args, "allow_pickle", False):
+    # the permission matters only where values are pickles (legacy LMDB); other readers take no such option
+    if getattr(args, "allow_pickle", False) and detect_format(path) == "lmdb":
         opts["allow_pickle"] = True
     if getattr(args, "referenced", False):
         opts["referenced"] = True
@@ -26,12 +30,33 @@ def _reader_options(args: argparse.Namespace) -> dict:
     return opts
 
 
+def _reports_errors(command: str):
+    """Wrap a ``data`` subcommand so bad input prints its message (no traceback) and exits 2."""
+
+    def wrap(func):
+        @functools.wraps(func)
+        def run(args: argparse.Namespace) -> int:
+            from equitensor.cli import fail
+
+            from .errors import DatasetError
+
+            try:
+                return func(args)
+            except (DatasetError, OSError) as error:
+                return fail(f"data {command}", error)
+
+        return run
+
+    return wrap
+
+
+@_reports_errors("info")
 def cmd_info(args: argparse.Namespace) -> int:
     """Print frame count, atoms per frame, elements, energy and force statistics."""
     from .dispatch import detect_format, open_dataset
     from .statistics import summarize
 
-    reader = open_dataset(args.path, require=(), **_reader_options(args))
+    reader = open_dataset(args.path, require=(), **_reader_options(args, args.path))
     print(f"{args.path}  [{detect_format(args.path)}, {type(reader).__name__}]")
     frames = (
         reader if args.max_frames is None else (reader[i] for i in range(min(args.max_frames, len(reader))))
@@ -49,6 +74,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_errors("convert")
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert SRC to DST (format from --format or DST's name)."""
     from .convert import convert
@@ -59,7 +85,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         fmt=args.format,
         frames_per_file=args.frames_per_file,
         progress=not args.no_progress,
-        **_reader_options(args),
+        **_reader_options(args, args.src),
     )
     print(f"wrote {n} frames to {args.dst}")
     return 0
@@ -132,13 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="equitensor")
     add_data_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    from .errors import DatasetError
-
-    try:
-        return args.func(args)
-    except DatasetError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return args.func(args)
 
 
 if __name__ == "__main__":

@@ -239,14 +239,29 @@ class ExtXYZReader(FrameReader):
         return self.path, int(self.frames[index])
 
     def _read(self, index: int) -> Atoms:
-        return extract_labels(self.file.frame(int(self.frames[index])), *self.keys)
+        return self._labelled(int(self.frames[index]))
+
+    def _labelled(self, k: int) -> Atoms:
+        """File frame ``k`` with its labels moved into a calculator; DatasetError if they do not convert."""
+        try:
+            return extract_labels(self.file.frame(k), *self.keys)
+        except (ValueError, TypeError) as err:  # e.g. energy=abc, or a forces column of 2 entries per atom
+            if isinstance(err, DatasetError):
+                raise
+            raise DatasetError(
+                self.path,
+                f"labels cannot be read: {err}",
+                k,
+                f"the energy ({self.keys[0]!r}) must be a number, forces ({self.keys[1]!r}) 3 numbers "
+                f"per atom, stress ({self.keys[2]!r}) 6 or 9 numbers",
+            ) from err
 
     @property
     def isolated_atom_energies(self) -> dict[int, float]:
         """E0s: {atomic number: energy (eV)} from the ``IsolatedAtom`` frames (empty if none)."""
         out: dict[int, float] = {}
         for k in np.flatnonzero(self.file.index.isolated):
-            atoms = extract_labels(self.file.frame(int(k)), *self.keys)
+            atoms = self._labelled(int(k))
             labels = frame_labels(atoms)
             if len(atoms) != 1 or "energy" not in labels:
                 raise DatasetError(

@@ -97,8 +97,8 @@ def validate_frame(
 ) -> Atoms:
     """Check a frame is usable as data; raise :class:`DatasetError` naming file and frame if not.
 
-    Checks: at least one atom; finite positions, cell, labels; forces shaped [N, 3]; every label
-    named in ``require`` present.
+    Checks: at least one atom; finite positions, cell, labels; a non-singular cell along the
+    periodic directions; forces shaped [N, 3]; every label named in ``require`` present.
     """
     n = len(atoms)
     if n == 0:
@@ -115,6 +115,16 @@ def validate_frame(
         )
     if not np.isfinite(atoms.cell.array).all():
         raise DatasetError(path, "cell has non-finite entries", index)
+    periodic_rows = atoms.cell.array[np.asarray(atoms.pbc, dtype=bool)]
+    tolerance = 1e-10 * max(1.0, float(np.abs(periodic_rows).max(initial=0.0)))
+    if len(periodic_rows) and np.linalg.matrix_rank(periodic_rows, tol=tolerance) < len(periodic_rows):
+        raise DatasetError(
+            path,
+            f"cell {atoms.cell.array.tolist()} is singular along its periodic directions "
+            f"(pbc={atoms.pbc.tolist()})",
+            index,
+            "give independent lattice vectors for the periodic directions, or set pbc=False along the others",
+        )
     labels = frame_labels(atoms)
     for key in require:
         if key not in labels:

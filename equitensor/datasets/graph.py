@@ -31,10 +31,11 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Data
 
 from .base import FrameReader
+from .errors import DatasetError
 from .frames import fixed_mask, frame_labels
 from .neighbors import neighbor_list
 
-__all__ = ["AtomsToGraph", "GraphDataset", "free_atom_mask"]
+__all__ = ["MIN_DISTANCE", "AtomsToGraph", "GraphDataset", "check_no_coincident_atoms", "free_atom_mask"]
 
 
 class AtomsToGraph:
@@ -54,10 +55,19 @@ class AtomsToGraph:
         self.labels = labels
 
     def __call__(self, atoms: Atoms) -> Data:
+        """The graph of ``atoms``.
+
+        Raises:
+            DatasetError (without file; :class:`GraphDataset` adds it): no atoms, or two atoms
+            (or an atom and a periodic image) closer than :data:`MIN_DISTANCE`.
+        """
+        if len(atoms) == 0:
+            raise DatasetError(None, "the structure has no atoms", hint="a graph needs at least one atom")
         pos = np.asarray(atoms.positions, dtype=np.float64)
         cell = np.asarray(atoms.cell.array, dtype=np.float64)
         pbc = np.asarray(atoms.pbc, dtype=bool)
         i, j, shifts = neighbor_list(pos, cell, pbc, self.r_max)
+        check_no_coincident_atoms(atoms, i, j, shifts)
         if not pbc.any():
             cell = np.zeros((3, 3))
         n = len(atoms)
@@ -87,6 +97,43 @@ class AtomsToGraph:
         return data
 
 
+#: atoms closer than this (Å) are the same position: a duplicated atom, never a structure
+#: (the neighbour list drops zero-length pairs, so the energy would jump at d = 0)
+MIN_DISTANCE = 1e-3
+
+
+def check_no_coincident_atoms(atoms: Atoms, i: np.ndarray, j: np.ndarray, shifts: np.ndarray) -> None:
+    """:class:`DatasetError` naming two atoms of ``atoms`` at the same position (closer than
+    :data:`MIN_DISTANCE`, periodic images included), given the neighbour list ``(i, j, shifts)``."""
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    pair = None
+    if len(i):
+        distance = np.linalg.norm(pos[j] - pos[i] + shifts @ np.asarray(atoms.cell.array), axis=1)
+        close = np.flatnonzero(distance < MIN_DISTANCE)
+        if close.size:
+            pair = (int(i[close[0]]), int(j[close[0]]), float(distance[close[0]]))
+    if pair is None:  # exactly coincident atoms give zero-length pairs, which the neighbour list omits
+        keys = atoms.get_scaled_positions(wrap=True) if np.asarray(atoms.pbc).all() else pos
+        keys = np.round(keys, 9) % 1.0 if np.asarray(atoms.pbc).all() else keys
+        _, first, inverse, counts = np.unique(
+            keys, axis=0, return_index=True, return_inverse=True, return_counts=True
+        )
+        repeated = np.flatnonzero(counts[inverse.reshape(-1)] > 1)
+        if repeated.size:
+            second = int(repeated[1])
+            pair = (int(first[inverse.reshape(-1)[second]]), second, 0.0)
+    if pair is not None:
+        a, b, distance = pair
+        symbols = atoms.get_chemical_symbols()
+        image = " (a periodic image)" if a == b else ""
+        raise DatasetError(
+            None,
+            f"atoms {a} ({symbols[a]}) and {b} ({symbols[b]}){image} are at the same position "
+            f"(distance {distance:.3g} Å < {MIN_DISTANCE} Å)",
+            hint="remove the duplicated atom",
+        )
+
+
 class GraphDataset(Dataset):
     """A torch ``Dataset`` of graphs built on the fly from a frame reader.
 
@@ -112,7 +159,15 @@ class GraphDataset(Dataset):
         return len(self.reader)
 
     def __getitem__(self, index: int) -> Data:
-        data = self.converter(self.reader[index])
+        atoms = self.reader[index]
+        try:
+            data = self.converter(atoms)
+        except DatasetError as error:
+            if error.path is not None:
+                raise
+            locate = getattr(self.reader, "_locate", None)
+            path, frame = locate(int(index)) if locate is not None else (None, int(index))
+            raise error.located(path, frame) from None
         return self.transform(data) if self.transform is not None else data
 
 

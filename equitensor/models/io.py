@@ -11,13 +11,52 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 FORMAT = "equitensor.mace/1"
 
+#: what a model file is, for error messages
+MODEL_FILE = (
+    "an equitensor model file is the torch archive written by save_model or by training "
+    "(<train.out_dir>/best_model.pt), holding the model's config and weights"
+)
+
+
+class ModelFileError(ValueError):
+    """A model or checkpoint file is missing, empty, truncated, or not a torch file."""
+
+
+def read_torch_file(path, map_location="cpu", what: str = "a model file", about: str = MODEL_FILE):
+    """``torch.load(path, weights_only=True)`` with a :class:`ModelFileError` naming the file and the
+    problem instead of torch's internal errors (``EOFError``, ``KeyError: 101``, ``IsADirectoryError``).
+
+    Args:
+        what: the kind of file expected, for messages (``"a model file"``, ``"a checkpoint"``).
+        about: one sentence saying what such a file is.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a directory, not {what}; {about}")
+    if not path.exists():
+        raise FileNotFoundError(f"{what.split(' ', 1)[-1]} not found: {path}")
+    if path.stat().st_size == 0:
+        raise ModelFileError(
+            f"{path} is empty (0 bytes), not {what}: it was cut off before anything was written; {about}"
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch's unpickler raises anything on foreign bytes
+        raise ModelFileError(
+            f"{path} cannot be read as {what}: it is truncated, corrupt or not a torch file "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); {about}"
+        ) from error
+
 
 def save_model(model, path) -> None:
     """Write ``model`` (a :class:`~equitensor.models.MACE`) to ``path``: its constructor config,
-    its ``state_dict`` (in the model's dtype) and the equitensor version."""
+    its ``state_dict`` (in the model's dtype) and the equitensor version. Written atomically: a
+    killed save leaves the previous file intact."""
     from .. import __version__
 
-    torch.save(
+    from ..atomic import save_torch
+
+    save_torch(
         {"format": FORMAT, "version": __version__, "config": model.config, "state_dict": model.state_dict()},
         Path(path),
     )
@@ -29,12 +68,18 @@ def load_model(path, map_location="cpu", conv_backend: str | None = None, produc
     ``conv_backend`` / ``product_backend`` (default: as saved) move it to other backends with the
     same function, as :func:`~equitensor.models.convert_backends` (``ValueError`` when the
     weights do not carry over), e.g. a model trained on CPU with ``cg`` run with ``cueq`` on GPU.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ModelFileError: ``path`` is a directory, empty, truncated or not an equitensor model file.
     """
     from .mace import MACE
 
-    payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    payload = read_torch_file(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an equitensor model file (expected format {FORMAT!r})")
+        raise ModelFileError(
+            f"{path} is not an equitensor model file (expected format {FORMAT!r}); {MODEL_FILE}"
+        )
     state = payload["state_dict"]
     dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.get_default_dtype())
     previous = torch.get_default_dtype()

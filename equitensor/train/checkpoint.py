@@ -10,12 +10,13 @@ temporary file and renamed, so an interrupted save never corrupts the previous c
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..atomic import save_torch
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -26,6 +27,12 @@ __all__ = [
 ]
 
 CHECKPOINT_VERSION = 1
+
+#: what a checkpoint is, for error messages
+CHECKPOINT_FILE = (
+    "a training checkpoint is the <train.out_dir>/checkpoint.pt that equitensor train writes "
+    "(model, optimizer and progress); best_model.pt is a model file, not a checkpoint"
+)
 
 
 def capture_rng_state() -> dict:
@@ -69,25 +76,23 @@ def _python_state_from_list(state):
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Atomically write ``state`` (with ``version`` added) to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"version": CHECKPOINT_VERSION, **state}, tmp)
-    os.replace(tmp, path)
-    return path
+    """Atomically write ``state`` (with ``version`` added) to ``path`` (see :mod:`equitensor.atomic`)."""
+    return save_torch({"version": CHECKPOINT_VERSION, **state}, path)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`; clear errors for missing/foreign files."""
+    from ..models.io import ModelFileError, read_torch_file
+
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    state = read_torch_file(path, map_location, "a training checkpoint", CHECKPOINT_FILE)
     if not isinstance(state, dict) or "progress" not in state or "model" not in state:
-        raise ValueError(f"{path}: not an equitensor training checkpoint (no 'progress'/'model' entries)")
+        raise ModelFileError(
+            f"{path}: not an equitensor training checkpoint (no 'progress'/'model' entries); "
+            + CHECKPOINT_FILE
+        )
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(
             f"{path}: checkpoint version {state.get('version')} != supported {CHECKPOINT_VERSION}"

@@ -7,7 +7,6 @@ The work happens in :mod:`equitensor.train.setup` (data, statistics, model),
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -45,6 +44,11 @@ def add_train_commands(subparsers) -> None:
         help="continue exactly from a checkpoint (default: <train.out_dir>/checkpoint.pt); without --config "
         "the checkpoint's own configuration is used (plus --set overrides)",
     )  # fmt: skip
+    train.add_argument(
+        "--overwrite", action="store_true",
+        help="start a new run in a train.out_dir that holds an earlier run, replacing its files",
+    )  # fmt: skip
+    _add_allow_pickle(train)
     train.set_defaults(func=run_train)
 
     evaluate = subparsers.add_parser(
@@ -66,43 +70,52 @@ def add_train_commands(subparsers) -> None:
     evaluate.add_argument(
         "--all-atoms", action="store_true", help="force metrics over all atoms, fixed ones included"
     )
+    _add_allow_pickle(evaluate)
     evaluate.set_defaults(func=run_evaluate)
 
 
-def _fail(command: str, error: BaseException) -> int:
-    if os.environ.get("EQUITENSOR_DEBUG"):
-        raise error
-    print(f"equitensor {command}: error: {error}", file=sys.stderr)
-    print("(set EQUITENSOR_DEBUG=1 for the full traceback)", file=sys.stderr)
-    return 2
+def _add_allow_pickle(parser) -> None:
+    parser.add_argument(
+        "--allow-pickle", action="store_true",
+        help="allow reading legacy (pickled) OC20 LMDB files: unpickling runs code from the file, "
+        "so only for files you trust; never taken from a config or checkpoint",
+    )  # fmt: skip
 
 
 def _load_run_config(args):
+    """The run's configuration and the checkpoint to resume (or None); refuses a resume whose
+    settings cannot change before anything is read or written."""
     from .checkpoint import load_checkpoint
-    from .config import config_from_dict, load_config
+    from .config import ConfigError, config_from_dict, load_config, resume_changes
 
+    if args.resume is not None and args.overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
     if args.resume not in (None, "auto") and args.config is None:
         state = load_checkpoint(args.resume)
-        return config_from_dict(
-            state["config"], where=str(args.resume), overrides=args.overrides
-        ), args.resume
+        cfg = config_from_dict(state["config"], where=str(args.resume), overrides=args.overrides)
+        resume_changes(state["config"], cfg, str(args.resume))
+        return cfg, args.resume
     cfg = load_config(args.config or "demo", args.overrides)
     resume = None
     if args.resume == "auto":
         resume = Path(cfg.train.out_dir) / "checkpoint.pt"
     elif args.resume is not None:
         resume = args.resume
+    if resume is not None:
+        resume_changes(load_checkpoint(resume)["config"], cfg, str(resume))
     return cfg, resume
 
 
 def run_train(args) -> int:
     """Handler of ``equitensor train``."""
+    from equitensor.cli import fail
+
     from .config import ConfigError
 
     try:
         return _train(args)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        return _fail("train", error)
+    except (ConfigError, OSError, ValueError) as error:
+        return fail("train", error)
 
 
 def _train(args) -> int:
@@ -112,7 +125,8 @@ def _train(args) -> int:
     from .distributed import init_distributed
     from .evaluate import evaluate_model, write_predictions
     from .metrics import format_metrics
-    from .setup import build_model, check_elements, compute_statistics, prepare_data
+    from .rundir import prepare_out_dir, remove_run_files
+    from .setup import build_model, check_elements, check_model_settings, compute_statistics, prepare_data
     from .trainer import DTYPES, Trainer, seed_everything
 
     cfg, resume = _load_run_config(args)
@@ -122,8 +136,12 @@ def _train(args) -> int:
         torch.set_default_dtype(dtype)
         if cfg.train.threads is not None:
             torch.set_num_threads(cfg.train.threads)
+        check_model_settings(cfg.model)
+        replaced = []
+        if ctx.is_main:
+            replaced = prepare_out_dir(cfg.train.out_dir, resume is not None, args.overwrite)
         seed_everything(cfg.train.seed)
-        splits = prepare_data(cfg.data, cfg.model.r_max, cfg.train.seed, ctx)
+        splits = prepare_data(cfg.data, cfg.model.r_max, cfg.train.seed, ctx, allow_pickle=args.allow_pickle)
         stats = compute_statistics(splits.train, cfg.data)
         key = "data.elements" if cfg.data.elements else "elements of the training data"
         check_elements(splits.val, stats.elements, splits.sources["val"], key)
@@ -132,11 +150,13 @@ def _train(args) -> int:
         if ctx.is_main:
             print(f"data: {splits.describe()}", flush=True)
             print(f"statistics: {stats.describe()}", flush=True)
-            out_dir = Path(cfg.train.out_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
             import yaml
 
-            (out_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+            from equitensor.atomic import atomic_write
+
+            remove_run_files(replaced)
+            with atomic_write(Path(cfg.train.out_dir) / "config.yaml") as handle:
+                handle.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         seed_everything(cfg.train.seed)
         model = build_model(cfg.model, stats)
         trainer = Trainer(
@@ -166,12 +186,14 @@ def _train(args) -> int:
 
 def run_evaluate(args) -> int:
     """Handler of ``equitensor evaluate``."""
+    from equitensor.cli import fail
+
     from .config import ConfigError
 
     try:
         return _evaluate(args)
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        return _fail("evaluate", error)
+    except (ConfigError, OSError, ValueError) as error:
+        return fail("evaluate", error)
 
 
 def _evaluate(args) -> int:
@@ -185,8 +207,6 @@ def _evaluate(args) -> int:
     from .setup import check_elements, open_graphs
 
     model_path = Path(args.model)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"model file not found: {model_path}")
     options = {}
     for text in args.options:
         if "=" not in text:
@@ -194,7 +214,9 @@ def _evaluate(args) -> int:
         key, raw = text.split("=", 1)
         options[key] = yaml.safe_load(raw)
     model = load_model(model_path)
-    dataset = open_graphs(args.data, model.r_max, options)
+    dataset = open_graphs(args.data, model.r_max, options, allow_pickle=args.allow_pickle)
+    if len(dataset) == 0:
+        raise ValueError(f"{args.data} holds no frames: nothing to evaluate")
     check_elements(dataset, model.atomic_numbers, args.data, key="elements of the model")
     metrics, rows = evaluate_model(
         model, dataset, args.batch_size, resolve_device(args.device), getattr(torch, args.dtype),

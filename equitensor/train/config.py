@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,6 +42,14 @@ __all__ = [
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 BUILTIN_CONFIGS = ("demo", "oc20_s2ef", "ethanol", "3bpa")
+
+#: why ``allow_pickle`` is refused in ``data.options`` (configs, checkpoints, ``--option``)
+PICKLE_FROM_FILE = (
+    "data.options.allow_pickle is not accepted from a config, a checkpoint or an option list: a file "
+    "must not be able to grant itself permission to run code. Pass --allow-pickle on the command line "
+    "(equitensor train / evaluate / data), or allow_pickle=True in the Python call, for legacy LMDB "
+    "files you trust"
+)
 
 
 class ConfigError(ValueError):
@@ -223,8 +232,33 @@ def valid_keys() -> list[str]:
     return [f"{s}.{f.name}" for s, cls in _sections().items() for f in dataclasses.fields(cls)]
 
 
+#: names other codes (MACE, fairchem, PyTorch) use for our keys, for "did you mean" hints
+KEY_ALIASES = {
+    "learning_rate": "optim.lr",
+    "lr_min": "optim.min_lr",
+    "max_epochs": "train.epochs",
+    "num_epochs": "train.epochs",
+    "cutoff": "model.r_max",
+    "r_cut": "model.r_max",
+    "energy_key": "data.options",
+    "forces_key": "data.options",
+    "valid_fraction": "data.val_fraction",
+    "valid_file": "data.val",
+    "train_file": "data.train",
+    "test_file": "data.test",
+    "ema_decay": "train.ema_decay",
+    "default_dtype": "train.dtype",
+    "grad_clip": "optim.clip_grad_norm",
+    "clip_grad": "optim.clip_grad_norm",
+}
+
+
 def _unknown_key_error(key: str, where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, valid_keys() + list(_sections()), n=1, cutoff=0.5)
+    leaf = key.split(".")[-1]
+    alias = difflib.get_close_matches(leaf, list(KEY_ALIASES), n=1, cutoff=0.8)
+    close = [KEY_ALIASES[alias[0]]] if alias else []
+    if not close:
+        close = difflib.get_close_matches(key, valid_keys() + list(_sections()), n=1, cutoff=0.5)
     if not close:  # also try matching the last component only: "lr" -> "optim.lr"
         leaf = key.split(".")[-1]
         close = [k for k in valid_keys() if k.split(".")[-1] == leaf] or difflib.get_close_matches(
@@ -359,6 +393,9 @@ def validate(cfg: Config) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{where}: {key} must be > 0, got {value!r}")
+    _validate_model_and_optim(cfg, where)
+    if "allow_pickle" in cfg.data.options:
+        raise ConfigError(f"{where}: {PICKLE_FROM_FILE}")
     if cfg.train.epochs < 1:
         raise ConfigError(f"{where}: train.epochs must be >= 1, got {cfg.train.epochs}")
     if cfg.train.threads is not None and cfg.train.threads < 1:
@@ -392,6 +429,54 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"{where}: model.avg_num_neighbors must be 'auto' or a positive number, got {aan!r}"
         )
+
+
+def _validate_model_and_optim(cfg: Config, where: str) -> None:
+    """Ranges of the model and optimiser settings that need no data (checked before any is read)."""
+    at_least = {
+        "model.num_bessel": (cfg.model.num_bessel, 1),
+        "model.num_polynomial_cutoff": (cfg.model.num_polynomial_cutoff, 1),
+        "model.max_ell": (cfg.model.max_ell, 0),
+        "model.num_interactions": (cfg.model.num_interactions, 1),
+        "optim.plateau_patience": (cfg.optim.plateau_patience, 0),
+        "optim.warmup_steps": (cfg.optim.warmup_steps, 0),
+    }
+    for key, (value, low) in at_least.items():
+        if value < low:
+            raise ConfigError(f"{where}: {key} must be >= {low}, got {value}")
+    correlation = cfg.model.correlation
+    if not (isinstance(correlation, int) and not isinstance(correlation, bool) and correlation >= 1):
+        raise ConfigError(f"{where}: model.correlation must be an integer >= 1, got {correlation!r}")
+    if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in cfg.model.radial_MLP):
+        raise ConfigError(
+            f"{where}: model.radial_MLP must be a list of positive widths, got {cfg.model.radial_MLP}"
+        )
+    finite = {
+        "optim.lr": cfg.optim.lr,
+        "optim.min_lr": cfg.optim.min_lr,
+        "optim.weight_decay": cfg.optim.weight_decay,
+        "model.r_max": cfg.model.r_max,
+        "loss.huber_delta": cfg.loss.huber_delta,
+    }
+    for key, value in finite.items():
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {key} must be a finite number, got {value}")
+    if cfg.optim.min_lr < 0 or cfg.optim.min_lr > cfg.optim.lr:
+        raise ConfigError(
+            f"{where}: optim.min_lr={cfg.optim.min_lr} must be between 0 and optim.lr={cfg.optim.lr}"
+        )
+    if cfg.optim.weight_decay < 0:
+        raise ConfigError(f"{where}: optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}")
+    if cfg.optim.clip_grad_norm is not None and not cfg.optim.clip_grad_norm > 0:
+        raise ConfigError(
+            f"{where}: optim.clip_grad_norm must be > 0 or null, got {cfg.optim.clip_grad_norm}"
+        )
+    if not 0 < cfg.optim.plateau_factor < 1:
+        raise ConfigError(f"{where}: optim.plateau_factor must be in (0, 1), got {cfg.optim.plateau_factor}")
+    if not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise ConfigError(f"{where}: optim.betas must lie in [0, 1), got {cfg.optim.betas}")
+    if not cfg.loss.huber_delta > 0:
+        raise ConfigError(f"{where}: loss.huber_delta must be > 0, got {cfg.loss.huber_delta}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -453,3 +538,45 @@ def config_from_dict(
     _apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg
+
+
+#: settings a resumed run may change; every other key must equal the checkpoint's
+RESUMABLE_KEYS = frozenset(
+    {
+        "train.epochs", "train.max_steps", "train.time_limit_minutes", "train.eval_every_epochs",
+        "train.checkpoint_every_steps", "train.val_batch_size", "train.threads", "train.progress",
+        "train.plot", "train.device", "optim.lr", "optim.min_lr", "optim.weight_decay",
+        "optim.clip_grad_norm", "optim.plateau_factor", "optim.plateau_patience", "loss.energy_weight",
+        "loss.forces_weight", "loss.stress_weight", "loss.huber_delta", "data.test", "data.num_workers",
+    }
+)  # fmt: skip
+
+
+def resume_changes(saved: dict, cfg: Config, where: str) -> dict[str, tuple[Any, Any]]:
+    """Settings of ``cfg`` that differ from the checkpoint's configuration ``saved``.
+
+    Returns ``{key: (checkpoint value, new value)}`` for the keys in :data:`RESUMABLE_KEYS`.
+
+    Raises:
+        ConfigError: a setting outside :data:`RESUMABLE_KEYS` differs (architecture, data, batch,
+            seed, ...): naming each with both values, before anything is written.
+    """
+    current = config_to_dict(cfg)
+    changed, fixed = {}, []
+    for section, body in current.items():
+        for name, value in body.items():
+            key = f"{section}.{name}"
+            old = saved.get(section, {}).get(name, value)
+            if old == value:
+                continue
+            if key in RESUMABLE_KEYS:
+                changed[key] = (old, value)
+            else:
+                fixed.append(f"{key} (checkpoint {old!r}, now {value!r})")
+    if fixed:
+        raise ConfigError(
+            f"--resume {where}: these settings differ from the checkpoint and cannot change in a resumed "
+            f"run: {'; '.join(fixed)}. Resume with the checkpoint's values, or start a new run with "
+            "--overwrite or another train.out_dir"
+        )
+    return changed

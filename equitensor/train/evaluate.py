@@ -10,6 +10,7 @@ import torch
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write
 from .losses import atoms_per_graph, force_mask
 from .metrics import EFWT_ENERGY_THRESHOLD, EFWT_FORCE_THRESHOLD, MetricAccumulator
 from .trainer import batch_to
@@ -100,10 +101,9 @@ def _frame_rows(pred: dict, batch, free_atoms_only: bool, first_frame: int) -> l
 
 
 def write_predictions(rows: list[dict], path: str | Path) -> Path:
-    """Write per-frame rows from :func:`evaluate_model` as CSV."""
+    """Write per-frame rows from :func:`evaluate_model` as CSV (atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
+    with atomic_write(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=PREDICTION_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)

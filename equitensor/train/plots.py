@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic import atomic_write
+
 
 def plot_learning_curve(history: list[dict], path: str | Path) -> Path:
     """Loss (train, validation) and validation energy/force MAE against epoch, as a PNG."""
@@ -26,6 +28,9 @@ def plot_learning_curve(history: list[dict], path: str | Path) -> Path:
     ax_mae.legend()
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_write(path, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=110)
+    finally:
+        plt.close(fig)
     return path

@@ -17,7 +17,7 @@ from ase.data import chemical_symbols
 from torch.utils.data import Subset
 
 from ..datasets.statistics import fit_linear_reference, force_rms, reference_residuals
-from .config import ConfigError, DataConfig, ModelConfig
+from .config import PICKLE_FROM_FILE, ConfigError, DataConfig, ModelConfig
 from .distributed import DistContext
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "DatasetStatistics",
     "build_model",
     "check_elements",
+    "check_model_settings",
     "skip_invalid_frames",
     "compute_statistics",
     "open_graphs",
@@ -93,17 +94,25 @@ class CachedGraphs(torch.utils.data.Dataset):
         return graph
 
 
-def open_graphs(path: str, r_max: float, options: dict, cache: bool = False) -> Sequence:
+def open_graphs(
+    path: str, r_max: float, options: dict, cache: bool = False, allow_pickle: bool = False
+) -> Sequence:
     """Graphs (``torch_geometric.data.Data``) of the frames at ``path``, with edges within ``r_max``.
 
     ``cache`` keeps the graphs in memory after first use (for datasets that fit in RAM).
+    ``allow_pickle`` is the user's permission to unpickle legacy LMDB values (it executes code
+    from the file); it comes from the command line or the caller, never from ``options``.
     """
     from equitensor.datasets import GraphDataset, open_dataset
+    from equitensor.datasets.dispatch import detect_format
 
     if not Path(path).exists():
         raise FileNotFoundError(f"dataset not found: {path}")
+    if "allow_pickle" in options:
+        raise ConfigError(PICKLE_FROM_FILE)
+    permission = {"allow_pickle": True} if allow_pickle and detect_format(path) == "lmdb" else {}
     try:
-        reader = open_dataset(path, **options)
+        reader = open_dataset(path, **options, **permission)
     except TypeError as error:  # an option the reader of this format does not take
         raise ConfigError(f"data.options {options} for {path}: {error}") from error
     graphs = GraphDataset(reader, r_max=r_max)
@@ -126,8 +135,13 @@ def _limit(dataset: Sequence, limit: int | None) -> Sequence:
     return dataset if limit is None or limit >= len(dataset) else Subset(dataset, range(limit))
 
 
-def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | None = None) -> DataSplits:
-    """Open the datasets named by the config, split off validation frames if needed."""
+def prepare_data(
+    cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | None = None, allow_pickle: bool = False
+) -> DataSplits:
+    """Open the datasets named by the config, split off validation frames if needed.
+
+    ``allow_pickle``: the user's explicit permission to read legacy (pickled) LMDB files.
+    """
     ctx = ctx or DistContext()
     train_path, val_path, options = cfg.train, cfg.val, dict(cfg.options)
     if train_path == "demo":
@@ -138,7 +152,9 @@ def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | No
     for key, path in (("data.train", train_path), ("data.val", val_path), ("data.test", cfg.test)):
         if path is not None and not Path(path).exists():
             raise ConfigError(f"{key}: dataset not found: {path} (set it with --set {key}=PATH)")
-    train = open_graphs(train_path, r_max, options, cfg.cache_graphs)
+    train = open_graphs(train_path, r_max, options, cfg.cache_graphs, allow_pickle)
+    if len(train) == 0:
+        raise ConfigError(f"data.train: {train_path} holds no frames; give a dataset with training frames")
     if val_path is None:
         n_val = max(1, int(round(cfg.val_fraction * len(train))))
         if n_val >= len(train):
@@ -150,10 +166,12 @@ def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | No
         train = Subset(train, sorted(order[n_val:].tolist()))
         sources = {"train": train_path, "val": train_path}
     else:
-        val = open_graphs(val_path, r_max, options, cfg.cache_graphs)
+        val = open_graphs(val_path, r_max, options, cfg.cache_graphs, allow_pickle)
+        if len(val) == 0:
+            raise ConfigError(f"data.val: {val_path} holds no frames; give a dataset with validation frames")
         sources = {"train": train_path, "val": val_path}
         n_val = 0
-    test = open_graphs(cfg.test, r_max, options) if cfg.test else None  # read once: no cache
+    test = open_graphs(cfg.test, r_max, options, allow_pickle=allow_pickle) if cfg.test else None  # no cache
     if test is not None:
         sources["test"] = cfg.test
     train, val = _limit(train, cfg.max_train_frames), _limit(val, cfg.max_val_frames)
@@ -258,6 +276,11 @@ def compute_statistics(train: Sequence, data_cfg: DataConfig) -> DatasetStatisti
                 f"data.e0s has no energy for {', '.join(missing)} (elements of the training data)"
             )
         e0 = {z: e0[z] for z in elements}
+    if edges == 0:
+        raise ConfigError(
+            f"model.r_max is too small: no pair of atoms in the {len(train)} training frames is closer than "
+            "the cutoff, so the model would see no neighbours; raise model.r_max"
+        )
     natoms = np.array([len(n) for n in numbers], dtype=np.float64)
     return DatasetStatistics(
         elements=elements,
@@ -268,6 +291,27 @@ def compute_statistics(train: Sequence, data_cfg: DataConfig) -> DatasetStatisti
         rms_forces=force_rms(forces) if atoms else 0.0,
         num_frames=len(train),
     )
+
+
+def check_model_settings(cfg: ModelConfig) -> None:
+    """Build the configured model once with placeholder statistics (one element, no data), so that a
+    bad backend, irreps string, ``extra`` key, ... is reported before any data is read.
+
+    Raises:
+        ConfigError: naming the model setting and the constructor's reason.
+    """
+    placeholder = DatasetStatistics(
+        elements=[1], atomic_energies={1: 0.0}, avg_num_neighbors=1.0, mean_energy_per_atom=0.0,
+        mean_interaction_energy_per_atom=0.0, rms_forces=1.0, num_frames=1,
+    )  # fmt: skip
+    try:
+        build_model(cfg, placeholder)
+    except TypeError as error:  # an ``extra`` key the constructor does not take
+        raise ConfigError(f"model.extra {cfg.extra}: {error}") from error
+    except (ValueError, KeyError, RuntimeError, AssertionError) as error:
+        names = ("hidden_irreps", "MLP_irreps", "max_ell", "correlation", "conv_backend", "product_backend")
+        settings = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in names)
+        raise ConfigError(f"model settings cannot build a model ({settings}): {error}") from error
 
 
 def build_model(cfg: ModelConfig, stats: DatasetStatistics) -> torch.nn.Module:

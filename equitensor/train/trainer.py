@@ -24,9 +24,10 @@ from torch.utils.data import Subset
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write
 from ..models.io import DTYPES
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from .config import Config, config_to_dict
+from .config import Config, config_to_dict, resume_changes
 from .run_log import RunLog, check_logger_packages
 from .distributed import DistContext, ResumableDistributedSampler, all_reduce_sum, resolve_device
 from .ema import ExponentialMovingAverage
@@ -299,6 +300,7 @@ class Trainer:
     def load_state(self, path: str | Path) -> None:
         """Restore everything from a checkpoint so training continues exactly."""
         state = load_checkpoint(path, map_location=self.device)
+        changes = resume_changes(state["config"], self.config, str(path))
         progress = state["progress"]
         if progress["world_size"] != self.dist.world_size:
             self.log(
@@ -312,6 +314,12 @@ class Trainer:
             if state["ema"] is None:
                 raise ValueError(f"{path}: checkpoint has no EMA state but train.ema is true")
             self.ema.load_state_dict(state["ema"])
+        self._apply_resumed_settings("optim.lr" in changes)
+        if changes:
+            self.log(
+                "resumed with changed settings: "
+                + ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+            )
         restore_rng_state(state["rng"])
         self.epoch = progress["epoch"]
         self.batch_in_epoch = progress["batch_in_epoch"]
@@ -324,6 +332,31 @@ class Trainer:
         self.step_losses = list(progress["step_losses"])
         self.elapsed_before = progress["elapsed_s"]
 
+    def _apply_resumed_settings(self, lr_changed: bool) -> None:
+        """Make the restored optimizer and scheduler follow the current ``optim`` settings.
+
+        The optimizer's state dict carries the checkpoint's hyperparameters; the ones a resumed
+        run may change are set from the configuration here. With unchanged settings every value
+        is recomputed to the same float, so an exact resume stays exact.
+        """
+        oc = self.config.optim
+        for group in self.optimizer.param_groups:
+            group["weight_decay"] = oc.weight_decay
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.LambdaLR):
+            self.scheduler.base_lrs = [oc.lr for _ in self.optimizer.param_groups]
+            for group, base, factor in zip(
+                self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas
+            ):
+                group["initial_lr"] = base
+                group["lr"] = base * factor(self.scheduler.last_epoch)
+        else:  # ReduceLROnPlateau: its reductions so far stand unless the lr itself was set anew
+            self.scheduler.factor = oc.plateau_factor
+            self.scheduler.patience = oc.plateau_patience
+            if lr_changed:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = oc.lr
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
     # ----------------------------------------------------------------- output
     def _elapsed(self) -> float:
         return time.perf_counter() - self._start if hasattr(self, "_start") else 0.0
@@ -332,7 +365,7 @@ class Trainer:
         if not self.dist.is_main or not self.history:
             return
         keys = list(dict.fromkeys(k for row in self.history for k in row))
-        with open(self.out_dir / "metrics.csv", "w", newline="") as handle:
+        with atomic_write(self.out_dir / "metrics.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=keys)
             writer.writeheader()
             writer.writerows(self.history)
