@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+import equitensor  # noqa: F401  (first: under e3nn 0.4.4 it lets `from e3nn import o3` load its constants)
+
 #: the one tolerance table (absolute, on O(1) quantities), keyed by dtype; every numerical test uses it.
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 

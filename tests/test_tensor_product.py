@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from equitensor import so3
 from equitensor.ops import ChannelwiseTensorProduct, FullyConnectedTensorProduct, TensorProduct
 from equitensor.ops.backends import available_backends
+from equitensor.ops.backends.e3nn_adapter import installed_e3nn_weight_signs
 
 from .conftest import TOL
 from .helpers import rotate
@@ -72,7 +73,9 @@ def test_cg_equals_raw_e3nn_tensor_product(mode):
     x1, x2 = torch.randn(6, a.dim, dtype=torch.float64), torch.randn(6, b.dim, dtype=torch.float64)
     w = torch.randn(6, ref.weight_numel, dtype=torch.float64)
     assert ours.weight_numel == ref.weight_numel
-    assert (ours(x1, x2, w) - ref(x1, x2, w)).abs().max() < TOL[torch.float64]
+    # +1 everywhere under e3nn >= 0.5; under 0.4.4 the conversion of its 16 other wigner_3j signs
+    sign = torch.as_tensor(installed_e3nn_weight_signs(ours.descriptor))
+    assert (ours(x1, x2, w) - ref(x1, x2, w * sign)).abs().max() < TOL[torch.float64]
 
 
 def test_path_weight_and_normalizations_match_e3nn():

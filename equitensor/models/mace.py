@@ -56,6 +56,8 @@ class MACE(torch.nn.Module):
         conv_backend: tensor-product backend of the convolutions (``available_backends()``).
         product_backend: product-basis backend (``available_product_bases()``).
         conv_options, product_options: extra keyword arguments for the backends.
+        residual_first: the first interaction has the element skip connection too (mace-torch's
+            ``interaction_first=RealAgnosticResidualInteractionBlock``, as in MACE-MP-0).
 
     ``forward(batch, compute_forces=True, compute_stress=False, training=False)`` returns a dict:
     ``energy [B]``, ``node_energy [N]``, ``forces [N, 3]`` (or None), ``stress [B, 3, 3]`` (eV/Å^3,
@@ -85,6 +87,7 @@ class MACE(torch.nn.Module):
         product_backend: str = "cg",
         conv_options: Mapping | None = None,
         product_options: Mapping | None = None,
+        residual_first: bool = False,
     ):
         super().__init__()
         atomic_numbers = [int(z) for z in atomic_numbers]
@@ -136,6 +139,8 @@ class MACE(torch.nn.Module):
             atomic_inter_shift=float(atomic_inter_shift), conv_backend=conv_backend, product_backend=product_backend,
             conv_options=dict(conv_options or {}), product_options=dict(product_options or {}),
         )  # fmt: skip
+        if residual_first:  # recorded only when set, so configs of the default model stay as they were
+            self.config["residual_first"] = True
         self.atomic_numbers = atomic_numbers
         self.r_max = float(r_max)
         self.num_elements = len(atomic_numbers)
@@ -171,7 +176,7 @@ class MACE(torch.nn.Module):
                 num_elements=self.num_elements,
                 avg_num_neighbors=avg_num_neighbors,
                 radial_MLP=radial_MLP,
-                residual=t > 0,
+                residual=t > 0 or bool(residual_first),
                 conv_backend=conv_backend,
                 **(conv_options or {}),
             )
