@@ -28,7 +28,9 @@ def structures(shared_data):
     slab = read(shared_data / "oc20_traj" / "random1000100.traj", 0)  # 33 atoms: Au, Na, O
     mol = molecule("CH3CH2OH")
     mol.rattle(0.05, seed=1)
-    return slab, mol
+    squeezed = mol.copy()  # bonds at 0.6x: well inside the ZBL range (covalent radii sums)
+    squeezed.positions *= 0.6
+    return slab, mol, squeezed
 
 
 def build_mace(
@@ -100,6 +102,12 @@ ARCHITECTURES = {
     # MACE-MP-0: a residual first interaction
     "scaleshift-first-residual": dict(cls="ScaleShiftMACE", first="RealAgnosticResidualInteractionBlock"),
     "mace-no-scale-shift": dict(cls="MACE", first="RealAgnosticInteractionBlock"),
+    # MACE-MP-0b / MPA-0 / OMAT-0: ZBL pair repulsion and the Agnesi distance transform
+    "scaleshift-zbl-agnesi": dict(
+        cls="ScaleShiftMACE", first="RealAgnosticResidualInteractionBlock", pair_repulsion=True,
+        distance_transform="Agnesi",
+    ),
+    "mace-zbl-soft": dict(cls="MACE", pair_repulsion=True, distance_transform="Soft"),
 }
 
 
@@ -113,7 +121,7 @@ def test_converted_model_matches_mace_torch(shared_data, name):
 
 def test_multi_head_model_keeps_the_chosen_head(shared_data):
     model = build_mace(heads=["pt_head", "oc20"], first="RealAgnosticResidualInteractionBlock")
-    slab, mol = structures(shared_data)
+    slab, mol, _ = structures(shared_data)
     first = from_mace(model)
     assert_same(first, model, slab, head="pt_head")
     assert_same(first, model, mol, head="pt_head")
@@ -155,3 +163,18 @@ def test_model_file_without_mace_torch_says_how_to_fix(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mace", None)  # import mace now raises ImportError
     with pytest.raises(ImportError, match="pip install mace-torch"):
         from_mace(path, trust_pickle=True)
+
+
+def test_zbl_term_is_exercised_by_the_structures(shared_data):
+    """The ZBL envelope ends at the sum of covalent radii: the squeezed molecule is well inside it."""
+    from equitensor.models.pair_terms import ZBLRepulsion
+
+    zbl = ZBLRepulsion(5)
+    for atoms in structures(shared_data)[2:]:
+        graph = atoms_to_graph(atoms, R_MAX, torch.float64)
+        sender, receiver = graph.edge_index
+        shifts = graph.cell_offsets.double() @ graph.cell.reshape(3, 3).double()
+        lengths = (graph.pos[receiver] - graph.pos[sender] + shifts).norm(dim=1, keepdim=True)
+        z = graph.atomic_numbers
+        energy = zbl(lengths, z[sender], z[receiver], receiver, len(atoms))
+        assert energy.sum() > 1.0  # eV

@@ -139,8 +139,10 @@ def _check_supported(model) -> None:
     if _class_name(radial.bessel_fn) not in SUPPORTED_RADIAL:
         raise _unsupported("radial basis", _class_name(radial.bessel_fn), SUPPORTED_RADIAL)
     unsupported_options = {
-        "pair_repulsion (ZBL)": hasattr(model, "pair_repulsion"),
-        "distance_transform": hasattr(radial, "distance_transform"),
+        "a distance transform other than Agnesi / Soft": hasattr(radial, "distance_transform")
+        and _class_name(radial.distance_transform) not in ("AgnesiTransform", "SoftTransform"),
+        "a ZBL order other than num_polynomial_cutoff": hasattr(model, "pair_repulsion")
+        and int(model.pair_repulsion_fn.p) != int(radial.cutoff_fn.p),
         "apply_cutoff=False": not getattr(radial, "apply_cutoff", True),
         "use_so3": getattr(model, "use_so3", False),
         "use_agnostic_product": getattr(model, "use_agnostic_product", False),
@@ -208,6 +210,11 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
         atomic_inter_scale=scale,
         atomic_inter_shift=shift,
         residual_first=residual[0],
+        pair_repulsion=hasattr(model, "pair_repulsion"),
+        distance_transform=(
+            _class_name(radial.distance_transform).removesuffix("Transform")
+            if hasattr(radial, "distance_transform") else None
+        ),
     )  # fmt: skip
     return config, head_index
 
@@ -300,6 +307,20 @@ def _readout_weights(model, state: dict, head_index: int, num_heads: int) -> dic
     return out
 
 
+def _pair_term_constants(model, state: dict) -> dict:
+    """ZBL and distance-transform constants (buffers, or parameters when trained) of mace-torch."""
+    names = {
+        "pair_repulsion.": ("pair_repulsion_fn.", ("a_exp", "a_prefactor", "c")),
+        "distance_transform.": ("radial_embedding.distance_transform.", ("q", "p", "a", "alpha")),
+    }
+    out = {}
+    for ours_prefix, (mace_prefix, keys) in names.items():
+        for key in keys:
+            if ours_prefix + key in model.state_dict():
+                out[ours_prefix + key] = state[mace_prefix + key]
+    return out
+
+
 def port_state_dict(model, state: dict, sign: Callable, head_index: int = 0, num_heads: int = 1) -> dict:
     """Load mace-torch weights ``state`` into our ``model`` (built from :func:`mace_config`).
 
@@ -327,9 +348,10 @@ def port_state_dict(model, state: dict, sign: Callable, head_index: int = 0, num
         p = f"products.{t}."
         ours[p + "linear.weight"] = state[p + "linear.weight"]
         ours.update(_product_weights(block, state, p, sizes))
-    readouts = _readout_weights(model, state, head_index, num_heads)
-    ours.update(readouts)
-    missing = {name for name, _ in model.named_parameters()} - set(ours)
+    ours.update(_readout_weights(model, state, head_index, num_heads))
+    ours.update(_pair_term_constants(model, state))
+    constants = {k for k in model.state_dict() if k.startswith(("pair_repulsion.", "distance_transform."))}
+    missing = ({name for name, _ in model.named_parameters()} | constants) - set(ours)
     if missing:
         raise ValueError(f"mace-torch state_dict has no weights for {sorted(missing)}")
     reference = model.state_dict()

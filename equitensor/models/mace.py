@@ -29,6 +29,8 @@ from .blocks import (
     ScaleShift,
 )
 from .graph import element_name
+from .pair_terms import ZBLRepulsion
+from .pair_terms import distance_transform as make_distance_transform
 from .radial import RadialEmbedding
 
 
@@ -58,6 +60,9 @@ class MACE(torch.nn.Module):
         conv_options, product_options: extra keyword arguments for the backends.
         residual_first: the first interaction has the element skip connection too (mace-torch's
             ``interaction_first=RealAgnosticResidualInteractionBlock``, as in MACE-MP-0).
+        pair_repulsion: add ZBL repulsion to the interaction energies (``pair_terms.ZBLRepulsion``).
+        distance_transform: ``"Agnesi"`` or ``"Soft"``: the radial basis sees transformed
+            lengths (``pair_terms``), the cutoff the true ones (mace-torch's option of that name).
 
     ``forward(batch, compute_forces=True, compute_stress=False, training=False)`` returns a dict:
     ``energy [B]``, ``node_energy [N]``, ``forces [N, 3]`` (or None), ``stress [B, 3, 3]`` (eV/Å^3,
@@ -88,6 +93,8 @@ class MACE(torch.nn.Module):
         conv_options: Mapping | None = None,
         product_options: Mapping | None = None,
         residual_first: bool = False,
+        pair_repulsion: bool = False,
+        distance_transform: str | None = None,
     ):
         super().__init__()
         atomic_numbers = [int(z) for z in atomic_numbers]
@@ -139,8 +146,11 @@ class MACE(torch.nn.Module):
             atomic_inter_shift=float(atomic_inter_shift), conv_backend=conv_backend, product_backend=product_backend,
             conv_options=dict(conv_options or {}), product_options=dict(product_options or {}),
         )  # fmt: skip
-        if residual_first:  # recorded only when set, so configs of the default model stay as they were
-            self.config["residual_first"] = True
+        # recorded only when set, so configs of the default model stay as they were
+        options = dict(residual_first=residual_first, pair_repulsion=pair_repulsion, distance_transform=distance_transform)
+        self.config.update({k: v for k, v in options.items() if v not in (False, None, "None")})
+        self.pair_repulsion = ZBLRepulsion(num_polynomial_cutoff) if pair_repulsion else None
+        self.distance_transform = make_distance_transform(distance_transform)
         self.atomic_numbers = atomic_numbers
         self.r_max = float(r_max)
         self.num_elements = len(atomic_numbers)
@@ -268,8 +278,15 @@ class MACE(torch.nn.Module):
         node_feats = self.node_embedding(element_onehot)  # [N, C]
         edge_attrs = self.spherical_harmonics(vectors)  # [n_edges, (max_ell+1)^2]
         edge_feats = self.radial_embedding(lengths)  # [n_edges, num_bessel]
+        if self.distance_transform is not None or self.pair_repulsion is not None:
+            z_sender, z_receiver = batch.atomic_numbers[sender], batch.atomic_numbers[edge_index[1]]
+        if self.distance_transform is not None:
+            transformed = self.distance_transform(lengths, z_sender, z_receiver)
+            edge_feats = self.radial_embedding.bessel(transformed) * self.radial_embedding.cutoff(lengths)
 
         site_energy = node_e0.new_zeros(n)
+        if self.pair_repulsion is not None:  # scaled with the interaction energies, as in mace-torch
+            site_energy = self.pair_repulsion(lengths, z_sender, z_receiver, edge_index[1], n)
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
             message, sc = interaction(node_feats, element_onehot, edge_attrs, edge_feats, edge_index, element_groups)
             node_feats = product(message, sc, element_onehot)
