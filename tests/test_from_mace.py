@@ -34,7 +34,12 @@ def structures(shared_data):
 
 
 def build_mace(
-    cls="ScaleShiftMACE", first="RealAgnosticInteractionBlock", heads=None, elements=(1, 6, 8, 11, 79), **extra
+    cls="ScaleShiftMACE",
+    first="RealAgnosticInteractionBlock",
+    interaction="RealAgnosticResidualInteractionBlock",
+    heads=None,
+    elements=(1, 6, 8, 11, 79),
+    **extra,
 ):
     """A small mace-torch model with every weight moved away from its initial values."""
     from e3nn import o3
@@ -44,7 +49,7 @@ def build_mace(
     num_heads = len(heads or ["Default"])
     kwargs = dict(
         r_max=R_MAX, num_bessel=6, num_polynomial_cutoff=5, max_ell=3,
-        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+        interaction_cls=modules.interaction_classes[interaction],
         interaction_cls_first=modules.interaction_classes[first],
         num_interactions=2, num_elements=len(elements), hidden_irreps=o3.Irreps("4x0e+4x1o"),
         MLP_irreps=o3.Irreps("4x0e"), avg_num_neighbors=7.0, atomic_numbers=list(elements),
@@ -108,6 +113,9 @@ ARCHITECTURES = {
         distance_transform="Agnesi",
     ),
     "mace-zbl-soft": dict(cls="MACE", pair_repulsion=True, distance_transform="Soft"),
+    "scaleshift-density": dict(
+        first="RealAgnosticDensityInteractionBlock", interaction="RealAgnosticDensityResidualInteractionBlock"
+    ),
 }
 
 
@@ -140,8 +148,8 @@ def test_unsupported_block_names_the_class_and_lists_the_supported():
     from mace import modules
 
     model = build_mace()
-    model.interactions[1].__class__ = modules.interaction_classes["RealAgnosticDensityResidualInteractionBlock"]
-    with pytest.raises(ValueError, match=r"RealAgnosticDensityResidualInteractionBlock.*supports.*RealAgnosticInteractionBlock"):
+    model.interactions[1].__class__ = modules.interaction_classes["RealAgnosticAttResidualInteractionBlock"]
+    with pytest.raises(ValueError, match=r"RealAgnosticAttResidualInteractionBlock.*supports.*RealAgnosticInteractionBlock"):
         from_mace(model)
 
 

@@ -32,7 +32,10 @@ from .. import so3
 from ..so3.coupling import symmetric_coupling_basis
 
 SUPPORTED_MODELS = ("MACE", "ScaleShiftMACE")
-SUPPORTED_INTERACTIONS = ("RealAgnosticInteractionBlock", "RealAgnosticResidualInteractionBlock")
+SUPPORTED_INTERACTIONS = (
+    "RealAgnosticInteractionBlock", "RealAgnosticResidualInteractionBlock",
+    "RealAgnosticDensityInteractionBlock", "RealAgnosticDensityResidualInteractionBlock",
+)  # fmt: skip
 SUPPORTED_READOUTS = ("LinearReadoutBlock", "NonLinearReadoutBlock")
 SUPPORTED_RADIAL = ("BesselBasis",)
 
@@ -187,12 +190,13 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
     mlp_width = (
         last_readout.linear_1.irreps_out.dim // num_heads if _class_name(last_readout) == "NonLinearReadoutBlock" else 16
     )
-    residual = [_class_name(i) == "RealAgnosticResidualInteractionBlock" for i in model.interactions]
-    if not all(residual[1:]):
+    names = [_class_name(i) for i in model.interactions]
+    residual = ["Residual" in name for name in names]
+    density = {"Density" in name for name in names}
+    if not all(residual[1:]) or len(density) > 1:
         raise ValueError(
-            "cannot convert a mace-torch model whose second or later interaction is not residual "
-            f"(got {[_class_name(i) for i in model.interactions]}); supported: "
-            "RealAgnosticResidualInteractionBlock after the first interaction"
+            f"cannot convert a mace-torch model with the interactions {names}: supported are a residual "
+            "block after the first interaction and density normalisation in all blocks or in none"
         )
     config = dict(
         atomic_numbers=[int(z) for z in model.atomic_numbers],
@@ -211,6 +215,7 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
         atomic_inter_shift=shift,
         residual_first=residual[0],
         pair_repulsion=hasattr(model, "pair_repulsion"),
+        density_normalization=density.pop(),
         distance_transform=(
             _class_name(radial.distance_transform).removesuffix("Transform")
             if hasattr(radial, "distance_transform") else None
@@ -344,6 +349,8 @@ def port_state_dict(model, state: dict, sign: Callable, head_index: int = 0, num
                 flipped += n
             ours[p + f"conv_tp_weights.weights.{i}"] = w
         ours[p + "skip.weight"] = _skip_weights(interaction.skip, state[p + "skip_tp.weight"], sign)
+        if hasattr(interaction, "density_fn"):
+            ours[p + "density_fn.weights.0"] = state[p + "density_fn.layer0.weight"]
     for t, block in enumerate(model.products):
         p = f"products.{t}."
         ours[p + "linear.weight"] = state[p + "linear.weight"]

@@ -29,6 +29,7 @@ from .blocks import (
     ScaleShift,
 )
 from .graph import element_name
+from .mace_variants import DensityInteractionBlock
 from .pair_terms import ZBLRepulsion
 from .pair_terms import distance_transform as make_distance_transform
 from .radial import RadialEmbedding
@@ -63,6 +64,8 @@ class MACE(torch.nn.Module):
         pair_repulsion: add ZBL repulsion to the interaction energies (``pair_terms.ZBLRepulsion``).
         distance_transform: ``"Agnesi"`` or ``"Soft"``: the radial basis sees transformed
             lengths (``pair_terms``), the cutoff the true ones (mace-torch's option of that name).
+        density_normalization: divide messages by a learned neighbour density instead of
+            ``avg_num_neighbors`` (``mace_variants.DensityInteractionBlock``).
 
     ``forward(batch, compute_forces=True, compute_stress=False, training=False)`` returns a dict:
     ``energy [B]``, ``node_energy [N]``, ``forces [N, 3]`` (or None), ``stress [B, 3, 3]`` (eV/Å^3,
@@ -95,6 +98,7 @@ class MACE(torch.nn.Module):
         residual_first: bool = False,
         pair_repulsion: bool = False,
         distance_transform: str | None = None,
+        density_normalization: bool = False,
     ):
         super().__init__()
         atomic_numbers = [int(z) for z in atomic_numbers]
@@ -147,7 +151,10 @@ class MACE(torch.nn.Module):
             conv_options=dict(conv_options or {}), product_options=dict(product_options or {}),
         )  # fmt: skip
         # recorded only when set, so configs of the default model stay as they were
-        options = dict(residual_first=residual_first, pair_repulsion=pair_repulsion, distance_transform=distance_transform)
+        options = dict(
+            residual_first=residual_first, pair_repulsion=pair_repulsion, distance_transform=distance_transform,
+            density_normalization=density_normalization,
+        )  # fmt: skip
         self.config.update({k: v for k, v in options.items() if v not in (False, None, "None")})
         self.pair_repulsion = ZBLRepulsion(num_polynomial_cutoff) if pair_repulsion else None
         self.distance_transform = make_distance_transform(distance_transform)
@@ -177,7 +184,7 @@ class MACE(torch.nn.Module):
         for t in range(num_interactions):
             last = t == num_interactions - 1
             hidden_out = Irreps(str(hidden_irreps[0])) if last else hidden_irreps
-            interaction = InteractionBlock(
+            interaction = (DensityInteractionBlock if density_normalization else InteractionBlock)(
                 node_feats_irreps=node_feats_irreps,
                 edge_attrs_irreps=sh_irreps,
                 num_radial=num_bessel,
