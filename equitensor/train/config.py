@@ -110,6 +110,12 @@ class ModelConfig:
     scale_shift: bool = True
     #: further keyword arguments passed unchanged to the model constructor.
     extra: dict = field(default_factory=dict)
+    #: start from this model file (fine-tuning; its architecture wins): see ``train/finetune.py``.
+    init_from: str | None = None
+    #: ``init_from`` may be a mace-torch ``.model`` file (a pickled module: only if you trust it).
+    trust_pickle: bool = False
+    #: E0s of an ``init_from`` model: ``keep`` its own, or ``data`` (from ``data.e0s``).
+    init_e0s: str = "keep"
 
 
 @dataclass
@@ -174,6 +180,8 @@ class TrainConfig:
     progress: str = "auto"
     #: write the learning-curve PNG at the end.
     plot: bool = True
+    #: parameter-name prefixes or globs kept fixed during training (``train/finetune.py``).
+    freeze: list = field(default_factory=list)
 
 
 @dataclass
