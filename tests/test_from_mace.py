@@ -186,3 +186,19 @@ def test_zbl_term_is_exercised_by_the_structures(shared_data):
         z = graph.atomic_numbers
         energy = zbl(lengths, z[sender], z[receiver], receiver, len(atoms))
         assert energy.sum() > 1.0  # eV
+
+
+def test_fine_tuning_from_a_mace_model_file_starts_from_its_predictions(shared_data, tmp_path):
+    from equitensor.train.config import DataConfig, ModelConfig
+    from equitensor.train.finetune import foundation_model
+    from equitensor.train.setup import compute_statistics
+
+    model = build_mace(first="RealAgnosticResidualInteractionBlock")
+    path = tmp_path / "foundation.model"
+    torch.save(model, path)
+    slab = structures(shared_data)[0]
+    graph = atoms_to_graph(slab, R_MAX, torch.float64)
+    graph.energy, graph.forces = torch.zeros(1), torch.zeros(len(slab), 3)
+    stats = compute_statistics([graph], DataConfig(e0s="zero"))
+    started = foundation_model(ModelConfig(init_from=str(path), trust_pickle=True), stats)
+    assert_same(started, model, slab)

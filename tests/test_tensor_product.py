@@ -189,3 +189,16 @@ def test_bad_mode_and_multiplicities():
         TensorProduct("0e", "0e", "0e", [(0, 0, 0, "uvw", False)])
     with pytest.raises(ValueError, match="out of range"):
         TensorProduct("0e", "0e", "0e", [(1, 0, 0, "uvw", True)])
+
+
+def test_e3nn_backend_equals_cg_on_the_blocks_where_e3nn_04_has_other_signs():
+    """(1,2,2), (2,2,1), (1,3,3), (3,3,1) are among e3nn 0.4.4's 16 sign flips: the adapter's
+    weight conversion makes backend 'e3nn' equal 'cg' on every installed e3nn version."""
+    a, b, c = "2x1o+2x2e+2x3o", "1o+2e+3o", "2x1e+2x2o+2x3e+2x0e"
+    ours = TensorProduct(a, b, c, mode="uvw", shared_weights=False, internal_weights=False).double()
+    ref = TensorProduct(a, b, c, mode="uvw", shared_weights=False, internal_weights=False, backend="e3nn").double()
+    flipped = [p for p in ours.paths if (p.ir_in1.l, p.ir_in2.l, p.ir_out.l) in {(1, 2, 2), (2, 2, 1)}]
+    assert flipped  # the product does use such blocks
+    x1, x2 = torch.randn(5, ours.irreps_in1.dim), torch.randn(5, ours.irreps_in2.dim)
+    w = torch.randn(5, ours.weight_numel)
+    assert (ours(x1, x2, w) - ref(x1, x2, w)).abs().max() < TOL[torch.float64]

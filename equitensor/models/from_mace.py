@@ -130,7 +130,8 @@ def _check_supported(model) -> None:
     for interaction in model.interactions:
         if _class_name(interaction) not in SUPPORTED_INTERACTIONS:
             raise _unsupported("interaction block", _class_name(interaction), SUPPORTED_INTERACTIONS)
-        if getattr(interaction, "cueq_config", None) is not None or hasattr(interaction, "conv_fusion"):
+        accelerated = [getattr(getattr(interaction, k, None), "enabled", False) for k in ("cueq_config", "oeq_config")]
+        if any(accelerated) or hasattr(interaction, "conv_fusion"):
             raise ValueError(
                 "cannot convert a mace-torch model running on cuEquivariance / openEquivariance kernels; "
                 "convert it back first with mace-torch's `mace.cli.convert_cueq_e3nn` / `convert_oeq_e3nn`"
