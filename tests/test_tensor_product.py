@@ -202,3 +202,18 @@ def test_e3nn_backend_equals_cg_on_the_blocks_where_e3nn_04_has_other_signs():
     x1, x2 = torch.randn(5, ours.irreps_in1.dim), torch.randn(5, ours.irreps_in2.dim)
     w = torch.randn(5, ours.weight_numel)
     assert (ours(x1, x2, w) - ref(x1, x2, w)).abs().max() < TOL[torch.float64]
+
+
+def test_e3nn_backend_on_an_unweighted_flipped_block():
+    """Under e3nn 0.4.4 an unweighted path on a flipped block cannot be converted: refused with a
+    message; under e3nn >= 0.5 it equals cg."""
+    from equitensor._e3nn_compat import installed_e3nn_version
+
+    args = ("1o", "2e", "2o", [(0, 0, 0, "uuu", False)])
+    if installed_e3nn_version() < (0, 5):
+        with pytest.raises(ValueError, match=r"opposite sign of wigner_3j\(1, 2, 2\).*use backend 'cg'"):
+            TensorProduct(*args, backend="e3nn")
+        return
+    x1, x2 = torch.randn(4, 3), torch.randn(4, 5)
+    ours, ref = TensorProduct(*args).double(), TensorProduct(*args, backend="e3nn").double()
+    assert (ours(x1, x2) - ref(x1, x2)).abs().max() < TOL[torch.float64]
