@@ -153,6 +153,12 @@ def test_unsupported_block_names_the_class_and_lists_the_supported():
         from_mace(model)
 
 
+def test_single_interaction_model_is_refused_with_what_is_supported():
+    model = build_mace(num_interactions=1)
+    with pytest.raises(ValueError, match=r"1 interaction\(s\).*supported are two or more interactions"):
+        from_mace(model)
+
+
 def test_model_file_needs_trust_pickle(tmp_path):
     model = build_mace()
     path = tmp_path / "small.model"

@@ -139,6 +139,22 @@ def _check_supported(model) -> None:
     for readout in model.readouts:
         if _class_name(readout) not in SUPPORTED_READOUTS:
             raise _unsupported("readout block", _class_name(readout), SUPPORTED_READOUTS)
+    layout = [_class_name(r) for r in model.readouts]
+    expected = ["LinearReadoutBlock"] * (len(model.interactions) - 1) + ["NonLinearReadoutBlock"]
+    if len(model.interactions) < 2 or layout != expected:
+        raise ValueError(
+            f"cannot convert a mace-torch model with {len(model.interactions)} interaction(s) and the readouts "
+            f"{layout}: supported are two or more interactions, linear readouts then one non-linear readout"
+        )
+    act = getattr(getattr(model.readouts[-1], "non_linearity", None), "acts", [None])[0]
+    if getattr(act, "f", torch.nn.functional.silu) is not torch.nn.functional.silu:
+        raise ValueError(f"cannot convert a non-linear readout with the gate {act.f!r}: supported is silu")
+    last_out, scalars = str(model.products[-1].linear.irreps_out), str(model.interactions[0].hidden_irreps[0])
+    if last_out != scalars:
+        raise ValueError(
+            f"cannot convert keep_last_layer_irreps=True (last layer {last_out}): supported is a last "
+            f"layer that keeps only the scalars ({scalars})"
+        )
     radial = model.radial_embedding
     if _class_name(radial.bessel_fn) not in SUPPORTED_RADIAL:
         raise _unsupported("radial basis", _class_name(radial.bessel_fn), SUPPORTED_RADIAL)
