@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import importlib
 
+from ._e3nn_compat import allow_e3nn_04_constants
+
+allow_e3nn_04_constants()  # before any e3nn import: e3nn 0.4.4 loads pickled constants at import
+
 __version__ = "0.1.0"
 
 _LAZY = {

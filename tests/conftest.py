@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+import equitensor  # noqa: F401  (first: under e3nn 0.4.4 it lets `from e3nn import o3` load its constants)
 
 # The suite runs with one third-party backend installed the way a plugin package installs one:
 # a module plus a ``.dist-info`` declaring the ``equitensor.backends`` entry point

@@ -1,8 +1,9 @@
 """Our MACE (cg conv + cg product basis) reproduces mace-torch 0.3.16 on the same weights.
 
-mace-torch pins e3nn 0.4.4, which conflicts with ours, so it runs in its own venv through a
-subprocess (``tests/mace_reference.py``); point ``$EQUITENSOR_MACE_PYTHON`` at that venv's python
-(default: ``../mace-venv/bin/python`` beside the repository).
+mace-torch runs in another venv through a subprocess (``tests/mace_reference.py``), which also checks
+the port against another process's e3nn tables; point ``$EQUITENSOR_MACE_PYTHON`` at that venv's
+python (default: ``../mace-venv/bin/python`` beside the repository). ``tests/test_from_mace.py``
+covers the in-process conversion where mace-torch is installed beside equitensor.
 """
 
 import json

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from equitensor import so3
 from equitensor.ops import ChannelwiseTensorProduct, FullyConnectedTensorProduct, TensorProduct
 from equitensor.ops.backends import available_backends
+from equitensor.ops.backends.e3nn_adapter import installed_e3nn_weight_signs
 
 from .conftest import TOL
 from .helpers import rotate
@@ -72,7 +73,9 @@ def test_cg_equals_raw_e3nn_tensor_product(mode):
     x1, x2 = torch.randn(6, a.dim, dtype=torch.float64), torch.randn(6, b.dim, dtype=torch.float64)
     w = torch.randn(6, ref.weight_numel, dtype=torch.float64)
     assert ours.weight_numel == ref.weight_numel
-    assert (ours(x1, x2, w) - ref(x1, x2, w)).abs().max() < TOL[torch.float64]
+    # +1 everywhere under e3nn >= 0.5; under 0.4.4 the conversion of its 16 other wigner_3j signs
+    sign = torch.as_tensor(installed_e3nn_weight_signs(ours.descriptor))
+    assert (ours(x1, x2, w) - ref(x1, x2, w * sign)).abs().max() < TOL[torch.float64]
 
 
 def test_path_weight_and_normalizations_match_e3nn():
@@ -186,3 +189,31 @@ def test_bad_mode_and_multiplicities():
         TensorProduct("0e", "0e", "0e", [(0, 0, 0, "uvw", False)])
     with pytest.raises(ValueError, match="out of range"):
         TensorProduct("0e", "0e", "0e", [(1, 0, 0, "uvw", True)])
+
+
+def test_e3nn_backend_equals_cg_on_the_blocks_where_e3nn_04_has_other_signs():
+    """(1,2,2), (2,2,1), (1,3,3), (3,3,1) are among e3nn 0.4.4's 16 sign flips: the adapter's
+    weight conversion makes backend 'e3nn' equal 'cg' on every installed e3nn version."""
+    a, b, c = "2x1o+2x2e+2x3o", "1o+2e+3o", "2x1e+2x2o+2x3e+2x0e"
+    ours = TensorProduct(a, b, c, mode="uvw", shared_weights=False, internal_weights=False).double()
+    ref = TensorProduct(a, b, c, mode="uvw", shared_weights=False, internal_weights=False, backend="e3nn").double()
+    flipped = [p for p in ours.paths if (p.ir_in1.l, p.ir_in2.l, p.ir_out.l) in {(1, 2, 2), (2, 2, 1)}]
+    assert flipped  # the product does use such blocks
+    x1, x2 = torch.randn(5, ours.irreps_in1.dim), torch.randn(5, ours.irreps_in2.dim)
+    w = torch.randn(5, ours.weight_numel)
+    assert (ours(x1, x2, w) - ref(x1, x2, w)).abs().max() < TOL[torch.float64]
+
+
+def test_e3nn_backend_on_an_unweighted_flipped_block():
+    """Under e3nn 0.4.4 an unweighted path on a flipped block cannot be converted: refused with a
+    message; under e3nn >= 0.5 it equals cg."""
+    from equitensor._e3nn_compat import installed_e3nn_version
+
+    args = ("1o", "2e", "2o", [(0, 0, 0, "uuu", False)])
+    if installed_e3nn_version() < (0, 5):
+        with pytest.raises(ValueError, match=r"opposite sign of wigner_3j\(1, 2, 2\).*use backend 'cg'"):
+            TensorProduct(*args, backend="e3nn")
+        return
+    x1, x2 = torch.randn(4, 3), torch.randn(4, 5)
+    ours, ref = TensorProduct(*args).double(), TensorProduct(*args, backend="e3nn").double()
+    assert (ours(x1, x2) - ref(x1, x2)).abs().max() < TOL[torch.float64]

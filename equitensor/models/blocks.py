@@ -193,6 +193,10 @@ class InteractionBlock(torch.nn.Module):
         """Irreps of the message: the target irreps."""
         return self.target_irreps
 
+    def message_divisor(self, edge_feats, edge_index, num_nodes: int):
+        """What the summed messages are divided by: ``avg_num_neighbors`` (subclasses: per node)."""
+        return self.avg_num_neighbors
+
     def forward(self, node_feats, element_onehot, edge_attrs, edge_feats, edge_index, element_groups=None):
         """``element_groups``: optional :class:`ElementGroups` of the atoms (faster skip connection)."""
         sc = self.skip(node_feats, element_onehot, element_groups) if self.residual else None
@@ -202,7 +206,7 @@ class InteractionBlock(torch.nn.Module):
         message = self.conv_tp.message_passing(
             node_feats, edge_attrs, tp_weights, edge_index
         )  # [N, irreps_mid.dim]
-        message = self.linear(message) / self.avg_num_neighbors  # [N, target.dim]
+        message = self.linear(message) / self.message_divisor(edge_feats, edge_index, node_feats.shape[0])
         if not self.residual:
             message = self.skip(message, element_onehot, element_groups)
         return message, sc

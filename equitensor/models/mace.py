@@ -29,6 +29,9 @@ from .blocks import (
     ScaleShift,
 )
 from .graph import element_name
+from .mace_variants import DensityInteractionBlock
+from .pair_terms import ZBLRepulsion
+from .pair_terms import distance_transform as make_distance_transform
 from .radial import RadialEmbedding
 
 
@@ -56,6 +59,13 @@ class MACE(torch.nn.Module):
         conv_backend: tensor-product backend of the convolutions (``available_backends()``).
         product_backend: product-basis backend (``available_product_bases()``).
         conv_options, product_options: extra keyword arguments for the backends.
+        residual_first: the first interaction has the element skip connection too (mace-torch's
+            ``interaction_first=RealAgnosticResidualInteractionBlock``, as in MACE-MP-0).
+        pair_repulsion: add ZBL repulsion to the interaction energies (``pair_terms.ZBLRepulsion``).
+        distance_transform: ``"Agnesi"`` or ``"Soft"``: the radial basis sees transformed
+            lengths (``pair_terms``), the cutoff the true ones (mace-torch's option of that name).
+        density_normalization: divide messages by a learned neighbour density instead of
+            ``avg_num_neighbors`` (``mace_variants.DensityInteractionBlock``).
 
     ``forward(batch, compute_forces=True, compute_stress=False, training=False)`` returns a dict:
     ``energy [B]``, ``node_energy [N]``, ``forces [N, 3]`` (or None), ``stress [B, 3, 3]`` (eV/Å^3,
@@ -85,6 +95,10 @@ class MACE(torch.nn.Module):
         product_backend: str = "cg",
         conv_options: Mapping | None = None,
         product_options: Mapping | None = None,
+        residual_first: bool = False,
+        pair_repulsion: bool = False,
+        distance_transform: str | None = None,
+        density_normalization: bool = False,
     ):
         super().__init__()
         atomic_numbers = [int(z) for z in atomic_numbers]
@@ -136,6 +150,14 @@ class MACE(torch.nn.Module):
             atomic_inter_shift=float(atomic_inter_shift), conv_backend=conv_backend, product_backend=product_backend,
             conv_options=dict(conv_options or {}), product_options=dict(product_options or {}),
         )  # fmt: skip
+        # recorded only when set, so configs of the default model stay as they were
+        options = dict(
+            residual_first=residual_first, pair_repulsion=pair_repulsion, distance_transform=distance_transform,
+            density_normalization=density_normalization,
+        )  # fmt: skip
+        self.config.update({k: v for k, v in options.items() if v not in (False, None, "None")})
+        self.pair_repulsion = ZBLRepulsion(num_polynomial_cutoff) if pair_repulsion else None
+        self.distance_transform = make_distance_transform(distance_transform)
         self.atomic_numbers = atomic_numbers
         self.r_max = float(r_max)
         self.num_elements = len(atomic_numbers)
@@ -162,7 +184,7 @@ class MACE(torch.nn.Module):
         for t in range(num_interactions):
             last = t == num_interactions - 1
             hidden_out = Irreps(str(hidden_irreps[0])) if last else hidden_irreps
-            interaction = InteractionBlock(
+            interaction = (DensityInteractionBlock if density_normalization else InteractionBlock)(
                 node_feats_irreps=node_feats_irreps,
                 edge_attrs_irreps=sh_irreps,
                 num_radial=num_bessel,
@@ -171,7 +193,7 @@ class MACE(torch.nn.Module):
                 num_elements=self.num_elements,
                 avg_num_neighbors=avg_num_neighbors,
                 radial_MLP=radial_MLP,
-                residual=t > 0,
+                residual=t > 0 or bool(residual_first),
                 conv_backend=conv_backend,
                 **(conv_options or {}),
             )
@@ -263,8 +285,15 @@ class MACE(torch.nn.Module):
         node_feats = self.node_embedding(element_onehot)  # [N, C]
         edge_attrs = self.spherical_harmonics(vectors)  # [n_edges, (max_ell+1)^2]
         edge_feats = self.radial_embedding(lengths)  # [n_edges, num_bessel]
+        if self.distance_transform is not None or self.pair_repulsion is not None:
+            z_sender, z_receiver = batch.atomic_numbers[sender], batch.atomic_numbers[edge_index[1]]
+        if self.distance_transform is not None:
+            transformed = self.distance_transform(lengths, z_sender, z_receiver)
+            edge_feats = self.radial_embedding.bessel(transformed) * self.radial_embedding.cutoff(lengths)
 
         site_energy = node_e0.new_zeros(n)
+        if self.pair_repulsion is not None:  # scaled with the interaction energies, as in mace-torch
+            site_energy = self.pair_repulsion(lengths, z_sender, z_receiver, edge_index[1], n)
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
             message, sc = interaction(node_feats, element_onehot, edge_attrs, edge_feats, edge_index, element_groups)
             node_feats = product(message, sc, element_onehot)

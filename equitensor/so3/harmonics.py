@@ -1,4 +1,4 @@
-"""Real spherical harmonics in the convention of the installed e3nn (pure numpy, float64).
+"""Real spherical harmonics in e3nn's convention (pure numpy, float64; the same in e3nn 0.4 and >= 0.5).
 
 Convention (identical to ``e3nn.o3.spherical_harmonics``):
 

@@ -1,11 +1,12 @@
 """Clebsch-Gordan / Wigner 3j coefficients and Wigner D matrices for real harmonics (pure numpy).
 
 ``wigner_3j(l1, l2, l3)`` equals ``e3nn.o3.wigner_3j`` of e3nn >= 0.5, phases included (its
-real-to-complex change of basis carries a factor ``(-i)^l``). e3nn 0.4 computed its tables by a
-different route and differs in the sign of 16 of the 111 blocks with l <= 5 (e.g. (1, 2, 2));
-that table is not reproduced here, so an installed e3nn < 0.5 is refused with a clear error
-rather than silently mismatched (weights from e3nn 0.4 models, e.g. mace-torch, are ported
-with explicit sign checks: ``tests/mace_port.py``).
+real-to-complex change of basis carries a factor ``(-i)^l``). The tables are computed here from
+exact SU(2) Clebsch-Gordan coefficients and never read from the installed e3nn, so they are the
+same whatever e3nn is installed. e3nn 0.4.4 (mace-torch's pin) computed its tables by another
+route and differs in the sign of 16 of the 111 blocks with l <= 5 (e.g. (1, 2, 2)); the ``e3nn``
+adapter backend and ``equitensor.models.from_mace`` compare against the installed tables and
+convert those signs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import functools
 import math
 from fractions import Fraction
-from importlib import metadata
 
 import numpy as np
 
@@ -21,23 +21,8 @@ from ._cache import read_only as _read_only
 from .harmonics import spherical_harmonics
 
 
-@functools.cache
 def e3nn_phase_convention() -> str:
-    """``"0.5"``: the phase convention of the tables, checked against the installed e3nn.
-
-    Raises ``ValueError`` when e3nn < 0.5 is installed (its wigner_3j signs differ; see above).
-    """
-    try:
-        version = metadata.version("e3nn")
-    except metadata.PackageNotFoundError:
-        return "0.5"
-    major, minor = (int(p) for p in version.split(".")[:2])
-    if (major, minor) < (0, 5):
-        raise ValueError(
-            f"e3nn {version} is installed, but equitensor's tables follow e3nn >= 0.5, whose wigner_3j "
-            "signs differ from 0.4's in 16 of 111 blocks with l <= 5; install e3nn>=0.5 (keep e3nn 0.4 "
-            "projects such as mace-torch in their own environment)"
-        )
+    """``"0.5"``: the tables follow e3nn >= 0.5's phases, independently of the installed e3nn."""
     return "0.5"
 
 
@@ -85,8 +70,7 @@ def change_basis_real_to_complex(l: int) -> np.ndarray:
     for m in range(1, l + 1):
         q[l + m, l + abs(m)] = (-1) ** m * s
         q[l + m, l - abs(m)] = 1j * (-1) ** m * s
-    if e3nn_phase_convention() == "0.5":  # raises for e3nn < 0.5 instead of building other phases
-        q = (-1j) ** l * q
+    q = (-1j) ** l * q  # e3nn >= 0.5's phase; makes every wigner_3j block real
     return _read_only(q)
 
 

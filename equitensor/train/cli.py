@@ -125,6 +125,7 @@ def _train(args) -> int:
     from .distributed import init_distributed
     from .evaluate import evaluate_model, write_predictions
     from .metrics import format_metrics
+    from .finetune import freeze_parameters
     from .rundir import prepare_out_dir, remove_run_files
     from .setup import build_model, check_elements, check_model_settings, compute_statistics, prepare_data
     from .trainer import DTYPES, Trainer, seed_everything
@@ -159,6 +160,7 @@ def _train(args) -> int:
                 handle.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         seed_everything(cfg.train.seed)
         model = build_model(cfg.model, stats)
+        freeze_parameters(model, cfg.train.freeze)
         trainer = Trainer(
             cfg, model, splits.train, splits.val, dist=ctx, save_best=save_model,
             baseline_energy_per_atom=stats.mean_energy_per_atom,

@@ -121,6 +121,12 @@ class ModelConfig:
     scale_shift: bool = True
     #: further keyword arguments passed unchanged to the model constructor.
     extra: dict = field(default_factory=dict)
+    #: start from this model file (fine-tuning; its architecture wins): see ``train/finetune.py``.
+    init_from: str | None = None
+    #: ``init_from`` may be a mace-torch ``.model`` file (a pickled module: only if you trust it).
+    trust_pickle: bool = False
+    #: E0s of an ``init_from`` model: ``keep`` its own, or ``data`` (from ``data.e0s``).
+    init_e0s: str = "keep"
 
 
 @dataclass
@@ -194,6 +200,8 @@ class TrainConfig:
     #: also log the validation metrics to Weights & Biases: keyword arguments of ``wandb.init``,
     #: e.g. ``{project: oc20, name: run1, mode: offline}``; ``None`` = off (needs ``wandb``).
     wandb: dict | None = None
+    #: parameter-name prefixes or globs kept fixed during training (``train/finetune.py``).
+    freeze: list = field(default_factory=list)
 
 
 @dataclass

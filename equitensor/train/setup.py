@@ -322,6 +322,10 @@ def build_model(cfg: ModelConfig, stats: DatasetStatistics) -> torch.nn.Module:
     """
     from equitensor.models import MACE
 
+    if cfg.init_from:  # fine-tuning: the foundation model's architecture and weights
+        from .finetune import foundation_model
+
+        return foundation_model(cfg, stats)
     avg = stats.avg_num_neighbors if cfg.avg_num_neighbors == "auto" else float(cfg.avg_num_neighbors)
     scale_shift = {}
     if cfg.scale_shift:
