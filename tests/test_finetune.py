@@ -9,7 +9,7 @@ from torch_geometric.data import Batch
 
 from equitensor.cli import main
 from equitensor.models import MACE, save_model
-from equitensor.train.config import ConfigError, ModelConfig
+from equitensor.train.config import ConfigError, ModelConfig, load_config
 from equitensor.train.finetune import foundation_model, freeze_parameters
 from equitensor.train.setup import build_model, compute_statistics
 
@@ -66,11 +66,13 @@ def test_init_from_a_model_without_the_training_elements_is_refused(tmp_path):
         foundation_model(ModelConfig(init_from=str(path)), stats_of(emt_graphs(6, r_max=4.0)))
 
 
-def test_pickled_model_file_needs_trust_pickle(tmp_path):
+def test_pickled_model_file_needs_the_callers_permission(tmp_path):
     path = tmp_path / "pickled.model"
     torch.save(torch.nn.Linear(2, 2), path)
-    with pytest.raises(ConfigError, match="model.trust_pickle=true"):
+    with pytest.raises(ConfigError, match="--allow-pickle"):
         foundation_model(ModelConfig(init_from=str(path)), stats_of(emt_graphs(2, r_max=4.0)))
+    with pytest.raises(ConfigError, match="unknown config key .model.trust_pickle"):  # no file can grant it
+        load_config(None, ["model.trust_pickle=true"])
 
 
 def test_frozen_parameters_do_not_change_in_training_steps(tmp_path):

@@ -159,7 +159,7 @@ def _train(args) -> int:
             with atomic_write(Path(cfg.train.out_dir) / "config.yaml") as handle:
                 handle.write(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         seed_everything(cfg.train.seed)
-        model = build_model(cfg.model, stats)
+        model = build_model(cfg.model, stats, allow_pickle=args.allow_pickle)
         freeze_parameters(model, cfg.train.freeze)
         trainer = Trainer(
             cfg, model, splits.train, splits.val, dist=ctx, save_best=save_model,

@@ -123,8 +123,6 @@ class ModelConfig:
     extra: dict = field(default_factory=dict)
     #: start from this model file (fine-tuning; its architecture wins): see ``train/finetune.py``.
     init_from: str | None = None
-    #: ``init_from`` may be a mace-torch ``.model`` file (a pickled module: only if you trust it).
-    trust_pickle: bool = False
     #: E0s of an ``init_from`` model: ``keep`` its own, or ``data`` (from ``data.e0s``).
     init_e0s: str = "keep"
 

@@ -1,7 +1,8 @@
 """Fine-tuning from a foundation model: ``model.init_from``, ``model.init_e0s``, ``train.freeze``.
 
-``model.init_from`` names an equitensor model file (``save_model``) or, with
-``model.trust_pickle: true``, a mace-torch ``.model`` file (a pickled module, converted by
+``model.init_from`` names an equitensor model file (``save_model``) or, only with the user's
+permission on the command line (``equitensor train --allow-pickle``) or in a call
+(``allow_pickle=True``), a mace-torch ``.model`` file (a pickled module, converted by
 ``equitensor.models.from_mace`` with ``model.conv_backend`` / ``model.product_backend``). The
 foundation model's architecture replaces the other ``model.*`` settings; its E0s are kept
 (``model.init_e0s: keep``) or replaced by the ones ``data.e0s`` gives for the training elements
@@ -23,8 +24,11 @@ from .config import ConfigError
 INIT_E0S = ("keep", "data")
 
 
-def load_foundation(path, conv_backend: str = "cg", product_backend: str = "cg", trust_pickle: bool = False):
-    """The model in ``path``: an equitensor model file, or a mace-torch one (only with ``trust_pickle``)."""
+def load_foundation(path, conv_backend: str = "cg", product_backend: str = "cg", allow_pickle: bool = False):
+    """The model in ``path``: an equitensor model file, or a mace-torch one (only with ``allow_pickle``).
+
+    The permission to unpickle is an argument, never a configuration key: a config file or a
+    checkpoint cannot grant it."""
     from equitensor.models import from_mace, load_model
 
     path = Path(path)
@@ -33,22 +37,23 @@ def load_foundation(path, conv_backend: str = "cg", product_backend: str = "cg",
     try:
         return load_model(path)
     except (pickle.UnpicklingError, ValueError) as error:
-        if not trust_pickle:
+        if not allow_pickle:
             raise ConfigError(
                 f"model.init_from: {path} is not an equitensor model file ({str(error).splitlines()[0]}); "
                 "if it is a mace-torch .model file (a pickled module, whose loading can run code), "
-                "set model.trust_pickle=true if you trust its source"
+                "pass --allow-pickle to `equitensor train` (allow_pickle=True in Python) if you trust its source"
             ) from error
     return from_mace(path, conv_backend=conv_backend, product_backend=product_backend, trust_pickle=True)
 
 
-def foundation_model(cfg, stats) -> torch.nn.Module:
-    """The model of ``cfg.init_from`` checked against the training ``stats`` (elements, E0s)."""
+def foundation_model(cfg, stats, allow_pickle: bool = False) -> torch.nn.Module:
+    """The model of ``cfg.init_from`` checked against the training ``stats`` (elements, E0s);
+    ``allow_pickle``: the user's permission to unpickle a mace-torch ``.model`` file."""
     from equitensor.models.graph import element_name
 
     if cfg.init_e0s not in INIT_E0S:
         raise ConfigError(f"model.init_e0s must be one of {INIT_E0S}, got {cfg.init_e0s!r}")
-    model = load_foundation(cfg.init_from, cfg.conv_backend, cfg.product_backend, cfg.trust_pickle)
+    model = load_foundation(cfg.init_from, cfg.conv_backend, cfg.product_backend, allow_pickle)
     unknown = [z for z in stats.elements if z not in model.atomic_numbers]
     if unknown:
         names = ", ".join(f"{element_name(z)} ({z})" for z in unknown)

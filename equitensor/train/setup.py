@@ -314,8 +314,11 @@ def check_model_settings(cfg: ModelConfig) -> None:
         raise ConfigError(f"model settings cannot build a model ({settings}): {error}") from error
 
 
-def build_model(cfg: ModelConfig, stats: DatasetStatistics) -> torch.nn.Module:
+def build_model(cfg: ModelConfig, stats: DatasetStatistics, allow_pickle: bool = False) -> torch.nn.Module:
     """``equitensor.models.MACE`` from the model config and the training-set statistics.
+
+    ``allow_pickle`` is the user's permission (``--allow-pickle``) to unpickle a mace-torch
+    ``model.init_from`` file.
 
     With ``model.scale_shift`` (default) the interaction energy per atom is scaled by the rms force
     and shifted by the mean interaction energy per atom, as mace-torch's ScaleShiftMACE does.
@@ -325,7 +328,7 @@ def build_model(cfg: ModelConfig, stats: DatasetStatistics) -> torch.nn.Module:
     if cfg.init_from:  # fine-tuning: the foundation model's architecture and weights
         from .finetune import foundation_model
 
-        return foundation_model(cfg, stats)
+        return foundation_model(cfg, stats, allow_pickle)
     avg = stats.avg_num_neighbors if cfg.avg_num_neighbors == "auto" else float(cfg.avg_num_neighbors)
     scale_shift = {}
     if cfg.scale_shift:
