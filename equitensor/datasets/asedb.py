@@ -103,6 +103,11 @@ class AseDBReader(FrameReader):
         state["_db"] = None
         return state
 
+    def release(self) -> None:
+        if self._db is not None:
+            _drop_inherited(self._db)  # closes this process's handle without reopening the file
+            self._db = None
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -110,6 +115,7 @@ class AseDBReader(FrameReader):
         try:
             row = self.db.get(id=self.ids[index])
         except Exception as err:
+            self.release()  # a half-open handle would try to reopen the broken file when collected
             raise DatasetError(self.path, f"cannot read row id {self.ids[index]}: {err}", index) from err
         atoms = row.toatoms()
         labels = _raw_labels(atoms)
@@ -147,6 +153,11 @@ class TrajectoryReader(FrameReader):
         state = dict(self.__dict__)
         state["_traj"] = None
         return state
+
+    def release(self) -> None:
+        if self._traj is not None and self._pid == os.getpid():
+            self._traj.close()
+        self._traj = None
 
     def __len__(self) -> int:
         return self._length

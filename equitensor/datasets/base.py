@@ -58,6 +58,9 @@ class FrameReader(abc.ABC):
         """(file, frame index in that file) of dataset frame ``index``, for error messages."""
         return self.path, index
 
+    def release(self) -> None:
+        """Close open file handles; the reader reopens them on the next access."""
+
     def __iter__(self) -> Iterator[Atoms]:
         for i in range(len(self)):
             yield self[i]

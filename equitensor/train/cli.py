@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -52,7 +53,12 @@ def add_train_commands(subparsers) -> None:
         help="evaluate a saved model on a dataset: metrics + per-frame predictions CSV",
     )
     evaluate.add_argument("--model", required=True, help="model file written by training (best_model.pt)")
-    evaluate.add_argument("--data", required=True, help="dataset path (any format open_dataset reads)")
+    evaluate.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="dataset path (any format open_dataset reads), a folder of files, a glob, or several paths (one dataset)",
+    )
     evaluate.add_argument(
         "--out", default=None, help="predictions CSV (default: <model dir>/predictions_<data name>.csv)"
     )
@@ -194,15 +200,17 @@ def _evaluate(args) -> int:
         key, raw = text.split("=", 1)
         options[key] = yaml.safe_load(raw)
     model = load_model(model_path)
-    dataset = open_graphs(args.data, model.r_max, options)
-    check_elements(dataset, model.atomic_numbers, args.data, key="elements of the model")
+    data = args.data[0] if len(args.data) == 1 else args.data
+    dataset = open_graphs(data, model.r_max, options)
+    check_elements(dataset, model.atomic_numbers, str(data), key="elements of the model")
     metrics, rows = evaluate_model(
         model, dataset, args.batch_size, resolve_device(args.device), getattr(torch, args.dtype),
         free_atoms_only=not args.all_atoms, progress=sys.stderr.isatty(),
     )  # fmt: skip
-    out = Path(args.out) if args.out else model_path.parent / f"predictions_{Path(args.data).stem}.csv"
+    name = re.sub(r"[^\w.-]+", "_", Path(args.data[0]).stem).strip("_") or "data"  # a glob has no plain stem
+    out = Path(args.out) if args.out else model_path.parent / f"predictions_{name}.csv"
     write_predictions(rows, out)
-    print(f"{args.data}: {len(rows)} frames")
+    print(f"{' '.join(args.data)}: {len(rows)} frames")
     print(format_metrics(metrics))
     for key, value in metrics.items():
         print(f"  {key:<22} {value:.6g}")

@@ -51,16 +51,17 @@ class DataConfig:
 
     ``train`` is a path understood by ``equitensor.datasets.open_dataset`` (OC20 S2EF directory of
     ``*.extxyz``/``*.txt`` files, LMDB, ASE-LMDB, extxyz, ASE trajectory), or ``"demo"`` for the
-    embedded demo dataset, generated on first use. Relative paths are resolved against the
+    embedded demo dataset, generated on first use. A folder of files (``.aselmdb`` shards,
+    ``.traj``, ``.extxyz``), a glob or a list of paths is read as one dataset. Relative paths are resolved against the
     directory of the YAML file that names them (for packaged configs and ``--set``, against the
     working directory).
     """
 
-    train: str = "demo"
+    train: str | list = "demo"
     #: validation data; ``None`` splits ``val_fraction`` of the training frames off (seeded).
-    val: str | None = None
+    val: str | list | None = None
     #: optional test data, evaluated once with the best model at the end of training.
-    test: str | None = None
+    test: str | list | None = None
     val_fraction: float = 0.1
     #: use at most this many training / validation frames (the first ones); ``None`` = all.
     max_train_frames: int | None = None
@@ -319,14 +320,20 @@ def _parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
+def _resolve_path(value: str, base: Path) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
 def _resolve_paths(cfg: Config, base: Path) -> None:
     for name in ("train", "val", "test"):
         value = getattr(cfg.data, name)
         if value is None or value == "demo":
             continue
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            setattr(cfg.data, name, str((base / path).resolve()))
+        if isinstance(value, list):
+            setattr(cfg.data, name, [_resolve_path(str(v), base) for v in value])
+        else:
+            setattr(cfg.data, name, _resolve_path(value, base))
 
 
 def validate(cfg: Config) -> None:

@@ -93,14 +93,21 @@ class CachedGraphs(torch.utils.data.Dataset):
         return graph
 
 
-def open_graphs(path: str, r_max: float, options: dict, cache: bool = False) -> Sequence:
+def _exists(path: str | list) -> bool:
+    """Whether ``path`` (a path, a glob or a list; see ``expand_sources``) names something that exists."""
+    from equitensor.datasets.sources import has_matches
+
+    return has_matches(path)
+
+
+def open_graphs(path: str | list, r_max: float, options: dict, cache: bool = False) -> Sequence:
     """Graphs (``torch_geometric.data.Data``) of the frames at ``path``, with edges within ``r_max``.
 
     ``cache`` keeps the graphs in memory after first use (for datasets that fit in RAM).
     """
     from equitensor.datasets import GraphDataset, open_dataset
 
-    if not Path(path).exists():
+    if not _exists(path):
         raise FileNotFoundError(f"dataset not found: {path}")
     try:
         reader = open_dataset(path, **options)
@@ -136,7 +143,7 @@ def prepare_data(cfg: DataConfig, r_max: float, seed: int, ctx: DistContext | No
         # the demo's target is the OC20 one: energy minus the per-system reference (adsorption energy)
         options = {"referenced": True, **options}
     for key, path in (("data.train", train_path), ("data.val", val_path), ("data.test", cfg.test)):
-        if path is not None and not Path(path).exists():
+        if path is not None and not _exists(path):
             raise ConfigError(f"{key}: dataset not found: {path} (set it with --set {key}=PATH)")
     train = open_graphs(train_path, r_max, options, cfg.cache_graphs)
     if val_path is None:
@@ -215,6 +222,17 @@ def _file_index(dataset: Sequence, index: int) -> int:
     return index
 
 
+def _frame_location(dataset: Sequence, index: int, where: str) -> str:
+    """``FILE, frame K`` of item ``index``: the source file and frame within it when the reader knows."""
+    from equitensor.datasets.sources import locate_frame
+
+    index = _file_index(dataset, index)
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    location = locate_frame(dataset, index)
+    return f"{location[0]}, frame {location[1]}" if location else f"{where}, frame {index}"
+
+
 def check_elements(dataset: Sequence, allowed: Sequence[int], where: str, key: str = "data.elements") -> None:
     """Raise :class:`ConfigError` naming the first frame that holds an element outside ``allowed``.
 
@@ -228,7 +246,7 @@ def check_elements(dataset: Sequence, allowed: Sequence[int], where: str, key: s
             names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in sorted(extra))
             known = ", ".join(chemical_symbols[z] for z in sorted(allowed_set))
             raise ConfigError(
-                f"{where}, frame {_file_index(dataset, index)}: element {names} is not allowed ({key} = {known}); "
+                f"{_frame_location(dataset, index, where)}: element {names} is not allowed ({key} = {known}); "
                 "add it to the list or remove the frame from the data"
             )
 
