@@ -58,6 +58,10 @@ class FrameReader(abc.ABC):
         """(file, frame index in that file) of dataset frame ``index``, for error messages."""
         return self.path, index
 
+    def num_atoms(self, index: int) -> int:
+        """Atom count of frame ``index`` (for size-aware batching; no validation, no graph)."""
+        return len(self._read(int(index)))
+
     def release(self) -> None:
         """Close open file handles; the reader reopens them on the next access."""
 

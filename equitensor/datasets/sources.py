@@ -92,16 +92,22 @@ def has_matches(spec: SourceSpec) -> bool:
 
 
 def locate_frame(dataset, index: int) -> tuple[Path, int] | None:
-    """(source file, frame in it) of item ``index`` of a graph dataset over a reader, else ``None``.
+    """(source file, frame in it) of item ``index`` of a dataset built on a frame reader, else ``None``.
 
-    Follows ``.dataset`` (graph caches) and ``.reader`` (``GraphDataset``) to the frame reader.
+    Maps the index through ``Subset`` layers and follows ``.dataset`` (graph caches) and
+    ``.reader`` (``GraphDataset``) to the frame reader.
     """
-    for _ in range(4):
-        if isinstance(dataset, FrameReader):
+    from torch.utils.data import Subset
+
+    for _ in range(16):
+        if isinstance(dataset, Subset):
+            index, dataset = int(dataset.indices[index]), dataset.dataset
+        elif isinstance(dataset, FrameReader):
             return dataset._locate(index)
-        dataset = getattr(dataset, "reader", None) or getattr(dataset, "dataset", None)
-        if dataset is None:
-            return None
+        else:
+            dataset = getattr(dataset, "reader", None) or getattr(dataset, "dataset", None)
+            if dataset is None:
+                return None
     return None
 
 

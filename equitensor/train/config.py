@@ -158,6 +158,9 @@ class TrainConfig:
     time_limit_minutes: float | None = None
     #: global batch size (split evenly over DDP ranks).
     batch_size: int = 10
+    #: size-aware batching: each rank's training batch holds at most this many atoms (systems
+    #: packed in shuffled order, ranks balanced by atom count); ``batch_size`` is then unused.
+    max_atoms_per_batch: int | None = None
     val_batch_size: int = 20
     #: evaluate on the validation set every this many epochs (and after the last one).
     eval_every_epochs: int = 1
@@ -352,6 +355,8 @@ def validate(cfg: Config) -> None:
         "model.r_max": cfg.model.r_max,
         "data.demo_frames": cfg.data.demo_frames,
     }
+    if cfg.train.max_atoms_per_batch is not None:
+        positive["train.max_atoms_per_batch"] = cfg.train.max_atoms_per_batch
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{where}: {key} must be > 0, got {value!r}")

@@ -226,11 +226,8 @@ def _frame_location(dataset: Sequence, index: int, where: str) -> str:
     """``FILE, frame K`` of item ``index``: the source file and frame within it when the reader knows."""
     from equitensor.datasets.sources import locate_frame
 
-    index = _file_index(dataset, index)
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
     location = locate_frame(dataset, index)
-    return f"{location[0]}, frame {location[1]}" if location else f"{where}, frame {index}"
+    return f"{location[0]}, frame {location[1]}" if location else f"{where}, frame {_file_index(dataset, index)}"
 
 
 def check_elements(dataset: Sequence, allowed: Sequence[int], where: str, key: str = "data.elements") -> None:
