@@ -21,7 +21,7 @@ from .errors import DatasetError
 from .formats import FORMATS, DatasetFormat, format_for_file, format_for_folder
 from .frames import frame_labels
 
-__all__ = ["ConcatReader", "SourceSpec", "expand_sources", "has_matches", "locate_frame"]
+__all__ = ["ConcatReader", "SourceSpec", "expand_sources", "frame_reader", "has_matches", "locate_frame"]
 
 SourceSpec = str | Path | Sequence[str | Path]
 
@@ -91,24 +91,35 @@ def has_matches(spec: SourceSpec) -> bool:
     return bool(items) and all(Path(str(i)).expanduser().exists() or glob.glob(str(Path(str(i)).expanduser())) for i in items)
 
 
-def locate_frame(dataset, index: int) -> tuple[Path, int] | None:
-    """(source file, frame in it) of item ``index`` of a dataset built on a frame reader, else ``None``.
+def _unwrap(dataset, index: int = 0) -> tuple[object, int]:
+    """The frame reader under ``dataset`` (or the innermost dataset) and ``index`` mapped onto it.
 
     Maps the index through ``Subset`` layers and follows ``.dataset`` (graph caches) and
-    ``.reader`` (``GraphDataset``) to the frame reader.
+    ``.reader`` (``GraphDataset``).
     """
     from torch.utils.data import Subset
 
-    for _ in range(16):
+    while not isinstance(dataset, FrameReader):
         if isinstance(dataset, Subset):
             index, dataset = int(dataset.indices[index]), dataset.dataset
-        elif isinstance(dataset, FrameReader):
-            return dataset._locate(index)
-        else:
-            dataset = getattr(dataset, "reader", None) or getattr(dataset, "dataset", None)
-            if dataset is None:
-                return None
-    return None
+            continue
+        inner = getattr(dataset, "reader", None) or getattr(dataset, "dataset", None)
+        if inner is None:
+            break
+        dataset = inner
+    return dataset, index
+
+
+def frame_reader(dataset) -> FrameReader | None:
+    """The frame reader a graph dataset (``GraphDataset``, graph cache, ``Subset``) is built on."""
+    reader, _ = _unwrap(dataset)
+    return reader if isinstance(reader, FrameReader) else None
+
+
+def locate_frame(dataset, index: int) -> tuple[Path, int] | None:
+    """(source file, frame in it) of item ``index`` of a dataset built on a frame reader, else ``None``."""
+    reader, index = _unwrap(dataset, index)
+    return reader._locate(index) if isinstance(reader, FrameReader) else None
 
 
 def _label_keys(atoms: Atoms) -> tuple[str, ...]:

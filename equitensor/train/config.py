@@ -76,8 +76,9 @@ class DataConfig:
     #: scanned once before training (one extra pass, or the graph cache's first fill), and the
     #: skipped frames are counted and the first reasons printed. Off: the first bad frame raises.
     skip_invalid: bool = False
-    #: per-element reference energies: ``"fit"`` (least-squares linear fit on the training set),
-    #: ``"zero"``, or a mapping ``{atomic_number_or_symbol: energy_eV}``.
+    #: per-element reference energies: ``"fit"`` (least-squares linear fit on the training set;
+    #: warns when under-determined), ``"zero"``, ``"isolated"`` (the training data's
+    #: ``config_type=IsolatedAtom`` frames, as MACE), or a mapping ``{atomic_number_or_symbol: energy_eV}``.
     e0s: Any = "fit"
     #: frames of the demo dataset when ``train == "demo"`` and it has to be generated.
     demo_frames: int = 240
@@ -380,8 +381,10 @@ def validate(cfg: Config) -> None:
     if cfg.loss.energy_weight == cfg.loss.forces_weight == cfg.loss.stress_weight == 0:
         raise ConfigError(f"{where}: all loss weights are zero; nothing would be trained")
     e0s = cfg.data.e0s
-    if not (e0s in ("fit", "zero") or isinstance(e0s, dict)):
-        raise ConfigError(f"{where}: data.e0s must be 'fit', 'zero' or a mapping element -> eV, got {e0s!r}")
+    if not (e0s in ("fit", "zero", "isolated") or isinstance(e0s, dict)):
+        raise ConfigError(
+            f"{where}: data.e0s must be 'fit', 'zero', 'isolated' or a mapping element -> eV, got {e0s!r}"
+        )
     aan = cfg.model.avg_num_neighbors
     if not (aan == "auto" or (isinstance(aan, (int, float)) and not isinstance(aan, bool) and aan > 0)):
         raise ConfigError(

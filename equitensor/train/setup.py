@@ -16,7 +16,7 @@ from ase.data import atomic_numbers as SYMBOL_TO_Z
 from ase.data import chemical_symbols
 from torch.utils.data import Subset
 
-from ..datasets.statistics import fit_linear_reference, force_rms, reference_residuals
+from ..datasets.statistics import fit_linear_reference, force_rms, isolated_atom_e0s, reference_residuals
 from .config import ConfigError, DataConfig, ModelConfig
 from .distributed import DistContext
 
@@ -265,6 +265,11 @@ def compute_statistics(train: Sequence, data_cfg: DataConfig) -> DatasetStatisti
         e0 = fit_linear_reference(numbers, energies, elements)
     elif data_cfg.e0s == "zero":
         e0 = {z: 0.0 for z in elements}
+    elif data_cfg.e0s == "isolated":
+        try:
+            e0 = isolated_atom_e0s(train, elements)
+        except ValueError as error:
+            raise ConfigError(f"data.e0s=isolated: {error}") from error
     else:
         e0 = {_element_z(k): float(v) for k, v in data_cfg.e0s.items()}
         missing = [chemical_symbols[z] for z in elements if z not in e0]
