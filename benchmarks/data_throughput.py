@@ -12,7 +12,8 @@ its collater, run by ``--fairchem-python`` (a separate venv; skipped when absent
 batch (worker start, JIT caches) is not timed. Then peak RSS against dataset size with graphs
 not cached (``cache_graphs: false``): one fresh process per size (the first 1, 2, 4, ... shards)
 reading ``--rss-graphs`` random graphs. Writes ``benchmarks/results/data_throughput.csv``,
-``data_rss.csv`` and ``data_throughput.png``.
+``data_rss.csv``, ``data_batching.csv`` (atoms per batch over one shard's epoch, fixed batch
+size vs ``max_atoms_per_batch``) and ``data_throughput.png``.
 """
 
 from __future__ import annotations
@@ -104,6 +105,31 @@ def run_rss_subprocess(sources: list[str], count: int, r_max: float, seed: int) 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def batch_atom_spread(source: str, batch_size: int, world: int = 2) -> list[dict]:
+    """Atoms per batch over one epoch: fixed ``batch_size`` systems vs ``max_atoms_per_batch``.
+
+    The bound is ``batch_size`` times the mean system size, so both take about as many steps;
+    with ``world`` ranks the per-step imbalance between ranks is reported too.
+    """
+    from equitensor.datasets import open_dataset
+    from equitensor.datasets.batching import AtomBudgetBatchSampler, atom_counts
+
+    counts = atom_counts(open_dataset(source))
+    order = np.random.default_rng(0).permutation(len(counts))
+    fixed = [counts[order[k : k + batch_size]].sum() for k in range(0, len(counts) - batch_size + 1, batch_size)]
+    bound = int(batch_size * counts.mean())
+    plans = [list(AtomBudgetBatchSampler(range(len(counts)), bound, world, r, counts=counts)) for r in range(world)]
+    loads = np.array([[counts[b].sum() for b in plan] for plan in plans])[:, :-1]  # last step padded
+    budget = loads[0]
+    return [
+        {"batching": f"batch_size={batch_size}", "frames": len(counts), "steps": len(fixed), "atoms_min": int(min(fixed)),
+         "atoms_max": int(max(fixed)), "max_over_min": max(fixed) / min(fixed), "rank_spread_max": float("nan")},
+        {"batching": f"max_atoms_per_batch={bound}", "frames": len(counts), "steps": len(budget), "atoms_min": int(budget.min()),
+         "atoms_max": int(budget.max()), "max_over_min": budget.max() / budget.min(),
+         "rank_spread_max": float((loads.max(axis=0) / loads.min(axis=0)).max())},
+    ]  # fmt: skip
+
+
 def write_csv(path: Path, rows: list[dict]) -> None:
     """CSV written to a temporary file, fsynced and renamed (never a half-written result)."""
     tmp = path.with_suffix(".csv.tmp")
@@ -173,7 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     for k in sorted({1, 2, 4, len(sources)} & set(range(1, len(sources) + 1))):
         rss.append({"shards": k, **run_rss_subprocess(sources[:k], args.rss_graphs, args.r_max, args.seed)})
         print(f"{rss[-1]['frames']:>7} frames: peak RSS {rss[-1]['peak_rss_mib']:.0f} MiB", flush=True)
+    spread = batch_atom_spread(sources[0], args.batch_size)
+    for row in spread:
+        print(f"{row['batching']:<28} atoms per batch {row['atoms_min']}-{row['atoms_max']} ({row['max_over_min']:.2f}x), "
+              f"rank spread {row['rank_spread_max']:.3f}", flush=True)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(args.out / "data_batching.csv", spread)
     write_csv(args.out / "data_throughput.csv", rates)
     write_csv(args.out / "data_rss.csv", rss)
     plot(rates, rss, args.out / "data_throughput.png")

@@ -50,7 +50,10 @@ def composition_matrix(numbers: Sequence[np.ndarray], elements: Sequence[int]) -
 
 
 def fit_linear_reference(
-    numbers: Sequence[np.ndarray], energies: Sequence[float], elements: Sequence[int] | None = None
+    numbers: Sequence[np.ndarray],
+    energies: Sequence[float],
+    elements: Sequence[int] | None = None,
+    warn: bool = True,
 ) -> dict[int, float]:
     """Per-element energies ``e_Z`` minimising sum_f (E_f - sum_Z n_fZ e_Z)^2 (least squares).
 
@@ -59,6 +62,8 @@ def fit_linear_reference(
         energies: per frame, its energy (eV).
         elements: the elements to fit (default: those in ``numbers``); one absent from the data
             gets 0 (minimum norm).
+        warn: emit a ``UserWarning`` when the fit is under-determined (off where only the
+            residual matters, e.g. ``summarize``).
 
     Elements whose counts are collinear (e.g. always appearing in a fixed ratio) are
     under-determined; ``lstsq`` then returns the minimum-norm solution, which still gives the
@@ -69,7 +74,7 @@ def fit_linear_reference(
     A = composition_matrix(numbers, elements)
     coef, _, rank, _ = np.linalg.lstsq(A, np.asarray(energies, dtype=np.float64), rcond=None)
     present = int((A.sum(axis=0) > 0).sum())
-    if rank < present:
+    if warn and rank < present:
         warnings.warn(under_determined_message(A, elements, rank), UserWarning, stacklevel=2)
     return {z: float(c) for z, c in zip(elements, coef)}
 
@@ -205,7 +210,7 @@ class DatasetSummary:
             )
             out.append(f"energy per atom (eV/atom): mean {per_atom.mean():.4f}, std {per_atom.std():.4f}")
             if len(e) > len(self.element_counts):
-                ref = fit_linear_reference(self.numbers, e)
+                ref = fit_linear_reference(self.numbers, e, warn=False)  # only the residual is reported
                 mean, std = reference_residuals(self.numbers, e, ref)
                 out.append(
                     f"after a per-element linear reference: residual per atom mean {mean:.2e}, "
