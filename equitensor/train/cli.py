@@ -72,6 +72,7 @@ def add_train_commands(subparsers) -> None:
     evaluate.add_argument(
         "--all-atoms", action="store_true", help="force metrics over all atoms, fixed ones included"
     )
+    evaluate.add_argument("--max-frames", type=int, default=None, help="evaluate only the first N frames")
     evaluate.set_defaults(func=run_evaluate)
 
 
@@ -117,6 +118,7 @@ def _train(args) -> int:
     from .config import config_to_dict
     from .distributed import init_distributed
     from .evaluate import evaluate_model, write_predictions
+    from .predictions import PredictionWriter, plot_parity
     from .metrics import format_metrics
     from .setup import build_model, check_elements, compute_statistics, prepare_data
     from .trainer import DTYPES, Trainer, seed_everything
@@ -187,6 +189,7 @@ def _evaluate(args) -> int:
 
     from .distributed import resolve_device
     from .evaluate import evaluate_model, write_predictions
+    from .predictions import PredictionWriter, plot_parity
     from .metrics import format_metrics
     from .setup import check_elements, open_graphs
 
@@ -202,17 +205,22 @@ def _evaluate(args) -> int:
     model = load_model(model_path)
     data = args.data[0] if len(args.data) == 1 else args.data
     dataset = open_graphs(data, model.r_max, options)
+    if args.max_frames is not None and args.max_frames < len(dataset):
+        dataset = torch.utils.data.Subset(dataset, range(max(args.max_frames, 0)))
     check_elements(dataset, model.atomic_numbers, str(data), key="elements of the model")
-    metrics, rows = evaluate_model(
-        model, dataset, args.batch_size, resolve_device(args.device), getattr(torch, args.dtype),
-        free_atoms_only=not args.all_atoms, progress=sys.stderr.isatty(),
-    )  # fmt: skip
     name = re.sub(r"[^\w.-]+", "_", Path(args.data[0]).stem).strip("_") or "data"  # a glob has no plain stem
     out = Path(args.out) if args.out else model_path.parent / f"predictions_{name}.csv"
+    per_atom = PredictionWriter(out.with_suffix(".extxyz"), free_atoms_only=not args.all_atoms)
+    metrics, rows = evaluate_model(
+        model, dataset, args.batch_size, resolve_device(args.device), getattr(torch, args.dtype),
+        free_atoms_only=not args.all_atoms, progress=sys.stderr.isatty(), on_batch=per_atom,
+    )  # fmt: skip
     write_predictions(rows, out)
+    per_atom.close()
+    parity = plot_parity(per_atom, out.with_name(out.stem + "_parity.png"))
     print(f"{' '.join(args.data)}: {len(rows)} frames")
     print(format_metrics(metrics))
     for key, value in metrics.items():
         print(f"  {key:<22} {value:.6g}")
-    print(f"per-frame predictions: {out}")
+    print(f"per-frame predictions: {out}; per-atom (extxyz): {per_atom.path}; parity plot: {parity}")
     return 0
