@@ -383,7 +383,7 @@ def validate(cfg: Config) -> None:
     e0s = cfg.data.e0s
     if not (e0s in ("fit", "zero", "isolated") or isinstance(e0s, dict)):
         raise ConfigError(
-            f"{where}: data.e0s must be 'fit', 'zero', 'isolated' or a mapping element -> eV, got {e0s!r}"
+            f"{where}: data.e0s must be 'fit', 'zero' or a mapping element -> eV, or 'isolated', got {e0s!r}"
         )
     aan = cfg.model.avg_num_neighbors
     if not (aan == "auto" or (isinstance(aan, (int, float)) and not isinstance(aan, bool) and aan > 0)):
