@@ -13,9 +13,9 @@ import json
 import sys
 import time
 
+import torch
 from fairchem.core.datasets import AseDBDataset
 from fairchem.core.datasets.collaters.simple_collater import data_list_collater
-import torch
 from torch.utils.data import DataLoader, Subset
 
 NO_NEIGHBOUR_LIMIT = 10_000
@@ -44,7 +44,12 @@ def main() -> int:
         graphs += int(batch.natoms.shape[0])
         edges += int(batch.edge_index.shape[1])
     elapsed = time.perf_counter() - start
-    result = {"graphs": graphs, "seconds": elapsed, "graphs_per_s": graphs / elapsed, "edges_per_graph": edges / graphs}
+    result = {
+        "graphs": graphs,
+        "seconds": elapsed,
+        "graphs_per_s": graphs / elapsed,
+        "edges_per_graph": edges / graphs,
+    }
     print(json.dumps(result))
     return 0
 

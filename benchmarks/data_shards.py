@@ -26,7 +26,9 @@ from equitensor.datasets import fixed_mask, open_dataset, write_ase_db  # noqa: 
 
 
 def default_source() -> Path:
-    root = Path(os.environ.get("EQUITENSOR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    root = Path(
+        os.environ.get("EQUITENSOR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
     return root / "oc20_traj"
 
 
@@ -42,7 +44,9 @@ def rattled_frames(src: Path, n_frames: int, sigma: float, seed: int):
         yield atoms
 
 
-def build_shards(src: Path, out: Path, n_frames: int, n_shards: int, sigma: float = 0.05, seed: int = 0) -> Path:
+def build_shards(
+    src: Path, out: Path, n_frames: int, n_shards: int, sigma: float = 0.05, seed: int = 0
+) -> Path:
     """Write ``n_shards`` ``.aselmdb`` files holding ``n_frames`` frames in total into ``out``."""
     if out.exists():
         raise SystemExit(f"{out} exists; remove it or choose another --out")
@@ -57,8 +61,12 @@ def build_shards(src: Path, out: Path, n_frames: int, n_shards: int, sigma: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", type=Path, default=default_source(), help="dataset to copy (any readable format)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--src", type=Path, default=default_source(), help="dataset to copy (any readable format)"
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/equitensor_oc20_shards"))
     parser.add_argument("--frames", type=int, default=50_000)
     parser.add_argument("--shards", type=int, default=8)
@@ -69,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"source data {args.src} not found (pass --src or set EQUITENSOR_SHARED_DATA)")
     start = time.perf_counter()
     build_shards(args.src, args.out, args.frames, args.shards, args.sigma, args.seed)
-    print(f"wrote {args.frames} frames in {args.shards} shards to {args.out} ({time.perf_counter() - start:.0f} s)")
+    print(
+        f"wrote {args.frames} frames in {args.shards} shards to {args.out} ({time.perf_counter() - start:.0f} s)"
+    )
     return 0
 
 

@@ -40,7 +40,9 @@ def shuffled_order(n: int, count: int, seed: int) -> list[int]:
     return np.random.default_rng(seed).permutation(n)[:count].tolist()
 
 
-def equitensor_rate(sources: list[str], count: int, workers: int, batch_size: int, r_max: float, seed: int, threads: int) -> dict:
+def equitensor_rate(
+    sources: list[str], count: int, workers: int, batch_size: int, r_max: float, seed: int, threads: int
+) -> dict:
     """Graphs per second of the equitensor pipeline over ``count`` shuffled frames."""
     import torch
 
@@ -50,10 +52,14 @@ def equitensor_rate(sources: list[str], count: int, workers: int, batch_size: in
 
     from equitensor.datasets import GraphDataset, open_dataset
 
-    dataset = GraphDataset(open_dataset(sources if len(sources) > 1 else sources[0]), r_max=r_max, dtype=torch.float32)
+    dataset = GraphDataset(
+        open_dataset(sources if len(sources) > 1 else sources[0]), r_max=r_max, dtype=torch.float32
+    )
     order = shuffled_order(len(dataset), count, seed)
     loader = DataLoader(Subset(dataset, order), batch_size=batch_size, num_workers=workers)
-    return time_loader(loader, lambda batch: int(batch.num_graphs), lambda batch: int(batch.edge_index.shape[1]))
+    return time_loader(
+        loader, lambda batch: int(batch.num_graphs), lambda batch: int(batch.edge_index.shape[1])
+    )
 
 
 def time_loader(loader, graphs_of, edges_of) -> dict:
@@ -66,13 +72,36 @@ def time_loader(loader, graphs_of, edges_of) -> dict:
         graphs += graphs_of(batch)
         edges += edges_of(batch)
     elapsed = time.perf_counter() - start
-    return {"graphs": graphs, "seconds": elapsed, "graphs_per_s": graphs / elapsed, "edges_per_graph": edges / max(graphs, 1)}
+    return {
+        "graphs": graphs,
+        "seconds": elapsed,
+        "graphs_per_s": graphs / elapsed,
+        "edges_per_graph": edges / max(graphs, 1),
+    }
 
 
-def fairchem_rate(python: str, sources: list[str], count: int, workers: int, batch_size: int, r_max: float, seed: int, threads: int) -> dict:
+def fairchem_rate(
+    python: str,
+    sources: list[str],
+    count: int,
+    workers: int,
+    batch_size: int,
+    r_max: float,
+    seed: int,
+    threads: int,
+) -> dict:
     order = shuffled_order(sum(_lengths(sources)), count, seed)
-    args = {"sources": sources, "order": order, "workers": workers, "batch_size": batch_size, "r_max": r_max, "threads": threads}
-    out = subprocess.run([python, str(FAIRCHEM_WORKER), json.dumps(args)], capture_output=True, text=True, check=False)
+    args = {
+        "sources": sources,
+        "order": order,
+        "workers": workers,
+        "batch_size": batch_size,
+        "r_max": r_max,
+        "threads": threads,
+    }
+    out = subprocess.run(
+        [python, str(FAIRCHEM_WORKER), json.dumps(args)], capture_output=True, text=True, check=False
+    )
     if out.returncode:
         raise RuntimeError(f"fairchem worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -90,17 +119,20 @@ def rss_after_reading(sources: list[str], count: int, r_max: float, seed: int) -
 
     from equitensor.datasets import GraphDataset, open_dataset
 
-    dataset = GraphDataset(open_dataset(sources if len(sources) > 1 else sources[0]), r_max=r_max, dtype=torch.float32)
+    dataset = GraphDataset(
+        open_dataset(sources if len(sources) > 1 else sources[0]), r_max=r_max, dtype=torch.float32
+    )
     for index in shuffled_order(len(dataset), min(count, len(dataset)), seed):
         dataset[index]
     return {"frames": len(dataset), "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def run_rss_subprocess(sources: list[str], count: int, r_max: float, seed: int) -> dict:
+    here = str(Path(__file__).resolve().parent)
     code = (
-        "import json, sys; sys.path.insert(0, %r); from data_throughput import rss_after_reading; "
-        "print(json.dumps(rss_after_reading(%r, %d, %r, %d)))"
-    ) % (str(Path(__file__).resolve().parent), sources, count, r_max, seed)
+        f"import json, sys; sys.path.insert(0, {here!r}); from data_throughput import rss_after_reading; "
+        f"print(json.dumps(rss_after_reading({sources!r}, {count}, {r_max!r}, {seed})))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -116,9 +148,13 @@ def batch_atom_spread(source: str, batch_size: int, world: int = 2) -> list[dict
 
     counts = atom_counts(open_dataset(source))
     order = np.random.default_rng(0).permutation(len(counts))
-    fixed = [counts[order[k : k + batch_size]].sum() for k in range(0, len(counts) - batch_size + 1, batch_size)]
+    fixed = [
+        counts[order[k : k + batch_size]].sum() for k in range(0, len(counts) - batch_size + 1, batch_size)
+    ]
     bound = int(batch_size * counts.mean())
-    plans = [list(AtomBudgetBatchSampler(range(len(counts)), bound, world, r, counts=counts)) for r in range(world)]
+    plans = [
+        list(AtomBudgetBatchSampler(range(len(counts)), bound, world, r, counts=counts)) for r in range(world)
+    ]
     loads = np.array([[counts[b].sum() for b in plan] for plan in plans])[:, :-1]  # last step padded
     budget = loads[0]
     return [
@@ -150,7 +186,11 @@ def plot(rates: list[dict], rss: list[dict], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     labels = [f"{r['library']}\n{r['workers']} workers" for r in rates]
-    left.bar(labels, [r["graphs_per_s"] for r in rates], color=["C0" if r["library"] == "equitensor" else "C1" for r in rates])
+    left.bar(
+        labels,
+        [r["graphs_per_s"] for r in rates],
+        color=["C0" if r["library"] == "equitensor" else "C1" for r in rates],
+    )
     left.set_ylabel("graphs / s (read + neighbour list + collate)")
     right.plot([r["frames"] for r in rss], [r["peak_rss_mib"] for r in rss], "o-")
     right.set_xlabel("frames in the dataset")
@@ -163,8 +203,12 @@ def plot(rates: list[dict], rss: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("/tmp/equitensor_oc20_shards"), help="folder of .aselmdb shards")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=Path("/tmp/equitensor_oc20_shards"), help="folder of .aselmdb shards"
+    )
     parser.add_argument("--graphs", type=int, default=3000, help="graphs read per measurement")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--r-max", type=float, default=6.0)
@@ -172,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-graphs", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=2, help="alternating repeats; the best rate is kept")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the reading process, both libraries")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads of the reading process, both libraries"
+    )
     parser.add_argument("--fairchem-python", default="/work/fairchem-venv/bin/python")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -187,14 +233,37 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):  # alternating, side by side: the machine's load hits both
             for library in libraries:
                 if library == "equitensor":
-                    result = equitensor_rate(sources, args.graphs, workers, args.batch_size, args.r_max, args.seed, args.threads)
+                    result = equitensor_rate(
+                        sources, args.graphs, workers, args.batch_size, args.r_max, args.seed, args.threads
+                    )
                 else:
-                    result = fairchem_rate(args.fairchem_python, sources, args.graphs, workers, args.batch_size, args.r_max, args.seed, args.threads)
+                    result = fairchem_rate(
+                        args.fairchem_python,
+                        sources,
+                        args.graphs,
+                        workers,
+                        args.batch_size,
+                        args.r_max,
+                        args.seed,
+                        args.threads,
+                    )
                 if library not in best or result["graphs_per_s"] > best[library]["graphs_per_s"]:
                     best[library] = result
-                print(f"{library:<10} workers={workers}: {result['graphs_per_s']:8.1f} graphs/s ({result['edges_per_graph']:.0f} edges/graph)", flush=True)
+                print(
+                    f"{library:<10} workers={workers}: {result['graphs_per_s']:8.1f} graphs/s ({result['edges_per_graph']:.0f} edges/graph)",
+                    flush=True,
+                )
         for library, result in best.items():
-            rates.append({"library": library, "workers": workers, "batch_size": args.batch_size, "r_max": args.r_max, "threads": args.threads, **result})
+            rates.append(
+                {
+                    "library": library,
+                    "workers": workers,
+                    "batch_size": args.batch_size,
+                    "r_max": args.r_max,
+                    "threads": args.threads,
+                    **result,
+                }
+            )
     rss = []
     for k in sorted({1, 2, 4, len(sources)} & set(range(1, len(sources) + 1))):
         rss.append({"shards": k, **run_rss_subprocess(sources[:k], args.rss_graphs, args.r_max, args.seed)})

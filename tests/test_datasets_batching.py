@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from equitensor.datasets import AtomsToGraph, GraphDataset, open_dataset, write_ase_db
+from equitensor.datasets import AtomsToGraph, GraphDataset, open_dataset
 from equitensor.datasets.batching import AtomBudgetBatchSampler, atom_counts
 
 from .conftest_data import shared
@@ -34,7 +34,9 @@ def test_every_system_once_under_the_bound_and_deterministic():
 @pytest.mark.parametrize("world", [2, 4])
 def test_ranks_balanced_by_atoms(world):
     counts = oc20_like_counts(2000, seed=world)
-    samplers = [AtomBudgetBatchSampler(range(2000), 2000, world, r, seed=0, counts=counts) for r in range(world)]
+    samplers = [
+        AtomBudgetBatchSampler(range(2000), 2000, world, r, seed=0, counts=counts) for r in range(world)
+    ]
     plans = [list(s) for s in samplers]
     assert len({len(p) for p in plans}) == 1  # same number of steps on every rank
     seen = sorted(i for p in plans for b in p for i in b)
@@ -75,7 +77,10 @@ def test_system_larger_than_the_bound_is_named(tmp_path):
     frames = emt_frames(8)
     write_shards(tmp_path / "shards", frames, 2)
     dataset = GraphDataset(open_dataset(tmp_path / "shards"), r_max=4.0)
-    with pytest.raises(ValueError, match=r"max_atoms_per_batch=20 is smaller than the system at .*shard0\.aselmdb, frame 3 \(32 atoms\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"max_atoms_per_batch=20 is smaller than the system at .*shard0\.aselmdb, frame 3 \(32 atoms\)",
+    ):
         AtomBudgetBatchSampler(dataset, 20)
     with pytest.raises(ValueError, match="cannot be split over 4 processes"):
         AtomBudgetBatchSampler(range(3), 100, 4, counts=[1, 1, 1])
@@ -88,9 +93,10 @@ def _graphs(n: int):
 
 
 def test_trainer_with_atom_budget_resumes_exactly(tmp_path):
+    from equitensor.train.trainer import Trainer, seed_everything
+
     from .test_train_loop import Crash, make_config, run
     from .train_helpers import PairPotential, save_state_dict
-    from equitensor.train.trainer import Trainer, seed_everything
 
     graphs = _graphs(16)
     settings = ("train.epochs=3", "train.checkpoint_every_steps=2", "train.max_atoms_per_batch=40")

@@ -141,7 +141,9 @@ def test_bad_specifications(tmp_path, frames):
     with pytest.raises(DatasetError, match="named twice"):
         open_dataset([tmp_path / "a.aselmdb", str(tmp_path / "*.aselmdb")])
     write_ase_db(tmp_path / "stress.aselmdb", emt_frames(2, with_stress=True))
-    with pytest.raises(DatasetError, match=r"stress\.aselmdb: frame 0 has labels \['energy', 'forces', 'stress'\]"):
+    with pytest.raises(
+        DatasetError, match=r"stress\.aselmdb: frame 0 has labels \['energy', 'forces', 'stress'\]"
+    ):
         open_dataset([tmp_path / "a.aselmdb", tmp_path / "stress.aselmdb"])
 
 

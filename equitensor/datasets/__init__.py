@@ -9,8 +9,8 @@ from .base import FrameReader
 from .demo import demo_dataset_path, make_demo_dataset
 from .dispatch import ACCEPTED_FORMATS, detect_format, open_dataset
 from .errors import DatasetError
-from .formats import FORMATS, DatasetFormat
 from .extxyz import ExtXYZReader, write_extxyz
+from .formats import FORMATS, DatasetFormat
 from .frames import fixed_mask, frame_labels
 from .graph import AtomsToGraph, GraphDataset, free_atom_mask
 from .lmdb import PyGLmdbReader, write_pyg_lmdb

@@ -63,7 +63,11 @@ class FrameReader(abc.ABC):
         return len(self._read(int(index)))
 
     def release(self) -> None:
-        """Close open file handles; the reader reopens them on the next access."""
+        """Close open file handles; the reader reopens them on the next access.
+
+        Readers that keep no handle between reads (extxyz, S2EF, legacy LMDB) have nothing to do.
+        """
+        return None
 
     def __iter__(self) -> Iterator[Atoms]:
         for i in range(len(self)):

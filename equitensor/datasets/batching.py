@@ -97,7 +97,9 @@ class AtomBudgetBatchSampler(Sampler[list[int]]):
         self.dataset = dataset
         self.counts = atom_counts(dataset) if counts is None else np.asarray(counts, dtype=np.int64)
         if len(self.counts) < num_replicas:
-            raise ValueError(f"{len(self.counts)} training frames cannot be split over {num_replicas} processes")
+            raise ValueError(
+                f"{len(self.counts)} training frames cannot be split over {num_replicas} processes"
+            )
         largest = int(np.argmax(self.counts))
         if self.counts[largest] > max_atoms:
             raise _too_large_error(dataset, largest, int(self.counts[largest]), max_atoms)

@@ -32,4 +32,3 @@ def open_dataset(path: SourceSpec, **opts) -> FrameReader:
     """
     readers = [fmt.reader_class()(source, **opts) for source, fmt in expand_sources(path)]
     return readers[0] if len(readers) == 1 else ConcatReader(readers)
-

@@ -88,7 +88,9 @@ def expand_sources(spec: SourceSpec) -> list[tuple[Path, DatasetFormat]]:
 def has_matches(spec: SourceSpec) -> bool:
     """Whether every item of ``spec`` is an existing path or a glob matching at least one."""
     items = [spec] if isinstance(spec, str | Path) else list(spec)
-    return bool(items) and all(Path(str(i)).expanduser().exists() or glob.glob(str(Path(str(i)).expanduser())) for i in items)
+    return bool(items) and all(
+        Path(str(i)).expanduser().exists() or glob.glob(str(Path(str(i)).expanduser())) for i in items
+    )
 
 
 def _unwrap(dataset, index: int = 0) -> tuple[object, int]:

@@ -118,7 +118,6 @@ def _train(args) -> int:
     from .config import config_to_dict
     from .distributed import init_distributed
     from .evaluate import evaluate_model, write_predictions
-    from .predictions import PredictionWriter, plot_parity
     from .metrics import format_metrics
     from .setup import build_model, check_elements, compute_statistics, prepare_data
     from .trainer import DTYPES, Trainer, seed_everything
@@ -189,8 +188,8 @@ def _evaluate(args) -> int:
 
     from .distributed import resolve_device
     from .evaluate import evaluate_model, write_predictions
-    from .predictions import PredictionWriter, plot_parity
     from .metrics import format_metrics
+    from .predictions import PredictionWriter, plot_parity
     from .setup import check_elements, open_graphs
 
     model_path = Path(args.model)

@@ -55,7 +55,9 @@ class PredictionWriter:
         fixed = fixed.cpu().numpy().astype(bool) if fixed is not None else np.zeros(len(numbers), dtype=bool)
         for g in range(batch.num_graphs):
             atoms_slice = slice(ptr[g], ptr[g + 1])
-            atoms = Atoms(numbers=numbers[atoms_slice], positions=positions[atoms_slice], cell=cells[g], pbc=pbc[g])
+            atoms = Atoms(
+                numbers=numbers[atoms_slice], positions=positions[atoms_slice], cell=cells[g], pbc=pbc[g]
+            )
             atoms.info.update(frame=self.frames, REF_energy=float(e_true[g]), pred_energy=float(e_pred[g]))
             atoms.arrays["REF_forces"] = f_true[atoms_slice]
             atoms.arrays["pred_forces"] = f_pred[atoms_slice]
@@ -105,4 +107,3 @@ def plot_parity(writer: PredictionWriter, path: str | Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
-
