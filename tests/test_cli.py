@@ -64,6 +64,10 @@ def test_train_then_evaluate_on_demo_data(demo_cache, capsys):
     assert "forces_mae" in text and "efwt" in text
     frames = list(csv.DictReader(open(predictions)))
     assert len(frames) > 0 and {"energy_pred", "forces_mae", "efwt"} <= set(frames[0])
+    assert predictions.with_suffix(".extxyz").is_file() and (demo_cache / "pred_parity.png").is_file()
+    rc = main(["evaluate", "--model", str(out / "best_model.pt"), "--data", str(val_dir), "--option",
+               "referenced=true", "--out", str(predictions.with_name("few.csv")), "--max-frames", "3"])  # fmt: skip
+    assert rc == 0 and len(list(csv.DictReader(open(predictions.with_name("few.csv"))))) == 3
 
 
 def test_unknown_key_is_reported_with_suggestion(demo_cache, capsys):

@@ -10,6 +10,7 @@ Frame metadata: the row's ``key_value_pairs`` and scalar ``data`` entries (``sid
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -35,10 +36,29 @@ def _connect(path: Path, readonly: bool):
     import ase.db
 
     kind = _db_type(path)
-    kwargs = {"type": kind, "use_lock_file": False}
     if kind == "aselmdb":
-        kwargs["readonly"] = readonly
-    return ase.db.connect(str(path), **kwargs)
+        return _lmdb_database_class()(path, readonly=readonly, use_lock_file=False)
+    return ase.db.connect(str(path), type=kind, use_lock_file=False)
+
+
+@functools.cache
+def _lmdb_database_class() -> type:
+    from ase_db_backends.aselmdb import LMDBDatabase
+
+    class SafeLMDBDatabase(LMDBDatabase):
+        """ase-db-backends' database whose finaliser never reopens the file.
+
+        Upstream ``__del__`` calls ``close()``, which opens the environment first when it is not
+        open in this process: after a failed open (corrupt file) that raises again in the
+        finaliser, and after a ``fork`` it opens the file just to close it.
+        """
+
+        def __del__(self) -> None:
+            env = self.__dict__.get("_env")
+            if env is not None and self.__dict__.get("_env_pid") == os.getpid():
+                env.close()
+
+    return SafeLMDBDatabase
 
 
 def _raw_labels(atoms: Atoms) -> dict:
@@ -103,6 +123,11 @@ class AseDBReader(FrameReader):
         state["_db"] = None
         return state
 
+    def release(self) -> None:
+        if self._db is not None:
+            _drop_inherited(self._db)  # closes this process's handle without reopening the file
+            self._db = None
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -110,6 +135,7 @@ class AseDBReader(FrameReader):
         try:
             row = self.db.get(id=self.ids[index])
         except Exception as err:
+            self.release()  # a half-open handle would try to reopen the broken file when collected
             raise DatasetError(self.path, f"cannot read row id {self.ids[index]}: {err}", index) from err
         atoms = row.toatoms()
         labels = _raw_labels(atoms)
@@ -147,6 +173,11 @@ class TrajectoryReader(FrameReader):
         state = dict(self.__dict__)
         state["_traj"] = None
         return state
+
+    def release(self) -> None:
+        if self._traj is not None and self._pid == os.getpid():
+            self._traj.close()
+        self._traj = None
 
     def __len__(self) -> int:
         return self._length

@@ -58,6 +58,17 @@ class FrameReader(abc.ABC):
         """(file, frame index in that file) of dataset frame ``index``, for error messages."""
         return self.path, index
 
+    def num_atoms(self, index: int) -> int:
+        """Atom count of frame ``index`` (for size-aware batching; no validation, no graph)."""
+        return len(self._read(int(index)))
+
+    def release(self) -> None:
+        """Close open file handles; the reader reopens them on the next access.
+
+        Readers that keep no handle between reads (extxyz, S2EF, legacy LMDB) have nothing to do.
+        """
+        return None
+
     def __iter__(self) -> Iterator[Atoms]:
         for i in range(len(self)):
             yield self[i]

@@ -16,12 +16,10 @@ __all__ = ["add_data_commands", "main"]
 
 
 def _reader_options(args: argparse.Namespace, path: str) -> dict:
-    from .dispatch import detect_format
+    from .dispatch import pickle_permission
 
-    opts = {}
     # the permission matters only where values are pickles (legacy LMDB); other readers take no such option
-    if getattr(args, "allow_pickle", False) and detect_format(path) == "lmdb":
-        opts["allow_pickle"] = True
+    opts = pickle_permission(path, getattr(args, "allow_pickle", False))
     if getattr(args, "referenced", False):
         opts["referenced"] = True
     for key in ("energy_key", "forces_key", "stress_key"):
@@ -56,8 +54,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .dispatch import detect_format, open_dataset
     from .statistics import summarize
 
-    reader = open_dataset(args.path, require=(), **_reader_options(args, args.path))
-    print(f"{args.path}  [{detect_format(args.path)}, {type(reader).__name__}]")
+    path = args.path[0] if len(args.path) == 1 else args.path  # several paths: one dataset
+    reader = open_dataset(path, require=(), **_reader_options(args, path))
+    print(f"{' '.join(args.path)}  [{detect_format(path)}, {type(reader).__name__}, {len(reader)} frames]")
     frames = (
         reader if args.max_frames is None else (reader[i] for i in range(min(args.max_frames, len(reader))))
     )
@@ -80,7 +79,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
     n = convert(
-        args.src,
+        args.src[0] if len(args.src) == 1 else args.src,
         args.dst,
         fmt=args.format,
         frames_per_file=args.frames_per_file,
@@ -117,23 +116,25 @@ def _add_read_options(parser: argparse.ArgumentParser) -> None:
 def add_data_commands(subparsers) -> argparse.ArgumentParser:
     """Register ``data info|convert|make-demo`` on an argparse subparsers object; returns ``data``."""
     from .convert import OUTPUT_FORMATS
-    from .dispatch import ACCEPTED_FORMATS
+    from .formats import FORMATS
 
     data = subparsers.add_parser(
         "data",
         help="inspect, convert and generate datasets",
-        description="Readable formats: " + "; ".join(ACCEPTED_FORMATS),
+        description="Formats (name: files; r = readable, w = writable): "
+        + "; ".join(f"{f.name} [{'r' if f.reader else ''}{'w' if f.writer else ''}]: {f.description}" for f in FORMATS)
+        + ". PATH may be a folder of files (e.g. .aselmdb shards), a glob or several paths: one dataset.",
     )
     sub = data.add_subparsers(dest="data_command", required=True)
 
     info = sub.add_parser("info", help="frame count, atoms, elements, energy and force statistics")
-    info.add_argument("path")
+    info.add_argument("path", nargs="+", help="dataset path(s), folder(s) or glob(s), read as one dataset")
     info.add_argument("--max-frames", type=int, default=None, help="scan only the first N frames")
     _add_read_options(info)
     info.set_defaults(func=cmd_info)
 
     conv = sub.add_parser("convert", help="convert a dataset to another format")
-    conv.add_argument("src")
+    conv.add_argument("src", nargs="+", help="dataset path(s), folder(s) or glob(s), read as one dataset")
     conv.add_argument("dst")
     conv.add_argument(
         "--format",

@@ -1,4 +1,4 @@
-"""Convert any readable dataset into S2EF extxyz+txt, extxyz, ASE-LMDB / ASE db or legacy PyG LMDB."""
+"""Convert any readable dataset into any writable format of :data:`~equitensor.datasets.formats.FORMATS`."""
 
 from __future__ import annotations
 
@@ -6,28 +6,21 @@ from pathlib import Path
 
 from .dispatch import open_dataset
 from .errors import DatasetError
+from .formats import FORMATS, format_by_name, format_for_file
+from .sources import SourceSpec
 
 __all__ = ["OUTPUT_FORMATS", "convert", "output_format"]
 
-OUTPUT_FORMATS = {
-    "s2ef": "folder of N.extxyz + N.txt (OC20 S2EF raw layout)",
-    "s2ef-xz": "the same, xz-compressed as the OC20 downloads",
-    "extxyz": "one extended XYZ file (.xz suffix compresses)",
-    "aselmdb": "fairchem ASE-LMDB (.aselmdb); also .db / .json ASE databases",
-    "pyg-lmdb": "legacy OC20 LMDB of pickled PyG Data (.lmdb)",
-}
+#: writable format name -> description (from FORMATS)
+OUTPUT_FORMATS = {fmt.name: fmt.description for fmt in FORMATS if fmt.writer}
 
 
 def output_format(dst: str | Path) -> str:
     """Output format implied by the destination name (a name without suffix means an S2EF folder)."""
-    name = Path(dst).name.lower()
-    if name.endswith((".aselmdb", ".db", ".json")):
-        return "aselmdb"
-    if name.endswith(".lmdb"):
-        return "pyg-lmdb"
-    if name.endswith((".xyz", ".extxyz", ".xyz.xz", ".extxyz.xz")):
-        return "extxyz"
-    if "." not in name:
+    fmt = format_for_file(dst)
+    if fmt is not None and fmt.writer:
+        return fmt.name
+    if "." not in Path(dst).name:
         return "s2ef"
     raise DatasetError(
         dst,
@@ -37,7 +30,7 @@ def output_format(dst: str | Path) -> str:
 
 
 def convert(
-    src: str | Path,
+    src: SourceSpec,
     dst: str | Path,
     fmt: str | None = None,
     frames_per_file: int = 5000,
@@ -46,11 +39,12 @@ def convert(
 ) -> int:
     """Copy every frame of ``src`` into ``dst``; returns the number of frames written.
 
-    ``read_opts`` go to :func:`open_dataset` (``allow_pickle``, ``energy_key``, ...). Frames are
-    read with ``require=()`` unless given, so unlabelled structures convert too; labels, tags,
-    fixed atoms, ``sid``/``fid`` and S2EF reference energies are carried over. Energies are
-    written as read (total energies unless ``referenced=True`` was passed; S2EF output converts
-    referenced energies back to totals).
+    ``src`` is anything :func:`open_dataset` reads (a folder of shards, a glob, a list concatenate
+    in order). ``read_opts`` go to :func:`open_dataset` (``allow_pickle``, ``energy_key``, ...).
+    Frames are read with ``require=()`` unless given, so unlabelled structures convert too;
+    labels, tags, fixed atoms, ``sid``/``fid`` and S2EF reference energies are carried over.
+    Energies are written as read (total energies unless ``referenced=True`` was passed; S2EF
+    output converts referenced energies back to totals).
     """
     fmt = fmt or output_format(dst)
     if fmt not in OUTPUT_FORMATS:
@@ -64,19 +58,5 @@ def convert(
     if progress:
         from tqdm import tqdm
 
-        frames = tqdm(frames, total=len(reader), desc=f"{Path(src).name} -> {dst.name}", unit="frame")
-    if fmt in ("s2ef", "s2ef-xz"):
-        from .oc20 import write_s2ef
-
-        return write_s2ef(frames, dst, frames_per_file=frames_per_file, compress=fmt == "s2ef-xz")
-    if fmt == "extxyz":
-        from .extxyz import write_extxyz
-
-        return write_extxyz(dst, frames)
-    if fmt == "aselmdb":
-        from .asedb import write_ase_db
-
-        return write_ase_db(dst, frames)
-    from .lmdb import write_pyg_lmdb
-
-    return write_pyg_lmdb(dst, frames)
+        frames = tqdm(frames, total=len(reader), desc=f"-> {dst.name}", unit="frame")
+    return format_by_name(fmt).write(dst, frames, frames_per_file)

@@ -1,72 +1,41 @@
-"""``open_dataset``: pick the reader for a path from its suffix or folder contents."""
+"""``open_dataset``: the reader for a path, a folder of shards, a glob or a list of paths."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .base import FrameReader
-from .errors import DatasetError
+from .formats import FORMATS
+from .sources import ConcatReader, SourceSpec, expand_sources
 
 __all__ = ["ACCEPTED_FORMATS", "detect_format", "open_dataset"]
 
-ACCEPTED_FORMATS = (
-    "folder of N.extxyz[.xz] + N.txt[.xz] (OC20 S2EF raw)",
-    ".lmdb file, LMDB folder or folder of .lmdb files (legacy OC20/OC22, needs allow_pickle=True)",
-    ".aselmdb (fairchem ASE-LMDB)",
-    ".db or .json (ASE database)",
-    ".traj (ASE trajectory)",
-    ".xyz / .extxyz, optionally .xz (extended XYZ)",
-)
+#: one line per readable format (from :data:`~equitensor.datasets.formats.FORMATS`)
+ACCEPTED_FORMATS = tuple(fmt.description for fmt in FORMATS if fmt.reader)
 
 
-def detect_format(path: str | Path) -> str:
-    """One of ``s2ef``, ``lmdb``, ``aselmdb``, ``asedb``, ``traj``, ``extxyz``; DatasetError otherwise."""
-    path = Path(path)
-    name = path.name.lower()
-    if path.is_dir():
-        from .oc20 import find_s2ef_pairs
-
-        if (path / "data.mdb").exists() or any(path.glob("*.lmdb")):
-            return "lmdb"
-        if find_s2ef_pairs(path):
-            return "s2ef"
-        if any(path.glob("*.aselmdb")):
-            raise DatasetError(
-                path,
-                "folder of .aselmdb files: open each file, or concatenate readers",
-                hint="pass one .aselmdb file",
-            )
-    elif not path.exists():
-        raise DatasetError(path, "does not exist")
-    elif name.endswith(".lmdb"):
-        return "lmdb"
-    elif name.endswith(".aselmdb"):
-        return "aselmdb"
-    elif name.endswith((".db", ".json")):
-        return "asedb"
-    elif name.endswith(".traj"):
-        return "traj"
-    elif name.endswith((".xyz", ".extxyz", ".xyz.xz", ".extxyz.xz")):
-        return "extxyz"
-    raise DatasetError(path, "unrecognised dataset format", hint="accepted: " + "; ".join(ACCEPTED_FORMATS))
+def detect_format(path: SourceSpec) -> str:
+    """The format name (``s2ef``, ``pyg-lmdb``, ``aselmdb``, ``asedb``, ``traj``, ``extxyz``) of
+    ``path``; for several sources the distinct names joined by ``+``. DatasetError if unreadable."""
+    names = dict.fromkeys(fmt.name for _, fmt in expand_sources(path))
+    return "+".join(names)
 
 
-def open_dataset(path: str | Path, **opts) -> FrameReader:
+def pickle_permission(path: SourceSpec, allow_pickle: bool) -> dict:
+    """Reader options carrying the user's permission to unpickle: ``{"allow_pickle": True}`` when it
+    was given and every source of ``path`` is a legacy (pickled) LMDB, the only readers that take
+    it; ``{}`` otherwise."""
+    return {"allow_pickle": True} if allow_pickle and detect_format(path) == "pyg-lmdb" else {}
+
+
+def open_dataset(path: SourceSpec, **opts) -> FrameReader:
     """Open any supported dataset as a lazy frame reader.
 
-    ``opts`` go to the reader: ``require``, ``rebuild_tags`` (all); ``referenced`` (S2EF);
-    ``allow_pickle`` (LMDB); ``energy_key``, ``forces_key``, ``stress_key``, ``split_isolated``
-    (extxyz). Options that do not apply to the detected format raise a TypeError.
+    ``path`` is a file or dataset folder, a folder of files (e.g. ``.aselmdb`` shards, ``.traj``
+    or ``.extxyz`` files), a glob, or a list of any of these; several sources are read as one
+    :class:`~equitensor.datasets.sources.ConcatReader` (one global frame index, errors naming the
+    source file and its frame). ``opts`` go to every source's reader: ``require``,
+    ``rebuild_tags`` (all); ``referenced`` (S2EF); ``allow_pickle`` (LMDB); ``energy_key``,
+    ``forces_key``, ``stress_key``, ``split_isolated`` (extxyz). Options that do not apply to a
+    source's format raise a TypeError.
     """
-    kind = detect_format(path)
-    if kind == "s2ef":
-        from .oc20 import S2EFReader as cls
-    elif kind == "lmdb":
-        from .lmdb import PyGLmdbReader as cls
-    elif kind in ("aselmdb", "asedb"):
-        from .asedb import AseDBReader as cls
-    elif kind == "traj":
-        from .asedb import TrajectoryReader as cls
-    else:
-        from .extxyz import ExtXYZReader as cls
-    return cls(path, **opts)
+    readers = [fmt.reader_class()(source, **opts) for source, fmt in expand_sources(path)]
+    return readers[0] if len(readers) == 1 else ConcatReader(readers)

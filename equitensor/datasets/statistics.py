@@ -5,6 +5,7 @@ Conventions: energies in eV, forces in eV/Å; "per element" dicts map atomic num
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ __all__ = [
     "composition_matrix",
     "e0s_from_single_atoms",
     "fit_linear_reference",
+    "isolated_atom_e0s",
     "force_rms",
     "reference_residuals",
     "summarize",
@@ -48,7 +50,10 @@ def composition_matrix(numbers: Sequence[np.ndarray], elements: Sequence[int]) -
 
 
 def fit_linear_reference(
-    numbers: Sequence[np.ndarray], energies: Sequence[float], elements: Sequence[int] | None = None
+    numbers: Sequence[np.ndarray],
+    energies: Sequence[float],
+    elements: Sequence[int] | None = None,
+    warn: bool = True,
 ) -> dict[int, float]:
     """Per-element energies ``e_Z`` minimising sum_f (E_f - sum_Z n_fZ e_Z)^2 (least squares).
 
@@ -57,6 +62,8 @@ def fit_linear_reference(
         energies: per frame, its energy (eV).
         elements: the elements to fit (default: those in ``numbers``); one absent from the data
             gets 0 (minimum norm).
+        warn: emit a ``UserWarning`` when the fit is under-determined (off where only the
+            residual matters, e.g. ``summarize``).
 
     Elements whose counts are collinear (e.g. always appearing in a fixed ratio) are
     under-determined; ``lstsq`` then returns the minimum-norm solution, which still gives the
@@ -65,8 +72,51 @@ def fit_linear_reference(
     if elements is None:
         elements = sorted({int(z) for nums in numbers for z in np.asarray(nums).tolist()})
     A = composition_matrix(numbers, elements)
-    coef, *_ = np.linalg.lstsq(A, np.asarray(energies, dtype=np.float64), rcond=None)
+    coef, _, rank, _ = np.linalg.lstsq(A, np.asarray(energies, dtype=np.float64), rcond=None)
+    present = int((A.sum(axis=0) > 0).sum())
+    if warn and rank < present:
+        warnings.warn(under_determined_message(A, elements, rank), UserWarning, stacklevel=2)
     return {z: float(c) for z, c in zip(elements, coef)}
+
+
+def under_determined_message(A: np.ndarray, elements: Sequence[int], rank: int) -> str:
+    """Why a least-squares E0 fit cannot separate the elements, and what to use instead."""
+    from ase.data import chemical_symbols
+
+    compositions = {tuple(row) for row in A.astype(int).tolist()}
+    names = ", ".join(chemical_symbols[int(z)] for z in elements)
+    return (
+        f"the least-squares fit of per-element energies is under-determined: the training data has "
+        f"{len(compositions)} distinct composition(s) for the {int((A.sum(axis=0) > 0).sum())} elements "
+        f"{names} (rank {rank}), so the fitted E0s are one arbitrary split of the total "
+        "(the minimum-norm one), not atomic energies; give isolated-atom energies (data.e0s: isolated "
+        "with IsolatedAtom frames, or a mapping {element: eV})"
+    )
+
+
+def isolated_atom_e0s(dataset, elements: Sequence[int]) -> dict[int, float]:
+    """E0s of ``elements`` from the isolated-atom frames of the reader under ``dataset``.
+
+    ``dataset`` is a frame reader with ``isolated_atom_energies`` (extxyz frames with
+    ``config_type=IsolatedAtom``, as MACE's convention), or a graph dataset / ``Subset`` built on one.
+
+    Raises:
+        ValueError: the data has no isolated-atom frames, or none for some of ``elements``.
+    """
+    from ase.data import chemical_symbols
+
+    from .sources import frame_reader
+
+    reader = frame_reader(dataset)
+    energies = dict(getattr(reader, "isolated_atom_energies", None) or {})
+    missing = [chemical_symbols[int(z)] for z in elements if int(z) not in energies]
+    if missing:
+        where = getattr(reader, "path", "the training data")
+        raise ValueError(
+            f"{where}: no isolated-atom energy for {', '.join(missing)} (e0s: isolated needs one "
+            "frame with config_type=IsolatedAtom per element; or give the E0s as a mapping)"
+        )
+    return {int(z): float(energies[int(z)]) for z in elements}
 
 
 def e0s_from_single_atoms(frames: Iterable[Atoms]) -> dict[int, float]:
@@ -160,7 +210,7 @@ class DatasetSummary:
             )
             out.append(f"energy per atom (eV/atom): mean {per_atom.mean():.4f}, std {per_atom.std():.4f}")
             if len(e) > len(self.element_counts):
-                ref = fit_linear_reference(self.numbers, e)
+                ref = fit_linear_reference(self.numbers, e, warn=False)  # only the residual is reported
                 mean, std = reference_residuals(self.numbers, e, ref)
                 out.append(
                     f"after a per-element linear reference: residual per atom mean {mean:.2e}, "

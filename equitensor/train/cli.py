@@ -7,6 +7,8 @@ The work happens in :mod:`equitensor.train.setup` (data, statistics, model),
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -56,7 +58,12 @@ def add_train_commands(subparsers) -> None:
         help="evaluate a saved model on a dataset: metrics + per-frame predictions CSV",
     )
     evaluate.add_argument("--model", required=True, help="model file written by training (best_model.pt)")
-    evaluate.add_argument("--data", required=True, help="dataset path (any format open_dataset reads)")
+    evaluate.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="dataset path (any format open_dataset reads), a folder of files, a glob, or several paths (one dataset)",
+    )
     evaluate.add_argument(
         "--out", default=None, help="predictions CSV (default: <model dir>/predictions_<data name>.csv)"
     )
@@ -71,6 +78,7 @@ def add_train_commands(subparsers) -> None:
         "--all-atoms", action="store_true", help="force metrics over all atoms, fixed ones included"
     )
     _add_allow_pickle(evaluate)
+    evaluate.add_argument("--max-frames", type=int, default=None, help="evaluate only the first N frames")
     evaluate.set_defaults(func=run_evaluate)
 
 
@@ -206,6 +214,7 @@ def _evaluate(args) -> int:
     from .distributed import resolve_device
     from .evaluate import evaluate_model, write_predictions
     from .metrics import format_metrics
+    from .predictions import PredictionWriter, plot_parity
     from .setup import check_elements, open_graphs
 
     model_path = Path(args.model)
@@ -216,19 +225,26 @@ def _evaluate(args) -> int:
         key, raw = text.split("=", 1)
         options[key] = yaml.safe_load(raw)
     model = load_model(model_path)
-    dataset = open_graphs(args.data, model.r_max, options, allow_pickle=args.allow_pickle)
+    data = args.data[0] if len(args.data) == 1 else args.data
+    dataset = open_graphs(data, model.r_max, options, allow_pickle=args.allow_pickle)
+    if args.max_frames is not None and args.max_frames < len(dataset):
+        dataset = torch.utils.data.Subset(dataset, range(max(args.max_frames, 0)))
     if len(dataset) == 0:
-        raise ValueError(f"{args.data} holds no frames: nothing to evaluate")
-    check_elements(dataset, model.atomic_numbers, args.data, key="elements of the model")
+        raise ValueError(f"{' '.join(args.data)} holds no frames: nothing to evaluate")
+    check_elements(dataset, model.atomic_numbers, str(data), key="elements of the model")
+    name = re.sub(r"[^\w.-]+", "_", Path(args.data[0]).stem).strip("_") or "data"  # a glob has no plain stem
+    out = Path(args.out) if args.out else model_path.parent / f"predictions_{name}.csv"
+    per_atom = PredictionWriter(out.with_suffix(".extxyz"), free_atoms_only=not args.all_atoms)
     metrics, rows = evaluate_model(
         model, dataset, args.batch_size, resolve_device(args.device), getattr(torch, args.dtype),
-        free_atoms_only=not args.all_atoms, progress=sys.stderr.isatty(),
+        free_atoms_only=not args.all_atoms, progress=sys.stderr.isatty(), on_batch=per_atom,
     )  # fmt: skip
-    out = Path(args.out) if args.out else model_path.parent / f"predictions_{Path(args.data).stem}.csv"
     write_predictions(rows, out)
-    print(f"{args.data}: {len(rows)} frames")
+    per_atom.close()
+    parity = plot_parity(per_atom, out.with_name(out.stem + "_parity.png"))
+    print(f"{' '.join(args.data)}: {len(rows)} frames")
     print(format_metrics(metrics))
     for key, value in metrics.items():
         print(f"  {key:<22} {value:.6g}")
-    print(f"per-frame predictions: {out}")
+    print(f"per-frame predictions: {out}; per-atom (extxyz): {per_atom.path}; parity plot: {parity}")
     return 0

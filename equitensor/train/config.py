@@ -62,16 +62,17 @@ class DataConfig:
 
     ``train`` is a path understood by ``equitensor.datasets.open_dataset`` (OC20 S2EF directory of
     ``*.extxyz``/``*.txt`` files, LMDB, ASE-LMDB, extxyz, ASE trajectory), or ``"demo"`` for the
-    embedded demo dataset, generated on first use. Relative paths are resolved against the
+    embedded demo dataset, generated on first use. A folder of files (``.aselmdb`` shards,
+    ``.traj``, ``.extxyz``), a glob or a list of paths is read as one dataset. Relative paths are resolved against the
     directory of the YAML file that names them (for packaged configs and ``--set``, against the
     working directory).
     """
 
-    train: str = "demo"
+    train: str | list = "demo"
     #: validation data; ``None`` splits ``val_fraction`` of the training frames off (seeded).
-    val: str | None = None
+    val: str | list | None = None
     #: optional test data, evaluated once with the best model at the end of training.
-    test: str | None = None
+    test: str | list | None = None
     val_fraction: float = 0.1
     #: use at most this many training / validation frames (the first ones); ``None`` = all.
     max_train_frames: int | None = None
@@ -86,8 +87,9 @@ class DataConfig:
     #: scanned once before training (one extra pass, or the graph cache's first fill), and the
     #: skipped frames are counted and the first reasons printed. Off: the first bad frame raises.
     skip_invalid: bool = False
-    #: per-element reference energies: ``"fit"`` (least-squares linear fit on the training set),
-    #: ``"zero"``, or a mapping ``{atomic_number_or_symbol: energy_eV}``.
+    #: per-element reference energies: ``"fit"`` (least-squares linear fit on the training set;
+    #: warns when under-determined), ``"zero"``, ``"isolated"`` (the training data's
+    #: ``config_type=IsolatedAtom`` frames, as MACE), or a mapping ``{atomic_number_or_symbol: energy_eV}``.
     e0s: Any = "fit"
     #: frames of the demo dataset when ``train == "demo"`` and it has to be generated.
     demo_frames: int = 240
@@ -172,6 +174,9 @@ class TrainConfig:
     time_limit_minutes: float | None = None
     #: global batch size (split evenly over DDP ranks).
     batch_size: int = 10
+    #: size-aware batching: each rank's training batch holds at most this many atoms (systems
+    #: packed in shuffled order, ranks balanced by atom count); ``batch_size`` is then unused.
+    max_atoms_per_batch: int | None = None
     val_batch_size: int = 20
     #: evaluate on the validation set every this many epochs (and after the last one).
     eval_every_epochs: int = 1
@@ -370,14 +375,20 @@ def _parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
+def _resolve_path(value: str, base: Path) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
 def _resolve_paths(cfg: Config, base: Path) -> None:
     for name in ("train", "val", "test"):
         value = getattr(cfg.data, name)
         if value is None or value == "demo":
             continue
-        path = Path(value).expanduser()
-        if not path.is_absolute():
-            setattr(cfg.data, name, str((base / path).resolve()))
+        if isinstance(value, list):
+            setattr(cfg.data, name, [_resolve_path(str(v), base) for v in value])
+        else:
+            setattr(cfg.data, name, _resolve_path(value, base))
 
 
 def validate(cfg: Config) -> None:
@@ -396,6 +407,8 @@ def validate(cfg: Config) -> None:
         "model.r_max": cfg.model.r_max,
         "data.demo_frames": cfg.data.demo_frames,
     }
+    if cfg.train.max_atoms_per_batch is not None:
+        positive["train.max_atoms_per_batch"] = cfg.train.max_atoms_per_batch
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{where}: {key} must be > 0, got {value!r}")
@@ -428,8 +441,10 @@ def validate(cfg: Config) -> None:
     if cfg.loss.energy_weight == cfg.loss.forces_weight == cfg.loss.stress_weight == 0:
         raise ConfigError(f"{where}: all loss weights are zero; nothing would be trained")
     e0s = cfg.data.e0s
-    if not (e0s in ("fit", "zero") or isinstance(e0s, dict)):
-        raise ConfigError(f"{where}: data.e0s must be 'fit', 'zero' or a mapping element -> eV, got {e0s!r}")
+    if not (e0s in ("fit", "zero", "isolated") or isinstance(e0s, dict)):
+        raise ConfigError(
+            f"{where}: data.e0s must be 'fit', 'zero' or a mapping element -> eV, or 'isolated', got {e0s!r}"
+        )
     aan = cfg.model.avg_num_neighbors
     if not (aan == "auto" or (isinstance(aan, (int, float)) and not isinstance(aan, bool) and aan > 0)):
         raise ConfigError(

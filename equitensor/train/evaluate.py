@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -39,11 +39,13 @@ def evaluate_model(
     dtype: torch.dtype = torch.float64,
     free_atoms_only: bool = True,
     progress: bool = False,
+    on_batch: Callable[[object, dict], None] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Metrics over ``dataset`` (see :mod:`equitensor.train.metrics`) and per-frame prediction rows.
 
     Per-frame force columns use the same atoms as the metrics (free atoms when ``fixed`` is given
-    and ``free_atoms_only``).
+    and ``free_atoms_only``). ``on_batch(batch, predictions)`` is called for every batch (e.g. a
+    :class:`~equitensor.train.predictions.PredictionWriter`).
     """
     device = torch.device(device)
     model = model.to(device=device, dtype=dtype).eval()
@@ -55,6 +57,8 @@ def evaluate_model(
         pred = model(batch, compute_forces=True, compute_stress=False, training=False)
         pred = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in pred.items()}
         acc.update(pred, batch)
+        if on_batch is not None:
+            on_batch(batch, pred)
         rows.extend(_frame_rows(pred, batch, free_atoms_only, first_frame=len(rows)))
     return acc.compute(), rows
 

@@ -16,7 +16,7 @@ from ase.data import atomic_numbers as SYMBOL_TO_Z
 from ase.data import chemical_symbols
 from torch.utils.data import Subset
 
-from ..datasets.statistics import fit_linear_reference, force_rms, reference_residuals
+from ..datasets.statistics import fit_linear_reference, force_rms, isolated_atom_e0s, reference_residuals
 from .config import PICKLE_FROM_FILE, ConfigError, DataConfig, ModelConfig
 from .distributed import DistContext
 
@@ -94,8 +94,15 @@ class CachedGraphs(torch.utils.data.Dataset):
         return graph
 
 
+def _exists(path: str | list) -> bool:
+    """Whether ``path`` (a path, a glob or a list; see ``expand_sources``) names something that exists."""
+    from equitensor.datasets.sources import has_matches
+
+    return has_matches(path)
+
+
 def open_graphs(
-    path: str, r_max: float, options: dict, cache: bool = False, allow_pickle: bool = False
+    path: str | list, r_max: float, options: dict, cache: bool = False, allow_pickle: bool = False
 ) -> Sequence:
     """Graphs (``torch_geometric.data.Data``) of the frames at ``path``, with edges within ``r_max``.
 
@@ -104,13 +111,13 @@ def open_graphs(
     from the file); it comes from the command line or the caller, never from ``options``.
     """
     from equitensor.datasets import GraphDataset, open_dataset
-    from equitensor.datasets.dispatch import detect_format
+    from equitensor.datasets.dispatch import pickle_permission
 
-    if not Path(path).exists():
+    if not _exists(path):
         raise FileNotFoundError(f"dataset not found: {path}")
     if "allow_pickle" in options:
         raise ConfigError(PICKLE_FROM_FILE)
-    permission = {"allow_pickle": True} if allow_pickle and detect_format(path) == "lmdb" else {}
+    permission = pickle_permission(path, allow_pickle)
     try:
         reader = open_dataset(path, **options, **permission)
     except TypeError as error:  # an option the reader of this format does not take
@@ -150,7 +157,7 @@ def prepare_data(
         # the demo's target is the OC20 one: energy minus the per-system reference (adsorption energy)
         options = {"referenced": True, **options}
     for key, path in (("data.train", train_path), ("data.val", val_path), ("data.test", cfg.test)):
-        if path is not None and not Path(path).exists():
+        if path is not None and not _exists(path):
             raise ConfigError(f"{key}: dataset not found: {path} (set it with --set {key}=PATH)")
     train = open_graphs(train_path, r_max, options, cfg.cache_graphs, allow_pickle)
     if len(train) == 0:
@@ -233,6 +240,14 @@ def _file_index(dataset: Sequence, index: int) -> int:
     return index
 
 
+def _frame_location(dataset: Sequence, index: int, where: str) -> str:
+    """``FILE, frame K`` of item ``index``: the source file and frame within it when the reader knows."""
+    from equitensor.datasets.sources import locate_frame
+
+    location = locate_frame(dataset, index)
+    return f"{location[0]}, frame {location[1]}" if location else f"{where}, frame {_file_index(dataset, index)}"
+
+
 def check_elements(dataset: Sequence, allowed: Sequence[int], where: str, key: str = "data.elements") -> None:
     """Raise :class:`ConfigError` naming the first frame that holds an element outside ``allowed``.
 
@@ -246,7 +261,7 @@ def check_elements(dataset: Sequence, allowed: Sequence[int], where: str, key: s
             names = ", ".join(f"{chemical_symbols[z]} (Z={z})" for z in sorted(extra))
             known = ", ".join(chemical_symbols[z] for z in sorted(allowed_set))
             raise ConfigError(
-                f"{where}, frame {_file_index(dataset, index)}: element {names} is not allowed ({key} = {known}); "
+                f"{_frame_location(dataset, index, where)}: element {names} is not allowed ({key} = {known}); "
                 "add it to the list or remove the frame from the data"
             )
 
@@ -268,6 +283,11 @@ def compute_statistics(train: Sequence, data_cfg: DataConfig) -> DatasetStatisti
         e0 = fit_linear_reference(numbers, energies, elements)
     elif data_cfg.e0s == "zero":
         e0 = {z: 0.0 for z in elements}
+    elif data_cfg.e0s == "isolated":
+        try:
+            e0 = isolated_atom_e0s(train, elements)
+        except ValueError as error:
+            raise ConfigError(f"data.e0s=isolated: {error}") from error
     else:
         e0 = {_element_z(k): float(v) for k, v in data_cfg.e0s.items()}
         missing = [chemical_symbols[z] for z in elements if z not in e0]

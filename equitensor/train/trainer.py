@@ -141,6 +141,8 @@ class Trainer:
             num_workers=config.data.num_workers,
         )
         self.steps_per_epoch = math.ceil(self.sampler.num_samples / self.local_batch_size)
+        if tc.max_atoms_per_batch:
+            self._use_atom_budget(train_set, tc.max_atoms_per_batch, config.data.num_workers)
         val_shard = Subset(val_set, list(range(self.dist.rank, len(val_set), self.dist.world_size)))
         self.val_loader = DataLoader(val_shard, batch_size=tc.val_batch_size, shuffle=False)
         self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
@@ -167,6 +169,17 @@ class Trainer:
         self.elapsed_before = 0.0
 
     # ----------------------------------------------------------------- construction helpers
+    def _use_atom_budget(self, train_set: Sequence, max_atoms: int, num_workers: int) -> None:
+        """Batches bounded by atoms per rank (``train.max_atoms_per_batch``) instead of a fixed size."""
+        from equitensor.datasets.batching import AtomBudgetBatchSampler
+
+        self.sampler = AtomBudgetBatchSampler(
+            train_set, max_atoms, self.dist.world_size, self.dist.rank, seed=self.config.train.seed
+        )
+        self.train_loader = DataLoader(train_set, batch_sampler=self.sampler, num_workers=num_workers)
+        self.local_batch_size = 1  # the sampler yields whole batches: set_start counts batches
+        self.steps_per_epoch = self.sampler.num_batches
+
     def _build_optimizer(self) -> torch.optim.Optimizer:
         oc = self.config.optim
         cls = torch.optim.Adam if oc.optimizer == "adam" else torch.optim.AdamW
@@ -471,6 +484,7 @@ class Trainer:
         stop = self._stop_reason()
         while stop is None and self.epoch < tc.epochs:
             self.sampler.set_epoch(self.epoch)
+            self.steps_per_epoch = getattr(self.sampler, "num_batches", self.steps_per_epoch)  # may vary
             self.sampler.set_start(self.batch_in_epoch * self.local_batch_size)
             bar = tqdm(
                 self.train_loader,
