@@ -206,6 +206,13 @@ class MACE(torch.nn.Module):
         """``[N, num_elements]`` one-hot of :meth:`element_index` (a zero row for an unknown element)."""
         return _onehot(self.element_index(atomic_numbers), self.num_elements, dtype)
 
+    def unknown_element_error(self, atom: int, z: int) -> ValueError:
+        """The error for atom ``atom`` of element ``z``, which the model does not know."""
+        allowed = ", ".join(f"{element_name(a)} ({a})" for a in self.atomic_numbers)
+        return ValueError(
+            f"atom {atom} is {element_name(z)} (Z={z}), which this model does not know; allowed elements: {allowed}"
+        )
+
     def check_inputs(self, graph: GraphTensors) -> None:
         """``ValueError`` naming the first unknown element, non-finite position, singular periodic
         cell or out-of-range edge of ``graph``. One device-to-host read on valid input."""
@@ -224,11 +231,7 @@ class MACE(torch.nn.Module):
             return
         if flags[0]:
             k = int(torch.nonzero(index < 0)[0, 0])
-            z = int(graph.atomic_numbers[k])
-            allowed = ", ".join(f"{element_name(a)} ({a})" for a in self.atomic_numbers)
-            raise ValueError(
-                f"atom {k} is {element_name(z)} (Z={z}), which this model does not know; allowed elements: {allowed}"
-            )
+            raise self.unknown_element_error(k, int(graph.atomic_numbers[k]))
         if flags[1] or flags[2]:
             _check_graph(graph.pos, graph.cell, graph.pbc, graph.atomic_numbers)
             raise AssertionError("an input check flagged the batch but the detailed checks found nothing")
