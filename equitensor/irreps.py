@@ -42,10 +42,15 @@ def irrep_slices(irreps) -> list[slice]:
     return list(as_irreps(irreps).slices())
 
 
-def check_last_dim(tensor: torch.Tensor, irreps, name: str) -> None:
-    """Raise ``ValueError`` unless ``tensor.shape[-1] == irreps.dim``."""
-    irreps = as_irreps(irreps)
-    if tensor.ndim == 0 or tensor.shape[-1] != irreps.dim:
+def check_last_dim(tensor: torch.Tensor, irreps, name: str, dim: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``tensor.shape[-1] == irreps.dim``.
+
+    ``dim``: ``irreps.dim`` computed beforehand, so that code traced by ``torch.compile`` never
+    iterates an ``Irrep`` (whose ``__len__`` raises in e3nn, which breaks dynamo's guards).
+    """
+    dim = as_irreps(irreps).dim if dim is None else dim
+    if tensor.ndim == 0 or tensor.shape[-1] != dim:
+        irreps = as_irreps(irreps)
         raise ValueError(
             f"{name} has shape {tuple(tensor.shape)} but irreps {irreps} need last dimension {irreps.dim}"
         )

@@ -20,26 +20,35 @@ from .radial import RadialMLP
 
 
 class ElementGroups(NamedTuple):
-    """Atoms grouped by element, for element-dependent maps that run one GEMM per element.
+    """Atoms grouped by element, for element-dependent maps (:class:`ElementLinear`).
 
-    ``order [N]``: atom indices sorted by element (stable); ``inverse [N]``: its inverse
-    permutation; ``counts``: atoms per element, a host list of ``num_elements`` ints.
+    ``index [N]``: each atom's element (``0..num_elements-1``). With host ``counts`` (atoms per
+    element, ``num_elements`` ints), ``order [N]`` (atom indices sorted by element, stable) and
+    its inverse permutation ``inverse [N]``, each element's atoms run through one GEMM; without
+    them (:meth:`without_counts`, no host read, the form ``torch.compile`` traces with dynamic
+    shapes) every atom takes its element's weights by a gather.
     """
 
-    order: torch.Tensor
-    inverse: torch.Tensor
-    counts: list[int]
+    order: torch.Tensor | None
+    inverse: torch.Tensor | None
+    counts: list[int] | None
+    index: torch.Tensor | None = None
 
     @classmethod
     def from_index(cls, element_index: torch.Tensor, num_elements: int, counts: list[int] | None = None) -> ElementGroups:
-        """From ``element_index [N]`` (values ``0..num_elements-1``); reads the counts to the host
-        unless given (``counts[e]`` = atoms of element ``e``)."""
+        """Sorted groups of ``element_index [N]``; reads the counts to the host unless given
+        (``counts[e]`` = atoms of element ``e``)."""
         order = torch.argsort(element_index, stable=True)
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
         if counts is None:
             counts = torch.bincount(element_index, minlength=num_elements).tolist()
-        return cls(order, inverse, list(counts))
+        return cls(order, inverse, list(counts), element_index)
+
+    @classmethod
+    def without_counts(cls, element_index: torch.Tensor) -> ElementGroups:
+        """Per-atom weight gather over ``element_index [N]`` (no sort, no host read)."""
+        return cls(None, None, None, element_index)
 
 
 class ElementLinear(torch.nn.Module):
@@ -52,10 +61,12 @@ class ElementLinear(torch.nn.Module):
 
     Shapes: ``x [N, irreps_in.dim], element_onehot [N, num_elements] -> [N, irreps_out.dim]``.
     With ``groups`` (:class:`ElementGroups` of the same atoms, ``element_onehot`` then being
-    their exact one-hot) each element's atoms go through one GEMM with that element's weights:
-    ``num_elements`` times fewer flops and no ``[N, mul * num_elements, dim]`` intermediate, which
-    for OC20's ~56 elements is the difference between megabytes and gigabytes. Without it, the
-    general formula above (any ``a``, e.g. soft attributes).
+    their exact one-hot) the element sum is a selection, ``num_elements`` times fewer flops than
+    the formula and no ``[N, mul * num_elements, dim]`` intermediate (for OC20's ~56 elements,
+    megabytes instead of gigabytes): with host counts one GEMM per element on the sorted atoms;
+    without, a batched mat-vec per atom against its element's gathered weights ``[N, U, W]``
+    (no host read; compile-friendly). Without ``groups``, the general formula (any ``a``, e.g.
+    soft attributes).
     """
 
     def __init__(self, irreps_in, num_elements: int, irreps_out):
@@ -70,6 +81,9 @@ class ElementLinear(torch.nn.Module):
         ]
         sizes = [self.irreps_in[i].mul * self.num_elements * self.irreps_out[o].mul for i, o in paths]
         self.weight = torch.nn.Parameter(torch.randn(sum(sizes)))
+        # plain ints for forward (traced code must not touch e3nn's Irrep objects)
+        self._dim_in = self.irreps_in.dim
+        self._block_sizes = [mul * ir.dim for mul, ir in self.irreps_in]
         starts = [0] + list(torch.tensor(sizes).cumsum(0).tolist()) if sizes else [0]
         self._plan = []  # per output block: (mul_out, dim, [(input block, mul_in, weight range)], fan_in)
         for o, (mul_out, ir) in enumerate(self.irreps_out):
@@ -84,11 +98,12 @@ class ElementLinear(torch.nn.Module):
     def forward(
         self, x: torch.Tensor, element_onehot: torch.Tensor, groups: ElementGroups | None = None
     ) -> torch.Tensor:
-        check_last_dim(x, self.irreps_in, "x")
+        check_last_dim(x, self.irreps_in, "x", self._dim_in)
         n, e = x.shape[0], self.num_elements
-        if groups is not None:
+        sorted_groups = groups is not None and groups.counts is not None
+        if sorted_groups:
             x = x.index_select(0, groups.order)  # atoms sorted by element
-        blocks = torch.split(x, [mul * ir.dim for mul, ir in self.irreps_in], dim=1)
+        blocks = torch.split(x, self._block_sizes, dim=1)
         outputs = []
         for mul_out, dim, sources, fan_in in self._plan:
             if not sources:
@@ -101,13 +116,16 @@ class ElementLinear(torch.nn.Module):
             if groups is None:
                 xa = (xs[:, :, None, :] * element_onehot[:, None, :, None]).reshape(n, -1, dim)  # [N, U*E, dim]
                 y = xa.transpose(1, 2) @ w  # [N, dim, W]
-            else:
+            elif sorted_groups:
                 w = w.reshape(-1, e, mul_out)  # [U, E, W]
                 segments = torch.split(xs.transpose(1, 2), groups.counts)  # per element [n_e, dim, U]
                 y = torch.cat([segment @ w[:, k] for k, segment in enumerate(segments)])  # [N, dim, W]
+            else:
+                w = w.reshape(-1, e, mul_out).transpose(0, 1)  # [E, U, W]
+                y = torch.bmm(xs.transpose(1, 2), w.index_select(0, groups.index))  # [N, dim, W]
             outputs.append(y.transpose(1, 2).reshape(n, mul_out * dim))
         out = torch.cat(outputs, dim=1)
-        return out if groups is None else out.index_select(0, groups.inverse)
+        return out.index_select(0, groups.inverse) if sorted_groups else out
 
     def extra_repr(self) -> str:
         return f"{self.irreps_in} x {self.num_elements}x0e -> {self.irreps_out}"
@@ -204,8 +222,8 @@ class InteractionBlock(torch.nn.Module):
         tp_weights = self.conv_tp_weights(edge_feats)  # [n_edges, weight_numel]
         # sum over edges (sender -> receiver) of the product; fused where the backend can
         message = self.conv_tp.message_passing(
-            node_feats, edge_attrs, tp_weights, edge_index
-        )  # [N, irreps_mid.dim]
+            node_feats, edge_attrs, tp_weights, edge_index, check_index=False
+        )  # [N, irreps_mid.dim]; the model validated edge_index (MACE.check_inputs)
         message = self.linear(message) / self.message_divisor(edge_feats, edge_index, node_feats.shape[0])
         if not self.residual:
             message = self.skip(message, element_onehot, element_groups)

@@ -30,6 +30,7 @@ from .blocks import (
 )
 from .graph import element_name
 from .mace_variants import DensityInteractionBlock
+from .outputs import GraphTensors, derivatives, edge_vectors, gradient_leaves, graph_tensors, strained
 from .pair_terms import ZBLRepulsion
 from .pair_terms import distance_transform as make_distance_transform
 from .radial import RadialEmbedding
@@ -67,10 +68,13 @@ class MACE(torch.nn.Module):
         density_normalization: divide messages by a learned neighbour density instead of
             ``avg_num_neighbors`` (``mace_variants.DensityInteractionBlock``).
 
-    ``forward(batch, compute_forces=True, compute_stress=False, training=False)`` returns a dict:
+    ``forward(batch, compute_forces=True, compute_stress=False, training=False, check_inputs=True)``
+    returns a dict:
     ``energy [B]``, ``node_energy [N]``, ``forces [N, 3]`` (or None), ``stress [B, 3, 3]`` (eV/Å^3,
     zero for non-periodic graphs) and ``virials [B, 3, 3]`` (``-dE/d(strain)``), both None unless
     ``compute_stress``. ``training=True`` keeps the graph so that a force loss can backpropagate.
+    Forces and stress come from :mod:`equitensor.models.outputs`. :meth:`predict` is the same
+    computation on prepared tensors, without host reads (what ``compile_model`` compiles).
     """
 
     def __init__(
@@ -215,122 +219,124 @@ class MACE(torch.nn.Module):
 
     # ------------------------------------------------------------------ forward
     def element_index(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        """``[N]`` position of each atom's element in ``atomic_numbers``; ``ValueError`` naming the
-        first unknown element and its atom."""
-        index = self.z_to_index[atomic_numbers.clamp(0, 118)]
-        unknown = (index < 0) | (atomic_numbers < 0) | (atomic_numbers > 118)
-        if bool(unknown.any()):
-            k = int(torch.nonzero(unknown)[0, 0])
-            z = int(atomic_numbers[k])
-            allowed = ", ".join(f"{element_name(a)} ({a})" for a in self.atomic_numbers)
-            raise ValueError(
-                f"atom {k} is {element_name(z)} (Z={z}), which this model does not know; allowed elements: {allowed}"
-            )
-        return index
-
-    def _checked_elements(self, pos, cell, pbc, atomic_numbers) -> tuple[torch.Tensor, list[int]]:
-        """Element index ``[N]`` and atoms per element, after checking the inputs, with one
-        device-to-host read on valid input; on invalid input the detailed checks raise."""
-        index = self.z_to_index[atomic_numbers.clamp(0, 118)]
-        unknown = (index < 0) | (atomic_numbers < 0) | (atomic_numbers > 118)
-        nonfinite = ~torch.isfinite(pos).all()
-        singular = (pbc.any(dim=1) & (torch.linalg.det(cell).abs() < 1e-9)).any()
-        counts = torch.bincount(index.clamp(min=0), minlength=self.num_elements)
-        flags = torch.stack([unknown.any(), nonfinite, singular]).to(counts.dtype)
-        read = torch.cat([flags, counts]).tolist()
-        if any(read[:3]):
-            _check_graph(pos, cell, pbc, atomic_numbers)
-            self.element_index(atomic_numbers)
-            raise AssertionError("an input check flagged the batch but the detailed checks found nothing")
-        return index, read[3:]
+        """``[N]`` position of each atom's element in ``atomic_numbers`` (``-1`` for an element the
+        model does not know). No host reads; :meth:`check_inputs` reports unknown elements."""
+        outside = (atomic_numbers < 0) | (atomic_numbers > 118)
+        return self.z_to_index[atomic_numbers.clamp(0, 118)].masked_fill(outside, -1)
 
     def element_onehot(self, atomic_numbers: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """``[N, num_elements]`` one-hot (see :meth:`element_index` for the errors)."""
-        return torch.nn.functional.one_hot(self.element_index(atomic_numbers), self.num_elements).to(dtype)
+        """``[N, num_elements]`` one-hot of :meth:`element_index` (a zero row for an unknown element)."""
+        return _onehot(self.element_index(atomic_numbers), self.num_elements, dtype)
+
+    def unknown_element_error(self, atom: int, z: int) -> ValueError:
+        """The error for atom ``atom`` of element ``z``, which the model does not know."""
+        allowed = ", ".join(f"{element_name(a)} ({a})" for a in self.atomic_numbers)
+        return ValueError(
+            f"atom {atom} is {element_name(z)} (Z={z}), which this model does not know; allowed elements: {allowed}"
+        )
+
+    def check_inputs(self, graph: GraphTensors) -> None:
+        """``ValueError`` naming the first unknown element, non-finite position, singular periodic
+        cell or out-of-range edge of ``graph``. One device-to-host read on valid input."""
+        index = self.element_index(graph.atomic_numbers)
+        n = graph.pos.shape[0]
+        edges = graph.edge_index
+        flags = torch.stack(
+            [
+                (index < 0).any(),
+                ~torch.isfinite(graph.pos).all(),
+                (graph.pbc.any(dim=1) & (torch.linalg.det(graph.cell).abs() < 1e-9)).any(),
+                ((edges < 0) | (edges >= n)).any() if edges.numel() else torch.zeros((), dtype=torch.bool),
+            ]
+        ).tolist()
+        if not any(flags):
+            return
+        if flags[0]:
+            k = int(torch.nonzero(index < 0)[0, 0])
+            raise self.unknown_element_error(k, int(graph.atomic_numbers[k]))
+        if flags[1] or flags[2]:
+            _check_graph(graph.pos, graph.cell, graph.pbc, graph.atomic_numbers)
+            raise AssertionError("an input check flagged the batch but the detailed checks found nothing")
+        low, high = (int(v) for v in torch.aminmax(edges))
+        raise ValueError(
+            f"edge_index refers to atoms outside [0, {n}) (range {low}..{high}); rebuild the graph "
+            "(equitensor.models.atoms_to_graph or the datasets' AtomsToGraph)"
+        )
 
     def forward(
-        self, batch, compute_forces: bool = True, compute_stress: bool = False, training: bool = False
+        self,
+        batch,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        training: bool = False,
+        check_inputs: bool = True,
     ):
-        pos = batch.pos
-        dtype = pos.dtype
-        n = pos.shape[0]
-        node_graph = (
-            batch.batch if getattr(batch, "batch", None) is not None else pos.new_zeros(n, dtype=torch.long)
-        )
-        num_graphs = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
-        cell = batch.cell.reshape(-1, 3, 3).to(dtype)
-        element_index, counts = self._checked_elements(pos, cell, batch.pbc.reshape(-1, 3), batch.atomic_numbers)
-        element_onehot = torch.nn.functional.one_hot(element_index, self.num_elements).to(dtype)  # [N, E]
-        element_groups = ElementGroups.from_index(element_index, self.num_elements, counts)
-        edge_index = batch.edge_index
-        sender = edge_index[0]
+        """Energies and, on request, forces / stress / virials of ``batch`` (class docstring).
 
-        if compute_forces or compute_stress:
-            pos = pos if pos.requires_grad else pos.detach().requires_grad_(True)
-        displacement = None
-        positions = pos
-        if compute_stress:
-            # symmetric strain eps: r -> r (1 + eps), cell -> cell (1 + eps)
-            displacement = torch.zeros(num_graphs, 3, 3, dtype=dtype, device=pos.device, requires_grad=True)
-            strain = 0.5 * (displacement + displacement.transpose(1, 2))
-            positions = pos + torch.einsum("ni,nij->nj", pos, strain[node_graph])
-            cell = cell + cell @ strain
-        shifts = torch.einsum(
-            "ei,eij->ej", batch.cell_offsets.to(dtype), cell[node_graph[sender]]
-        )  # [n_edges, 3]
-        vectors = positions[edge_index[1]] - positions[sender] + shifts  # [n_edges, 3]
+        ``check_inputs=True`` first validates the batch (:meth:`check_inputs`: one host read,
+        skipped under ``torch.compile``); pass ``False`` when the graphs come from
+        ``atoms_to_graph`` or the datasets, which validate them on construction.
+        """
+        graph = graph_tensors(batch)
+        if check_inputs and not torch.compiler.is_compiling():
+            self.check_inputs(graph)
+        graph, displacement = gradient_leaves(graph, compute_forces, compute_stress)
+        return self.predict(graph, displacement, compute_forces, compute_stress, training)
+
+    def predict(
+        self,
+        graph: GraphTensors,
+        displacement: torch.Tensor | None,
+        compute_forces: bool = True,
+        compute_stress: bool = False,
+        training: bool = False,
+    ) -> dict[str, torch.Tensor | None]:
+        """:meth:`forward` on prepared tensors (:func:`~equitensor.models.outputs.gradient_leaves`):
+        no host reads and no ``requires_grad_``, so it compiles with ``fullgraph=True``."""
+        positions, cell = strained(graph, displacement)
+        vectors = edge_vectors(graph, positions, cell)  # [n_edges, 3]
         lengths = torch.linalg.vector_norm(vectors, dim=1, keepdim=True)  # [n_edges, 1]
+        element_index = self.element_index(graph.atomic_numbers)
+        element_onehot = _onehot(element_index, self.num_elements, positions.dtype)  # [N, E]
+        elements = ElementGroups.without_counts(element_index)
 
         node_e0 = self.atomic_energies(element_onehot)  # [N]
         node_feats = self.node_embedding(element_onehot)  # [N, C]
         edge_attrs = self.spherical_harmonics(vectors)  # [n_edges, (max_ell+1)^2]
         edge_feats = self.radial_embedding(lengths)  # [n_edges, num_bessel]
         if self.distance_transform is not None or self.pair_repulsion is not None:
-            z_sender, z_receiver = batch.atomic_numbers[sender], batch.atomic_numbers[edge_index[1]]
+            sender, receiver = graph.edge_index[0], graph.edge_index[1]
+            z_sender, z_receiver = graph.atomic_numbers[sender], graph.atomic_numbers[receiver]
         if self.distance_transform is not None:
             transformed = self.distance_transform(lengths, z_sender, z_receiver)
             edge_feats = self.radial_embedding.bessel(transformed) * self.radial_embedding.cutoff(lengths)
 
-        site_energy = node_e0.new_zeros(n)
+        site_energy = torch.zeros_like(node_e0)
         if self.pair_repulsion is not None:  # scaled with the interaction energies, as in mace-torch
-            site_energy = self.pair_repulsion(lengths, z_sender, z_receiver, edge_index[1], n)
+            site_energy = self.pair_repulsion(lengths, z_sender, z_receiver, receiver, positions.shape[0])
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
-            message, sc = interaction(node_feats, element_onehot, edge_attrs, edge_feats, edge_index, element_groups)
+            message, sc = interaction(node_feats, element_onehot, edge_attrs, edge_feats, graph.edge_index, elements)
             node_feats = product(message, sc, element_onehot)
             site_energy = site_energy + readout(node_feats)  # [N]
-        node_inter = self.scale_shift(site_energy)
-        node_energy = node_e0 + node_inter  # [N]
-        energy = node_energy.new_zeros(num_graphs).index_add(0, node_graph, node_energy)  # [B]
+        node_energy = node_e0 + self.scale_shift(site_energy)  # [N]
+        num_graphs = graph.cell.shape[0]
+        energy = node_energy.new_zeros(num_graphs).index_add(0, graph.node_graph, node_energy)  # [B]
 
-        forces = virials = stress = None
-        if compute_forces or compute_stress:
-            inputs = [pos] + ([displacement] if compute_stress else [])
-            grads = torch.autograd.grad(
-                [energy.sum()], inputs, create_graph=training, retain_graph=training, allow_unused=True
-            )
-            forces = -grads[0] if grads[0] is not None else torch.zeros_like(pos)
-            if compute_stress:
-                d_energy = grads[1] if grads[1] is not None else torch.zeros_like(displacement)
-                virials = -d_energy
-                volume = torch.linalg.det(batch.cell.reshape(-1, 3, 3).to(dtype)).abs()  # [B]
-                periodic = batch.pbc.reshape(-1, 3).any(dim=1) & (volume > 0)
-                safe = torch.where(periodic, volume, torch.ones_like(volume))
-                stress = torch.where(
-                    periodic[:, None, None], d_energy / safe[:, None, None], torch.zeros_like(d_energy)
-                )
-            if not compute_forces:
-                forces = None
-        return {
-            "energy": energy,
-            "node_energy": node_energy,
-            "forces": forces,
-            "stress": stress,
-            "virials": virials,
-        }
+        results = derivatives(energy, graph, displacement, compute_forces, compute_stress, training)
+        if (compute_forces or compute_stress) and not training:
+            # autograd.grad consumed the graph: the energies carry no usable gradient
+            energy, node_energy = energy.detach(), node_energy.detach()
+        return {"energy": energy, "node_energy": node_energy, **results}
 
     def extra_repr(self) -> str:
         c = self.config
         return f"conv_backend={c['conv_backend']!r}, product_backend={c['product_backend']!r}, elements={self.atomic_numbers}"
+
+
+def _onehot(index: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[N, num_classes]`` one-hot by comparison: an index outside the range gives a zero row
+    (``torch.nn.functional.one_hot`` would check the values on the host)."""
+    return (index[:, None] == torch.arange(num_classes, device=index.device)).to(dtype)
 
 
 def _check_graph(

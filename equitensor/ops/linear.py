@@ -51,6 +51,9 @@ class Linear(torch.nn.Module):
         ]
         self.weight_numel = sum(self.irreps_in[i].mul * self.irreps_out[o].mul for i, o in self.paths)
         self.weight = torch.nn.Parameter(torch.randn(self.weight_numel))
+        # plain ints for forward (traced code must not touch e3nn's Irrep objects)
+        self._dim_in, self._dim_out = self.irreps_in.dim, self.irreps_out.dim
+        self._muls_in = [mul for mul, _ in self.irreps_in]
 
         # For each output block: (weight slices of its paths, input blocks) in path order.
         offsets, start = {}, 0
@@ -159,20 +162,18 @@ class Linear(torch.nn.Module):
     def dense_matrix(self) -> torch.Tensor:
         """``M [dim_in, dim_out]`` with ``x @ M == forward(x)`` (differentiable in ``weight``)."""
         values = self.weight[self._dense_source] * self._dense_scale.to(self.weight)
-        flat = self.weight.new_zeros(self.irreps_in.dim * self.irreps_out.dim)
-        return flat.index_put((self._dense_position,), values).reshape(
-            self.irreps_in.dim, self.irreps_out.dim
-        )
+        flat = self.weight.new_zeros(self._dim_in * self._dim_out)
+        return flat.index_put((self._dense_position,), values).reshape(self._dim_in, self._dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_last_dim(x, self.irreps_in, "x")
+        check_last_dim(x, self.irreps_in, "x", self._dim_in)
         batch = x.shape[:-1]
-        x = x.reshape(-1, self.irreps_in.dim)
+        x = x.reshape(-1, self._dim_in)
         z = x.shape[0]
         if self.method == "dense":
-            return (x @ self.dense_matrix()).reshape(*batch, self.irreps_out.dim)
+            return (x @ self.dense_matrix()).reshape(*batch, self._dim_out)
         if self.method == "gather":
-            return self._gather_forward(x).reshape(*batch, self.irreps_out.dim)
+            return self._gather_forward(x).reshape(*batch, self._dim_out)
         outputs = []
         for _i_out, mul_out, dim, sources, wranges, fan_in in self._plan:
             if not sources:
@@ -182,7 +183,7 @@ class Linear(torch.nn.Module):
             blocks = [x[:, self._in_slices[i]].reshape(z, -1, dim) for i in sources]
             xs = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
             weights = [
-                self.weight[a:b].reshape(self.irreps_in[i].mul, mul_out)
+                self.weight[a:b].reshape(self._muls_in[i], mul_out)
                 for i, (a, b) in zip(sources, wranges)
             ]
             w = weights[0] if len(weights) == 1 else torch.cat(weights)
@@ -192,7 +193,7 @@ class Linear(torch.nn.Module):
             y = torch.matmul(xs.transpose(1, 2), w / math.sqrt(fan_in))  # [z, dim, mul_out]
             outputs.append(y.transpose(1, 2).reshape(z, mul_out * dim))
         out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(z, 0)
-        return out.reshape(*batch, self.irreps_out.dim)
+        return out.reshape(*batch, self._dim_out)
 
     def _gather_forward(self, x: torch.Tensor) -> torch.Tensor:
         z = x.shape[0]

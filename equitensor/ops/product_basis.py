@@ -32,6 +32,7 @@ class ProductBasis(torch.nn.Module):
         self.backend_name = backend
         self.impl = backend_cls(irreps_in, irreps_out, correlation, num_elements, **options)
         self.num_elements = int(num_elements)
+        self._dim_in = self.impl.irreps_in.dim  # an int for forward (traced code must not touch Irrep objects)
 
     @property
     def irreps_in(self) -> Irreps:
@@ -46,7 +47,7 @@ class ProductBasis(torch.nn.Module):
         return getattr(self.impl, "paths", ())
 
     def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
-        check_last_dim(x, self.irreps_in, "x")
+        check_last_dim(x, self.irreps_in, "x", self._dim_in)
         if element_onehot.shape != (x.shape[0], self.num_elements):
             raise ValueError(
                 f"element_onehot has shape {tuple(element_onehot.shape)}; expected [{x.shape[0]}, {self.num_elements}]"

@@ -62,6 +62,8 @@ class TensorProduct(torch.nn.Module):
         )
         self.backend_name = backend
         self.impl = backend_cls(self.descriptor, **backend_options)
+        # plain ints for forward (traced code must not touch e3nn's Irrep objects)
+        self._dim_in1, self._dim_in2, self._dim_out = irreps_in1.dim, irreps_in2.dim, irreps_out.dim
 
         if shared_weights is False and internal_weights:
             raise ValueError("internal_weights=True requires shared_weights=True")
@@ -99,8 +101,8 @@ class TensorProduct(torch.nn.Module):
         return self.impl.paths
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        check_last_dim(x1, self.irreps_in1, "x1")
-        check_last_dim(x2, self.irreps_in2, "x2")
+        check_last_dim(x1, self.irreps_in1, "x1", self._dim_in1)
+        check_last_dim(x2, self.irreps_in2, "x2", self._dim_in2)
         batch = torch.broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
         weight = self._resolve_weight(weight, batch)
         x1 = x1.expand(*batch, x1.shape[-1]).reshape(-1, x1.shape[-1])
@@ -108,7 +110,7 @@ class TensorProduct(torch.nn.Module):
         if weight is not None and weight.ndim > 1:
             weight = weight.expand(*batch, self.weight_numel).reshape(-1, self.weight_numel)
         out = self.impl(x1, x2, weight)
-        return out.reshape(*batch, self.irreps_out.dim)
+        return out.reshape(*batch, self._dim_out)
 
     def message_passing(
         self,
@@ -116,6 +118,7 @@ class TensorProduct(torch.nn.Module):
         edge_attrs: torch.Tensor,
         weight: torch.Tensor | None,
         edge_index: torch.Tensor,
+        check_index: bool = True,
     ) -> torch.Tensor:
         """Product on every edge, summed at its receiver (a graph convolution).
 
@@ -126,9 +129,13 @@ class TensorProduct(torch.nn.Module):
         convention) -> ``[N, irreps_out.dim]``. Equal to gathering, calling the product and
         summing with ``index_add``; backends that can (``cg`` on MACE's convolution) do it in one
         fused pass without forming the ``[n_edges, irreps_out.dim]`` messages.
+
+        ``check_index=True`` checks that ``edge_index`` points at rows of ``node_feats``, which
+        reads its range to the host; it is skipped under ``torch.compile`` and by callers that
+        validated the graph already (``MACE`` does, in ``check_inputs``).
         """
-        check_last_dim(node_feats, self.irreps_in1, "node_feats")
-        check_last_dim(edge_attrs, self.irreps_in2, "edge_attrs")
+        check_last_dim(node_feats, self.irreps_in1, "node_feats", self._dim_in1)
+        check_last_dim(edge_attrs, self.irreps_in2, "edge_attrs", self._dim_in2)
         if node_feats.ndim != 2 or edge_attrs.ndim != 2:
             raise ValueError(
                 f"message_passing expects node_feats [N, {self.irreps_in1.dim}] and edge_attrs "
@@ -142,12 +149,13 @@ class TensorProduct(torch.nn.Module):
             )
         if edge_index.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"edge_index must hold integers, got {edge_index.dtype}")
-        low, high = (int(v) for v in torch.aminmax(edge_index)) if n_edges else (0, 0)
-        if low < 0 or high >= n_nodes:
-            raise ValueError(
-                f"edge_index refers to nodes outside [0, {n_nodes}) (range {low}..{high}); it must "
-                "index rows of node_feats"
-            )
+        if check_index and n_edges and not torch.compiler.is_compiling():
+            low, high = (int(v) for v in torch.aminmax(edge_index))
+            if low < 0 or high >= n_nodes:
+                raise ValueError(
+                    f"edge_index refers to nodes outside [0, {n_nodes}) (range {low}..{high}); it must "
+                    "index rows of node_feats"
+                )
         weight = self._resolve_weight(weight, (n_edges,))
         if weight is not None and weight.ndim > 1:
             if weight.ndim != 2:
