@@ -51,7 +51,7 @@ from ... import so3
 from ..descriptor import Instruction, TensorProductDescriptor
 from .base import TensorProductBackend, instruction_paths
 from .cg_channelwise import ChannelwisePaths, channelwise_eligible
-from .multilinear import X1, X2, W, apply_forward
+from .multilinear import OUT, SLOTS, define_multilinear_ops
 from .numba_threads import use_parallel_kernels
 
 METHODS = ("auto", "channelwise", "sparse", "grouped", "dense", "naive")
@@ -394,7 +394,9 @@ class SparseTerms:
         self.base = np.ascontiguousarray(np.concatenate(bases), dtype=np.int64)  # [E, 4]
         self.counts = np.ascontiguousarray(np.concatenate(counts), dtype=np.int64)  # [E, 3]
         self.strides = np.ascontiguousarray(np.concatenate(strides), dtype=np.int64)  # [E, 3, 4]
-        backend.add_table(f"{name}_coef", np.concatenate(coefs))
+        self.coef = np.concatenate(coefs).astype(np.float64)  # [E]
+        # the custom ops' constants (CPU tensors sharing the arrays' memory)
+        self.tables = [torch.from_numpy(a) for a in (self.base, self.counts, self.strides, self.coef)]
         self.widths = (
             d.irreps_out.dim,
             d.irreps_in1.dim,
@@ -413,47 +415,40 @@ class SparseTerms:
         # Shared weights become a zero-stride [Z, n_w] view: the kernel reads the same row for
         # every sample and autograd sums the per-sample weight gradients back.
         w = w.expand(z, w.shape[1])
-        return apply_forward(self, x1.contiguous(), x2.contiguous(), w)
+        return SPARSE_OPS.forward(x1.contiguous(), x2.contiguous(), w, z, self.widths[OUT], self.tables)
 
-    def input_gradients(self, grad_out, x1, x2, w):
-        """``(g1 [Z, dim1], g2 [Z, dim2], gw [Z, n_w_ext])`` from one run of :func:`_input_gradients`."""
-        z = grad_out.shape[0]
-        operands = [t.detach().expand(z, t.shape[1]) for t in (grad_out, x1, x2, w)]
-        operands = [t if t.stride(1) == 1 else t.contiguous() for t in operands]
-        grads = [torch.zeros(z, self.widths[s], dtype=grad_out.dtype) for s in (X1, X2, W)]
-        coef = self.backend.table(f"{self.name}_coef", grad_out).numpy()
-        kernel = _input_gradients if use_parallel_kernels() else _input_gradients_serial
-        kernel(
-            *(g.numpy() for g in grads),
-            *(t.numpy() for t in operands),
-            self.base,
-            self.counts,
-            self.strides,
-            coef,
-        )
-        return tuple(grads)
 
-    def contract(self, target: int, sources) -> torch.Tensor:
-        """Run the kernel: slot ``target`` ``[Z, width]`` from ``sources`` (the other slots, in slot order)."""
-        like = sources[0]
-        z = max(s.shape[0] for s in sources)
-        sources = [s.detach().expand(z, s.shape[1]) for s in sources]
-        sources = [s if s.stride(1) == 1 else s.contiguous() for s in sources]
-        result = torch.empty(z, self.widths[target], dtype=like.dtype, device=like.device)
-        coef = self.backend.table(f"{self.name}_coef", like).numpy()
-        slots = [s for s in range(4) if s != target]
-        kernel = _contract_into if use_parallel_kernels() else _contract_into_serial
-        kernel(
-            result.numpy(),
-            *(s.numpy() for s in sources),
-            self.base,
-            self.counts,
-            self.strides,
-            coef,
-            target,
-            *slots,
-        )
-        return result
+def _kernel_operands(tensors, rows: int) -> list[np.ndarray]:
+    """numpy views ``[rows, width]`` of the operands; a zero-row-stride (shared) operand stays one."""
+    operands = [t.detach().expand(rows, t.shape[1]) for t in tensors]
+    return [(t if t.stride(1) == 1 else t.contiguous()).numpy() for t in operands]
+
+
+def _sparse_contract(target, sources, rows, width, tables):
+    """CPU implementation of ``equitensor::cg_sparse_contract`` (:func:`_contract_into`)."""
+    base, counts, strides, coef = (t.numpy() for t in tables)
+    result = torch.empty(rows, width, dtype=sources[0].dtype)
+    kernel = _contract_into if use_parallel_kernels() else _contract_into_serial
+    slots = [s for s in SLOTS if s != target]
+    coef = coef.astype(result.numpy().dtype)
+    kernel(result.numpy(), *_kernel_operands(sources, rows), base, counts, strides, coef, target, *slots)
+    return result
+
+
+def _sparse_input_gradients(grad_out, x1, x2, w, tables):
+    """CPU implementation of ``equitensor::cg_sparse_input_gradients`` (:func:`_input_gradients`)."""
+    base, counts, strides, coef = (t.numpy() for t in tables)
+    z = grad_out.shape[0]
+    grads = [torch.zeros(t.shape, dtype=grad_out.dtype) for t in (x1, x2, w)]
+    kernel = _input_gradients if use_parallel_kernels() else _input_gradients_serial
+    coef = coef.astype(grads[0].numpy().dtype)
+    kernel(*(g.numpy() for g in grads), *_kernel_operands((grad_out, x1, x2, w), z), base, counts, strides, coef)
+    return tuple(grads)
+
+
+#: ``equitensor::cg_sparse_contract`` / ``equitensor::cg_sparse_input_gradients``; tables
+#: ``[base [E, 4], counts [E, 3], strides [E, 3, 4] (int64), coef [E] (float64)]`` of :class:`SparseTerms`.
+SPARSE_OPS = define_multilinear_ops("cg_sparse", _sparse_contract, _sparse_input_gradients)
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,8 +491,7 @@ class BilinearMatrix:
         self.rows = torch.as_tensor(cols[:, 1] * self.dim2 + cols[:, 2])
         self.columns = torch.as_tensor(cols[:, 0])
         self.weight_columns = torch.as_tensor(cols[:, 3])
-        # the term list was only a means to the matrix: keep its coefficients per matrix entry only
-        backend.add_table(f"{name}_coef", backend._tables.pop(f"{name}_terms_coef")[entry])
+        backend.add_table(f"{name}_coef", terms.coef[entry])  # the coefficient of every matrix entry
         self.backend, self.name = backend, name
 
     def __call__(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
