@@ -80,9 +80,11 @@ class CGBackend(TensorProductBackend):
         super().__init__(descriptor)
         if method not in METHODS:
             raise ValueError(f"cg backend: unknown method {method!r}; expected one of {METHODS}")
-        self.method = method
+        self.requested_method = method
         self.weight_numel = descriptor.weight_numel
         self.paths = instruction_paths(descriptor)
+        # moves with the module (.to(device)), so that `method` can name what runs there
+        self.register_buffer("_device_marker", torch.empty(0), persistent=False)
         if method == "naive":  # the per-path reference reads whole CG blocks
             for k, ins in enumerate(descriptor.instructions):
                 l1, l2, lo = (ir.l for ir in descriptor.path_irreps(ins))
@@ -98,56 +100,82 @@ class CGBackend(TensorProductBackend):
         self._channelwise = (
             ChannelwisePaths(self, "channelwise") if eligible and method in ("auto", "channelwise") else None
         )
-        if method == "auto" and self._channelwise is None:
+        # CPU routes of `auto` (when not channel-wise): few channel combinations -> sparse kernel
+        if method == "sparse" or (method == "auto" and self._channelwise is None):
             sparse = [
                 k
                 for k in everything
-                if _channel_combos(descriptor, descriptor.instructions[k]) <= SPARSE_MAX_CHANNEL_COMBOS
+                if method == "sparse"
+                or _channel_combos(descriptor, descriptor.instructions[k]) <= SPARSE_MAX_CHANNEL_COMBOS
             ]
         else:
-            sparse = everything if method == "sparse" else []
-        dense = [k for k in everything if k not in sparse]
-        builds_terms = method not in ("naive", "channelwise", "dense") and self._channelwise is None
-        self._sparse = SparseTerms(self, "sparse", sparse) if sparse and builds_terms else None
-        self._grouped = GroupedPaths(self, "grouped", dense) if dense and builds_terms else None
-        # The numba kernels are CPU-only; on other devices all paths run grouped (built on first use).
-        self._grouped_everything: GroupedPaths | None = None
+            sparse = []
+        rest = [k for k in everything if k not in sparse]
+        self._sparse = SparseTerms(self, "sparse", sparse) if sparse else None
+        self._grouped_rest = (
+            GroupedPaths(self, "grouped_rest", rest) if sparse and rest and method == "auto" else None
+        )
+        self._cpu_auto = "channelwise" if self._channelwise is not None else (
+            "grouped" if not sparse else ("sparse" if not rest else "sparse+grouped")
+        )  # fmt: skip
+        # every path in one grouped executor: method 'grouped', and `auto` off the CPU
+        self._grouped = GroupedPaths(self, "grouped", everything) if method in ("auto", "grouped") and everything else None
         entries = descriptor.irreps_in1.dim * descriptor.irreps_in2.dim * descriptor.irreps_out.dim
         wants_dense = method == "dense" or (method == "auto" and entries <= DENSE_MAX_ENTRIES)
         self._dense = BilinearMatrix(self, "dense", everything) if wants_dense and everything else None
 
+    @property
+    def method(self) -> str:
+        """The method that runs on this module's device with per-sample weights (see :meth:`method_for`)."""
+        return self.method_for(self._device_marker.device, shared=False)
+
+    def method_for(self, device: torch.device | str, shared: bool) -> str:
+        """The method that runs for inputs on ``device`` with shared (or no) / per-sample weights.
+
+        ``auto`` resolves to ``dense`` (shared weights, small bilinear matrix), else on the CPU to
+        ``channelwise``, ``sparse``, ``grouped`` or ``sparse+grouped`` (paths split by channel
+        combinations), and off the CPU (CUDA, meta, ...) to the pure-torch ``grouped``. A CPU-only
+        method asked for explicitly is never replaced: off the CPU it raises.
+        """
+        device_type = torch.device(device).type
+        requested = self.requested_method
+        if requested in ("sparse", "channelwise") and device_type != "cpu":
+            raise ValueError(
+                f"cg backend: method={requested!r} runs numba kernels on the CPU only, and the inputs "
+                f"are on {device_type!r}; use method='auto' (pure-torch 'grouped' there) or 'grouped'"
+            )
+        if requested != "auto":
+            return requested
+        if shared and self._dense is not None:
+            return "dense"
+        return self._cpu_auto if device_type == "cpu" else "grouped"
+
     def forward(self, x1, x2, weight):
-        if self.method == "naive":
-            return self._naive_forward(x1, x2, weight)
         shared = weight is None or weight.ndim == 1
-        if self.method == "dense" and not shared:
+        method = self.method_for(x1.device, shared)
+        if method == "dense" and not shared:
             raise ValueError("cg backend: method='dense' needs shared weights (shared_weights=True)")
-        if self._dense is not None and shared:
-            return self._dense(x1, x2, weight)
-        if self.method == "dense":
-            return x1.new_zeros(x1.shape[0], self.descriptor.irreps_out.dim)  # no instructions
-        if x1.device.type != "cpu" and (self._sparse is not None or self._channelwise is not None):
-            return self._all_grouped()(x1, x2, weight)
-        if self._channelwise is not None:
-            return self._channelwise.per_sample(x1, x2, weight)
-        parts = [plan(x1, x2, weight) for plan in (self._sparse, self._grouped) if plan is not None]
-        if not parts:
+        if method == "naive":
+            return self._naive_forward(x1, x2, weight)
+        executor = {
+            "dense": self._dense,
+            "channelwise": None if self._channelwise is None else self._channelwise.per_sample,
+            "sparse": self._sparse,
+            "grouped": self._grouped,
+        }.get(method)
+        if method == "sparse+grouped":
+            return self._sparse(x1, x2, weight) + self._grouped_rest(x1, x2, weight)
+        if executor is None:  # no instructions
             return x1.new_zeros(x1.shape[0], self.descriptor.irreps_out.dim)
-        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        return executor(x1, x2, weight)
 
     def message_passing(self, x1, x2, weight, sender, receiver):
-        """Fused gather-product-scatter with the channel-wise kernel when it applies (CPU,
-        methods ``auto``/``channelwise``); otherwise the generic per-edge route."""
-        if self._channelwise is not None and x1.device.type == "cpu":
+        """Fused gather-product-scatter with the channel-wise kernel when that is the method
+        that runs (see :meth:`method_for`); otherwise the generic per-edge route."""
+        shared = weight is None or weight.ndim == 1
+        if self.method_for(x1.device, shared) == "channelwise":
             return self._channelwise.message_passing(x1, x2, weight, sender, receiver)
         return super().message_passing(x1, x2, weight, sender, receiver)
-
-    def _all_grouped(self) -> GroupedPaths:
-        if self._grouped_everything is None:
-            self._grouped_everything = GroupedPaths(
-                self, "grouped_all", range(len(self.descriptor.instructions))
-            )
-        return self._grouped_everything
 
     def _naive_forward(self, x1, x2, weight):
         """Reference: one einsum per path, then a sum per output block."""
@@ -181,7 +209,7 @@ class CGBackend(TensorProductBackend):
         return torch.cat(result, dim=1) if result else x1.new_zeros(z, 0)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, method={self.method!r}"
+        return f"{super().extra_repr()}, method={self.requested_method!r}"
 
 
 # --------------------------------------------------------------------------------------------

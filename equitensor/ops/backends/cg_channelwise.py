@@ -121,10 +121,9 @@ class ChannelwisePaths:
     def per_sample(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         """The product sample by sample: ``x1 [Z, dim1], x2 [Z, dim2], weight [Z | -, n_w] -> [Z, dim_out]``."""
         z = x1.shape[0]
-        identity = torch.arange(z, device=x1.device)
-        ptr = torch.arange(z + 1, device=x1.device)
-        graph = [identity, identity, identity, ptr, identity, ptr]
-        return self._forward(x1, x2, self._weight(weight, z), z, graph, identity=True)
+        w = self._weight(weight, z)
+        tables = self.identity_tables(z, x1.device)
+        return CHANNELWISE_OPS.forward(x1.contiguous(), x2.contiguous(), w, z, self.widths[OUT], tables)
 
     def message_passing(self, x1, x2, weight, sender, receiver) -> torch.Tensor:
         """``out[n] = sum over edges e with receiver[e] == n of product(x1[sender[e]], x2[e], w[e])``.
@@ -132,13 +131,21 @@ class ChannelwisePaths:
         ``x1 [N, dim1]``, ``x2 [n_edges, dim2]``, ``weight [n_edges | -, n_w]`` -> ``[N, dim_out]``.
         """
         n = x1.shape[0]
-        sender, receiver = sender.to(torch.int64), receiver.to(torch.int64)
-        graph = [sender, receiver, *_csr(sender, n), *_csr(receiver, n)]
-        return self._forward(x1, x2, self._weight(weight, x2.shape[0]), n, graph, identity=False)
+        w = self._weight(weight, x2.shape[0])
+        tables = self.graph_tables(sender, receiver, n)
+        return CHANNELWISE_OPS.forward(x1.contiguous(), x2.contiguous(), w, n, self.widths[OUT], tables)
 
-    def _forward(self, x1, x2, w, rows: int, graph: list[torch.Tensor], identity: bool) -> torch.Tensor:
-        tables = graph + self.tables + [self.options[identity]]
-        return CHANNELWISE_OPS.forward(x1.contiguous(), x2.contiguous(), w, rows, self.widths[OUT], tables)
+    def graph_tables(self, sender: torch.Tensor, receiver: torch.Tensor, num_nodes: int) -> list[torch.Tensor]:
+        """The custom ops' ``tables`` for message passing over the edges ``sender -> receiver``."""
+        sender, receiver = sender.to(torch.int64), receiver.to(torch.int64)
+        graph = [sender, receiver, *_csr(sender, num_nodes), *_csr(receiver, num_nodes)]
+        return graph + self.tables + [self.options[False]]
+
+    def identity_tables(self, num_samples: int, device=None) -> list[torch.Tensor]:
+        """The custom ops' ``tables`` for a per-sample product (the identity graph)."""
+        identity = torch.arange(num_samples, device=device)
+        ptr = torch.arange(num_samples + 1, device=device)
+        return [identity, identity, identity, ptr, identity, ptr] + self.tables + [self.options[True]]
 
     def _weight(self, weight, n):
         """The weight slot ``[n, n_w (+ 1 column of ones when a path is unweighted)]``; shared

@@ -515,6 +515,11 @@ class SymmetricContractionBackend(ProductBasisBackend):
             w_node = element_onehot @ w.reshape(self.num_elements, k * c)  # [N, K*c]
         else:
             w_node = x.new_zeros(n, 0)
+        if self.method == "fused" and x.device.type != "cpu":
+            raise ValueError(
+                f"cg product basis: method='fused' runs numba kernels on the CPU only, and x is on "
+                f"{x.device.type!r}; use method='auto' (the pure-torch 'naive' there) or 'naive'"
+            )
         fused = self.method == "fused" or (self.method == "auto" and x.device.type == "cpu")
         if fused and n > 0:
             return self.contract_fused(x, w_node)
