@@ -34,8 +34,15 @@ Methods (``TensorProduct(..., backend="cg", method=...)``):
 * ``"auto"`` (default) — ``dense`` when the weights are shared (or absent) and ``M`` has at most
   :data:`DENSE_MAX_ENTRIES` entries; else ``channelwise`` when every instruction fits it;
   otherwise ``sparse`` for paths with at most
-  :data:`SPARSE_MAX_CHANNEL_COMBOS` channel combinations, ``grouped`` for the rest (and
-  everything off CPU).
+  :data:`SPARSE_MAX_CHANNEL_COMBOS` channel combinations, ``grouped`` for the rest; off the CPU
+  (CUDA, meta) the pure-torch ``grouped`` for every path. ``backend.method`` names the method
+  that runs on the module's device, :meth:`CGBackend.method_for` for any device; ``sparse`` and
+  ``channelwise`` asked for explicitly raise off the CPU instead of being replaced.
+
+The numba kernels are ``torch.library`` custom ops (``equitensor::cg_sparse_*``,
+``equitensor::cg_channelwise_*``, see :mod:`.multilinear`) with fake implementations and
+registered autograd: ``torch.compile(fullgraph=True)`` traces through them, double backward
+included.
 * ``"naive"`` — the reference: one ``einsum`` per path. Used by the tests.
 
 All CG tables are float64 masters (``add_table``), so ``.double()`` is exact.

@@ -16,9 +16,10 @@ read at each edge's sender, ``out`` accumulated at its receiver) while ``x2`` an
 edge-indexed, so the per-edge messages ``[n_edges, dim_out]`` never exist. The plain per-sample
 product is the special case where every index is the identity.
 
-Autograd: the product is the 4-linear form of :mod:`.multilinear`; :class:`BoundChannelwise`
-executes "contract three slots into the fourth" for every slot, so forward, backward and every
-higher derivative run on this kernel. Writes are race-free and deterministic: a contraction into
+Autograd: the product is the 4-linear form of :mod:`.multilinear`; the custom ops
+``equitensor::cg_channelwise_contract`` ("contract three slots into the fourth", any slot) and
+``equitensor::cg_channelwise_input_gradients`` run forward, backward and every higher derivative
+on this kernel, eagerly and under ``torch.compile``. Writes are race-free and deterministic: a contraction into
 a node-indexed slot runs in parallel over nodes, visiting each node's edges in CSR order; a
 contraction into an edge-indexed slot runs in parallel over edges. CPU only.
 """
