@@ -34,8 +34,15 @@ Methods (``TensorProduct(..., backend="cg", method=...)``):
 * ``"auto"`` (default) — ``dense`` when the weights are shared (or absent) and ``M`` has at most
   :data:`DENSE_MAX_ENTRIES` entries; else ``channelwise`` when every instruction fits it;
   otherwise ``sparse`` for paths with at most
-  :data:`SPARSE_MAX_CHANNEL_COMBOS` channel combinations, ``grouped`` for the rest (and
-  everything off CPU).
+  :data:`SPARSE_MAX_CHANNEL_COMBOS` channel combinations, ``grouped`` for the rest; off the CPU
+  (CUDA, meta) the pure-torch ``grouped`` for every path. ``backend.method`` names the method
+  that runs on the module's device, :meth:`CGBackend.method_for` for any device; ``sparse`` and
+  ``channelwise`` asked for explicitly raise off the CPU instead of being replaced.
+
+The numba kernels are ``torch.library`` custom ops (``equitensor::cg_sparse_*``,
+``equitensor::cg_channelwise_*``, see :mod:`.multilinear`) with fake implementations and
+registered autograd: ``torch.compile(fullgraph=True)`` traces through them, double backward
+included.
 * ``"naive"`` — the reference: one ``einsum`` per path. Used by the tests.
 
 All CG tables are float64 masters (``add_table``), so ``.double()`` is exact.
@@ -51,7 +58,7 @@ from ... import so3
 from ..descriptor import Instruction, TensorProductDescriptor
 from .base import TensorProductBackend, instruction_paths
 from .cg_channelwise import ChannelwisePaths, channelwise_eligible
-from .multilinear import X1, X2, W, apply_forward
+from .multilinear import OUT, SLOTS, define_multilinear_ops
 from .numba_threads import use_parallel_kernels
 
 METHODS = ("auto", "channelwise", "sparse", "grouped", "dense", "naive")
@@ -83,9 +90,11 @@ class CGBackend(TensorProductBackend):
         super().__init__(descriptor)
         if method not in METHODS:
             raise ValueError(f"cg backend: unknown method {method!r}; expected one of {METHODS}")
-        self.method = method
+        self.requested_method = method
         self.weight_numel = descriptor.weight_numel
         self.paths = instruction_paths(descriptor)
+        # moves with the module (.to(device)), so that `method` can name what runs there
+        self.register_buffer("_device_marker", torch.empty(0), persistent=False)
         if method == "naive":  # the per-path reference reads whole CG blocks
             for k, ins in enumerate(descriptor.instructions):
                 l1, l2, lo = (ir.l for ir in descriptor.path_irreps(ins))
@@ -101,56 +110,82 @@ class CGBackend(TensorProductBackend):
         self._channelwise = (
             ChannelwisePaths(self, "channelwise") if eligible and method in ("auto", "channelwise") else None
         )
-        if method == "auto" and self._channelwise is None:
+        # CPU routes of `auto` (when not channel-wise): few channel combinations -> sparse kernel
+        if method == "sparse" or (method == "auto" and self._channelwise is None):
             sparse = [
                 k
                 for k in everything
-                if _channel_combos(descriptor, descriptor.instructions[k]) <= SPARSE_MAX_CHANNEL_COMBOS
+                if method == "sparse"
+                or _channel_combos(descriptor, descriptor.instructions[k]) <= SPARSE_MAX_CHANNEL_COMBOS
             ]
         else:
-            sparse = everything if method == "sparse" else []
-        dense = [k for k in everything if k not in sparse]
-        builds_terms = method not in ("naive", "channelwise", "dense") and self._channelwise is None
-        self._sparse = SparseTerms(self, "sparse", sparse) if sparse and builds_terms else None
-        self._grouped = GroupedPaths(self, "grouped", dense) if dense and builds_terms else None
-        # The numba kernels are CPU-only; on other devices all paths run grouped (built on first use).
-        self._grouped_everything: GroupedPaths | None = None
+            sparse = []
+        rest = [k for k in everything if k not in sparse]
+        self._sparse = SparseTerms(self, "sparse", sparse) if sparse else None
+        self._grouped_rest = (
+            GroupedPaths(self, "grouped_rest", rest) if sparse and rest and method == "auto" else None
+        )
+        self._cpu_auto = "channelwise" if self._channelwise is not None else (
+            "grouped" if not sparse else ("sparse" if not rest else "sparse+grouped")
+        )  # fmt: skip
+        # every path in one grouped executor: method 'grouped', and `auto` off the CPU
+        self._grouped = GroupedPaths(self, "grouped", everything) if method in ("auto", "grouped") and everything else None
         entries = descriptor.irreps_in1.dim * descriptor.irreps_in2.dim * descriptor.irreps_out.dim
         wants_dense = method == "dense" or (method == "auto" and entries <= DENSE_MAX_ENTRIES)
         self._dense = BilinearMatrix(self, "dense", everything) if wants_dense and everything else None
 
+    @property
+    def method(self) -> str:
+        """The method that runs on this module's device with per-sample weights (see :meth:`method_for`)."""
+        return self.method_for(self._device_marker.device, shared=False)
+
+    def method_for(self, device: torch.device | str, shared: bool) -> str:
+        """The method that runs for inputs on ``device`` with shared (or no) / per-sample weights.
+
+        ``auto`` resolves to ``dense`` (shared weights, small bilinear matrix), else on the CPU to
+        ``channelwise``, ``sparse``, ``grouped`` or ``sparse+grouped`` (paths split by channel
+        combinations), and off the CPU (CUDA, meta, ...) to the pure-torch ``grouped``. A CPU-only
+        method asked for explicitly is never replaced: off the CPU it raises.
+        """
+        device_type = torch.device(device).type
+        requested = self.requested_method
+        if requested in ("sparse", "channelwise") and device_type != "cpu":
+            raise ValueError(
+                f"cg backend: method={requested!r} runs numba kernels on the CPU only, and the inputs "
+                f"are on {device_type!r}; use method='auto' (pure-torch 'grouped' there) or 'grouped'"
+            )
+        if requested != "auto":
+            return requested
+        if shared and self._dense is not None:
+            return "dense"
+        return self._cpu_auto if device_type == "cpu" else "grouped"
+
     def forward(self, x1, x2, weight):
-        if self.method == "naive":
-            return self._naive_forward(x1, x2, weight)
         shared = weight is None or weight.ndim == 1
-        if self.method == "dense" and not shared:
+        method = self.method_for(x1.device, shared)
+        if method == "dense" and not shared:
             raise ValueError("cg backend: method='dense' needs shared weights (shared_weights=True)")
-        if self._dense is not None and shared:
-            return self._dense(x1, x2, weight)
-        if self.method == "dense":
-            return x1.new_zeros(x1.shape[0], self.descriptor.irreps_out.dim)  # no instructions
-        if x1.device.type != "cpu" and (self._sparse is not None or self._channelwise is not None):
-            return self._all_grouped()(x1, x2, weight)
-        if self._channelwise is not None:
-            return self._channelwise.per_sample(x1, x2, weight)
-        parts = [plan(x1, x2, weight) for plan in (self._sparse, self._grouped) if plan is not None]
-        if not parts:
+        if method == "naive":
+            return self._naive_forward(x1, x2, weight)
+        executor = {
+            "dense": self._dense,
+            "channelwise": None if self._channelwise is None else self._channelwise.per_sample,
+            "sparse": self._sparse,
+            "grouped": self._grouped,
+        }.get(method)
+        if method == "sparse+grouped":
+            return self._sparse(x1, x2, weight) + self._grouped_rest(x1, x2, weight)
+        if executor is None:  # no instructions
             return x1.new_zeros(x1.shape[0], self.descriptor.irreps_out.dim)
-        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        return executor(x1, x2, weight)
 
     def message_passing(self, x1, x2, weight, sender, receiver):
-        """Fused gather-product-scatter with the channel-wise kernel when it applies (CPU,
-        methods ``auto``/``channelwise``); otherwise the generic per-edge route."""
-        if self._channelwise is not None and x1.device.type == "cpu":
+        """Fused gather-product-scatter with the channel-wise kernel when that is the method
+        that runs (see :meth:`method_for`); otherwise the generic per-edge route."""
+        shared = weight is None or weight.ndim == 1
+        if self.method_for(x1.device, shared) == "channelwise":
             return self._channelwise.message_passing(x1, x2, weight, sender, receiver)
         return super().message_passing(x1, x2, weight, sender, receiver)
-
-    def _all_grouped(self) -> GroupedPaths:
-        if self._grouped_everything is None:
-            self._grouped_everything = GroupedPaths(
-                self, "grouped_all", range(len(self.descriptor.instructions))
-            )
-        return self._grouped_everything
 
     def _naive_forward(self, x1, x2, weight):
         """Reference: one einsum per path, then a sum per output block."""
@@ -184,7 +219,7 @@ class CGBackend(TensorProductBackend):
         return torch.cat(result, dim=1) if result else x1.new_zeros(z, 0)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, method={self.method!r}"
+        return f"{super().extra_repr()}, method={self.requested_method!r}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,7 +432,9 @@ class SparseTerms:
         self.base = np.ascontiguousarray(np.concatenate(bases), dtype=np.int64)  # [E, 4]
         self.counts = np.ascontiguousarray(np.concatenate(counts), dtype=np.int64)  # [E, 3]
         self.strides = np.ascontiguousarray(np.concatenate(strides), dtype=np.int64)  # [E, 3, 4]
-        backend.add_table(f"{name}_coef", np.concatenate(coefs))
+        self.coef = np.concatenate(coefs).astype(np.float64)  # [E]
+        # the custom ops' constants (CPU tensors sharing the arrays' memory)
+        self.tables = [torch.from_numpy(a) for a in (self.base, self.counts, self.strides, self.coef)]
         self.widths = (
             d.irreps_out.dim,
             d.irreps_in1.dim,
@@ -416,47 +453,40 @@ class SparseTerms:
         # Shared weights become a zero-stride [Z, n_w] view: the kernel reads the same row for
         # every sample and autograd sums the per-sample weight gradients back.
         w = w.expand(z, w.shape[1])
-        return apply_forward(self, x1.contiguous(), x2.contiguous(), w)
+        return SPARSE_OPS.forward(x1.contiguous(), x2.contiguous(), w, z, self.widths[OUT], self.tables)
 
-    def input_gradients(self, grad_out, x1, x2, w):
-        """``(g1 [Z, dim1], g2 [Z, dim2], gw [Z, n_w_ext])`` from one run of :func:`_input_gradients`."""
-        z = grad_out.shape[0]
-        operands = [t.detach().expand(z, t.shape[1]) for t in (grad_out, x1, x2, w)]
-        operands = [t if t.stride(1) == 1 else t.contiguous() for t in operands]
-        grads = [torch.zeros(z, self.widths[s], dtype=grad_out.dtype) for s in (X1, X2, W)]
-        coef = self.backend.table(f"{self.name}_coef", grad_out).numpy()
-        kernel = _input_gradients if use_parallel_kernels() else _input_gradients_serial
-        kernel(
-            *(g.numpy() for g in grads),
-            *(t.numpy() for t in operands),
-            self.base,
-            self.counts,
-            self.strides,
-            coef,
-        )
-        return tuple(grads)
 
-    def contract(self, target: int, sources) -> torch.Tensor:
-        """Run the kernel: slot ``target`` ``[Z, width]`` from ``sources`` (the other slots, in slot order)."""
-        like = sources[0]
-        z = max(s.shape[0] for s in sources)
-        sources = [s.detach().expand(z, s.shape[1]) for s in sources]
-        sources = [s if s.stride(1) == 1 else s.contiguous() for s in sources]
-        result = torch.empty(z, self.widths[target], dtype=like.dtype, device=like.device)
-        coef = self.backend.table(f"{self.name}_coef", like).numpy()
-        slots = [s for s in range(4) if s != target]
-        kernel = _contract_into if use_parallel_kernels() else _contract_into_serial
-        kernel(
-            result.numpy(),
-            *(s.numpy() for s in sources),
-            self.base,
-            self.counts,
-            self.strides,
-            coef,
-            target,
-            *slots,
-        )
-        return result
+def _kernel_operands(tensors, rows: int) -> list[np.ndarray]:
+    """numpy views ``[rows, width]`` of the operands; a zero-row-stride (shared) operand stays one."""
+    operands = [t.detach().expand(rows, t.shape[1]) for t in tensors]
+    return [(t if t.stride(1) == 1 else t.contiguous()).numpy() for t in operands]
+
+
+def _sparse_contract(target, sources, rows, width, tables):
+    """CPU implementation of ``equitensor::cg_sparse_contract`` (:func:`_contract_into`)."""
+    base, counts, strides, coef = (t.numpy() for t in tables)
+    result = torch.empty(rows, width, dtype=sources[0].dtype)
+    kernel = _contract_into if use_parallel_kernels() else _contract_into_serial
+    slots = [s for s in SLOTS if s != target]
+    coef = coef.astype(result.numpy().dtype)
+    kernel(result.numpy(), *_kernel_operands(sources, rows), base, counts, strides, coef, target, *slots)
+    return result
+
+
+def _sparse_input_gradients(grad_out, x1, x2, w, tables):
+    """CPU implementation of ``equitensor::cg_sparse_input_gradients`` (:func:`_input_gradients`)."""
+    base, counts, strides, coef = (t.numpy() for t in tables)
+    z = grad_out.shape[0]
+    grads = [torch.zeros(t.shape, dtype=grad_out.dtype) for t in (x1, x2, w)]
+    kernel = _input_gradients if use_parallel_kernels() else _input_gradients_serial
+    coef = coef.astype(grads[0].numpy().dtype)
+    kernel(*(g.numpy() for g in grads), *_kernel_operands((grad_out, x1, x2, w), z), base, counts, strides, coef)
+    return tuple(grads)
+
+
+#: ``equitensor::cg_sparse_contract`` / ``equitensor::cg_sparse_input_gradients``; tables
+#: ``[base [E, 4], counts [E, 3], strides [E, 3, 4] (int64), coef [E] (float64)]`` of :class:`SparseTerms`.
+SPARSE_OPS = define_multilinear_ops("cg_sparse", _sparse_contract, _sparse_input_gradients)
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,8 +529,7 @@ class BilinearMatrix:
         self.rows = torch.as_tensor(cols[:, 1] * self.dim2 + cols[:, 2])
         self.columns = torch.as_tensor(cols[:, 0])
         self.weight_columns = torch.as_tensor(cols[:, 3])
-        # the term list was only a means to the matrix: keep its coefficients per matrix entry only
-        backend.add_table(f"{name}_coef", backend._tables.pop(f"{name}_terms_coef")[entry])
+        backend.add_table(f"{name}_coef", terms.coef[entry])  # the coefficient of every matrix entry
         self.backend, self.name = backend, name
 
     def __call__(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:

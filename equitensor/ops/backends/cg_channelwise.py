@@ -16,9 +16,10 @@ read at each edge's sender, ``out`` accumulated at its receiver) while ``x2`` an
 edge-indexed, so the per-edge messages ``[n_edges, dim_out]`` never exist. The plain per-sample
 product is the special case where every index is the identity.
 
-Autograd: the product is the 4-linear form of :mod:`.multilinear`; :class:`BoundChannelwise`
-executes "contract three slots into the fourth" for every slot, so forward, backward and every
-higher derivative run on this kernel. Writes are race-free and deterministic: a contraction into
+Autograd: the product is the 4-linear form of :mod:`.multilinear`; the custom ops
+``equitensor::cg_channelwise_contract`` ("contract three slots into the fourth", any slot) and
+``equitensor::cg_channelwise_input_gradients`` run forward, backward and every higher derivative
+on this kernel, eagerly and under ``torch.compile``. Writes are race-free and deterministic: a contraction into
 a node-indexed slot runs in parallel over nodes, visiting each node's edges in CSR order; a
 contraction into an edge-indexed slot runs in parallel over edges. CPU only.
 """
@@ -32,7 +33,7 @@ import torch
 from ... import so3
 from ...irreps import ir_mul_permutation
 from ..descriptor import TensorProductDescriptor
-from .multilinear import OUT, SLOTS, X1, X2, W, apply_forward
+from .multilinear import OUT, SLOTS, X1, X2, W, define_multilinear_ops
 from .numba_threads import use_parallel_kernels
 
 #: CG entries smaller than this (float64 round-off of exact zeros) are left out.
@@ -45,6 +46,10 @@ def channelwise_eligible(descriptor: TensorProductDescriptor) -> bool:
     return bool(d.instructions) and all(
         ins.mode == "uvu" and d.irreps_in2[ins.i_in2].mul == 1 for ins in d.instructions
     )
+
+
+#: per-path integers of :class:`ChannelwisePaths`, in the numba kernels' argument order
+_PATH_FIELDS = ("mul", "off1", "d1", "off2", "off_o", "d_o", "off_w", "weighted")
 
 
 class ChannelwisePaths:
@@ -70,7 +75,7 @@ class ChannelwisePaths:
             [s.start for s in irreps.slices()] for irreps in (d.irreps_in1, d.irreps_in2, d.irreps_out)
         )
         weight_slices = d.weight_slices()
-        fields = {k: [] for k in ("mul", "off1", "d1", "off2", "off_o", "d_o", "off_w", "weighted")}
+        fields = {k: [] for k in _PATH_FIELDS}
         cg_i, cg_j, cg_k, coefs, cg_ptr = [], [], [], [], [0]
         for p, ins in enumerate(d.instructions):
             (m1, ir1), (_, ir2), (_, iro) = (
@@ -86,23 +91,26 @@ class ChannelwisePaths:
                       weight_slices[p].start if ins.has_weight else d.weight_numel, int(ins.has_weight))  # fmt: skip
             for key, value in zip(fields, values):
                 fields[key].append(value)
-        self.paths = {k: np.asarray(v, dtype=np.int64) for k, v in fields.items()}
-        self.cg_ptr = np.asarray(cg_ptr, dtype=np.int64)
-        self.cg_ijk = np.stack([np.concatenate(a) for a in (cg_i, cg_j, cg_k)]).astype(np.int64)  # [3, nnz]
-        backend.add_table(f"{name}_coef", np.concatenate(coefs))
-        self.scratch = int(max(self.paths["d1"] * self.paths["d_o"]))
-        self.blocks1, self.blocks_o = (
+        paths = np.asarray([fields[k] for k in _PATH_FIELDS], dtype=np.int64)  # [8, P]
+        cg_ijk = np.stack([np.concatenate(a) for a in (cg_i, cg_j, cg_k)]).astype(np.int64)  # [3, nnz]
+        self.scratch = int(max(paths[2] * paths[5]))  # d1 * d_o
+        blocks1, blocks_o = (
             np.asarray(
                 [(s.start, mul, ir.dim) for s, (mul, ir) in zip(irreps.slices(), irreps)], dtype=np.int64
-            )
+            ).reshape(-1, 3)
             for irreps in (d.irreps_in1, d.irreps_out)
         )
-        # column orders: x[:, ir_mul_order[slot]] is x in ir_mul layout, and back with mul_ir_order
-        self.ir_mul_order, self.mul_ir_order = {}, {}
-        for slot, irreps in ((X1, d.irreps_in1), (OUT, d.irreps_out)):
-            order = ir_mul_permutation(irreps)
-            self.ir_mul_order[slot] = torch.as_tensor(order, dtype=torch.int64)
-            self.mul_ir_order[slot] = torch.as_tensor(np.argsort(order), dtype=torch.int64)
+        # column orders: x[:, order] is x in ir_mul layout, and back with argsort(order)
+        orders = []
+        for irreps in (d.irreps_in1, d.irreps_out):
+            order = np.asarray(ir_mul_permutation(irreps), dtype=np.int64)
+            orders += [order, np.argsort(order)]
+        arrays = (paths, np.asarray(cg_ptr, dtype=np.int64), cg_ijk, np.concatenate(coefs).astype(np.float64),
+                  blocks1, blocks_o, *orders)  # fmt: skip
+        #: the custom ops' constants (CPU tensors; :class:`_KernelArguments` reads them)
+        self.tables = [torch.from_numpy(np.array(a, order="C")) for a in arrays]
+        #: the last table, ``[identity graph, scratch size]``, per kind of graph
+        self.options = {flag: torch.tensor([int(flag), self.scratch]) for flag in (False, True)}
         self.has_unweighted = not all(ins.has_weight for ins in d.instructions)
         self.widths = {
             OUT: d.irreps_out.dim,
@@ -114,21 +122,31 @@ class ChannelwisePaths:
     def per_sample(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         """The product sample by sample: ``x1 [Z, dim1], x2 [Z, dim2], weight [Z | -, n_w] -> [Z, dim_out]``."""
         z = x1.shape[0]
-        identity = torch.arange(z)
-        graph = _Graph(identity, identity, z, z, identity=True)
-        return apply_forward(
-            BoundChannelwise(self, graph), x1.contiguous(), x2.contiguous(), self._weight(weight, z)
-        )
+        w = self._weight(weight, z)
+        tables = self.identity_tables(z, x1.device)
+        return CHANNELWISE_OPS.forward(x1.contiguous(), x2.contiguous(), w, z, self.widths[OUT], tables)
 
     def message_passing(self, x1, x2, weight, sender, receiver) -> torch.Tensor:
         """``out[n] = sum over edges e with receiver[e] == n of product(x1[sender[e]], x2[e], w[e])``.
 
         ``x1 [N, dim1]``, ``x2 [n_edges, dim2]``, ``weight [n_edges | -, n_w]`` -> ``[N, dim_out]``.
         """
-        graph = _Graph(sender.to(torch.int64), receiver.to(torch.int64), x1.shape[0], x2.shape[0])
-        return apply_forward(
-            BoundChannelwise(self, graph), x1.contiguous(), x2.contiguous(), self._weight(weight, x2.shape[0])
-        )
+        n = x1.shape[0]
+        w = self._weight(weight, x2.shape[0])
+        tables = self.graph_tables(sender, receiver, n)
+        return CHANNELWISE_OPS.forward(x1.contiguous(), x2.contiguous(), w, n, self.widths[OUT], tables)
+
+    def graph_tables(self, sender: torch.Tensor, receiver: torch.Tensor, num_nodes: int) -> list[torch.Tensor]:
+        """The custom ops' ``tables`` for message passing over the edges ``sender -> receiver``."""
+        sender, receiver = sender.to(torch.int64), receiver.to(torch.int64)
+        graph = [sender, receiver, *_csr(sender, num_nodes), *_csr(receiver, num_nodes)]
+        return graph + self.tables + [self.options[False]]
+
+    def identity_tables(self, num_samples: int, device=None) -> list[torch.Tensor]:
+        """The custom ops' ``tables`` for a per-sample product (the identity graph)."""
+        identity = torch.arange(num_samples, device=device)
+        ptr = torch.arange(num_samples + 1, device=device)
+        return [identity, identity, identity, ptr, identity, ptr] + self.tables + [self.options[True]]
 
     def _weight(self, weight, n):
         """The weight slot ``[n, n_w (+ 1 column of ones when a path is unweighted)]``; shared
@@ -136,106 +154,86 @@ class ChannelwisePaths:
         parts = [] if weight is None else [weight if weight.ndim == 2 else weight.unsqueeze(0)]
         if self.has_unweighted:
             like = weight if weight is not None else torch.empty(0)
-            ones = torch.ones(1, 1, dtype=like.dtype)
+            ones = torch.ones(1, 1, dtype=like.dtype, device=like.device)
             parts.append(ones.expand(parts[0].shape[0], 1) if parts else ones)
         w = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return w.expand(n, self.widths[W])
 
 
-class _Graph:
-    """Sender / receiver of every edge (identity for a per-sample product) and their CSR orders."""
-
-    def __init__(
-        self,
-        sender: torch.Tensor,
-        receiver: torch.Tensor,
-        num_nodes: int,
-        num_edges: int,
-        identity: bool = False,
-    ):
-        self.sender, self.receiver = sender.contiguous().numpy(), receiver.contiguous().numpy()
-        self.num_nodes, self.num_edges, self.identity = num_nodes, num_edges, identity
-        self._csr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-    def csr(self, by: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(order, ptr)``: edges sorted by ``by`` (``"sender"``, ``"receiver"`` or ``"edge"``),
-        with ``order[ptr[g]:ptr[g + 1]]`` the edges of group ``g``."""
-        if by not in self._csr:
-            if by == "edge" or self.identity:
-                order = np.arange(self.num_edges, dtype=np.int64)
-                ptr = np.arange(self.num_edges + 1, dtype=np.int64)
-            else:
-                index = self.sender if by == "sender" else self.receiver
-                order = np.argsort(index, kind="stable").astype(np.int64)
-                ptr = np.zeros(self.num_nodes + 1, dtype=np.int64)
-                np.cumsum(np.bincount(index, minlength=self.num_nodes), out=ptr[1:])
-            self._csr[by] = (order, ptr)
-        return self._csr[by]
+def _csr(index: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(order, ptr)``: positions sorted by ``index`` (stable), with ``order[ptr[g]:ptr[g + 1]]``
+    those of group ``g``. Shapes stay static (no data-dependent sizes), so it compiles."""
+    order = torch.argsort(index, stable=True)
+    ptr = torch.searchsorted(index[order], torch.arange(num_groups + 1, device=index.device))
+    return order, ptr
 
 
-class BoundChannelwise:
-    """A :class:`ChannelwisePaths` bound to one graph: the executor for :mod:`.multilinear`.
+class _KernelArguments:
+    """The custom ops' ``tables`` and ``options`` unpacked into the numba kernels' arguments.
 
-    Slot rows: ``out`` and ``x1`` are node rows (``N``), ``x2`` and ``w`` edge rows; a ``w``
-    with a zero row stride is a shared weight and is read as one row.
+    ``tables``: ``sender, receiver, order_by_sender, ptr_by_sender, order_by_receiver,
+    ptr_by_receiver`` (the graph; a per-sample product is the identity graph), then
+    :attr:`ChannelwisePaths.tables`, then ``[identity graph, scratch size]``.
     """
 
-    def __init__(self, plan: ChannelwisePaths, graph: _Graph):
-        self.plan, self.graph = plan, graph
+    def __init__(self, tables, dtype: torch.dtype):
+        arrays = [t.numpy() for t in tables]
+        self.sender, self.receiver = arrays[0], arrays[1]
+        self.csr = {X1: (arrays[2], arrays[3]), OUT: (arrays[4], arrays[5])}
+        paths, self.cg_ptr, self.cg_ijk, coef, self.blocks1, self.blocks_o = arrays[6:12]
+        self.paths = tuple(np.ascontiguousarray(row) for row in paths)
+        self.order = {X1: tables[12:14], OUT: tables[14:16]}  # (to ir_mul, back to mul_ir) per slot
+        self.coef = coef.astype(torch.empty(0, dtype=dtype).numpy().dtype)
+        self.identity, self.scratch = bool(arrays[16][0]), int(arrays[16][1])
 
-    def _pretranspose(self, target: int) -> bool:
-        """Whether the node arrays go to the kernel already in ir_mul layout.
+    def edge_csr(self, num_edges: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.arange(num_edges, dtype=np.int64), np.arange(num_edges + 1, dtype=np.int64)
 
-        Contractions into x1, x2 or w read an output-sized node row per edge: with message
-        passing those rows repeat, and transposing the (small) node arrays once beats
-        transposing rows inside the kernel (measured 1.2-1.7x). The forward contraction and
-        the fused input gradients read only x1 rows per edge or write node rows once, and a
-        per-sample product touches every row once: there the in-kernel transposition wins.
-        """
-        return not self.graph.identity and target in (X1, X2, W)
-
-    def _to_kernel(self, slot: int, t: torch.Tensor, transposed: bool) -> torch.Tensor:
-        if transposed and slot in (OUT, X1):
-            return t.detach().index_select(1, self.plan.ir_mul_order[slot])
-        return t
-
-    def _from_kernel(self, slot: int, t: torch.Tensor, transposed: bool) -> torch.Tensor:
-        if transposed and slot in (OUT, X1):
-            return t.index_select(1, self.plan.mul_ir_order[slot])
-        return t
-
-    def _rows(self, slot: int) -> int:
-        return self.graph.num_nodes if slot in (OUT, X1) else self.graph.num_edges
-
-    def _common(self, like: torch.Tensor, transposed: bool) -> tuple:
-        plan, g, p = self.plan, self.graph, self.plan.paths
-        coef = plan.backend.table(f"{plan.name}_coef", like).numpy()
+    def common(self, transposed: bool) -> tuple:
         return (
-            g.sender, g.receiver, plan.blocks1, plan.blocks_o, transposed, p["mul"], p["off1"], p["d1"], p["off2"], p["off_o"], p["d_o"],
-            p["off_w"], p["weighted"], plan.cg_ptr, plan.cg_ijk, coef, plan.scratch,
+            self.sender, self.receiver, self.blocks1, self.blocks_o, transposed, *self.paths,
+            self.cg_ptr, self.cg_ijk, self.coef, self.scratch,
         )  # fmt: skip
 
-    def contract(self, target: int, sources) -> torch.Tensor:
-        like = sources[0]
-        result = torch.empty(self._rows(target), self.plan.widths[target], dtype=like.dtype)
-        transposed = self._pretranspose(target)
-        others = (s for s in SLOTS if s != target)
-        slots = {s: self._to_kernel(s, t, transposed) for s, t in zip(others, sources)}
-        arrays = _numpy_slots({**slots, target: result})
-        by = {OUT: "receiver", X1: "sender"}.get(target, "edge")
-        kernel = _contract_into if use_parallel_kernels() else _contract_into_serial
-        kernel(target, *arrays, *self.graph.csr(by), *self._common(like, transposed))
-        return self._from_kernel(target, result, transposed)
+    def to_kernel(self, slot: int, t: torch.Tensor, transposed: bool) -> torch.Tensor:
+        if transposed and slot in (OUT, X1):
+            return t.detach().index_select(1, self.order[slot][0])
+        return t
 
-    def input_gradients(self, grad_out, x1, x2, w):
-        grads = tuple(
-            torch.empty(self._rows(s), self.plan.widths[s], dtype=grad_out.dtype) for s in (X1, X2, W)
-        )
-        arrays = _numpy_slots({OUT: grad_out, X1: x1, X2: x2, W: w})
-        common = self._common(grad_out, False)
-        kernel = _input_gradients if use_parallel_kernels() else _input_gradients_serial
-        kernel(*arrays, *(t.numpy() for t in grads), *self.graph.csr("sender"), *common)
-        return grads
+    def from_kernel(self, slot: int, t: torch.Tensor, transposed: bool) -> torch.Tensor:
+        if transposed and slot in (OUT, X1):
+            return t.index_select(1, self.order[slot][1])
+        return t
+
+
+def _channelwise_contract(target, sources, rows, width, tables):
+    """CPU implementation of ``equitensor::cg_channelwise_contract``: slot ``target`` from the others.
+
+    Contractions into x1, x2 or w of message passing read an output-sized node row per edge:
+    those rows repeat, and transposing the (small) node arrays to ir_mul once beats transposing
+    rows inside the kernel (measured 1.2-1.7x). The forward contraction and a per-sample product
+    touch every row once: there the in-kernel transposition wins.
+    """
+    args = _KernelArguments(tables, sources[0].dtype)
+    transposed = not args.identity and target in (X1, X2, W)
+    others = [s for s in SLOTS if s != target]
+    slots = {s: args.to_kernel(s, t, transposed) for s, t in zip(others, sources)}
+    result = torch.empty(rows, width, dtype=sources[0].dtype)
+    arrays = _numpy_slots({**slots, target: result})
+    order, ptr = args.csr[target] if target in (OUT, X1) else args.edge_csr(rows)
+    kernel = _contract_into if use_parallel_kernels() else _contract_into_serial
+    kernel(target, *arrays, order, ptr, *args.common(transposed))
+    return args.from_kernel(target, result, transposed)
+
+
+def _channelwise_input_gradients(grad_out, x1, x2, w, tables):
+    """CPU implementation of ``equitensor::cg_channelwise_input_gradients`` (one fused pass)."""
+    args = _KernelArguments(tables, grad_out.dtype)
+    grads = tuple(torch.empty(t.shape, dtype=grad_out.dtype) for t in (x1, x2, w))
+    arrays = _numpy_slots({OUT: grad_out, X1: x1, X2: x2, W: w})
+    kernel = _input_gradients if use_parallel_kernels() else _input_gradients_serial
+    kernel(*arrays, *(t.numpy() for t in grads), *args.csr[X1], *args.common(False))
+    return grads
 
 
 def _numpy_slots(tensors: dict[int, torch.Tensor]) -> tuple[np.ndarray, ...]:
@@ -528,3 +526,8 @@ def _input_gradients_group(
             for q2 in range(cg_ptr[p], cg_ptr[p + 1]):
                 g2[e, off2[p] + cg_ijk[1, q2]] += coef[q2] * c[cg_ijk[0, q2] * no + cg_ijk[2, q2]]
     _write_row(g1, g, g1s, blocks1, transposed)
+
+
+#: ``equitensor::cg_channelwise_contract`` / ``equitensor::cg_channelwise_input_gradients``
+#: (tables and options: :class:`_KernelArguments`).
+CHANNELWISE_OPS = define_multilinear_ops("cg_channelwise", _channelwise_contract, _channelwise_input_gradients)

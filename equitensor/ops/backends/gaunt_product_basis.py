@@ -166,6 +166,11 @@ class GauntGridProductBasis(_PowerProductBasis):
         )
 
     def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
+        if self.method == "sparse" and x.device.type != "cpu":
+            raise ValueError(
+                f"gaunt_grid product basis: method='sparse' runs numba kernels on the CPU only, and x "
+                f"is on {x.device.type!r}; use method='auto' (the pure-torch 'grid' there) or 'grid'"
+            )
         sparse = self.method == "sparse" or (self.method == "auto" and x.device.type == "cpu")
         if not sparse or x.shape[0] == 0:
             return super().forward(x, element_onehot)

@@ -46,7 +46,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
 from ...so3.coupling import symmetric_contraction_terms
 from .base import ProductBasisBackend
@@ -281,74 +280,103 @@ def _num_tiles(x, layout):
     return (x.shape[0] * layout[-1] + TILE - 1) // TILE
 
 
-class _Kernels:
-    """The sparse entries (numpy coefficients in one dtype), the tensor layouts and the kernel calls.
-
-    Entry ``e`` of the coupling (``terms.rows[e]`` = row ``(o, M, k)`` of ``Q``) adds
-    ``coef * w[w_rows[e]] * monomial`` to output row ``out_rows[e]`` = ``(o, M)``. ``layout``:
-    where row ``i`` of ``x`` / ``w`` / ``out`` sits in the node-major tensors (offset and channel
-    stride per row, then the number of channels).
-    """
-
-    def __init__(self, terms, out_rows, w_rows, layout, dtype: torch.dtype):
-        self.parent, self.last, self.monos = terms.parent, terms.last, terms.monomials
-        self.out_rows, self.w_rows, self.layout = out_rows, w_rows, layout
-        self.coefs = np.asarray(terms.coefs, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
-
-    def _args(self):
-        return self.layout, self.parent, self.last, self.out_rows, self.w_rows, self.monos, self.coefs
-
-    def contract(self, x, w, dim_out: int):
-        out = x.new_empty(x.shape[0], dim_out)
-        kernel = _contract_parallel if use_parallel_kernels() else _contract_serial
-        kernel(x.numpy(), w.numpy(), *self._args(), out.numpy())
-        return out
-
-    def vjp(self, x, w, gout):
-        gx, gw = torch.empty_like(x), torch.empty_like(w)
-        kernel = _contract_vjp_parallel if use_parallel_kernels() else _contract_vjp_serial
-        kernel(x.numpy(), w.numpy(), gout.numpy(), *self._args(), gx.numpy(), gw.numpy())
-        return gx, gw
-
-    def vjp_backward(self, x, w, gout, vx, vw):
-        g_x, g_w, g_gout = torch.empty_like(x), torch.empty_like(w), torch.empty_like(gout)
-        kernel = _contract_vjp_backward_parallel if use_parallel_kernels() else _contract_vjp_backward_serial
-        operands = (x, w, gout, vx, vw)
-        kernel(*(t.numpy() for t in operands), *self._args(), g_x.numpy(), g_w.numpy(), g_gout.numpy())
-        return g_x, g_w, g_gout
+def _kernel_args(tables, dtype: torch.dtype) -> tuple:
+    """The numba kernels' trailing arguments from the custom ops' ``tables`` (see :class:`FusedContraction`)."""
+    parent, last, out_rows, w_rows, monos, coefs, *layout, channels = (t.numpy() for t in tables)
+    coefs = coefs.astype(torch.empty(0, dtype=dtype).numpy().dtype)
+    return (*layout, int(channels[0])), parent, last, out_rows, w_rows, monos, coefs
 
 
-class _Contract(torch.autograd.Function):
-    """``out = B(x, w)`` (the whole symmetric contraction, weights included); keeps ``x`` and ``w``."""
-
-    @staticmethod
-    def forward(ctx, kernels: _Kernels, x, w, dim_out: int):
-        ctx.kernels = kernels
-        ctx.save_for_backward(x, w)
-        return kernels.contract(x, w, dim_out)
-
-    @staticmethod
-    def backward(ctx, gout):
-        x, w = ctx.saved_tensors
-        gx, gw = _ContractVJP.apply(ctx.kernels, x, w, gout.contiguous())
-        return None, gx, gw, None
+def _numpy(*tensors: torch.Tensor) -> list[np.ndarray]:
+    return [t.detach().contiguous().numpy() for t in tensors]
 
 
-class _ContractVJP(torch.autograd.Function):
-    """``(gx, gw)`` of ``<gout, B(x, w)>``; its backward is the double-backward kernel."""
+@torch.library.custom_op("equitensor::symmetric_contraction", mutates_args=(), device_types="cpu")
+def symmetric_contraction(x: torch.Tensor, w: torch.Tensor, dim_out: int, tables: list[torch.Tensor]) -> torch.Tensor:
+    """``out [N, dim_out] = B(x [N, dim_in], w [N, K*c])`` (:func:`_contract_tile` over every tile)."""
+    out = torch.empty(x.shape[0], dim_out, dtype=x.dtype)
+    kernel = _contract_parallel if use_parallel_kernels() else _contract_serial
+    kernel(*_numpy(x, w), *_kernel_args(tables, x.dtype), out.numpy())
+    return out
 
-    @staticmethod
-    def forward(ctx, kernels: _Kernels, x, w, gout):
-        ctx.kernels = kernels
-        ctx.save_for_backward(x, w, gout)
-        return kernels.vjp(x, w, gout)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, vx, vw):
-        x, w, gout = ctx.saved_tensors
-        g_x, g_w, g_gout = ctx.kernels.vjp_backward(x, w, gout, vx.contiguous(), vw.contiguous())
-        return None, g_x, g_w, g_gout
+@symmetric_contraction.register_fake
+def _(x, w, dim_out, tables):
+    return x.new_empty(x.shape[0], dim_out)
+
+
+@torch.library.custom_op("equitensor::symmetric_contraction_vjp", mutates_args=(), device_types="cpu")
+def symmetric_contraction_vjp(
+    x: torch.Tensor, w: torch.Tensor, gout: torch.Tensor, tables: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(gx, gw)``: the gradients of ``<gout, B(x, w)>`` (:func:`_contract_vjp_tile`)."""
+    gx, gw = torch.empty(x.shape, dtype=x.dtype), torch.empty(w.shape, dtype=x.dtype)
+    kernel = _contract_vjp_parallel if use_parallel_kernels() else _contract_vjp_serial
+    kernel(*_numpy(x, w, gout), *_kernel_args(tables, x.dtype), gx.numpy(), gw.numpy())
+    return gx, gw
+
+
+@symmetric_contraction_vjp.register_fake
+def _(x, w, gout, tables):
+    return x.new_empty(x.shape), w.new_empty(w.shape)
+
+
+@torch.library.custom_op("equitensor::symmetric_contraction_vjp_backward", mutates_args=(), device_types="cpu")
+def symmetric_contraction_vjp_backward(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    gout: torch.Tensor,
+    vx: torch.Tensor,
+    vw: torch.Tensor,
+    tables: list[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(g_x, g_w, g_gout)``: the gradients of ``<vx, gx> + <vw, gw>`` (:func:`_contract_vjp_backward_tile`)."""
+    g_x, g_w, g_gout = (torch.empty(t.shape, dtype=x.dtype) for t in (x, w, gout))
+    kernel = _contract_vjp_backward_parallel if use_parallel_kernels() else _contract_vjp_backward_serial
+    operands = _numpy(x, w, gout, vx, vw)
+    kernel(*operands, *_kernel_args(tables, x.dtype), g_x.numpy(), g_w.numpy(), g_gout.numpy())
+    return g_x, g_w, g_gout
+
+
+@symmetric_contraction_vjp_backward.register_fake
+def _(x, w, gout, vx, vw, tables):
+    return x.new_empty(x.shape), w.new_empty(w.shape), gout.new_empty(gout.shape)
+
+
+def _setup_contract(ctx, inputs, output):
+    x, w, _dim_out, tables = inputs
+    ctx.save_for_backward(x, w, *tables)
+
+
+def _backward_contract(ctx, gout):
+    x, w, *tables = ctx.saved_tensors
+    gx, gw = symmetric_contraction_vjp(x, w, gout.contiguous(), tables)
+    return gx, gw, None, [None] * len(tables)
+
+
+def _setup_vjp(ctx, inputs, output):
+    x, w, gout, tables = inputs
+    ctx.save_for_backward(x, w, gout, *tables)
+
+
+def _backward_vjp(ctx, vx, vw):
+    x, w, gout, *tables = ctx.saved_tensors
+    vx = torch.zeros_like(x) if vx is None else vx.contiguous()
+    vw = torch.zeros_like(w) if vw is None else vw.contiguous()
+    g_x, g_w, g_gout = symmetric_contraction_vjp_backward(x, w, gout, vx, vw, tables)
+    return g_x, g_w, g_gout, [None] * len(tables)
+
+
+def _backward_vjp_backward(ctx, *grads):
+    raise RuntimeError(
+        "the fused symmetric contraction is differentiable twice (forces and their training); "
+        "for a third derivative use ProductBasis(..., method='naive')"
+    )
+
+
+symmetric_contraction.register_autograd(_backward_contract, setup_context=_setup_contract)
+symmetric_contraction_vjp.register_autograd(_backward_vjp, setup_context=_setup_vjp)
+symmetric_contraction_vjp_backward.register_autograd(_backward_vjp_backward, setup_context=lambda ctx, inputs, output: None)
 
 
 class FusedContraction:
@@ -357,7 +385,16 @@ class FusedContraction:
     ``x [N, irreps_in.dim]`` and ``out [N, irreps_out.dim]`` in mul_ir layout (``irreps_in`` in
     the terms' input order, one multiplicity ``c``), per-node weights ``w [N, K*c]`` laid out
     ``[K, c]`` with ``K = sum_o K_o`` (block, then order, then path). Per channel:
-    ``out[o, M] = sum_k w[o, k] Q[o, M, k]``. Differentiable twice (forces and their training).
+    ``out[o, M] = sum_k w[o, k] Q[o, M, k]``. Differentiable twice (forces and their training),
+    through the custom ops ``equitensor::symmetric_contraction`` and its ``_vjp`` and
+    ``_vjp_backward``.
+
+    Entry ``e`` of the coupling (``terms.rows[e]`` = row ``(o, M, k)`` of ``Q``) adds
+    ``coef * w[w_rows[e]] * monomial`` to output row ``out_rows[e]`` = ``(o, M)``. The layout
+    says where row ``i`` of ``x`` / ``w`` / ``out`` sits in the node-major tensors (offset and
+    channel stride per row, then the number of channels). :attr:`tables` (the ops' constants,
+    CPU tensors): ``parent, last, out_rows, w_rows, monomials, coefs (float64), x_offsets,
+    x_strides, w_offsets, w_strides, out_offsets, out_strides, [channels]``.
     """
 
     def __init__(self, terms, irreps_in, irreps_out, channels: int):
@@ -369,8 +406,6 @@ class FusedContraction:
             out_of_q.append(out_start + np.repeat(np.arange(m), k))
             w_of_q.append(w_start + np.tile(np.arange(k), m))
             out_start, w_start = out_start + m, w_start + k
-        self.out_rows = np.ascontiguousarray(np.concatenate(out_of_q)[terms.rows])
-        self.w_rows = np.ascontiguousarray(np.concatenate(w_of_q)[terms.rows])
         self.num_weights = w_start
 
         def rows_of(irreps):  # offset and channel stride of every component in mul_ir
@@ -378,16 +413,16 @@ class FusedContraction:
             strides = [np.full(ir.dim, ir.dim) for _, ir in irreps]
             return np.concatenate(offsets), np.concatenate(strides)
 
-        arrays = (*rows_of(irreps_in), channels * np.arange(w_start), np.ones(w_start), *rows_of(irreps_out))
-        self.layout = tuple(np.ascontiguousarray(a, dtype=np.int64) for a in arrays) + (int(channels),)
-        self._kernels: dict[torch.dtype, _Kernels] = {}
+        layout = (*rows_of(irreps_in), channels * np.arange(w_start), np.ones(w_start), *rows_of(irreps_out))
+        integers = (terms.parent, terms.last, np.concatenate(out_of_q)[terms.rows], np.concatenate(w_of_q)[terms.rows],
+                    terms.monomials)  # fmt: skip
+        arrays = [np.array(a, dtype=np.int64, order="C") for a in integers]
+        arrays.append(np.array(terms.coefs, dtype=np.float64, order="C"))
+        arrays += [np.array(a, dtype=np.int64, order="C") for a in layout] + [np.array([channels], dtype=np.int64)]
+        self.tables = [torch.from_numpy(a) for a in arrays]
 
     def __call__(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        kernels = self._kernels.get(x.dtype)
-        if kernels is None:
-            kernels = _Kernels(self.terms, self.out_rows, self.w_rows, self.layout, x.dtype)
-            self._kernels[x.dtype] = kernels
-        return _Contract.apply(kernels, x.contiguous(), w.contiguous(), self.dim_out)
+        return symmetric_contraction(x.contiguous(), w.contiguous(), self.dim_out, self.tables)
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,6 +518,11 @@ class SymmetricContractionBackend(ProductBasisBackend):
             w_node = element_onehot @ w.reshape(self.num_elements, k * c)  # [N, K*c]
         else:
             w_node = x.new_zeros(n, 0)
+        if self.method == "fused" and x.device.type != "cpu":
+            raise ValueError(
+                f"cg product basis: method='fused' runs numba kernels on the CPU only, and x is on "
+                f"{x.device.type!r}; use method='auto' (the pure-torch 'naive' there) or 'naive'"
+            )
         fused = self.method == "fused" or (self.method == "auto" and x.device.type == "cpu")
         if fused and n > 0:
             return self.contract_fused(x, w_node)
