@@ -70,6 +70,7 @@ TENSOR_PRODUCTS = _Registry(
         "gaunt_grid": "equitensor.ops.backends.gaunt_grid:GauntGridBackend",
         "gaunt_fft": "equitensor.ops.backends.gaunt_fft:GauntFFTBackend",
         "cp": "equitensor.ops.backends.cp:CPBackend",
+        "vsh": "equitensor.ops.backends.vsh:VSHBackend",
     },
 )
 PRODUCT_BASES = _Registry(
