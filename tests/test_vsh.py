@@ -123,9 +123,10 @@ def test_equivariant_under_rotations_and_inversion():
     torch.testing.assert_close(vsh(x1 @ d1.T, x2 @ d2.T, w), vsh(x1, x2, w) @ d_out.T, atol=1e-10, rtol=0)
 
 
-def test_gradients_twice():
-    _, vsh = both("0e+1o+1e", "1o+1e", "0e+0o+1e+1o+2e", shared=False, mode="uvu")
-    x1, x2, w = random_inputs(vsh, 2, False)
+@pytest.mark.parametrize("shared", [True, False])  # shared: the chunked pair GEMM; per sample: batched forms
+def test_gradients_twice(shared):
+    _, vsh = both("0e+1o+1e", "1o+1e", "0e+0o+1e+1o+2e", shared=shared, mode="uvu")
+    x1, x2, w = random_inputs(vsh, 2, shared)
     inputs = tuple(t.requires_grad_() for t in (x1, x2, w))
     assert torch.autograd.gradcheck(vsh, inputs)
     assert torch.autograd.gradgradcheck(vsh, inputs)

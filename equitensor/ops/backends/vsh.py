@@ -165,7 +165,11 @@ class VSHBackend(TensorProductBackend):
             source.append(flat_weight + weights.start if weights is not None else np.full(k.shape, self.weight_numel))
             scale.append(np.full(k.shape, ins.coefficient / factor))
         for parity, (target, source, scale) in per_parity.items():
-            self.register_buffer(f"target_{parity}", torch.as_tensor(np.concatenate(target)), persistent=False)
+            target = np.concatenate(target)
+            pairs = np.unique((target // n_o) % (n_a * n_b))  # b * A + a of every entry
+            self.register_buffer(f"pair_a_{parity}", torch.as_tensor(pairs % n_a), persistent=False)
+            self.register_buffer(f"pair_b_{parity}", torch.as_tensor(pairs // n_a), persistent=False)
+            self.register_buffer(f"target_{parity}", torch.as_tensor(target), persistent=False)
             self.register_buffer(f"source_{parity}", torch.as_tensor(np.concatenate(source)), persistent=False)
             self.add_table(f"scale_{parity}", np.concatenate(scale))
 
@@ -233,16 +237,12 @@ class VSHBackend(TensorProductBackend):
     def forward(self, x1, x2, weight):
         d = self.descriptor
         z = x1.shape[0]
-        n_a, n_o = self.slot_counts[0], self.slot_counts[2]
         forms = self.bilinear_forms(weight, x1)
         grid_sums = None
         for parity in self.parities:
             left, right = ("scalar", "scalar") if parity == "even" else ("phi", "psi")
             f1, f2 = self.lift(x1, 0, left), self.lift(x2, 1, right)
-            # contract input 2's slots with M, then input 1's: [Z, K, C*G, O]
-            partial = _apply_form(f2, forms[parity])
-            partial = partial.reshape(*partial.shape[:3], n_a, n_o)
-            sums = (f1.unsqueeze(-2) @ partial).squeeze(-2)
+            sums = self._bilinear(parity, f1, f2, forms[parity])  # [Z, K, C*G, O]
             if parity == "odd":
                 sums = sums[:, :, : sums.shape[2] // 2] + sums[:, :, sums.shape[2] // 2 :]
             grid_sums = sums if grid_sums is None else grid_sums + sums
@@ -261,8 +261,68 @@ class VSHBackend(TensorProductBackend):
             blocks.append((signal @ self.table(f"project_{ir.l}", x1)).reshape(z, mul * ir.dim))
         return torch.cat(blocks, dim=1) if blocks else x1.new_zeros(z, 0)
 
+    def _bilinear(self, parity: str, f1: torch.Tensor, f2: torch.Tensor, form: torch.Tensor) -> torch.Tensor:
+        """``sum_ab f1[..., a] M[b, a, o] f2[..., b]`` at every grid point: ``[Z, K, C*G, O]``."""
+        n_a, n_b, n_o = self.slot_counts
+        if form.shape[0] == 1 and form.shape[1] == 1 and f1.shape[1] == 1 and f2.shape[1] == 1:
+            # one shared form: a GEMM over the used slot pairs, chunked over the batch
+            pair_a, pair_b = getattr(self, f"pair_a_{parity}"), getattr(self, f"pair_b_{parity}")
+            pair_form = form[0, 0].view(n_b, n_a, n_o)[pair_b, pair_a]  # [P, O]
+            z, _, points, _ = f1.shape
+            sums = PairBilinear.apply(f1.reshape(-1, n_a), f2.reshape(-1, n_b), pair_form, pair_a, pair_b)
+            return sums.view(z, 1, points, n_o)
+        partial = _apply_form(f2, form)  # [Z, K, C*G, A * O]
+        partial = partial.reshape(*partial.shape[:3], n_a, n_o)
+        return (f1.unsqueeze(-1) * partial).sum(-2)
+
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mode={self.mode}, resolution={self.resolution}"
+
+
+#: rows of :class:`PairBilinear` per chunk are chosen so that one chunk's pair products hold
+#: about this many floats (a few MB: they stay in cache between the product and the GEMM).
+CHUNK_FLOATS = 1 << 19
+
+
+class PairBilinear(torch.autograd.Function):
+    """``out[n, o] = sum_p f1[n, a_p] f2[n, b_p] form[p, o]`` over chunks of rows.
+
+    ``f1 [N, A]``, ``f2 [N, B]``, ``form [P, O]``, ``pair_a``/``pair_b [P]`` (the slot pairs of the
+    paths). The pair products ``[N, P]`` exist only per chunk, forward and backward; a backward
+    that builds a graph runs differentiable whole-batch ops, so higher derivatives work.
+    """
+
+    @staticmethod
+    def forward(ctx, f1, f2, form, pair_a, pair_b):
+        out = f1.new_empty(f1.shape[0], form.shape[1])
+        for rows in _chunks(f1.shape[0], form.shape[0]):
+            torch.matmul(f1[rows][:, pair_a] * f2[rows][:, pair_b], form, out=out[rows])
+        ctx.save_for_backward(f1, f2, form, pair_a, pair_b)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        f1, f2, form, pair_a, pair_b = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph
+            grad_pairs = grad_out @ form.T
+            grad_f1 = f1.new_zeros(f1.shape).index_add(1, pair_a, grad_pairs * f2[:, pair_b])
+            grad_f2 = f2.new_zeros(f2.shape).index_add(1, pair_b, grad_pairs * f1[:, pair_a])
+            grad_form = (f1[:, pair_a] * f2[:, pair_b]).T @ grad_out
+            return grad_f1, grad_f2, grad_form, None, None
+        grad_f1, grad_f2 = torch.zeros_like(f1), torch.zeros_like(f2)
+        grad_form = torch.zeros_like(form)
+        for rows in _chunks(f1.shape[0], form.shape[0]):
+            left, right = f1[rows][:, pair_a], f2[rows][:, pair_b]
+            grad_form.addmm_((left * right).T, grad_out[rows])
+            grad_pairs = grad_out[rows] @ form.T
+            grad_f1[rows].index_add_(1, pair_a, grad_pairs * right)
+            grad_f2[rows].index_add_(1, pair_b, grad_pairs.mul_(left))
+        return grad_f1, grad_f2, grad_form, None, None
+
+
+def _chunks(rows: int, width: int) -> list[slice]:
+    size = max(1, CHUNK_FLOATS // max(1, width))
+    return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
 
 
 def _apply_form(signal: torch.Tensor, form: torch.Tensor) -> torch.Tensor:
