@@ -103,6 +103,7 @@ TENSOR_PRODUCTS = _Registry(
         "gaunt_fft": "equitensor.ops.backends.gaunt_fft:GauntFFTBackend",
         "cp": "equitensor.ops.backends.cp:CPBackend",
         "cueq": "equitensor.ops.backends.cueq:CueqBackend",
+        "vsh": "equitensor.ops.backends.vsh:VSHBackend",
     },
 )
 PRODUCT_BASES = _Registry(
