@@ -6,6 +6,7 @@ Inductor compiles are slow, so the models are tiny and the inductor tests few; t
 test counts dynamo compilations without running inductor.
 """
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,18 +24,23 @@ from .conftest import TOL
 from .test_models import copper, ethanol, single_thread, slab, small_model  # noqa: F401
 
 #: (conv backend, conv options, product backend, product options) -> skip reason or None.
-#: The numba-backed methods (cg channelwise/sparse, the fused symmetric contraction, Gaunt
-#: product basis) become ``torch.library`` custom ops with fake implementations in a separate
-#: change; until then dynamo cannot trace them and fullgraph compilation fails.
-NUMBA_PENDING = "numba kernel not yet a torch.library custom op (graph break)"
 #: cg ``grouped`` iterates e3nn ``Irrep`` objects in its forward; dynamo's sequence-length guard
 #: calls ``Irrep.__len__``, which raises in e3nn (cg.py keeps irreps objects in its plans).
 IRREP_GUARD = "cg grouped reads e3nn Irrep objects in forward (dynamo guard calls Irrep.__len__)"
 COMBOS = [
+    (("cg", None, "cg", None), None),  # the numba kernels, as torch.library custom ops
+    (("gaunt_grid", None, "gaunt_grid", None), None),
+    (("gaunt_fft", None, "cp", None), None),
+    (("cueq", None, "cueq", None), None),
     (("e3nn", None, "cg", {"method": "naive"}), None),
     (("cg", {"method": "grouped"}, "cg", {"method": "naive"}), IRREP_GUARD),
-    (("cg", None, "cg", None), NUMBA_PENDING),
 ]
+#: inductor compiles take minutes each on a 2-core machine: opt in with EQUITENSOR_TEST_INDUCTOR=1.
+#: The fullgraph trace itself is checked for every combination by the aot_eager test below.
+INDUCTOR = pytest.mark.skipif(
+    os.environ.get("EQUITENSOR_TEST_INDUCTOR") != "1",
+    reason="inductor compile takes minutes per model; set EQUITENSOR_TEST_INDUCTOR=1 to run it",
+)
 
 
 def combo_id(combo):
@@ -154,11 +160,31 @@ def _compare(got, expected, keys):
         assert error < TOL[torch.float32], f"{key}: relative error {error:.2e}"
 
 
-@pytest.mark.slow  # inductor: minutes on a loaded 2-core machine; traced by the fast tests below too
+@pytest.mark.parametrize("combo", combos())
+def test_fullgraph_trace_equals_eager(combo):
+    """``fullgraph=True`` through every backend (aot_eager: dynamo and AOTAutograd, no codegen):
+    energies, forces, stress, and parameter gradients of a force + stress loss."""
+    torch._dynamo.reset()  # each model compiles MACE.predict afresh (dynamo's per-code cache is bounded)
+    model = tiny_model(combo)
+    compiled = compile_model(model, backend="aot_eager")
+    batch = batch_of([slab(), copper()], model.r_max)
+    _compare(compiled(batch, compute_stress=True), model(batch, compute_stress=True), ("energy", "forces", "stress"))
+    grads = []
+    for run in (model, compiled):
+        model.zero_grad()
+        out = run(batch, compute_stress=True, training=True)
+        ((out["energy"] ** 2).sum() + (out["forces"] ** 2).sum() + (out["stress"] ** 2).sum()).backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    _compare(grads[1], grads[0], grads[0])
+
+
+@pytest.mark.slow
+@INDUCTOR
 @pytest.mark.parametrize("combo", combos())
 def test_compiled_inference_and_training_equal_eager(combo):
     """Inductor, fullgraph: energies, forces and stress for two batches of different sizes, then
     a force + stress loss backpropagated to the parameters; float32 rounding apart."""
+    torch._dynamo.reset()
     model = tiny_model(combo)
     compiled = compile_model(model)
     for atoms in ([slab(), copper()], [ethanol(), copper(), slab()]):

@@ -78,6 +78,11 @@ class _PowerProductBasis(ProductBasisBackend):
         self.weights_out = torch.nn.Parameter(
             torch.randn(num_elements, correlation, c, len(self.irreps_out)) / math.sqrt(correlation)
         )
+        # plain ints for the forward: traced code must not touch e3nn Irrep objects (dynamo's
+        # guards call Irrep.__len__, which raises)
+        self._in_dims = tuple(ir.dim for _, ir in self.irreps_in)
+        self._out_dims = tuple(ir.dim for _, ir in self.irreps_out)
+        self._out_dim = self.irreps_out.dim
         self.in_rows = np.concatenate([np.arange(ir.l**2, (ir.l + 1) ** 2) for _, ir in self.irreps_in])
         self.out_rows = np.concatenate([np.arange(ir.l**2, (ir.l + 1) ** 2) for _, ir in self.irreps_out])
         # which output block each output component belongs to (to expand per-block weights)
@@ -102,12 +107,10 @@ class _PowerProductBasis(ProductBasisBackend):
     def forward(self, x: torch.Tensor, element_onehot: torch.Tensor) -> torch.Tensor:
         n, c = x.shape[0], self.num_channels
         if n == 0:  # nothing to do (and MKL's FFT rejects empty batches)
-            return x.new_zeros(0, self.irreps_out.dim) + 0 * self.weights_out.sum()
+            return x.new_zeros(0, self._out_dim) + 0 * self.weights_out.sum()
         device_index_in = self._in_block_of_component.to(x.device)
         device_index_out = self._out_block_of_component.to(x.device)
-        blocks = [
-            x[:, s].reshape(n, c, ir.dim) for s, (_, ir) in zip(self.irreps_in.slices(), self.irreps_in)
-        ]
+        blocks = [block.reshape(n, c, d) for block, d in zip(x.split([c * d for d in self._in_dims], 1), self._in_dims)]
         coefficients = torch.cat(blocks, dim=-1)  # [N, C, sum d_in], degree order of irreps_in
         w_in = torch.einsum("ne,ecb->ncb", element_onehot, self.weights_in)
         coefficients = coefficients * w_in[:, :, device_index_in]
@@ -118,9 +121,9 @@ class _PowerProductBasis(ProductBasisBackend):
             out = term if out is None else out + term
         # [N, C, sum d_out] -> mul_ir
         pieces, start = [], 0
-        for _, ir in self.irreps_out:
-            pieces.append(out[:, :, start : start + ir.dim].reshape(n, c * ir.dim))
-            start += ir.dim
+        for d in self._out_dims:
+            pieces.append(out[:, :, start : start + d].reshape(n, c * d))
+            start += d
         return torch.cat(pieces, dim=1)
 
 
@@ -176,10 +179,7 @@ class GauntGridProductBasis(_PowerProductBasis):
             return super().forward(x, element_onehot)
         n, c, e = x.shape[0], self.num_channels, self.num_elements
         w_in = (element_onehot @ self.weights_in.reshape(e, -1)).reshape(n, c, -1)  # [N, C, blocks_in]
-        blocks = [
-            w_in[:, :, b, None].expand(n, c, ir.dim).reshape(n, -1)
-            for b, (_, ir) in enumerate(self.irreps_in)
-        ]
+        blocks = [w_in[:, :, b, None].expand(n, c, d).reshape(n, -1) for b, d in enumerate(self._in_dims)]
         x = x * torch.cat(blocks, 1)  # mul_ir: w_in[b] repeated 2l+1 times in block b
         w_out = (element_onehot @ self.weights_out.reshape(e, -1)).reshape(n, self.correlation, c, -1)
         w_out = w_out.permute(0, 3, 1, 2).reshape(n, -1, c)  # [N, (block, order), C]
