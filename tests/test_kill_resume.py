@@ -101,6 +101,9 @@ def _check_every_file_loads(out_dir: Path) -> None:
             assert rows and all(None not in row.values() and "" not in row.values() for row in rows)
         elif path.name == "learning_curve.png":
             Image.open(path).verify()
+        elif path.name == "train.log":  # append-only: every complete line is time-stamped text
+            lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+            assert all(line[:4].isdigit() for line in lines)
         else:
             raise AssertionError(f"unexpected file in out_dir: {path.name}")
 
