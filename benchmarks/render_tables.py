@@ -241,6 +241,45 @@ def train_budget() -> str:
     return markdown(header, body)
 
 
+# --- data loading and mace-torch models ---------------------------------------------------
+
+
+def data_throughput() -> str:
+    rows = read("data_throughput.csv")
+    by = {(r["library"], int(r["workers"])): float(r["graphs_per_s"]) for r in rows}
+    body = [
+        [str(w), f"{by['equitensor', w]:.0f}", f"{by['fairchem', w]:.0f}", ratio(by["equitensor", w] / by["fairchem", w])]
+        for w in sorted({w for _, w in by})
+    ]
+    return markdown(["workers", "equitensor (graphs/s)", "fairchem-core (graphs/s)", "equitensor / fairchem"], body)
+
+
+def data_rss() -> str:
+    rows = read("data_rss.csv")
+    header = ["frames", *(f"{int(r['frames']):,}" for r in rows)]
+    return markdown(header, [["peak RSS (MiB)", *(f"{float(r['peak_rss_mib']):.0f}" for r in rows)]])
+
+
+def data_batching() -> str:
+    body = []
+    for r in read("data_batching.csv"):
+        spread = "" if r["rank_spread_max"] == "nan" else f"{float(r['rank_spread_max']):.3f}"
+        body.append(
+            [f"`{r['batching']}`", f"{int(r['atoms_min']):,}-{int(r['atoms_max']):,}", ratio(float(r["max_over_min"])), spread]
+        )
+    return markdown(["batching", "atoms per batch (min-max)", "max / min", "ranks' atom counts, largest ratio"], body)
+
+
+def mace_calculator_speed() -> str:
+    body = [
+        [r["dtype"], f"{float(r['mace_torch_ms']):.0f} ms", f"{float(r['equitensor_ms']):.0f} ms",
+         ratio(float(r["mace_torch_ms"]) / float(r["equitensor_ms"])), f"{float(r['max_abs_force_diff_eV_per_A']):.1e} eV/Å"]
+        for r in read("mace_calculator_speed.csv")
+    ]  # fmt: skip
+    header = ["dtype", "mace-torch `MACECalculator`", "`EquitensorCalculator`", "speed-up", "max abs force difference"]
+    return markdown(header, body, "lrrrr")
+
+
 # --- the headline table (README and docs/benchmarks.md) ------------------------------------
 
 
@@ -294,7 +333,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     f.__name__: f
     for f in (
         tp_mace, tp_selfprod, tp_mimo_all_backends, linear, expressivity, gaunt_mimo, gaunt_cp, gaunt_l10,
-        fft_lengths, chunked_product, model_vs_mace, neighbors, train_budget, headline,
+        fft_lengths, chunked_product, model_vs_mace, neighbors, train_budget, data_throughput, data_rss,
+        data_batching, mace_calculator_speed, headline,
     )
 }  # fmt: skip
 

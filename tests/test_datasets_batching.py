@@ -95,7 +95,8 @@ def _graphs(n: int):
 def test_trainer_with_atom_budget_resumes_exactly(tmp_path):
     from equitensor.train.trainer import Trainer, seed_everything
 
-    from .test_train_loop import Crash, make_config, run
+    from .test_train_loop import make_config, run
+    from .train_helpers import Crash, crash_at_step
     from .train_helpers import PairPotential, save_state_dict
 
     graphs = _graphs(16)
@@ -106,14 +107,7 @@ def test_trainer_with_atom_budget_resumes_exactly(tmp_path):
     trainer = Trainer(config, PairPotential(), graphs[:12], graphs[12:], save_best=save_state_dict)
     sizes = [int(g.natoms.sum()) for g in trainer.train_loader]
     assert max(sizes) <= 40 and sum(sizes) == sum(int(g.natoms) for g in graphs[:12])
-    step = trainer.train_step
-
-    def crashing_step(batch):
-        if trainer.global_step == 4:
-            raise Crash
-        return step(batch)
-
-    trainer.train_step = crashing_step
+    crash_at_step(trainer, 4)
     with pytest.raises(Crash):
         trainer.fit()
     resumed, _ = run(config, graphs, resume=tmp_path / "part")

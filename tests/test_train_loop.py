@@ -10,7 +10,7 @@ import torch
 from equitensor.train.config import load_config
 from equitensor.train.trainer import Trainer, seed_everything
 
-from .train_helpers import PairPotential, emt_graphs, save_state_dict
+from .train_helpers import Crash, PairPotential, crash_at_step, emt_graphs, save_state_dict
 
 
 def make_config(out_dir, *overrides):
@@ -52,10 +52,6 @@ def test_overfits_eight_frames(tmp_path, graphs):
     assert result.history[-1]["val_forces_mae"] < result.history[0]["val_forces_mae"] / 3
 
 
-class Crash(RuntimeError):
-    """Simulated interruption (power loss, pre-emption) in the middle of training."""
-
-
 def test_resume_reproduces_uninterrupted_run(tmp_path, graphs):
     settings = (
         "train.epochs=3",
@@ -70,14 +66,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, graphs):
     config = make_config(tmp_path / "part", *settings)
     seed_everything(config.train.seed)
     trainer = Trainer(config, PairPotential(), graphs[:12], graphs[12:], save_best=save_state_dict)
-    step = trainer.train_step
-
-    def crashing_step(batch):
-        if trainer.global_step == 4:
-            raise Crash
-        return step(batch)
-
-    trainer.train_step = crashing_step
+    crash_at_step(trainer, 4)
     with pytest.raises(Crash):
         trainer.fit()
     resumed, resumed_model = run(config, graphs, resume=tmp_path / "part")

@@ -93,3 +93,19 @@ class PairPotential(torch.nn.Module):
 def save_state_dict(model: torch.nn.Module, path) -> None:
     """``save_best`` callback for tests: the model's state dict."""
     torch.save(model.state_dict(), path)
+
+
+class Crash(RuntimeError):
+    """Simulated interruption (power loss, pre-emption) in the middle of training."""
+
+
+def crash_at_step(trainer, step: int) -> None:
+    """Make ``trainer`` raise :class:`Crash` when it is about to take optimizer step ``step``."""
+    train_step = trainer.train_step
+
+    def crashing_step(batch):
+        if trainer.global_step == step:
+            raise Crash
+        return train_step(batch)
+
+    trainer.train_step = crashing_step
