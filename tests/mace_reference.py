@@ -19,6 +19,16 @@ from ase.build import bulk, fcc111, molecule
 from e3nn import o3
 
 
+def _mace_uses_cueq_basis(model) -> bool:
+    """mace-torch (>= 0.3.13) takes cuequivariance's reduced basis when it is importable, unless
+    the model was built with ``use_reduced_cg=False``."""
+    try:
+        from mace.modules.wrapper_ops import CUET_AVAILABLE
+    except ImportError:
+        return False
+    return bool(CUET_AVAILABLE) and bool(getattr(model, "use_reduced_cg", False))
+
+
 def structures():
     mol = molecule("CH3CH2OH")
     mol.rattle(0.05, seed=1)
@@ -99,6 +109,9 @@ def main(config_path, out_path):
                 "e3nn": str(e3nn.__version__),
                 "torch": str(torch.__version__),
             },
+            # mace-torch builds its symmetric-contraction basis with cuequivariance when that is
+            # importable (already reduced), else from e3nn's raw products
+            "mace_cg_basis": "cuequivariance" if _mace_uses_cueq_basis(model) else "e3nn",
             "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "structures": [
                 {

@@ -206,5 +206,5 @@ def test_fine_tuning_from_a_mace_model_file_starts_from_its_predictions(shared_d
     graph = atoms_to_graph(slab, R_MAX, torch.float64)
     graph.energy, graph.forces = torch.zeros(1), torch.zeros(len(slab), 3)
     stats = compute_statistics([graph], DataConfig(e0s="zero"))
-    started = foundation_model(ModelConfig(init_from=str(path), trust_pickle=True), stats)
+    started = foundation_model(ModelConfig(init_from=str(path)), stats, allow_pickle=True)
     assert_same(started, model, slab)
