@@ -234,3 +234,24 @@ def test_compiled_calculator_runs_md_like_eager():
         trajectories.append((np.array(energies), atoms.get_forces(), atoms.get_stress()))
     for got, expected in zip(trajectories[1], trajectories[0]):
         assert np.allclose(got, expected, atol=TOL[torch.float64], rtol=0)
+
+
+def test_per_graph_sum_compiles_with_inductor_for_one_graph():
+    """The per-graph energy sum of a single system with a dynamic atom count goes through
+    inductor's CPU code generation (an ``index_add`` there fails to compile, torch 2.13) and
+    equals the eager ``index_add``; several graphs too."""
+    from equitensor.models.outputs import sum_per_graph
+
+    torch._dynamo.reset()
+    compiled = torch.compile(sum_per_graph, fullgraph=True)
+    generator = torch.Generator().manual_seed(0)
+    for atoms, graphs in [(33, 1), (40, 1), (50, 3)]:
+        values = torch.randn(atoms, generator=generator)
+        node_graph = torch.sort(torch.randint(0, graphs, (atoms,), generator=generator)).values
+        torch._dynamo.maybe_mark_dynamic(values, 0)
+        torch._dynamo.maybe_mark_dynamic(node_graph, 0)
+        expected = torch.zeros(graphs).index_add(0, node_graph, values)
+        assert torch.allclose(compiled(values, node_graph, graphs), expected, atol=1e-6)
+    forces_like = torch.randn(7, 3, generator=generator)
+    node_graph = torch.tensor([0, 0, 1, 1, 1, 2, 2])
+    assert torch.allclose(sum_per_graph(forces_like, node_graph, 3), torch.zeros(3, 3).index_add(0, node_graph, forces_like))

@@ -30,7 +30,7 @@ from .blocks import (
 )
 from .graph import element_name
 from .mace_variants import DensityInteractionBlock
-from .outputs import GraphTensors, derivatives, edge_vectors, gradient_leaves, graph_tensors, strained
+from .outputs import GraphTensors, derivatives, edge_vectors, gradient_leaves, graph_tensors, strained, sum_per_graph
 from .pair_terms import ZBLRepulsion
 from .pair_terms import distance_transform as make_distance_transform
 from .radial import RadialEmbedding
@@ -298,7 +298,7 @@ class MACE(torch.nn.Module):
         lengths = torch.linalg.vector_norm(vectors, dim=1, keepdim=True)  # [n_edges, 1]
         element_index = self.element_index(graph.atomic_numbers)
         element_onehot = _onehot(element_index, self.num_elements, positions.dtype)  # [N, E]
-        elements = ElementGroups.without_counts(element_index)
+        elements = _element_groups(element_index, self.num_elements)
 
         node_e0 = self.atomic_energies(element_onehot)  # [N]
         node_feats = self.node_embedding(element_onehot)  # [N, C]
@@ -320,7 +320,7 @@ class MACE(torch.nn.Module):
             site_energy = site_energy + readout(node_feats)  # [N]
         node_energy = node_e0 + self.scale_shift(site_energy)  # [N]
         num_graphs = graph.cell.shape[0]
-        energy = node_energy.new_zeros(num_graphs).index_add(0, graph.node_graph, node_energy)  # [B]
+        energy = sum_per_graph(node_energy, graph.node_graph, num_graphs)  # [B]
 
         results = derivatives(energy, graph, displacement, compute_forces, compute_stress, training)
         if (compute_forces or compute_stress) and not training:
@@ -331,6 +331,15 @@ class MACE(torch.nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         return f"conv_backend={c['conv_backend']!r}, product_backend={c['product_backend']!r}, elements={self.atomic_numbers}"
+
+
+def _element_groups(element_index: torch.Tensor, num_elements: int) -> ElementGroups:
+    """Atoms sorted by element (one GEMM per element) in eager CPU code, where reading the
+    per-element counts costs nothing; per-atom gathered weights (no host read) on other devices
+    and under ``torch.compile``."""
+    if element_index.device.type == "cpu" and not torch.compiler.is_compiling():
+        return ElementGroups.from_index(element_index, num_elements)
+    return ElementGroups.without_counts(element_index)
 
 
 def _onehot(index: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:

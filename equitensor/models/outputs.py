@@ -58,6 +58,17 @@ def graph_tensors(batch) -> GraphTensors:
     )
 
 
+def sum_per_graph(values: torch.Tensor, node_graph: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """Per-atom ``values [N, ...]`` summed into per-graph ``[num_graphs, ...]`` by ``node_graph [N]``.
+
+    ``scatter_add``, not ``index_add``: inductor's CPU code generation (torch 2.13) fails on an
+    ``index_add`` into a one-row output from a dynamic number of atoms, which is every single-system
+    call of a compiled model.
+    """
+    index = node_graph.reshape(-1, *([1] * (values.dim() - 1))).expand_as(values)
+    return values.new_zeros((num_graphs, *values.shape[1:])).scatter_add(0, index, values)
+
+
 def gradient_leaves(
     graph: GraphTensors, compute_forces: bool, compute_stress: bool
 ) -> tuple[GraphTensors, torch.Tensor | None]:
