@@ -6,13 +6,13 @@ double backward, and the MACE forward with forces, stress and their training gra
 import pytest
 import torch
 
-from equitensor.models import compile_model
 from equitensor.ops import ChannelwiseTensorProduct, TensorProduct
 from equitensor.ops.backends.cg import METHODS, choose_method, plan
 
+from . import test_compile
 from .conftest import TOL
-from .test_compile import _compare, batch_of, tiny_model
-from .test_models import copper, single_thread, slab  # noqa: F401
+from .test_compile import tiny_model
+from .test_models import single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("default_float64")
 
@@ -101,19 +101,9 @@ def test_grouped_compiles_fullgraph_with_double_backward(shared):
 
 def test_mace_with_grouped_convolution_traces_fullgraph_equal_to_eager():
     """MACE with every convolution on ``grouped`` (the off-CPU route, run here on the CPU):
-    energies, forces, stress and the parameter gradients of a force + stress loss."""
-    torch._dynamo.reset()
-    model = tiny_model(("cg", {"method": "grouped"}, "cg", {"method": "naive"}))
-    convolutions = [m for m in model.modules() if isinstance(m, TensorProduct) and m.backend_name == "cg"]
+    the aot_eager fullgraph == eager check of tests/test_compile.py (energies, forces, stress,
+    parameter gradients of a force + stress loss)."""
+    combo = ("cg", {"method": "grouped"}, "cg", {"method": "naive"})
+    convolutions = [m for m in tiny_model(combo).modules() if isinstance(m, TensorProduct) and m.backend_name == "cg"]
     assert convolutions and {m.impl.method for m in convolutions} == {"grouped"}
-    compiled = compile_model(model, backend="aot_eager")
-    batch = batch_of([slab(), copper()], model.r_max)
-    keys = ("energy", "forces", "stress")
-    _compare(compiled(batch, compute_stress=True), model(batch, compute_stress=True), keys)
-    grads = []
-    for run in (model, compiled):
-        model.zero_grad()
-        out = run(batch, compute_stress=True, training=True)
-        ((out["energy"] ** 2).sum() + (out["forces"] ** 2).sum() + (out["stress"] ** 2).sum()).backward()
-        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
-    _compare(grads[1], grads[0], grads[0])
+    test_compile.test_fullgraph_trace_equals_eager(combo)
