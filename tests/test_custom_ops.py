@@ -41,7 +41,7 @@ def _slot_operands(rows, widths):
 
 @pytest.mark.parametrize("target", SLOTS)
 def test_opcheck_cg_sparse(target):
-    terms = _sparse_tp().impl._sparse
+    terms = _sparse_tp().impl.executor
     operands = _slot_operands([3] * 4, terms.widths)
     sources = [t for s, t in zip(SLOTS, operands) if s != target]
     width = terms.widths[target]
@@ -52,7 +52,7 @@ def test_opcheck_cg_sparse(target):
 
 @pytest.mark.parametrize("target", SLOTS)
 def test_opcheck_cg_channelwise_message_passing(target):
-    plan = ChannelwiseTensorProduct(*CONV, method="channelwise").impl._channelwise
+    plan = ChannelwiseTensorProduct(*CONV, method="channelwise").impl.executor
     n_nodes, n_edges = 3, EDGE_INDEX.shape[1]
     operands = _slot_operands([n_nodes, n_nodes, n_edges, n_edges], [plan.widths[s] for s in SLOTS])
     tables = plan.graph_tables(EDGE_INDEX[0], EDGE_INDEX[1], n_nodes)
@@ -182,7 +182,7 @@ def test_ops_forward_on_meta_tensors():
     fused = _product_basis(method="fused").impl.fused
     x, w = torch.empty(5, 18, device="meta"), torch.empty(5, 2 * fused.num_weights, device="meta")
     assert ops.symmetric_contraction(x, w, fused.dim_out, fused.tables).shape == (5, fused.dim_out)
-    plan = ChannelwiseTensorProduct(*CONV, method="channelwise").impl._channelwise
+    plan = ChannelwiseTensorProduct(*CONV, method="channelwise").impl.executor
     tables = plan.graph_tables(EDGE_INDEX[0], EDGE_INDEX[1], 3)
     x1, x2, weights = (torch.empty(r, plan.widths[s], device="meta") for r, s in ((3, 1), (6, 2), (6, 3)))
     out = ops.cg_channelwise_contract(0, x1, x2, weights, 3, plan.widths[0], tables)

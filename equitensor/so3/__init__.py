@@ -12,6 +12,7 @@ from .wigner import (
     random_rotation,
     triangle,
     wigner_3j,
+    wigner_3j_nonzero,
     wigner_D_from_matrix,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "triangle",
     "wigner_3j",
     "wigner_3j_m0",
+    "wigner_3j_nonzero",
     "wigner_D_from_matrix",
 ]

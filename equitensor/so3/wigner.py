@@ -98,6 +98,22 @@ def wigner_3j(l1: int, l2: int, l3: int) -> np.ndarray:
     return _read_only(c / np.linalg.norm(c))
 
 
+#: Wigner 3j entries below this magnitude are float64 round-off of exact zeros (selection rules).
+WIGNER_3J_ZERO = 1e-12
+
+
+@functools.cache
+def wigner_3j_nonzero(l1: int, l2: int, l3: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The entries of :func:`wigner_3j` that are not zero: ``(i, j, k, values)``, row-major order.
+
+    ``i, j, k`` are int64 index arrays ``[nnz]`` into ``[2l1+1, 2l2+1, 2l3+1]`` and ``values
+    [nnz]`` the coefficients; entries below :data:`WIGNER_3J_ZERO` are left out.
+    """
+    c = wigner_3j(l1, l2, l3)
+    i, j, k = np.nonzero(np.abs(c) > WIGNER_3J_ZERO)
+    return tuple(_read_only(a) for a in (i.astype(np.int64), j.astype(np.int64), k.astype(np.int64), c[i, j, k]))
+
+
 def clebsch_gordan(l1: int, l2: int, l3: int) -> np.ndarray:
     """Real CG coefficients ``sqrt(2l3+1) * wigner_3j``: an isometry from l1 ⊗ l2 onto l3."""
     return _read_only(math.sqrt(2 * l3 + 1) * wigner_3j(l1, l2, l3))

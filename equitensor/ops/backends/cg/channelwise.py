@@ -1,4 +1,4 @@
-"""The ``cg`` backend's channel-wise kernel: ``uvu`` paths whose second input has one channel.
+"""Method ``channelwise``: ``uvu`` paths whose second input has one channel, as a numba kernel.
 
 This is MACE's convolution product, ``x1 [128 channels] ⊗ Y(edge) [one channel] -> one output
 block per path``, with per-edge weights ``w[u]`` per path. For one sample and one path,
@@ -16,7 +16,7 @@ read at each edge's sender, ``out`` accumulated at its receiver) while ``x2`` an
 edge-indexed, so the per-edge messages ``[n_edges, dim_out]`` never exist. The plain per-sample
 product is the special case where every index is the identity.
 
-Autograd: the product is the 4-linear form of :mod:`.multilinear`; the custom ops
+Autograd: the product is the 4-linear form of :mod:`..multilinear`; the custom ops
 ``equitensor::cg_channelwise_contract`` ("contract three slots into the fourth", any slot) and
 ``equitensor::cg_channelwise_input_gradients`` run forward, backward and every higher derivative
 on this kernel, eagerly and under ``torch.compile``. Writes are race-free and deterministic: a contraction into
@@ -30,14 +30,12 @@ import numba
 import numpy as np
 import torch
 
-from ... import so3
-from ...irreps import ir_mul_permutation
-from ..descriptor import TensorProductDescriptor
-from .multilinear import OUT, SLOTS, X1, X2, W, define_multilinear_ops
-from .numba_threads import use_parallel_kernels
-
-#: CG entries smaller than this (float64 round-off of exact zeros) are left out.
-_CG_ZERO = 1e-12
+from .... import so3
+from ....irreps import ir_mul_permutation
+from ...descriptor import TensorProductDescriptor
+from ..multilinear import OUT, SLOTS, X1, X2, W, define_multilinear_ops
+from ..numba_threads import parallel_or_serial
+from .executor import Executor, weight_slot
 
 
 def channelwise_eligible(descriptor: TensorProductDescriptor) -> bool:
@@ -52,7 +50,7 @@ def channelwise_eligible(descriptor: TensorProductDescriptor) -> bool:
 _PATH_FIELDS = ("mul", "off1", "d1", "off2", "off_o", "d_o", "off_w", "weighted")
 
 
-class ChannelwisePaths:
+class ChannelwisePaths(Executor):
     """Per-path offsets and CG entries of a channel-wise product, for the numba kernels.
 
     Arrays (one entry per instruction ``p``): channel count ``mul``, first column and irrep
@@ -63,14 +61,11 @@ class ChannelwisePaths:
     CG entries of path ``p`` are ``cg_*[cg_ptr[p]:cg_ptr[p + 1]]`` as ``(i, j, k, coefficient)``.
     """
 
-    def __init__(self, backend, name: str):
-        d = backend.descriptor
-        if not channelwise_eligible(d):
-            raise ValueError(
-                "the channel-wise cg kernel needs every instruction in mode 'uvu' with a "
-                "multiplicity-1 second input; use method='sparse' or 'grouped'"
-            )
-        self.backend, self.name = backend, name
+    method = "channelwise"
+
+    def __init__(self, descriptor: TensorProductDescriptor):
+        super().__init__()
+        d = descriptor
         starts1, starts2, starts_out = (
             [s.start for s in irreps.slices()] for irreps in (d.irreps_in1, d.irreps_in2, d.irreps_out)
         )
@@ -83,9 +78,8 @@ class ChannelwisePaths:
                 d.irreps_in2[ins.i_in2],
                 d.irreps_out[ins.i_out],
             )
-            cg = ins.coefficient * so3.wigner_3j(ir1.l, ir2.l, iro.l)
-            i, j, k = np.nonzero(np.abs(cg) > _CG_ZERO)
-            cg_i.append(i), cg_j.append(j), cg_k.append(k), coefs.append(cg[i, j, k])
+            i, j, k, values = so3.wigner_3j_nonzero(ir1.l, ir2.l, iro.l)
+            cg_i.append(i), cg_j.append(j), cg_k.append(k), coefs.append(ins.coefficient * values)
             cg_ptr.append(cg_ptr[-1] + len(i))
             values = (m1, starts1[ins.i_in1], ir1.dim, starts2[ins.i_in2], starts_out[ins.i_out], iro.dim,
                       weight_slices[p].start if ins.has_weight else d.weight_numel, int(ins.has_weight))  # fmt: skip
@@ -119,10 +113,10 @@ class ChannelwisePaths:
             W: d.weight_numel + self.has_unweighted,
         }
 
-    def per_sample(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         """The product sample by sample: ``x1 [Z, dim1], x2 [Z, dim2], weight [Z | -, n_w] -> [Z, dim_out]``."""
         z = x1.shape[0]
-        w = self._weight(weight, z)
+        w = self._weight(weight, z, x1)
         tables = self.identity_tables(z, x1.device)
         return CHANNELWISE_OPS.forward(x1.contiguous(), x2.contiguous(), w, z, self.widths[OUT], tables)
 
@@ -132,7 +126,7 @@ class ChannelwisePaths:
         ``x1 [N, dim1]``, ``x2 [n_edges, dim2]``, ``weight [n_edges | -, n_w]`` -> ``[N, dim_out]``.
         """
         n = x1.shape[0]
-        w = self._weight(weight, x2.shape[0])
+        w = self._weight(weight, x2.shape[0], x1)
         tables = self.graph_tables(sender, receiver, n)
         return CHANNELWISE_OPS.forward(x1.contiguous(), x2.contiguous(), w, n, self.widths[OUT], tables)
 
@@ -148,16 +142,10 @@ class ChannelwisePaths:
         ptr = torch.arange(num_samples + 1, device=device)
         return [identity, identity, identity, ptr, identity, ptr] + self.tables + [self.options[True]]
 
-    def _weight(self, weight, n):
-        """The weight slot ``[n, n_w (+ 1 column of ones when a path is unweighted)]``; shared
-        weights become a zero-stride view and autograd sums the per-edge gradients."""
-        parts = [] if weight is None else [weight if weight.ndim == 2 else weight.unsqueeze(0)]
-        if self.has_unweighted:
-            like = weight if weight is not None else torch.empty(0)
-            ones = torch.ones(1, 1, dtype=like.dtype, device=like.device)
-            parts.append(ones.expand(parts[0].shape[0], 1) if parts else ones)
-        w = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        return w.expand(n, self.widths[W])
+    def _weight(self, weight, n, like):
+        """The weight slot ``[n, n_w (+ 1)]`` (:func:`~.executor.weight_slot`); shared weights
+        become a zero-stride view and autograd sums the per-edge gradients."""
+        return weight_slot(weight, self.has_unweighted, like).expand(n, self.widths[W])
 
 
 def _csr(index: torch.Tensor, num_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,9 +198,9 @@ def _channelwise_contract(target, sources, rows, width, tables):
     """CPU implementation of ``equitensor::cg_channelwise_contract``: slot ``target`` from the others.
 
     Contractions into x1, x2 or w of message passing read an output-sized node row per edge:
-    those rows repeat, and transposing the (small) node arrays to ir_mul once beats transposing
-    rows inside the kernel (measured 1.2-1.7x). The forward contraction and a per-sample product
-    touch every row once: there the in-kernel transposition wins.
+    those rows repeat, so the (small) node arrays are transposed to ir_mul once, not row by row
+    inside the kernel. The forward contraction and a per-sample product touch every row once:
+    there the kernel transposes each row as it reads it.
     """
     args = _KernelArguments(tables, sources[0].dtype)
     transposed = not args.identity and target in (X1, X2, W)
@@ -221,8 +209,7 @@ def _channelwise_contract(target, sources, rows, width, tables):
     result = torch.empty(rows, width, dtype=sources[0].dtype)
     arrays = _numpy_slots({**slots, target: result})
     order, ptr = args.csr[target] if target in (OUT, X1) else args.edge_csr(rows)
-    kernel = _contract_into if use_parallel_kernels() else _contract_into_serial
-    kernel(target, *arrays, order, ptr, *args.common(transposed))
+    _contract_into(target, *arrays, order, ptr, *args.common(transposed))
     return args.from_kernel(target, result, transposed)
 
 
@@ -231,8 +218,7 @@ def _channelwise_input_gradients(grad_out, x1, x2, w, tables):
     args = _KernelArguments(tables, grad_out.dtype)
     grads = tuple(torch.empty(t.shape, dtype=grad_out.dtype) for t in (x1, x2, w))
     arrays = _numpy_slots({OUT: grad_out, X1: x1, X2: x2, W: w})
-    kernel = _input_gradients if use_parallel_kernels() else _input_gradients_serial
-    kernel(*arrays, *(t.numpy() for t in grads), *args.csr[X1], *args.common(False))
+    _input_gradients(*arrays, *(t.numpy() for t in grads), *args.csr[X1], *args.common(False))
     return grads
 
 
@@ -254,31 +240,21 @@ def _numpy_slots(tensors: dict[int, torch.Tensor]) -> tuple[np.ndarray, ...]:
 # [start, start + mul * dim) holds entry (u, i) at start + i * mul + u): the channel loops are
 # then contiguous, and mul_ir is read and written once per row. The channel loops index 1-d
 # views with unsigned counters: with signed ones numba adds negative-index wraparound, which
-# keeps LLVM from vectorising them (10x slower).
+# keeps LLVM from vectorising them.
 
 
 @numba.njit(inline="always")
-def _load_ir_mul(dst_row, row, blocks):
-    """``dst_row`` = ``row`` with every block ``(start, mul, dim)`` transposed from mul_ir to ir_mul."""
+def _transpose_blocks(dst_row, src_row, blocks, to_ir_mul):
+    """``dst_row`` = ``src_row`` with every block ``(start, mul, dim)`` transposed from mul_ir to
+    ir_mul (``to_ir_mul``) or back. Each block is a row-major ``[rows, cols]`` matrix, read
+    contiguously and written transposed."""
     for b in range(blocks.shape[0]):
         start, m, d = blocks[b, 0], blocks[b, 1], blocks[b, 2]
-        src, dst = row[start : start + m * d], dst_row[start : start + m * d]
-        um, ud = np.uint64(m), np.uint64(d)
-        for u in range(um):
-            for i in range(ud):
-                dst[i * um + u] = src[u * ud + i]
-
-
-@numba.njit(inline="always")
-def _store_mul_ir(row, src_row, blocks):
-    """Inverse of :func:`_load_ir_mul`: ``row`` = ``src_row`` transposed back to mul_ir."""
-    for b in range(blocks.shape[0]):
-        start, m, d = blocks[b, 0], blocks[b, 1], blocks[b, 2]
-        src, dst = src_row[start : start + m * d], row[start : start + m * d]
-        um, ud = np.uint64(m), np.uint64(d)
-        for i in range(ud):
-            for u in range(um):
-                dst[u * ud + i] = src[i * um + u]
+        src, dst = src_row[start : start + m * d], dst_row[start : start + m * d]
+        rows, cols = (np.uint64(m), np.uint64(d)) if to_ir_mul else (np.uint64(d), np.uint64(m))
+        for r in range(rows):
+            for c in range(cols):
+                dst[c * rows + r] = src[r * cols + c]
 
 
 @numba.njit(inline="always")
@@ -287,7 +263,7 @@ def _source_row(scratch, array, index, blocks, transposed):
     ``transposed``, else a transposed copy in ``scratch``."""
     if transposed:
         return array[index]
-    _load_ir_mul(scratch, array[index], blocks)
+    _transpose_blocks(scratch, array[index], blocks, True)
     return scratch
 
 
@@ -297,7 +273,7 @@ def _write_row(array, index, src, blocks, transposed):
     if transposed:
         array[index, :] = src
     else:
-        _store_mul_ir(array[index], src, blocks)
+        _transpose_blocks(array[index], src, blocks, False)
 
 
 @numba.njit(inline="always")
@@ -339,7 +315,7 @@ def _add_path_weight_gradient(gw, row, start, t, m, weighted):
         gw[row, start] += total
 
 
-@numba.njit(parallel=True, cache=True)
+@parallel_or_serial(cache=True)
 def _contract_into(
     target, out, x1, x2, w, order, ptr, sender, receiver, blocks1, blocks_o, transposed,
     mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
@@ -352,16 +328,6 @@ def _contract_into(
     out and x1 are given (and the target, if one of them, is written) in ir_mul layout.
     """
     for g in numba.prange(ptr.shape[0] - 1):
-        _contract_into_group(g, order, ptr, target, out, x1, x2, w, sender, receiver, blocks1, blocks_o, transposed, mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch)  # fmt: skip
-
-
-@numba.njit(cache=True)
-def _contract_into_serial(
-    target, out, x1, x2, w, order, ptr, sender, receiver, blocks1, blocks_o, transposed,
-    mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
-):  # fmt: skip
-    """:func:`_contract_into` in a plain loop (one thread: the OpenMP pool is never woken)."""
-    for g in range(ptr.shape[0] - 1):
         _contract_into_group(g, order, ptr, target, out, x1, x2, w, sender, receiver, blocks1, blocks_o, transposed, mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch)  # fmt: skip
 
 
@@ -451,7 +417,7 @@ def _contract_into_group(
         _write_row(x1, g, acc_row, blocks1, transposed)
 
 
-@numba.njit(parallel=True, cache=True)
+@parallel_or_serial(cache=True)
 def _input_gradients(
     out, x1, x2, w, g1, g2, gw, order, ptr, sender, receiver, blocks1, blocks_o, transposed,
     mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
@@ -463,16 +429,6 @@ def _input_gradients(
     edge's loads.
     """
     for g in numba.prange(ptr.shape[0] - 1):
-        _input_gradients_group(g, order, ptr, out, x1, x2, w, g1, g2, gw, sender, receiver, blocks1, blocks_o, transposed, mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch)  # fmt: skip
-
-
-@numba.njit(cache=True)
-def _input_gradients_serial(
-    out, x1, x2, w, g1, g2, gw, order, ptr, sender, receiver, blocks1, blocks_o, transposed,
-    mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
-):  # fmt: skip
-    """:func:`_input_gradients` in a plain loop (one thread: the OpenMP pool is never woken)."""
-    for g in range(ptr.shape[0] - 1):
         _input_gradients_group(g, order, ptr, out, x1, x2, w, g1, g2, gw, sender, receiver, blocks1, blocks_o, transposed, mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch)  # fmt: skip
 
 
