@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._dtype import default_dtype
 from .irreps import Irreps
 from .ops.backends.registry import get_backend
 from .ops.tensor_product import TensorProduct
@@ -69,15 +70,11 @@ def analytic_expressivity(backend: str, lmax: int) -> int:
 def mimo_tensor_product(backend: str, lmax: int, **options) -> TensorProduct:
     """The MIMO product ``X x Y -> Z`` of Xie et al. (multiplicity 1, every allowed path, uvu)."""
     options = _analysis_options(backend, options)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         return TensorProduct(
             natural_irreps(lmax), natural_irreps(lmax), natural_irreps(2 * lmax), mode="uvu", backend=backend,
             shared_weights=True, internal_weights=False, **options,
         ).double()  # fmt: skip
-    finally:
-        torch.set_default_dtype(previous)
 
 
 @dataclass(frozen=True)

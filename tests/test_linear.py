@@ -61,7 +61,7 @@ def test_norm_activation_equivariant(rng):
 @pytest.mark.parametrize("irreps", ["16x0e+16x1o", "8x0e+8x1o+8x2e+8x3o", "4x0e+3x0e+2x1o"])
 def test_linear_both_methods_match_e3nn(irreps):
     ref = o3.Linear(irreps, irreps).double()
-    for method in ("dense", "gather", "blocks", None):
+    for method in ("dense", "gather", "blocks", "auto"):
         ours = Linear(irreps, irreps, method=method).double()
         ours.weight.data.copy_(ref.weight.data)
         x = torch.randn(5, ours.irreps_in.dim, dtype=torch.float64, requires_grad=True)
@@ -92,3 +92,15 @@ def test_linear_methods_match_e3nn_mixed_irreps(irreps_in, irreps_out, method):
 
 def _with_weight(module, weight):
     return lambda a: torch.func.functional_call(module, {"weight": weight}, (a,))
+
+
+def test_linear_auto_method_choice_and_unknown_method():
+    """"auto" (the default) names the route it takes: ``gather`` when an irrep repeats across
+    blocks, else ``blocks``; an unknown name is refused with the accepted ones."""
+    assert Linear("2x0e+3x1o", "2x0e+3x1o").method == "blocks"
+    assert Linear("2x0e+3x1o", "2x0e+3x1o", method="auto").method == "blocks"
+    assert Linear("2x0e+3x1o+2x0e", "4x0e+3x1o").method == "gather"
+    with pytest.raises(ValueError, match=r"unknown method 'fast'.*'auto', 'dense', 'gather', 'blocks'"):
+        Linear("2x0e", "2x0e", method="fast")
+    with pytest.raises(ValueError, match="unknown method None"):
+        Linear("2x0e", "2x0e", method=None)

@@ -1,5 +1,10 @@
 """ProductBasis: every registered backend is equivariant and polynomial; ``cg`` equals the dense reference."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -234,3 +239,20 @@ def test_unknown_backend_and_bad_shapes():
     pb = ProductBasis(IRREPS_IN, IRREPS_OUT, 2, 3)
     with pytest.raises(ValueError, match="element_onehot"):
         pb(torch.randn(4, 48), torch.zeros(4, 2))
+
+
+def test_serial_driver_never_starts_numba_threads():
+    """With one torch thread the fused kernels run their serial compilation: numba's thread pool
+    (and so its threading layer) is never started, even with the parallel build cached on disk."""
+    script = (
+        "import torch, numba\n"
+        "torch.set_num_threads(1)\n"
+        "from equitensor.ops import ProductBasis\n"
+        "pb = ProductBasis('2x0e+2x1o', '2x0e', correlation=2, num_elements=1, backend='cg', method='fused')\n"
+        "pb(torch.randn(70, 8), torch.ones(70, 1))\n"
+        "try:\n    print(numba.threading_layer())\nexcept ValueError:\n    print('no pool')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "no pool"

@@ -8,6 +8,8 @@ import torch
 
 from ..irreps import Irreps, as_irreps, check_last_dim
 
+METHODS = ("auto", "dense", "gather", "blocks")
+
 
 class Linear(torch.nn.Module):
     """``y = x W`` channel mixing within each irrep type, no bias.
@@ -22,8 +24,8 @@ class Linear(torch.nn.Module):
 
     * ``dense`` — the block-diagonal matrix ``M [dim_in, dim_out]`` (each path's
       ``W ⊗ I_{2l+1}``, scattered from the flat weight by a precomputed index): one ``x @ M``,
-      its backward two GEMMs, at the price of multiplying zeros. Never faster than the others in
-      ``benchmarks/linear.py`` (0.8-0.95x e3nn at ``128x0e+128x1o``), so only on request.
+      its backward two GEMMs, at the price of multiplying zeros; ``"auto"`` never picks it
+      (it was not the faster route in ``benchmarks/linear.py``), so only on request.
     * ``gather`` — otherwise, one GEMM per irrep type: a single column gather lays every input
       block of that irrep out as ``[Z * (2l+1), mul_in_total]`` (ir_mul order, so the gather is
       the only copy), one ``mm`` with the stacked weights ``[mul_in_total, mul_out_total]``
@@ -32,14 +34,16 @@ class Linear(torch.nn.Module):
     * ``blocks`` — one matmul per output block against the input blocks of the same irrep
       stacked along channels (transposed copies around each matmul).
 
-    ``method=None`` picks ``gather`` when an irrep occurs in more than one input or output block
-    (e.g. MACE's convolution output, 10 blocks of 4 irreps: 1.7-1.8x faster than e3nn), else
-    ``blocks`` (1.0-1.2x); any of the three can be forced. Measured in ``benchmarks/linear.py``.
+    ``method="auto"`` (the default) picks ``gather`` when an irrep occurs in more than one input
+    or output block (e.g. MACE's convolution output, 10 blocks of 4 irreps), where one GEMM per
+    irrep type replaces many small ones, else ``blocks``; any of the three can be forced.
+    ``benchmarks/linear.py`` measures the three against e3nn. ``self.method`` names the one
+    chosen.
 
     Shapes: ``x [..., irreps_in.dim] -> [..., irreps_out.dim]`` (mul_ir layout).
     """
 
-    def __init__(self, irreps_in, irreps_out, method: str | None = None):
+    def __init__(self, irreps_in, irreps_out, method: str = "auto"):
         super().__init__()
         self.irreps_in: Irreps = as_irreps(irreps_in)
         self.irreps_out: Irreps = as_irreps(irreps_out)
@@ -70,17 +74,15 @@ class Linear(torch.nn.Module):
             )
         self._in_slices = list(self.irreps_in.slices())
 
-        if method is None:
+        if method == "auto":
             repeated = any(
                 len([1 for _, ir in irreps if ir == ir_]) > 1
                 for irreps in (self.irreps_in, self.irreps_out)
                 for _, ir_ in irreps
             )
             method = "gather" if repeated else "blocks"
-        if method not in ("dense", "gather", "blocks"):
-            raise ValueError(
-                f"Linear: unknown method {method!r}; expected 'dense', 'gather', 'blocks' or None (automatic)"
-            )
+        if method not in METHODS:
+            raise ValueError(f"Linear: unknown method {method!r}; expected one of {METHODS}")
         self.method = method
         if self.method == "dense":
             self._build_dense_index(offsets)

@@ -107,10 +107,10 @@ def batched_fft_size(minimum: int) -> int:
     """Smallest length ``>= minimum`` of the form ``2^k`` or ``3 * 2^k``.
 
     For many short real FFTs batched over a large leading dimension (the ``gaunt_fft`` route),
-    torch's CPU FFT runs these lengths 2-6x faster per element than other 2,3,5-smooth lengths
-    (one thread, ns per element rfft / irfft: 32: 1.1 / 1.1; 36: 2.2 / 2.5; 40: 7.7 / 4.0;
-    48: 1.2 / 1.3; 64: 1.1 / 1.2; ``benchmarks/cpu_execution.py --tasks fft``,
-    ``benchmarks/results/fft_lengths.csv``), so the padding is cheaper than the odd factors.
+    torch's CPU FFT runs these lengths faster per element than the other 2,3,5-smooth lengths
+    near them, so the padding costs less than the odd factors would
+    (``benchmarks/cpu_execution.py --tasks fft`` times every length, writing
+    ``benchmarks/results/fft_lengths.csv``).
     """
     power = 1
     while power < minimum:

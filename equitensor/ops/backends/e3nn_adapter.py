@@ -17,6 +17,7 @@ import torch
 from e3nn import o3
 
 from ... import so3
+from ..._dtype import default_dtype
 from .base import TensorProductBackend, instruction_paths
 
 
@@ -86,13 +87,9 @@ class E3nnBackend(TensorProductBackend):
 
         # e3nn builds its wigner_3j buffers in the default dtype: build them in float64 and round
         # once to the default dtype, like every other module built now.
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch.float64)
-        try:
+        with default_dtype(torch.float64) as previous:
             self.shared = make(True)
             self.per_sample = make(False)
-        finally:
-            torch.set_default_dtype(previous)
         self.shared.to(previous)
         self.per_sample.to(previous)
         self.weight_numel = self.shared.weight_numel

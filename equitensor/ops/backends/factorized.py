@@ -315,8 +315,8 @@ class FactorizedBackend(TensorProductBackend):
         ``back_merged [sum K, sum d_out]``) and their gathers / scatters are concatenated, so the
         whole product is two gathers, three GEMMs, one pointwise product and one ``index_add``,
         however many units there are (MACE's convolution with one output block per path has one
-        unit per input block pair); units with another combine (``gaunt_fft``'s ``"direct"``,
-        ``"fft"``, ``"fft2"``) run on their own beside it. The zero blocks cost flops but no extra launches: this form
+        unit per input block pair); units with another combine (``gaunt_fft``'s ``"direct"``
+        and ``"fft"``) run on their own beside it. The zero blocks cost flops but no extra launches: this form
         runs where :func:`eager_cpu_kernel_allowed` is false (GPUs, ``torch.compile``), while eager
         CPU runs keep one (chunked) product per unit.
         """
@@ -420,13 +420,12 @@ def eager_cpu_kernel_allowed(like: torch.Tensor) -> bool:
 #: floats of one evaluated function per chunk of :class:`ChunkedPointwiseProduct` (1 MB in
 #: float32: the per-chunk temporaries stay in cache, and each chunk is large enough that torch's
 #: per-op overhead does not dominate); chunks never go below ``CHUNK_MIN_ROWS`` samples.
-#: Measured fwd+bwd against the whole-batch product: 1.3-1.5x on a MACE-sized uvu product
-#: (128 x (0e..3o) x (0e..3o), 5000 edges); ``benchmarks/cpu_execution.py --tasks chunked``.
+#: ``benchmarks/cpu_execution.py --tasks chunked`` times it against the whole-batch product.
 CHUNK_FLOATS = 1 << 18
 #: chunk only products whose inputs have at most this many components per channel: their
 #: GEMMs are memory-bound (a small inner dimension), so keeping the temporaries in cache pays;
 #: wider ones (MIMO at L >= 5: 36+ components) are compute-bound GEMMs, where chunks gain nothing
-#: reliable (MIMO L = 8: 1.11x with one thread, 0.97x with two; same script, gate lifted).
+#: reliable (the same script measures MIMO with this gate lifted).
 CHUNK_MAX_INPUT_DIM = 32
 CHUNK_MIN_ROWS = 16
 

@@ -29,24 +29,24 @@ semantics and the weight layout); only the route differs:
      (and ``> 2 max(L1, L2)``), rounded up to ``2^k`` or ``3 * 2^k`` (:data:`FFT_SIZE`), the
      lengths at which batched short FFTs are fast on CPU. The transforms run over chunks of the
      batch (:data:`FFT_CHUNK_FLOATS`) with reused zero-padded buffers;
-   * ``"fft2"``: the literal zero-padded ``irfft2`` -> product -> ``rfft2`` on the full torus
-     (reference route of Luo et al.);
    * ``"direct"``: the explicit convolution sum (outer product of the coefficient arrays,
      scattered onto ``u1 + u2, v1 + v2``);
 3. Fourier -> harmonics with the exact projection table
    :func:`equitensor.so3.fourier.fourier_to_sh` (it integrates against ``sin(theta)``),
    truncated to the requested output degrees.
 
-Real inputs have Hermitian coefficient arrays, so every route keeps only ``v >= 0``.
+Real inputs have Hermitian coefficient arrays, so every route keeps only ``v >= 0``. The
+literal route of Luo et al. (zero-padded ``irfft2`` -> product -> ``rfft2`` on the full torus)
+is kept in the tests as an independent reference (``tests/gaunt_reference.py``).
 
 Options:
-    method: ``"auto"`` (default), ``"dft"``, ``"fft"``, ``"fft2"`` or ``"direct"``. ``"auto"``
-        takes ``"direct"`` when ``L1 + L2 <= DIRECT_MAX_DEGREE`` for the product at hand, else
-        ``"dft"``: the faster route at every degree measured on CPU (float32, MIMO, batch 10^4,
-        fwd+bwd, one thread; ms, grid / dft / fft / direct): L = 1: 2.9 / 2.9 / 22.9 / 48.4;
-        L = 2: 5.6 / 9.6 / 46.5 / 429; L = 4: 31 / 28 / 101 / 5215. At these transform lengths
-        (n <= ~40) a ``torch.fft`` call costs several times a GEMM against the DFT matrix; on
-        hardware with fast batched FFTs (GPUs) ``"fft"`` may win and is worth measuring.
+    method: ``"auto"`` (default), ``"dft"``, ``"fft"`` or ``"direct"``. ``"auto"`` takes
+        ``"direct"`` when ``L1 + L2 <= DIRECT_MAX_DEGREE`` for the product at hand (a product of
+        scalars: one multiplication), else ``"dft"``: at the short transform lengths of these
+        products (``n`` of a few tens) a ``torch.fft`` call on CPU costs more than a GEMM
+        against the DFT matrix, so ``"dft"`` is the CPU choice; on hardware with fast batched
+        FFTs (GPUs) ``"fft"`` may win. ``benchmarks/gaunt_speed.py`` times the routes
+        (``docs/benchmarks_gaunt.md``).
     allow_subset: drop (with a warning) couplings with odd ``l1 + l2 + l3`` instead of raising.
 """
 
@@ -63,7 +63,7 @@ from .factorized import FactorizedBackend, ProductUnit, eager_cpu_kernel_allowed
 
 #: ``method="auto"`` convolves directly when ``L1 + L2`` is at most this (see module docstring).
 DIRECT_MAX_DEGREE = 0
-METHODS = ("auto", "dft", "fft", "fft2", "direct")
+METHODS = ("auto", "dft", "fft", "direct")
 #: phi-axis transform length of the ``"fft"`` route for a given minimum (see module docstring).
 FFT_SIZE = so3.fourier.batched_fft_size
 
@@ -277,7 +277,7 @@ class GauntFFTBackend(FactorizedBackend):
             left, back_left = fourier_product.torus_sample_tables(left, back, l1, vout, n)
             right, _ = fourier_product.torus_sample_tables(right, back, l2, vout, n)
             back = back_left
-        elif method == "direct":
+        else:  # "direct"
             left = fourier_product.full_plane_fourier_table(l1, rows1)
             right = fourier_product.full_plane_fourier_table(l2, rows2)
             back = fourier_product.full_plane_projection_table(lo_table, lp, rows_out)
@@ -286,12 +286,6 @@ class GauntFFTBackend(FactorizedBackend):
                 f"scatter_{len(self.unit_plans)}",
                 fourier_product.convolution_scatter_index(l1, l2).astype(np.float64),
             )
-        else:
-            n = so3.fourier.fast_fft_size(2 * lp + 1)
-            left = fourier_product.half_plane_fourier_table(l1, rows1)
-            right = fourier_product.half_plane_fourier_table(l2, rows2)
-            back = fourier_product.half_plane_projection_table(lo_table, lp, rows_out)
-            plan = {"method": method, "l1": l1, "l2": l2, "lp": lp, "lo": lo_table, "n": n}
         self.unit_plans.append(plan)
         return left, right, back
 
@@ -314,9 +308,6 @@ class GauntFFTBackend(FactorizedBackend):
     def combine(self, k, f1, f2):
         plan = self.unit_plans[k]
         l1, l2, lp = plan["l1"], plan["l2"], plan["lp"]
-        batch = torch.broadcast_shapes(f1.shape[:-1], f2.shape[:-1])
-        if 0 in batch:  # MKL's FFT rejects empty batches
-            return empty_batch_product(f1, f2, self._tables[f"back_{k}"].shape[0])
         if plan["method"] == "direct":
             c1 = torch.view_as_complex(
                 f1.reshape(*f1.shape[:-1], (2 * l1 + 1) ** 2, 2).contiguous()
@@ -327,17 +318,7 @@ class GauntFFTBackend(FactorizedBackend):
             index = self._scatter_index(k, f1.device)
             plane = outer.new_zeros(*batch, (2 * lp + 1) ** 2).index_add(-1, index, outer)
             return torch.view_as_real(plane).flatten(-2)
-        if plan["method"] == "dft":  # the tables sample the half torus: a pointwise product
-            return f1 * f2
-        n, lo = plan["n"], plan["lo"]
-        half = n // 2 + 1
-        c1 = torch.view_as_complex(f1.reshape(*f1.shape[:-1], 2 * l1 + 1, l1 + 1, 2).contiguous())
-        c2 = torch.view_as_complex(f2.reshape(*f2.shape[:-1], 2 * l2 + 1, l2 + 1, 2).contiguous())
-        # norm="forward": the inverse transform is the plain sum sum_uv G e^{i(u theta + v phi)}
-        g1 = torch.fft.irfft2(torus_pad(c1, n, half), s=(n, n), norm="forward")
-        g2 = torch.fft.irfft2(torus_pad(c2, n, half), s=(n, n), norm="forward")
-        spectrum = torch.fft.rfft2(g1 * g2, norm="forward")
-        return torch.view_as_real(torus_crop(spectrum, lp, min(lo, lp))).flatten(-3)
+        return f1 * f2  # "dft": the tables sample the half torus, the product is pointwise
 
     def _scatter_index(self, k, device):
         return self.table(f"scatter_{k}", torch.empty(0, device=device, dtype=torch.float64)).long()

@@ -83,6 +83,13 @@ def define_multilinear_ops(name: str, contract_kernel: Callable, input_gradients
     def _(grad_out, x1, x2, w, tables):
         return tuple(t.new_empty(t.shape) for t in (x1, x2, w))
 
+    _register_autograd(contract, input_gradients)
+    return MultilinearOps(contract, input_gradients)
+
+
+def _register_autograd(contract, input_gradients) -> None:
+    """The backward formulas of both ops, written in the two ops themselves (so to any order)."""
+
     def setup_contract(ctx, inputs, output):
         target, a, b, c, _rows, _width, tables = inputs
         ctx.target = target
@@ -126,7 +133,6 @@ def define_multilinear_ops(name: str, contract_kernel: Callable, input_gradients
 
     contract.register_autograd(backward_contract, setup_context=setup_contract)
     input_gradients.register_autograd(backward_input_gradients, setup_context=setup_input_gradients)
-    return MultilinearOps(contract, input_gradients)
 
 
 def _contract_into(contract, slot: int, operands: dict, tables) -> torch.Tensor:

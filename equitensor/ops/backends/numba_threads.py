@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 
 import numba
 import torch
@@ -18,31 +19,44 @@ def use_parallel_kernels() -> bool:
     return threads > 1
 
 
-class ParallelOrSerial:
-    """A numba driver compiled twice from one Python body whose outer loop is ``numba.prange``:
-    with ``parallel=True``, and plainly (``prange`` then runs as ``range``). A call runs the
-    parallel one when :func:`use_parallel_kernels` says so, else the serial one.
+class ThreadedKernel:
+    """A numba driver written once with ``numba.prange``, compiled as a parallel and a serial kernel.
 
-    The serial copy gets its own qualified name: numba's on-disk cache (``cache=True``) keys a
-    function by its name and bytecode, not by its jit options (numba issue #6845), so two
-    dispatchers of the same function would load each other's machine code.
+    ``parallel`` is ``numba.njit(parallel=True, **options)(body)``; ``serial`` is
+    ``numba.njit(**options)`` of the same body, where ``prange`` runs as ``range`` and numba's
+    thread pool is never started. Calling the object runs the one that
+    :func:`use_parallel_kernels` picks. Use as a decorator::
+
+        @ThreadedKernel.define(cache=True)
+        def _driver(x, out):
+            for it in numba.prange(n_tiles(x)):
+                ...
     """
 
-    def __init__(self, body, **options):
-        serial_body = types.FunctionType(
-            body.__code__, body.__globals__, body.__name__, body.__defaults__, body.__closure__
-        )
-        serial_body.__qualname__ = f"{body.__qualname__}_serial"
-        serial_body.__module__ = body.__module__
+    def __init__(self, body: Callable, **options):
+        self.__wrapped__ = body
         self.parallel = numba.njit(parallel=True, **options)(body)
-        self.serial = numba.njit(**options)(serial_body)
-        self.__doc__ = body.__doc__
-        self.__name__ = body.__name__
+        # numba's on-disk cache is named by the function's qualified name and keyed by its
+        # bytecode, not by its compile options: a second dispatcher of the same function would
+        # load the parallel machine code, so the serial one compiles a renamed copy.
+        self.serial = numba.njit(**options)(_renamed(body, "_serial"))
+
+    @classmethod
+    def define(cls, **options) -> Callable[[Callable], ThreadedKernel]:
+        """Decorator form: ``@ThreadedKernel.define(cache=True)``."""
+        return lambda body: cls(body, **options)
 
     def __call__(self, *args):
-        return (self.parallel if use_parallel_kernels() else self.serial)(*args)
+        kernel = self.parallel if use_parallel_kernels() else self.serial
+        return kernel(*args)
 
 
-def parallel_or_serial(**options):
-    """Decorator: ``@parallel_or_serial(cache=True)`` on a driver makes it a :class:`ParallelOrSerial`."""
-    return lambda body: ParallelOrSerial(body, **options)
+def _renamed(function: types.FunctionType, suffix: str) -> types.FunctionType:
+    """A copy of ``function`` (same code, globals and closure) whose name ends in ``suffix``."""
+    copy = types.FunctionType(
+        function.__code__, function.__globals__, function.__name__ + suffix, function.__defaults__, function.__closure__
+    )
+    copy.__qualname__ = function.__qualname__ + suffix
+    copy.__module__ = function.__module__
+    copy.__doc__ = function.__doc__
+    return copy

@@ -49,7 +49,7 @@ import torch
 
 from ...so3.coupling import symmetric_contraction_terms
 from .base import ProductBasisBackend
-from .numba_threads import use_parallel_kernels
+from .numba_threads import ThreadedKernel
 
 METHODS = ("auto", "fused", "naive")
 
@@ -107,6 +107,31 @@ def _monomials(parent, last, d, m):
             mt[j] = mp[j] * ml[j]
 
 
+@numba.njit(inline="always")
+def _tile_columns(x, layout, it):
+    """First column ``c0`` and ``width`` of tile ``it`` (the last tile may be narrower)."""
+    c0 = it * TILE
+    return c0, min(TILE, x.shape[0] * layout[-1] - c0)
+
+
+@numba.njit(inline="always")
+def _loaded(src, offsets, strides, channels, c0, width):
+    """A fresh ``[len(offsets), TILE]`` scratch holding the tile's rows of ``src`` (:func:`_load`)."""
+    dst = np.empty((offsets.shape[0], TILE), dtype=src.dtype)
+    _load(src, offsets, strides, channels, c0, width, dst)
+    return dst
+
+
+@numba.njit(inline="always")
+def _tile_monomials(x, parent, last, offsets, strides, channels, c0, width):
+    """``[n_monomials, TILE]``: the tile's rows of ``x`` followed by the monomials built on them."""
+    d = offsets.shape[0]
+    m = np.empty((parent.shape[0], TILE), dtype=x.dtype)
+    _load(x, offsets, strides, channels, c0, width, m[:d])
+    _monomials(parent, last, d, m)
+    return m
+
+
 @numba.njit(cache=True, fastmath=True)
 def _contract_tile(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out, it):
     """Tile ``it``: ``out[r_e] += coef_e * w[k_e] * monomial[t_e]`` summed over the entries ``e``.
@@ -115,14 +140,9 @@ def _contract_tile(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, o
     ``layout`` places their rows (see :class:`_Kernels`).
     """
     x_off, x_str, w_off, w_str, o_off, o_str, channels = layout
-    d, cols = x_off.shape[0], x.shape[0] * channels
-    c0 = it * TILE
-    width = min(TILE, cols - c0)
-    m = np.empty((parent.shape[0], TILE), dtype=x.dtype)
-    _load(x, x_off, x_str, channels, c0, width, m[:d])
-    _monomials(parent, last, d, m)
-    wt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
-    _load(w, w_off, w_str, channels, c0, width, wt)
+    c0, width = _tile_columns(x, layout, it)
+    m = _tile_monomials(x, parent, last, x_off, x_str, channels, c0, width)
+    wt = _loaded(w, w_off, w_str, channels, c0, width)
     acc = np.zeros((o_off.shape[0], TILE), dtype=x.dtype)
     for e in range(coefs.shape[0]):
         k, a, we, mt = coefs[e], acc[out_rows[e]], wt[w_rows[e]], m[monos[e]]
@@ -139,17 +159,11 @@ def _contract_vjp_tile(x, w, gout, layout, parent, last, out_rows, w_rows, monos
     down the chain (``m[t] = m[parent[t]] * x[last[t]]``, children first) to ``x``.
     """
     x_off, x_str, w_off, w_str, o_off, o_str, channels = layout
-    d, cols = x_off.shape[0], x.shape[0] * channels
-    n = parent.shape[0]
-    c0 = it * TILE
-    width = min(TILE, cols - c0)
-    m = np.empty((n, TILE), dtype=x.dtype)
-    _load(x, x_off, x_str, channels, c0, width, m[:d])
-    _monomials(parent, last, d, m)
-    wt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
-    _load(w, w_off, w_str, channels, c0, width, wt)
-    go = np.empty((o_off.shape[0], TILE), dtype=x.dtype)
-    _load(gout, o_off, o_str, channels, c0, width, go)
+    d, n = x_off.shape[0], parent.shape[0]
+    c0, width = _tile_columns(x, layout, it)
+    m = _tile_monomials(x, parent, last, x_off, x_str, channels, c0, width)
+    wt = _loaded(w, w_off, w_str, channels, c0, width)
+    go = _loaded(gout, o_off, o_str, channels, c0, width)
     g = np.zeros((n, TILE), dtype=x.dtype)  # adjoints of the monomials
     g_w = np.zeros((w_off.shape[0], TILE), dtype=x.dtype)
     for e in range(coefs.shape[0]):
@@ -179,10 +193,8 @@ def _contract_vjp_backward_tile(
     ``g_w`` are read off the entries, ``g_x`` is a reverse sweep through values and tangents.
     """
     x_off, x_str, w_off, w_str, o_off, o_str, channels = layout
-    d, cols = x_off.shape[0], x.shape[0] * channels
-    n = parent.shape[0]
-    c0 = it * TILE
-    width = min(TILE, cols - c0)
+    d, n = x_off.shape[0], parent.shape[0]
+    c0, width = _tile_columns(x, layout, it)
     m = np.empty((n, TILE), dtype=x.dtype)
     dm = np.empty((n, TILE), dtype=x.dtype)
     _load(x, x_off, x_str, channels, c0, width, m[:d])
@@ -192,12 +204,9 @@ def _contract_vjp_backward_tile(
         for j in range(TILE):
             mt[j] = mp[j] * ml[j]
             dt[j] = dp[j] * ml[j] + mp[j] * dl[j]
-    wt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
-    _load(w, w_off, w_str, channels, c0, width, wt)
-    vwt = np.empty((w_off.shape[0], TILE), dtype=x.dtype)
-    _load(vw, w_off, w_str, channels, c0, width, vwt)
-    go = np.empty((o_off.shape[0], TILE), dtype=x.dtype)
-    _load(gout, o_off, o_str, channels, c0, width, go)
+    wt = _loaded(w, w_off, w_str, channels, c0, width)
+    vwt = _loaded(vw, w_off, w_str, channels, c0, width)
+    go = _loaded(gout, o_off, o_str, channels, c0, width)
     acc_gout = np.zeros((o_off.shape[0], TILE), dtype=x.dtype)
     acc_w = np.zeros((w_off.shape[0], TILE), dtype=x.dtype)
     a_dm = np.zeros((n, TILE), dtype=x.dtype)  # adjoints of the tangents
@@ -228,48 +237,26 @@ def _contract_vjp_backward_tile(
 
 # Drivers: one call runs every tile, in parallel (numba's OpenMP pool) or, for one thread, in a
 # plain loop that never starts or wakes the pool (idle OpenMP workers spin, and on a busy machine
-# they take CPU from the thread doing the work).
+# they take CPU from the thread doing the work); :class:`ThreadedKernel` compiles both from one body.
 
 
-@numba.njit(parallel=True, cache=True)
-def _contract_parallel(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out):
+@ThreadedKernel.define(cache=True)
+def _contract(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out):
     for it in numba.prange(_num_tiles(x, layout)):
         _contract_tile(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out, it)
 
 
-@numba.njit(cache=True)
-def _contract_serial(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out):
-    for it in range(_num_tiles(x, layout)):
-        _contract_tile(x, w, layout, parent, last, out_rows, w_rows, monos, coefs, out, it)
-
-
-@numba.njit(parallel=True, cache=True)
-def _contract_vjp_parallel(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw):
+@ThreadedKernel.define(cache=True)
+def _contract_vjp(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw):
     for it in numba.prange(_num_tiles(x, layout)):
         _contract_vjp_tile(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw, it)
 
 
-@numba.njit(cache=True)
-def _contract_vjp_serial(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw):
-    for it in range(_num_tiles(x, layout)):
-        _contract_vjp_tile(x, w, gout, layout, parent, last, out_rows, w_rows, monos, coefs, gx, gw, it)
-
-
-@numba.njit(parallel=True, cache=True)
-def _contract_vjp_backward_parallel(
+@ThreadedKernel.define(cache=True)
+def _contract_vjp_backward(
     x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout
 ):
     for it in numba.prange(_num_tiles(x, layout)):
-        _contract_vjp_backward_tile(
-            x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout, it
-        )
-
-
-@numba.njit(cache=True)
-def _contract_vjp_backward_serial(
-    x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout
-):
-    for it in range(_num_tiles(x, layout)):
         _contract_vjp_backward_tile(
             x, w, gout, vx, vw, layout, parent, last, out_rows, w_rows, monos, coefs, g_x, g_w, g_gout, it
         )
@@ -295,8 +282,7 @@ def _numpy(*tensors: torch.Tensor) -> list[np.ndarray]:
 def symmetric_contraction(x: torch.Tensor, w: torch.Tensor, dim_out: int, tables: list[torch.Tensor]) -> torch.Tensor:
     """``out [N, dim_out] = B(x [N, dim_in], w [N, K*c])`` (:func:`_contract_tile` over every tile)."""
     out = torch.empty(x.shape[0], dim_out, dtype=x.dtype)
-    kernel = _contract_parallel if use_parallel_kernels() else _contract_serial
-    kernel(*_numpy(x, w), *_kernel_args(tables, x.dtype), out.numpy())
+    _contract(*_numpy(x, w), *_kernel_args(tables, x.dtype), out.numpy())
     return out
 
 
@@ -311,8 +297,7 @@ def symmetric_contraction_vjp(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(gx, gw)``: the gradients of ``<gout, B(x, w)>`` (:func:`_contract_vjp_tile`)."""
     gx, gw = torch.empty(x.shape, dtype=x.dtype), torch.empty(w.shape, dtype=x.dtype)
-    kernel = _contract_vjp_parallel if use_parallel_kernels() else _contract_vjp_serial
-    kernel(*_numpy(x, w, gout), *_kernel_args(tables, x.dtype), gx.numpy(), gw.numpy())
+    _contract_vjp(*_numpy(x, w, gout), *_kernel_args(tables, x.dtype), gx.numpy(), gw.numpy())
     return gx, gw
 
 
@@ -332,9 +317,8 @@ def symmetric_contraction_vjp_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(g_x, g_w, g_gout)``: the gradients of ``<vx, gx> + <vw, gw>`` (:func:`_contract_vjp_backward_tile`)."""
     g_x, g_w, g_gout = (torch.empty(t.shape, dtype=x.dtype) for t in (x, w, gout))
-    kernel = _contract_vjp_backward_parallel if use_parallel_kernels() else _contract_vjp_backward_serial
     operands = _numpy(x, w, gout, vx, vw)
-    kernel(*operands, *_kernel_args(tables, x.dtype), g_x.numpy(), g_w.numpy(), g_gout.numpy())
+    _contract_vjp_backward(*operands, *_kernel_args(tables, x.dtype), g_x.numpy(), g_w.numpy(), g_gout.numpy())
     return g_x, g_w, g_gout
 
 

@@ -34,7 +34,7 @@ from .... import so3
 from ....irreps import ir_mul_permutation
 from ...descriptor import TensorProductDescriptor
 from ..multilinear import OUT, SLOTS, X1, X2, W, define_multilinear_ops
-from ..numba_threads import parallel_or_serial
+from ..numba_threads import ThreadedKernel
 from .executor import Executor, weight_slot
 
 
@@ -315,7 +315,7 @@ def _add_path_weight_gradient(gw, row, start, t, m, weighted):
         gw[row, start] += total
 
 
-@parallel_or_serial(cache=True)
+@ThreadedKernel.define(cache=True)
 def _contract_into(
     target, out, x1, x2, w, order, ptr, sender, receiver, blocks1, blocks_o, transposed,
     mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,
@@ -417,7 +417,7 @@ def _contract_into_group(
         _write_row(x1, g, acc_row, blocks1, transposed)
 
 
-@parallel_or_serial(cache=True)
+@ThreadedKernel.define(cache=True)
 def _input_gradients(
     out, x1, x2, w, g1, g2, gw, order, ptr, sender, receiver, blocks1, blocks_o, transposed,
     mul, off1, d1, off2, off_o, d_o, off_w, weighted, cg_ptr, cg_ijk, coef, scratch,

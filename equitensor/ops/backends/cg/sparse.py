@@ -19,7 +19,7 @@ import torch
 from .... import so3
 from ...descriptor import TensorProductDescriptor
 from ..multilinear import OUT, SLOTS, define_multilinear_ops
-from ..numba_threads import parallel_or_serial
+from ..numba_threads import ThreadedKernel
 from .executor import Executor, weight_slot
 
 
@@ -145,7 +145,7 @@ SPARSE_OPS = define_multilinear_ops("cg_sparse", _sparse_contract, _sparse_input
 # numba kernels: parallel over samples when torch has more than one thread, else serial
 
 
-@parallel_or_serial(cache=True)
+@ThreadedKernel.define(cache=True)
 def _contract_into(target, src_a, src_b, src_c, base, counts, strides, coef, slot_t, slot_a, slot_b, slot_c):
     """Slot ``slot_t`` of the 4-linear form from the three others, summed over every term.
 
@@ -200,7 +200,7 @@ def _contract_into_row(
                         row[pt + l * dt] += k * a[pa + l * da] * b[pb + l * db] * c[pc + l * dc]
 
 
-@parallel_or_serial(cache=True)
+@ThreadedKernel.define(cache=True)
 def _input_gradients(g1, g2, gw, grad_out, x1, x2, w, base, counts, strides, coef):
     """The three input gradients of the forward contraction in one pass over the terms.
 
