@@ -123,3 +123,27 @@ def test_negative_zero_is_the_same_position():
     atoms = Atoms("Cu2", positions=[[0.0, 0.0, 0.0], [-0.0, 0.0, -0.0]])
     with pytest.raises(DatasetError, match=r"atoms 0 \(Cu\) and 1 \(Cu\) are at the same position"):
         AtomsToGraph(3.0)(atoms)
+
+
+# ------------------------------------------------------------------ memory proxy of benchmarks/batch_memory.py
+def test_live_tensor_bytes_tracks_allocations_views_and_frees():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.batch_memory import LiveTensorBytes
+
+    tracker = LiveTensorBytes()
+    with tracker:
+        a = torch.empty(1000, dtype=torch.float32)  # 4,000 bytes
+        b = torch.empty(2000, dtype=torch.float64)  # 16,000 bytes
+        view = b[:10]  # no new memory
+        del a
+        c = torch.empty(500, dtype=torch.float32)  # 2,000 bytes, after a was freed
+        del b
+    assert tracker.peak == 20_000
+    assert tracker.live == 18_000  # b's storage lives on through the view
+    del view
+    assert tracker.live == 2_000
+    del c
+    assert tracker.live == 0
