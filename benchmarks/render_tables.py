@@ -270,6 +270,27 @@ def data_batching() -> str:
     return markdown(["batching", "atoms per batch (min-max)", "max / min", "ranks' atom counts, largest ratio"], body)
 
 
+def batch_memory() -> str:
+    groups: dict[str, list[dict[str, str]]] = {}
+    for r in read("batch_memory.csv"):
+        if r["last"] != "True":  # the epoch's remainder batch is not a full batch
+            groups.setdefault(r["batching"], []).append(r)
+
+    def spread(rows, key, form):
+        values = [float(r[key]) for r in rows]
+        return f"{form(min(values))}-{form(max(values))}", ratio(max(values) / min(values))
+
+    body = []
+    for name, rows in groups.items():
+        atoms, _ = spread(rows, "atoms", lambda v: f"{v:,.0f}")
+        edges, _ = spread(rows, "edges", lambda v: f"{v:,.0f}")
+        saved, saved_ratio = spread(rows, "saved_mib", lambda v: f"{v:.0f}")
+        peak, peak_ratio = spread(rows, "peak_mib", lambda v: f"{v:.0f}")
+        body.append([f"`{name}`", str(len(rows)), atoms, edges, saved, saved_ratio, peak, peak_ratio])
+    header = ["batching", "batches", "atoms", "edges", "saved for backward (MiB)", "max / min", "step peak (MiB)", "max / min"]
+    return markdown(header, body)
+
+
 def mace_calculator_speed() -> str:
     body = [
         [r["dtype"], f"{float(r['mace_torch_ms']):.0f} ms", f"{float(r['equitensor_ms']):.0f} ms",
@@ -334,7 +355,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     for f in (
         tp_mace, tp_selfprod, tp_mimo_all_backends, linear, expressivity, gaunt_mimo, gaunt_cp, gaunt_l10,
         fft_lengths, chunked_product, model_vs_mace, neighbors, train_budget, data_throughput, data_rss,
-        data_batching, mace_calculator_speed, headline,
+        data_batching, batch_memory, mace_calculator_speed, headline,
     )
 }  # fmt: skip
 

@@ -112,3 +112,13 @@ def test_trainer_with_atom_budget_resumes_exactly(tmp_path):
         trainer.fit()
     resumed, _ = run(config, graphs, resume=tmp_path / "part")
     assert resumed.step_losses == full.step_losses and len(full.step_losses) > 9
+
+
+def test_trainer_with_worker_processes_trains_as_without(tmp_path):
+    from .test_train_loop import make_config, run
+
+    graphs = _graphs(16)
+    settings = ("train.epochs=2", "train.max_atoms_per_batch=40")
+    alone, _ = run(make_config(tmp_path / "w0", *settings, "data.num_workers=0"), graphs)
+    workers, _ = run(make_config(tmp_path / "w2", *settings, "data.num_workers=2"), graphs)
+    assert workers.step_losses == alone.step_losses and len(alone.step_losses) > 4

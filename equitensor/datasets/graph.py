@@ -33,7 +33,7 @@ from torch_geometric.data import Data
 from .base import FrameReader
 from .errors import DatasetError
 from .frames import fixed_mask, frame_labels
-from .neighbors import neighbor_list
+from .neighbors import neighbor_list, shortest_edge_length
 
 __all__ = ["MIN_DISTANCE", "AtomsToGraph", "GraphDataset", "check_no_coincident_atoms", "free_atom_mask"]
 
@@ -106,22 +106,17 @@ def check_no_coincident_atoms(atoms: Atoms, i: np.ndarray, j: np.ndarray, shifts
     """:class:`DatasetError` naming two atoms of ``atoms`` at the same position (closer than
     :data:`MIN_DISTANCE`, periodic images included), given the neighbour list ``(i, j, shifts)``."""
     pos = np.asarray(atoms.positions, dtype=np.float64)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
     pair = None
-    if len(i):
-        distance = np.linalg.norm(pos[j] - pos[i] + shifts @ np.asarray(atoms.cell.array), axis=1)
+    # The one-pass kernel screens every frame; the exact distances are computed only when it
+    # finds an edge near the threshold (its rounding differs from numpy's in the last bits).
+    if len(i) and shortest_edge_length(pos, cell, i, j, np.ascontiguousarray(shifts)) < 2 * MIN_DISTANCE:
+        distance = np.linalg.norm(pos[j] - pos[i] + shifts @ cell, axis=1)
         close = np.flatnonzero(distance < MIN_DISTANCE)
         if close.size:
             pair = (int(i[close[0]]), int(j[close[0]]), float(distance[close[0]]))
     if pair is None:  # exactly coincident atoms give zero-length pairs, which the neighbour list omits
-        keys = atoms.get_scaled_positions(wrap=True) if np.asarray(atoms.pbc).all() else pos
-        keys = np.round(keys, 9) % 1.0 if np.asarray(atoms.pbc).all() else keys
-        _, first, inverse, counts = np.unique(
-            keys, axis=0, return_index=True, return_inverse=True, return_counts=True
-        )
-        repeated = np.flatnonzero(counts[inverse.reshape(-1)] > 1)
-        if repeated.size:
-            second = int(repeated[1])
-            pair = (int(first[inverse.reshape(-1)[second]]), second, 0.0)
+        pair = _identical_positions(atoms, pos)
     if pair is not None:
         a, b, distance = pair
         symbols = atoms.get_chemical_symbols()
@@ -132,6 +127,21 @@ def check_no_coincident_atoms(atoms: Atoms, i: np.ndarray, j: np.ndarray, shifts
             f"(distance {distance:.3g} Å < {MIN_DISTANCE} Å)",
             hint="remove the duplicated atom",
         )
+
+
+def _identical_positions(atoms: Atoms, pos: np.ndarray) -> tuple[int, int, float] | None:
+    """``(a, b, 0.0)`` for the first atom ``b`` whose position (wrapped into the cell when fully
+    periodic) repeats that of an earlier atom ``a``; None when all positions differ."""
+    periodic = np.asarray(atoms.pbc).all()
+    # + 0.0 turns -0.0 into 0.0, so the screen and np.unique agree on which rows are equal
+    keys = (np.round(atoms.get_scaled_positions(wrap=True), 9) % 1.0 if periodic else pos) + 0.0
+    order = np.lexsort(keys.T[::-1])
+    if not (keys[order[1:]] == keys[order[:-1]]).all(axis=1).any():  # cheap screen, no repeats
+        return None
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    first_of_group = first[inverse.reshape(-1)]
+    second = int(np.flatnonzero(first_of_group != np.arange(len(keys)))[0])
+    return int(first_of_group[second]), second, 0.0
 
 
 class GraphDataset(Dataset):

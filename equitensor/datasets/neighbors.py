@@ -320,3 +320,23 @@ def _cell_list_pairs(wrapped, wrap, cell, bin3, nbins, scan, pbc, r2_max, out_i,
                                 out_s[count, 2] = t2 + wrap[a, 2] - wrap[m, 2]
                             count += 1
     return count
+
+
+@njit(cache=True)
+def shortest_edge_length(
+    positions: np.ndarray, cell: np.ndarray, i: np.ndarray, j: np.ndarray, shifts: np.ndarray
+) -> float:
+    """min over edges of ``|positions[j] - positions[i] + shifts @ cell|`` (inf without edges).
+
+    One pass with no [E, 3] temporaries. Rounding may differ from numpy's evaluation of the same
+    formula in the last bits, so compare against a threshold with some margin.
+    """
+    best = np.inf
+    for e in range(i.shape[0]):
+        squared = 0.0
+        for k in range(3):
+            offset = shifts[e, 0] * cell[0, k] + shifts[e, 1] * cell[1, k] + shifts[e, 2] * cell[2, k]
+            component = positions[j[e], k] - positions[i[e], k] + offset
+            squared += component * component
+        best = min(best, squared)
+    return math.sqrt(best)

@@ -25,6 +25,7 @@ from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_write
+from ..datasets.loader import graph_loader
 from ..models.io import DTYPES
 from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import Config, config_to_dict, resume_changes
@@ -134,7 +135,7 @@ class Trainer:
         self.sampler = ResumableDistributedSampler(
             train_set, self.dist.world_size, self.dist.rank, shuffle=True, seed=tc.seed
         )
-        self.train_loader = DataLoader(
+        self.train_loader = graph_loader(
             train_set,
             batch_size=self.local_batch_size,
             sampler=self.sampler,
@@ -176,7 +177,7 @@ class Trainer:
         self.sampler = AtomBudgetBatchSampler(
             train_set, max_atoms, self.dist.world_size, self.dist.rank, seed=self.config.train.seed
         )
-        self.train_loader = DataLoader(train_set, batch_sampler=self.sampler, num_workers=num_workers)
+        self.train_loader = graph_loader(train_set, batch_sampler=self.sampler, num_workers=num_workers)
         self.local_batch_size = 1  # the sampler yields whole batches: set_start counts batches
         self.steps_per_epoch = self.sampler.num_batches
 
