@@ -93,6 +93,16 @@ def tp_mimo_all_backends() -> str:
     return markdown(header, body)
 
 
+def vsh_speed() -> str:
+    rows = [r for r in read("vsh_speed.csv") if r["status"] == "ok"]
+    by = {(int(r["L"]), r["backend"]): float(r["median_ms"]) for r in rows}
+    body = []
+    for L in sorted({L for L, _ in by}):
+        vsh, cg, grid, e3 = (by.get((L, b)) for b in ("vsh", "cg", "gaunt_grid", "e3nn"))
+        body.append([str(L), ms(vsh), ms(cg), ms(grid), ms(e3), f"{vsh / cg:.2f}"])
+    return markdown(["L", "vsh (ms)", "cg (ms)", "gaunt_grid (ms)", "e3nn (ms)", "vsh / cg"], body)
+
+
 def linear() -> str:
     rows = read("linear.csv")
     body = []
@@ -353,7 +363,7 @@ def headline() -> str:
 RENDERERS: dict[str, Callable[[], str]] = {
     f.__name__: f
     for f in (
-        tp_mace, tp_selfprod, tp_mimo_all_backends, linear, expressivity, gaunt_mimo, gaunt_cp, gaunt_l10,
+        tp_mace, tp_selfprod, tp_mimo_all_backends, vsh_speed, linear, expressivity, gaunt_mimo, gaunt_cp, gaunt_l10,
         fft_lengths, chunked_product, model_vs_mace, neighbors, train_budget, data_throughput, data_rss,
         data_batching, batch_memory, mace_calculator_speed, headline,
     )

@@ -165,3 +165,17 @@ def test_bad_configurations_name_the_problem():
         TensorProduct("2x0e+3x1o", "0e", "2x0e+3x1o", mode="uvu", backend="vsh")
     with pytest.raises(ValueError, match="too coarse"):
         TensorProduct("2e", "2e", "4e", mode="uvw", backend="vsh", resolution=(3, 5))
+
+
+@pytest.mark.parametrize("l1,l2,l3", [(2, 3, 5), (3, 3, 4), (1, 1, 1), (4, 2, 3), (8, 8, 16), (8, 7, 14)])
+def test_hemisphere_quadrature_equals_the_full_grid(l1, l2, l3):
+    """One point per antipodal pair, twice the weight: the projected product of either parity is the full grid's."""
+    res = so3_vsh.antipodal_resolution(l1 + l2 + l3)
+    tables = so3_vsh.hemisphere_tables(max(l1, l2, l3), *res)
+    assert tables["scalar"].shape[0] * 2 == res[0] * res[1]
+    cols = [slice(l * l, (l + 1) ** 2) for l in (l1, l2, l3)]
+    if (l1 + l2 + l3) % 2 == 0:
+        half = np.einsum("ga,gb,gc->abc", tables["scalar"][:, cols[0]], tables["scalar"][:, cols[1]], tables["project"][:, cols[2]])
+    else:
+        half = np.einsum("kga,kgb,gc->abc", tables["phi"][:, :, cols[0]], tables["psi"][:, :, cols[1]], tables["project"][:, cols[2]])
+    np.testing.assert_allclose(half, so3_vsh.grid_product_tensor(l1, l2, l3), atol=1e-12)

@@ -24,6 +24,14 @@ Dividing by the factor turns the grid product into the Clebsch-Gordan path of ei
 The integrands are polynomials of degree ``l1 + l2 + l3`` (even) and ``l1 + l2 + l3 - 1``
 (odd: ``x . (grad f x grad g)`` with ``f, g`` the solid harmonics), so a grid exact for degree
 ``l1 + l2 + l3`` makes both exact.
+
+Both integrands are even under inversion ``r -> -r``: ``Y_l(-r) = (-1)^l Y_l(r)``, and ``Psi_l``,
+``Phi_l`` pick up ``(-1)^(l+1)`` and ``(-1)^l`` as 3D vectors, so ``Y_l1 Y_l2 Y_l3`` and
+``(Phi_l1 . Psi_l2) Y_l3`` both get ``(-1)^(l1+l2+l3)`` resp. ``(-1)^(l1+l2+l3+1)``, that is ``+1``
+on the paths they realise. A grid that contains every point's antipode with the same weight
+(Gauss-Legendre nodes are symmetric in ``cos(beta)``; an even ``res_alpha`` maps ``alpha`` to
+``alpha + pi``) therefore integrates them exactly on one point per antipodal pair with twice
+the weight: :func:`hemisphere_tables`.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import numpy as np
 
 from ._cache import read_only as _read_only
 from .harmonics import spherical_harmonics
-from .s2grid import exact_resolution, gauss_legendre_grid, harmonics_on_grid
+from .s2grid import exact_resolution, gauss_legendre_grid, harmonics_on_grid, projection_on_grid
 from .wigner import triangle, wigner_3j
 
 #: a factor below this (relative to the Gaunt scale ~1) would mean the product cannot realise the path
@@ -131,3 +139,53 @@ def grid_product_tensor(l1: int, l2: int, l3: int) -> np.ndarray:
         return np.einsum("ga,gb,gc->abc", y[:, cols[0]], y[:, cols[1]], project)
     psi, phi = vector_harmonics_on_grid(lmax, res_beta, res_alpha)
     return np.einsum("kga,kgb,gc->abc", phi[:, :, cols[0]], psi[:, :, cols[1]], project)
+
+
+def antipodal_resolution(degree: int) -> tuple[int, int]:
+    """Smallest exact ``(res_beta, res_alpha)`` for ``degree`` whose grid holds every point's antipode
+    (``res_alpha`` rounded up to even), so :func:`hemisphere_tables` can halve it."""
+    res_beta, res_alpha = exact_resolution(degree)
+    return res_beta, res_alpha + res_alpha % 2
+
+
+@functools.cache
+def hemisphere_points(res_beta: int, res_alpha: int) -> tuple[np.ndarray, np.ndarray]:
+    """One grid point per antipodal pair: ``indices [H]`` (into the beta-major points) and their
+    quadrature multiplicity ``[H]``.
+
+    With an even ``res_alpha`` the point ``(beta_i, alpha_j)`` has its antipode
+    ``(pi - beta_i, alpha_j + pi)`` on the grid: the rows ``i < res_beta // 2`` and, for an odd
+    ``res_beta``, the first half of the equator row hold one of each pair (multiplicity 2, ``H`` =
+    half the grid). An odd ``res_alpha`` has no antipodes on the grid: every point, multiplicity 1.
+    """
+    points = np.arange(res_beta * res_alpha).reshape(res_beta, res_alpha)
+    if res_alpha % 2:
+        return _read_only(points.reshape(-1)), _read_only(np.ones(res_beta * res_alpha))
+    half = [points[: res_beta // 2].reshape(-1)]
+    if res_beta % 2:
+        half.append(points[res_beta // 2, : res_alpha // 2])
+    indices = np.concatenate(half)
+    return _read_only(indices), _read_only(np.full(len(indices), 2.0))
+
+
+@functools.cache
+def hemisphere_tables(lmax: int, res_beta: int, res_alpha: int) -> dict[str, np.ndarray]:
+    """Signals and projection of degrees ``0..lmax`` on :func:`hemisphere_points`.
+
+    Exact for integrands even under inversion (every product the ``vsh`` backend projects; see
+    the module docstring) whose degree the full grid integrates exactly.
+
+    Returns:
+        ``scalar [H, (lmax+1)^2]`` (``Y``), ``psi``/``phi [2, H, (lmax+1)^2]`` (tangent components as
+        :func:`vector_harmonics_on_grid`) and ``project [H, (lmax+1)^2]`` (``Y`` times quadrature
+        weight times multiplicity), degrees concatenated, ``m = -l..l``.
+    """
+    indices, multiplicity = hemisphere_points(res_beta, res_alpha)
+    psi, phi = vector_harmonics_on_grid(lmax, res_beta, res_alpha)
+    project = projection_on_grid(lmax, res_beta, res_alpha)[indices] * multiplicity[:, None]
+    return {
+        "scalar": _read_only(harmonics_on_grid(lmax, res_beta, res_alpha)[indices]),
+        "psi": _read_only(psi[:, indices]),
+        "phi": _read_only(phi[:, indices]),
+        "project": _read_only(project),
+    }

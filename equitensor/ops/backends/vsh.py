@@ -4,32 +4,43 @@ Same function, weights and weight layout as ``cg`` (e3nn's per-path weights, eve
 instructions, ``l1 + l2 + l3`` odd included), computed on an S2 grid as in ``gaunt_grid``
 (Xie, Daigavane, Kotak, Smidt, arXiv 2602.21466):
 
-* every input block is lifted, per channel, to a scalar signal ``f = sum_m x_m Y_lm`` and, when
-  the instructions have odd paths, to the tangent vector signals ``Phi f`` (input 1) and
-  ``Psi f`` (input 2) of :mod:`equitensor.so3.vsh`;
-* at every grid point the products scalar x scalar (paths with ``l1 + l2 + l3`` even) and
-  ``Phi f1 . Psi f2 = r_hat . (grad f1 x grad f2)`` (odd paths) are summed over the paths into
-  each output block with the weight of the path divided by its generalised Gaunt factor
-  (``so3.vsh.generalised_gaunt_factor``), times e3nn's path coefficient;
-* the sums are projected back on ``Y_l3`` with the quadrature weights.
+* lift: every input is sampled once per signal kind with one batched GEMM against padded tables,
+  as scalar signals ``f = sum_m x_m Y_lm`` and, when the instructions have odd paths, as the
+  tangent vector signals ``Phi f`` (input 1) and ``Psi f`` (input 2) of :mod:`equitensor.so3.vsh`;
+* pointwise: at every grid point the products scalar x scalar (paths with ``l1 + l2 + l3`` even)
+  and ``Phi f1 . Psi f2 = r_hat . (grad f1 x grad f2)`` (odd paths) of every slot pair are mixed
+  into the output slots by a small GEMM with the bilinear form ``M``: the weight of each path
+  times e3nn's path coefficient divided by the generalised Gaunt factor
+  (``so3.vsh.generalised_gaunt_factor``), scattered from the weights at each call;
+* project: one GEMM per output block against ``Y_l3`` times the quadrature weights.
 
-The grid integrates every product exactly, so the result equals ``cg`` up to round-off. The
-per-point sums are GEMMs: a bilinear form ``f1^T M_l3 f2`` per output block, with ``M`` built
-from the weights (shared or per sample) at each call.
+The slots of each side are ordered by the parity of their degree. A path's output degree has the
+parity of ``l1 + l2`` (even paths) or ``l1 + l2 + 1`` (odd paths), so ``M`` is block sparse: it
+runs as up to four dense GEMMs per parity (:class:`ProductGroup`), each between one parity class
+of input 1, one of input 2 and one of the output.
+
+The grid is the smallest exact one with an even ``res_alpha``; every product the backend projects
+is even under inversion, so only one point per antipodal pair is evaluated, with twice the weight
+(``so3.vsh.hemisphere_tables``). The grid integrates every product exactly, so the result equals
+``cg`` up to round-off.
 
 Channels: one connection mode per product. Modes that keep a channel index through the product
 (``uvu``: u, ``uvv``: v, ``uuw``/``uuu``: u) batch over it, and then every block in that role
 needs the same multiplicity; ``uvw`` mixes all channels in ``M``.
 
 Options:
-    resolution: ``(res_beta, res_alpha)`` or ``None`` (default) for the smallest exact grid,
-        ``exact_resolution(max l1 + l2 + l3)``; a grid too coarse raises ``ValueError``.
+    resolution: ``(res_beta, res_alpha)`` or ``None`` (default) for the smallest exact grid with
+        an even ``res_alpha``, ``so3.vsh.antipodal_resolution(max l1 + l2 + l3)``; an odd
+        ``res_alpha`` evaluates every point; a grid too coarse raises ``ValueError``.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ... import so3
 from ...so3 import vsh as so3_vsh
@@ -45,6 +56,29 @@ BATCHED_ROLES = {
     "uuu": (True, True, True),
 }
 PARITIES = ("even", "odd")
+#: the signal kinds of (input 1, input 2) whose pointwise product realises each path parity
+SIGNAL_KINDS = {"even": ("scalar", "scalar"), "odd": ("phi", "psi")}
+COMPONENTS = {"scalar": 1, "phi": 2, "psi": 2}
+
+
+class ProductGroup(NamedTuple):
+    """A dense block of the bilinear form: slots ``[a0, a1)`` of input 1 times ``[b0, b1)`` of
+    input 2 into ``[o0, o1)`` of the output (pair index ``p = (a - a0) * (b1 - b0) + b - b0``)."""
+
+    a0: int
+    a1: int
+    b0: int
+    b1: int
+    o0: int
+    o1: int
+
+    @property
+    def pairs(self) -> int:
+        return (self.a1 - self.a0) * (self.b1 - self.b0)
+
+    @property
+    def outputs(self) -> int:
+        return self.o1 - self.o0
 
 
 class VSHBackend(TensorProductBackend):
@@ -69,18 +103,7 @@ class VSHBackend(TensorProductBackend):
             raise ValueError(f"backend 'vsh' does not support mode {self.mode!r}; supported: {self.supported_modes}")
         self.batched = BATCHED_ROLES[self.mode]
         self.channels = self._batch_channels()
-        irreps = (d.irreps_in1, d.irreps_in2, d.irreps_out)
-        # slot offsets of every block used by an instruction, per side
-        self.slots: list[dict[int, int]] = []
-        self.slot_counts: list[int] = []
-        for side, field in enumerate(("i_in1", "i_in2", "i_out")):
-            used = sorted({getattr(ins, field) for ins in d.instructions})
-            offsets, start = {}, 0
-            for block in used:
-                offsets[block] = start
-                start += 1 if self.batched[side] else irreps[side][block].mul
-            self.slots.append(offsets)
-            self.slot_counts.append(start)
+        self._assign_slots()
         self.parities = tuple(
             p for p in PARITIES if any(self._parity(ins) == p for ins in d.instructions)
         )
@@ -96,17 +119,19 @@ class VSHBackend(TensorProductBackend):
         ir1, ir2, iro = self.descriptor.path_irreps(ins)
         return f"{ir1} x {ir2} -> {iro} (blocks {ins.i_in1}, {ins.i_in2} -> {ins.i_out})"
 
+    def _irreps(self, side: int):
+        d = self.descriptor
+        return (d.irreps_in1, d.irreps_in2, d.irreps_out)[side]
+
     def _batch_channels(self) -> int:
         """The common multiplicity of the blocks whose channel is a batch index (1 for ``uvw``)."""
-        d = self.descriptor
-        irreps = (d.irreps_in1, d.irreps_in2, d.irreps_out)
         channels = None
-        for ins in d.instructions:
+        for ins in self.descriptor.instructions:
             blocks = (ins.i_in1, ins.i_in2, ins.i_out)
             for side in range(3):
                 if not self.batched[side]:
                     continue
-                mul = irreps[side][blocks[side]].mul
+                mul = self._irreps(side)[blocks[side]].mul
                 if channels is None:
                     channels = mul
                 elif mul != channels:
@@ -117,65 +142,119 @@ class VSHBackend(TensorProductBackend):
                     )
         return channels or 1
 
+    def _assign_slots(self) -> None:
+        """Slot offsets of the used blocks per side, ordered by degree parity (even class first).
+
+        ``slots[side][block]`` is the first slot of the block (one slot per block when the side's
+        channel is batched, one per channel otherwise); ``classes[side][c]`` the slot range of
+        parity class ``c``; ``slot_degrees[side]`` the degree of every slot.
+        """
+        field = ("i_in1", "i_in2", "i_out")
+        self.slots, self.slot_counts, self.classes, self.slot_degrees = [], [], [], []
+        for side in range(3):
+            irreps = self._irreps(side)
+            used = sorted({getattr(ins, field[side]) for ins in self.descriptor.instructions})
+            used.sort(key=lambda block: (irreps[block].ir.l % 2, block))
+            offsets, degrees, bounds = {}, [], [0, 0, 0]
+            for block in used:
+                offsets[block] = len(degrees)
+                width = 1 if self.batched[side] else irreps[block].mul
+                degrees += [irreps[block].ir.l] * width
+                bounds[1 + irreps[block].ir.l % 2 :] = [len(degrees)] * (2 - irreps[block].ir.l % 2)
+            self.slots.append(offsets)
+            self.slot_counts.append(len(degrees))
+            self.classes.append(((bounds[0], bounds[1]), (bounds[1], bounds[2])))
+            self.slot_degrees.append(degrees)
+
     def _build_grid(self, resolution) -> None:
         d = self.descriptor
-        degrees = [sum(ir.l for ir in d.path_irreps(ins)) for ins in d.instructions]
-        degree = max(degrees, default=0)
+        degree = max((sum(ir.l for ir in d.path_irreps(ins)) for ins in d.instructions), default=0)
         if resolution is None:
-            res_beta, res_alpha = so3.s2grid.exact_resolution(degree)
+            res_beta, res_alpha = so3_vsh.antipodal_resolution(degree)
         else:
             if len(tuple(resolution)) != 2:
                 raise ValueError(f"resolution must be (res_beta, res_alpha), got {resolution!r}")
             res_beta, res_alpha = (int(r) for r in resolution)
             so3.s2grid.check_resolution(res_beta, res_alpha, degree)
         self.resolution = (res_beta, res_alpha)
-        lmax = max((ir.l for irreps in (d.irreps_in1, d.irreps_in2, d.irreps_out) for _, ir in irreps), default=0)
-        values = so3.s2grid.harmonics_on_grid(lmax, res_beta, res_alpha)  # [G, (lmax+1)^2]
-        project = so3.s2grid.projection_on_grid(lmax, res_beta, res_alpha)
-        psi, phi = so3_vsh.vector_harmonics_on_grid(lmax, res_beta, res_alpha)  # [2, G, (lmax+1)^2]
-        for l in range(lmax + 1):
-            cols = slice(l * l, (l + 1) ** 2)
-            self.add_table(f"scalar_{l}", values[:, cols].T)  # [2l+1, G]
-            self.add_table(f"project_{l}", project[:, cols])  # [G, 2l+1]
-            # [2l+1, 2G]: the two tangent components side by side
-            self.add_table(f"phi_{l}", np.concatenate([phi[0][:, cols], phi[1][:, cols]]).T)
-            self.add_table(f"psi_{l}", np.concatenate([psi[0][:, cols], psi[1][:, cols]]).T)
+        lmax = max((ir.l for side in range(3) for _, ir in self._irreps(side)), default=0)
+        tables = so3_vsh.hemisphere_tables(lmax, res_beta, res_alpha)
+        self.points = tables["scalar"].shape[0]
+        for side in (0, 1):
+            for kind in {SIGNAL_KINDS[p][side] for p in self.parities}:
+                self.add_table(f"lift_{side}_{kind}", self._padded_lift_table(side, tables[kind]))
+            self.register_buffer(f"gather_{side}", torch.as_tensor(self._gather_index(side)), persistent=False)
+        for l in sorted({ir.l for _, ir in d.irreps_out}):
+            self.add_table(f"project_{l}", tables["project"][:, l * l : (l + 1) ** 2])  # [H, 2l+1]
+
+    def _padded_lift_table(self, side: int, values: np.ndarray) -> np.ndarray:
+        """``[slots, C * H, 2 lmax + 1]``: the signal table of each slot's degree, zero-padded in ``m``."""
+        values = values.reshape(-1, values.shape[-2], values.shape[-1])  # [C, H, (lmax+1)^2]
+        degrees = self.slot_degrees[side]
+        width = 2 * max(degrees, default=0) + 1
+        table = np.zeros((len(degrees), values.shape[0] * values.shape[1], width))
+        for slot, l in enumerate(degrees):
+            table[slot, :, : 2 * l + 1] = values[:, :, l * l : (l + 1) ** 2].reshape(-1, 2 * l + 1)
+        return table
+
+    def _gather_index(self, side: int) -> np.ndarray:
+        """``[K, slots, 2 lmax + 1]`` columns of the input (``dim`` = a zero pad) feeding each slot."""
+        irreps = self._irreps(side)
+        degrees = self.slot_degrees[side]
+        channels = self.channels if self.batched[side] else 1
+        index = np.full((channels, len(degrees), 2 * max(degrees, default=0) + 1), irreps.dim)
+        for block, (mul, ir), block_slice in zip(range(len(irreps)), irreps, irreps.slices()):
+            if block not in self.slots[side]:
+                continue
+            start = self.slots[side][block]
+            for u in range(mul):
+                k, slot = (u, start) if self.batched[side] else (0, start + u)
+                index[k, slot, : ir.dim] = block_slice.start + u * ir.dim + np.arange(ir.dim)
+        return index
 
     def _build_bilinear_plan(self) -> None:
-        """Where each weight lands in the bilinear forms ``M [K, B, A * O]`` of each parity.
+        """The dense blocks of ``M`` per parity and where each weight lands in them.
 
-        Buffers per parity: ``target_{p}`` (flat index into ``M``), ``source_{p}`` (index into the
-        weights, ``weight_numel`` = the constant 1 of an unweighted path) and the constant
-        ``scale_{p}`` = e3nn's path coefficient / generalised Gaunt factor.
+        Per parity ``p`` and block ``j``: ``target_{p}_{j}`` (flat index into ``M_j [K, P_j, O_j]``),
+        ``source_{p}_{j}`` (index into the weights; ``weight_numel`` = the constant 1 of an
+        unweighted path) and the constant ``scale_{p}_{j}`` = e3nn's path coefficient / generalised
+        Gaunt factor.
         """
         d = self.descriptor
-        n_a, n_b, n_o = self.slot_counts
-        per_parity = {p: ([], [], []) for p in self.parities}
+        self.groups: dict[str, list[ProductGroup]] = {}
+        entries: dict[tuple[str, ProductGroup], tuple[list, list, list]] = {}
         for ins, weights in zip(d.instructions, d.weight_slices()):
             l1, l2, l3 = (ir.l for ir in d.path_irreps(ins))
             try:
                 factor = so3_vsh.generalised_gaunt_factor(l1, l2, l3)
             except ValueError as error:
                 raise ValueError(f"backend 'vsh' cannot realise path {self._path_name(ins)}: {error}") from None
+            parity = self._parity(ins)
+            bit = 1 if parity == "odd" else 0
+            (a0, a1), (b0, b1), (o0, o1) = (self.classes[0][l1 % 2], self.classes[1][l2 % 2], self.classes[2][(l1 + l2 + bit) % 2])
+            group = ProductGroup(a0, a1, b0, b1, o0, o1)
+            if (parity, group) not in entries:
+                entries[parity, group] = ([], [], [])
+                self.groups.setdefault(parity, []).append(group)
             muls = (d.irreps_in1[ins.i_in1].mul, d.irreps_in2[ins.i_in2].mul, d.irreps_out[ins.i_out].mul)
             k, a, b, o, flat_weight = self._path_entries(ins, muls)
-            a, b, o = a + self.slots[0][ins.i_in1], b + self.slots[1][ins.i_in2], o + self.slots[2][ins.i_out]
-            target, source, scale = per_parity[self._parity(ins)]
-            target.append(((k * n_b + b) * n_a + a) * n_o + o)
+            a = a + self.slots[0][ins.i_in1] - a0
+            b = b + self.slots[1][ins.i_in2] - b0
+            o = o + self.slots[2][ins.i_out] - o0
+            target, source, scale = entries[parity, group]
+            target.append((k * group.pairs + a * (b1 - b0) + b) * group.outputs + o)
             source.append(flat_weight + weights.start if weights is not None else np.full(k.shape, self.weight_numel))
             scale.append(np.full(k.shape, ins.coefficient / factor))
-        for parity, (target, source, scale) in per_parity.items():
-            target = np.concatenate(target)
-            pairs = np.unique((target // n_o) % (n_a * n_b))  # b * A + a of every entry
-            self.register_buffer(f"pair_a_{parity}", torch.as_tensor(pairs % n_a), persistent=False)
-            self.register_buffer(f"pair_b_{parity}", torch.as_tensor(pairs // n_a), persistent=False)
-            self.register_buffer(f"target_{parity}", torch.as_tensor(target), persistent=False)
-            self.register_buffer(f"source_{parity}", torch.as_tensor(np.concatenate(source)), persistent=False)
-            self.add_table(f"scale_{parity}", np.concatenate(scale))
+        for parity, groups in self.groups.items():
+            for j, group in enumerate(groups):
+                target, source, scale = entries[parity, group]
+                self.register_buffer(f"target_{parity}_{j}", torch.as_tensor(np.concatenate(target)), persistent=False)
+                self.register_buffer(f"source_{parity}_{j}", torch.as_tensor(np.concatenate(source)), persistent=False)
+                self.add_table(f"scale_{parity}_{j}", np.concatenate(scale))
 
     def _path_entries(self, ins, muls):
-        """Per weight of the path (e3nn's row-major block): batch ``k``, slots ``a, b, o`` and the
-        weight's index within the block (all ``int64`` arrays of one shape)."""
+        """Per weight of the path (e3nn's row-major block): batch ``k``, slots ``a, b, o`` within the
+        blocks and the weight's index within the block (all ``int64`` arrays of one shape)."""
         m1, m2, mo = muls
         full = {"uvw": (m1, m2, mo), "uvu": (m1, m2), "uvv": (m1, m2), "uuw": (m1, mo), "uuu": (m1,)}[self.mode]
         grids = np.indices(full).reshape(len(full), -1)
@@ -197,138 +276,186 @@ class VSHBackend(TensorProductBackend):
         return u, zero, zero, zero, flat
 
     # -- execution ------------------------------------------------------------------------------
-    def bilinear_forms(self, weight: torch.Tensor | None, like: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``M_p [Zw, K, B, A * O]`` per parity ``p`` (``Zw`` = 1 for shared weights)."""
+    def bilinear_forms(self, weight: torch.Tensor | None, like: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """The dense blocks ``M_j [Zw, K, P_j, O_j]`` of the form per parity (``Zw`` = 1 for shared weights)."""
         if weight is None:
             extended = like.new_ones(1, 1)
         else:
             weight = weight.unsqueeze(0) if weight.ndim == 1 else weight
             extended = torch.cat([weight, weight.new_ones(weight.shape[0], 1)], dim=1)
-        n_a, n_b, n_o = self.slot_counts
         forms = {}
-        for parity in self.parities:
-            values = extended.index_select(1, getattr(self, f"source_{parity}")) * self.table(f"scale_{parity}", like)
-            size = self.channels * n_b * n_a * n_o
-            forms[parity] = (
-                values.new_zeros(values.shape[0], size)
-                .index_add(1, getattr(self, f"target_{parity}"), values)
-                .view(values.shape[0], self.channels, n_b, n_a * n_o)
-            )
+        for parity, groups in self.groups.items():
+            forms[parity] = []
+            for j, group in enumerate(groups):
+                values = extended.index_select(1, getattr(self, f"source_{parity}_{j}"))
+                values = values * self.table(f"scale_{parity}_{j}", like)
+                size = self.channels * group.pairs * group.outputs
+                form = values.new_zeros(values.shape[0], size).index_add(1, getattr(self, f"target_{parity}_{j}"), values)
+                forms[parity].append(form.view(values.shape[0], self.channels, group.pairs, group.outputs))
         return forms
 
     def lift(self, x: torch.Tensor, side: int, kind: str) -> torch.Tensor:
-        """Signals of the used blocks of input ``side``: ``[Z, K or 1, C * G, slots]``.
+        """Signals of every slot of input ``side`` on the grid: ``[K or 1, slots, C, H * Z]``.
 
-        ``kind`` is ``"scalar"`` (``C = 1``), ``"phi"`` or ``"psi"`` (``C = 2``).
+        ``kind`` is ``"scalar"`` (``C = 1``), ``"phi"`` or ``"psi"`` (``C = 2``); points are
+        ordered ``(grid point, sample)``.
         """
-        d = self.descriptor
-        irreps = (d.irreps_in1, d.irreps_in2)[side]
-        slices = irreps.slices()
-        z = x.shape[0]
-        signals = []
-        for block in self.slots[side]:
-            mul, ir = irreps[block]
-            table = self.table(f"{kind}_{ir.l}", x)
-            signals.append(x[:, slices[block]].reshape(z, mul, ir.dim) @ table)  # [Z, mul, C * G]
-        if self.batched[side]:
-            return torch.stack(signals, dim=-1)  # [Z, K, C*G, blocks]
-        return torch.cat(signals, dim=1).transpose(1, 2).unsqueeze(1)  # [Z, 1, C*G, slots]
+        index = getattr(self, f"gather_{side}")
+        k, slots, width = index.shape
+        padded = F.pad(x, (0, 1))  # the zero column that pads every slot to 2 lmax + 1
+        gathered = padded[:, index.reshape(-1)].view(-1, k, slots, width).permute(1, 2, 3, 0)
+        signals = self.table(f"lift_{side}_{kind}", x) @ gathered  # [K, slots, C * H, Z]
+        return signals.view(k, slots, COMPONENTS[kind], -1)
+
+    def project(self, grid_sums: torch.Tensor, z: int) -> torch.Tensor:
+        """``grid_sums [K or 1, O, H * Z]`` to the output ``[Z, irreps_out.dim]`` (mul_ir layout)."""
+        blocks = []
+        for block, (mul, ir) in enumerate(self.descriptor.irreps_out):
+            if block not in self.slots[2]:
+                blocks.append(grid_sums.new_zeros(z, mul * ir.dim))
+                continue
+            start = self.slots[2][block]
+            if self.batched[2]:
+                signal = grid_sums[:, start]  # [K, H * Z]
+            else:
+                signal = grid_sums[0, start : start + mul]  # [mul, H * Z]
+            signal = signal.view(mul, self.points, z).transpose(1, 2)  # [mul, Z, H]
+            coefficients = signal @ self.table(f"project_{ir.l}", grid_sums)  # [mul, Z, 2l+1]
+            blocks.append(coefficients.transpose(0, 1).reshape(z, mul * ir.dim))
+        return torch.cat(blocks, dim=1) if blocks else grid_sums.new_zeros(z, 0)
 
     def forward(self, x1, x2, weight):
-        d = self.descriptor
         z = x1.shape[0]
         forms = self.bilinear_forms(weight, x1)
         grid_sums = None
         for parity in self.parities:
-            left, right = ("scalar", "scalar") if parity == "even" else ("phi", "psi")
+            left, right = SIGNAL_KINDS[parity]
             f1, f2 = self.lift(x1, 0, left), self.lift(x2, 1, right)
-            sums = self._bilinear(parity, f1, f2, forms[parity])  # [Z, K, C*G, O]
-            if parity == "odd":
-                sums = sums[:, :, : sums.shape[2] // 2] + sums[:, :, sums.shape[2] // 2 :]
+            sums = grid_products(f1, f2, self.groups[parity], self.slot_counts[2], forms[parity], z)
             grid_sums = sums if grid_sums is None else grid_sums + sums
+        if grid_sums is None:
+            return x1.new_zeros(z, self.descriptor.irreps_out.dim)
         if not self.batched[2]:  # uuw sums its batch channel u into every output channel w
-            grid_sums = grid_sums.sum(1, keepdim=True)
-        blocks = []
-        for block, (mul, ir) in enumerate(d.irreps_out):
-            if block not in self.slots[2]:
-                blocks.append(x1.new_zeros(z, mul * ir.dim))
-                continue
-            start = self.slots[2][block]
-            if self.batched[2]:
-                signal = grid_sums[..., start]  # [Z, K, G]
-            else:
-                signal = grid_sums[:, 0, :, start : start + mul].transpose(1, 2)  # [Z, mul, G]
-            blocks.append((signal @ self.table(f"project_{ir.l}", x1)).reshape(z, mul * ir.dim))
-        return torch.cat(blocks, dim=1) if blocks else x1.new_zeros(z, 0)
-
-    def _bilinear(self, parity: str, f1: torch.Tensor, f2: torch.Tensor, form: torch.Tensor) -> torch.Tensor:
-        """``sum_ab f1[..., a] M[b, a, o] f2[..., b]`` at every grid point: ``[Z, K, C*G, O]``."""
-        n_a, n_b, n_o = self.slot_counts
-        if form.shape[0] == 1 and form.shape[1] == 1 and f1.shape[1] == 1 and f2.shape[1] == 1:
-            # one shared form: a GEMM over the used slot pairs, chunked over the batch
-            pair_a, pair_b = getattr(self, f"pair_a_{parity}"), getattr(self, f"pair_b_{parity}")
-            pair_form = form[0, 0].view(n_b, n_a, n_o)[pair_b, pair_a]  # [P, O]
-            z, _, points, _ = f1.shape
-            sums = PairBilinear.apply(f1.reshape(-1, n_a), f2.reshape(-1, n_b), pair_form, pair_a, pair_b)
-            return sums.view(z, 1, points, n_o)
-        partial = _apply_form(f2, form)  # [Z, K, C*G, A * O]
-        partial = partial.reshape(*partial.shape[:3], n_a, n_o)
-        return (f1.unsqueeze(-1) * partial).sum(-2)
+            grid_sums = grid_sums.sum(0, keepdim=True)
+        return self.project(grid_sums, z)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", mode={self.mode}, resolution={self.resolution}"
+        return super().extra_repr() + f", mode={self.mode}, resolution={self.resolution}, points={self.points}"
 
 
-#: rows of :class:`PairBilinear` per chunk are chosen so that one chunk's pair products hold
-#: about this many floats (a few MB: they stay in cache between the product and the GEMM).
-CHUNK_FLOATS = 1 << 19
+def grid_products(f1, f2, groups, outputs: int, forms, z: int) -> torch.Tensor:
+    """``out[k, o, n] = sum_(a, b) M[k, a, b, o] sum_c f1[k, a, c, n] f2[k, b, c, n]`` per dense block.
+
+    ``f1 [K1, A, C, N]``, ``f2 [K2, B, C, N]`` (``K1``/``K2`` 1 or ``K``), ``forms`` the blocks
+    ``[Zw, Kw, P_j, O_j]`` of :class:`ProductGroup` ``groups``, ``N = H * Z`` points ordered
+    ``(grid point, sample)`` -> ``[K, outputs, N]``. Shared forms run the chunked
+    :class:`GridProducts`; per-sample forms run whole-batch einsums.
+    """
+    if all(form.shape[0] == 1 for form in forms):
+        return GridProducts.apply(f1, f2, tuple(groups), outputs, *(form[0] for form in forms))
+    return whole_batch_products(f1, f2, groups, outputs, forms, z)
 
 
-class PairBilinear(torch.autograd.Function):
-    """``out[n, o] = sum_p f1[n, a_p] f2[n, b_p] form[p, o]`` over chunks of rows.
+def whole_batch_products(f1, f2, groups, outputs: int, forms, z: int) -> torch.Tensor:
+    """:func:`grid_products` with differentiable whole-batch ops (any ``Zw``; twice differentiable)."""
+    k = max(f1.shape[0], f2.shape[0], *(form.shape[1] for form in forms))
+    n = f1.shape[-1]
+    out = None
+    for group, form in zip(groups, forms):
+        left = f1[:, group.a0 : group.a1].expand(k, -1, -1, -1)
+        right = f2[:, group.b0 : group.b1].expand(k, -1, -1, -1)
+        pairs = torch.einsum("kacn,kbcn->kabn", left, right).reshape(k, group.pairs, n)
+        form = form.expand(form.shape[0], k, -1, -1)
+        if form.shape[0] == 1:
+            term = torch.einsum("kpn,kpo->kon", pairs, form[0])
+        else:
+            term = torch.einsum("kpgz,zkpo->kogz", pairs.view(k, group.pairs, -1, z), form).reshape(k, -1, n)
+        term = F.pad(term, (0, 0, group.o0, outputs - group.o1))
+        out = term if out is None else out + term
+    return out
 
-    ``f1 [N, A]``, ``f2 [N, B]``, ``form [P, O]``, ``pair_a``/``pair_b [P]`` (the slot pairs of the
-    paths). The pair products ``[N, P]`` exist only per chunk, forward and backward; a backward
-    that builds a graph runs differentiable whole-batch ops, so higher derivatives work.
+
+#: columns of :class:`GridProducts` per chunk are chosen so that one chunk's pair products hold
+#: about this many floats (they stay in cache between the product and the GEMM).
+CHUNK_FLOATS = 1 << 20
+
+
+class GridProducts(torch.autograd.Function):
+    """:func:`grid_products` with shared forms ``[Kw, P_j, O_j]``, over chunks of points.
+
+    The pair products ``[P_j, chunk]`` exist only per chunk, forward and backward; a backward that
+    builds a graph differentiates :func:`whole_batch_products`, so higher derivatives work.
     """
 
     @staticmethod
-    def forward(ctx, f1, f2, form, pair_a, pair_b):
-        out = f1.new_empty(f1.shape[0], form.shape[1])
-        for rows in _chunks(f1.shape[0], form.shape[0]):
-            torch.matmul(f1[rows][:, pair_a] * f2[rows][:, pair_b], form, out=out[rows])
-        ctx.save_for_backward(f1, f2, form, pair_a, pair_b)
+    def forward(ctx, f1, f2, groups, outputs, *forms):
+        k_out = max(f1.shape[0], f2.shape[0], *(form.shape[0] for form in forms))
+        n = f1.shape[-1]
+        out = f1.new_zeros(k_out, outputs, n)
+        for k in range(k_out):
+            for cols in _chunks(n, max(group.pairs for group in groups)):
+                for group, form in zip(groups, forms):
+                    pairs = _pair_products(f1, f2, group, k, cols)
+                    out[k, group.o0 : group.o1, cols].addmm_(form[k % form.shape[0]].T, pairs)
+        ctx.groups, ctx.outputs = groups, outputs
+        ctx.save_for_backward(f1, f2, *forms)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        f1, f2, form, pair_a, pair_b = ctx.saved_tensors
+        f1, f2, *forms = ctx.saved_tensors
+        groups = ctx.groups
         if torch.is_grad_enabled():  # create_graph
-            grad_pairs = grad_out @ form.T
-            grad_f1 = f1.new_zeros(f1.shape).index_add(1, pair_a, grad_pairs * f2[:, pair_b])
-            grad_f2 = f2.new_zeros(f2.shape).index_add(1, pair_b, grad_pairs * f1[:, pair_a])
-            grad_form = (f1[:, pair_a] * f2[:, pair_b]).T @ grad_out
-            return grad_f1, grad_f2, grad_form, None, None
-        grad_f1, grad_f2 = torch.zeros_like(f1), torch.zeros_like(f2)
-        grad_form = torch.zeros_like(form)
-        for rows in _chunks(f1.shape[0], form.shape[0]):
-            left, right = f1[rows][:, pair_a], f2[rows][:, pair_b]
-            grad_form.addmm_((left * right).T, grad_out[rows])
-            grad_pairs = grad_out[rows] @ form.T
-            grad_f1[rows].index_add_(1, pair_a, grad_pairs * right)
-            grad_f2[rows].index_add_(1, pair_b, grad_pairs.mul_(left))
-        return grad_f1, grad_f2, grad_form, None, None
+            return _differentiable_backward(f1, f2, groups, ctx.outputs, forms, grad_out, ctx.needs_input_grad)
+        need_f1, need_f2 = ctx.needs_input_grad[:2]
+        grad_f1 = torch.zeros_like(f1) if need_f1 else None
+        grad_f2 = torch.zeros_like(f2) if need_f2 else None
+        grad_forms = [torch.zeros_like(form) if need else None for form, need in zip(forms, ctx.needs_input_grad[4:])]
+        for k in range(grad_out.shape[0]):
+            for cols in _chunks(grad_out.shape[-1], max(group.pairs for group in groups)):
+                for group, form, grad_form in zip(groups, forms, grad_forms):
+                    grad_here = grad_out[k, group.o0 : group.o1, cols]  # [O_j, n]
+                    if grad_form is not None:
+                        grad_form[k % form.shape[0]].addmm_(_pair_products(f1, f2, group, k, cols), grad_here.T)
+                    if need_f1 or need_f2:
+                        grad_pairs = (form[k % form.shape[0]] @ grad_here).view(group.a1 - group.a0, group.b1 - group.b0, -1)
+                        _pair_products_backward(f1, f2, grad_f1, grad_f2, group, k, cols, grad_pairs)
+        return grad_f1, grad_f2, None, None, *grad_forms
 
 
-def _chunks(rows: int, width: int) -> list[slice]:
-    size = max(1, CHUNK_FLOATS // max(1, width))
-    return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
+def _pair_products(f1, f2, group: ProductGroup, k: int, cols: slice) -> torch.Tensor:
+    """``[P_j, n]``: ``sum_c f1[a, c] f2[b, c]`` of every slot pair of the block at points ``cols``."""
+    left = f1[k % f1.shape[0], group.a0 : group.a1, :, cols]  # [A_j, C, n]
+    right = f2[k % f2.shape[0], group.b0 : group.b1, :, cols]
+    pairs = left[:, None, 0] * right[None, :, 0]
+    for c in range(1, left.shape[1]):
+        pairs.addcmul_(left[:, None, c], right[None, :, c])
+    return pairs.view(group.pairs, -1)
 
 
-def _apply_form(signal: torch.Tensor, form: torch.Tensor) -> torch.Tensor:
-    """``signal [Z, K or 1, C*G, B] @ form [Zw, K, B, X] -> [Z, K, C*G, X]`` as one GEMM when shared."""
-    if form.shape[0] == 1 and form.shape[1] == 1:
-        return signal @ form[0, 0]
-    if form.shape[0] == 1 and signal.shape[1] == 1:
-        return torch.einsum("zcb,kbx->zkcx", signal[:, 0], form[0])
-    return signal @ form
+def _pair_products_backward(f1, f2, grad_f1, grad_f2, group, k, cols, grad_pairs) -> None:
+    """Accumulate ``grad_pairs [A_j, B_j, n]`` into the gradients of the signals (in place)."""
+    left = f1[k % f1.shape[0], group.a0 : group.a1, :, cols]
+    right = f2[k % f2.shape[0], group.b0 : group.b1, :, cols]
+    for c in range(left.shape[1]):
+        if grad_f1 is not None:
+            grad_f1[k % f1.shape[0], group.a0 : group.a1, c, cols] += (grad_pairs * right[None, :, c]).sum(1)
+        if grad_f2 is not None:
+            grad_f2[k % f2.shape[0], group.b0 : group.b1, c, cols] += (grad_pairs * left[:, None, c]).sum(0)
+
+
+def _differentiable_backward(f1, f2, groups, outputs, forms, grad_out, needs_input_grad):
+    with torch.enable_grad():
+        out = whole_batch_products(f1, f2, groups, outputs, [form.unsqueeze(0) for form in forms], 1)
+        inputs = (f1, f2, *forms)
+        wanted = [i for i, t in enumerate(inputs) if t.requires_grad and needs_input_grad[i if i < 2 else i + 2]]
+        grads = torch.autograd.grad(out, [inputs[i] for i in wanted], grad_out, create_graph=True, allow_unused=True)
+    result = [None] * len(inputs)
+    for i, grad in zip(wanted, grads):
+        result[i] = grad
+    return result[0], result[1], None, None, *result[2:]
+
+
+def _chunks(columns: int, rows: int) -> list[slice]:
+    size = max(1, CHUNK_FLOATS // max(1, rows))
+    return [slice(start, min(start + size, columns)) for start in range(0, columns, size)]
