@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from ase.build import bulk
 from torch_geometric.data import Batch
 
 from equitensor import __version__
 from equitensor.cli import main
-from equitensor.models import MACE, get_model_class, load_model, register_model, registered_models, save_model
+from equitensor.models import (
+    MACE, EquitensorCalculator, get_model_class, load_model, register_model, registered_models, save_model,
+)
 from equitensor.models import registry
+from equitensor.models.graph import check_graph
 from equitensor.models.io import ModelFileError
 from equitensor.models.outputs import derivatives, edge_vectors, gradient_leaves, graph_tensors, strained
 from equitensor.train import setup
@@ -49,14 +53,17 @@ class ExponentialPairModel(torch.nn.Module):
             **settings.extra,
         )  # fmt: skip
 
-    def forward(self, batch, compute_forces=True, compute_stress=False, training=False):
-        graph, displacement = gradient_leaves(graph_tensors(batch), compute_forces, compute_stress)
+    def forward(self, batch, compute_forces=True, compute_stress=False, training=False, check_inputs=True):
+        graph = graph_tensors(batch)
+        onehot = (graph.atomic_numbers[:, None] == torch.tensor(self.atomic_numbers)).to(graph.pos.dtype)
+        if check_inputs:
+            check_graph(graph, torch.where(onehot.any(dim=1), onehot.argmax(dim=1), -1), self.atomic_numbers)
+        graph, displacement = gradient_leaves(graph, compute_forces, compute_stress)
         positions, cell = strained(graph, displacement)
         lengths = torch.linalg.vector_norm(edge_vectors(graph, positions, cell), dim=1)  # [n_edges]
         cutoff = 0.5 * (torch.cos(torch.pi * lengths / self.r_max) + 1.0)
         pair = (self.weights * torch.exp(-lengths[:, None] * self.decay)).sum(dim=1) * cutoff
-        index = (graph.atomic_numbers[:, None] == torch.tensor(self.atomic_numbers)).to(pair.dtype)
-        node_energy = index @ self.e0 + 0.5 * pair.new_zeros(len(positions)).index_add(
+        node_energy = onehot @ self.e0 + 0.5 * pair.new_zeros(len(positions)).index_add(
             0, graph.edge_index[1], pair
         )
         energy = node_energy.new_zeros(cell.shape[0]).index_add(0, graph.node_graph, node_energy)
@@ -180,6 +187,18 @@ def test_second_architecture_trains_saves_loads_and_evaluates(tmp_path, capsys, 
     batch = Batch.from_data_list(emt_graphs(2, seed=5))
     result = model(batch, compute_stress=True)
     assert result["forces"].shape == (8, 3) and result["stress"].shape == (2, 3, 3)
+    with pytest.raises(ValueError, match=r"atom 0 is O \(Z=8\), which this model does not know"):
+        oxygen = emt_graphs(1)[0]
+        oxygen.atomic_numbers = torch.tensor([8, 29, 29, 29])
+        model(Batch.from_data_list([oxygen]))
+    # the ASE calculator runs it from the file, with the stress of the shared outputs module
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.calc = EquitensorCalculator(out / "best_model.pt")
+    assert atoms.get_forces().shape == (4, 3) and atoms.get_stress().shape == (6,)
+    aluminium = bulk("Al", "fcc", a=4.05)
+    aluminium.calc = EquitensorCalculator(out / "best_model.pt")
+    with pytest.raises(ValueError, match="which this model does not know; allowed elements: Cu \\(29\\), Au"):
+        aluminium.get_potential_energy()
     assert main(["evaluate", "--model", str(out / "best_model.pt"), "--data", str(data),
                  "--out", str(tmp_path / "predictions.csv")]) == 0  # fmt: skip
     assert (tmp_path / "predictions.csv").read_text().count("\n") == 13  # header + 12 frames

@@ -28,7 +28,7 @@ from .blocks import (
     ProductBlock,
     ScaleShift,
 )
-from .graph import element_name
+from .graph import check_graph
 from .mace_variants import DensityInteractionBlock
 from .outputs import GraphTensors, derivatives, edge_vectors, gradient_leaves, graph_tensors, strained
 from .pair_terms import ZBLRepulsion
@@ -122,6 +122,13 @@ def _hidden_irreps(hidden_irreps: str | None, num_channels: int | None, max_L: i
     return as_irreps(hidden_irreps)
 
 
+#: ``model.*`` training settings passed to the constructor unchanged
+_CONSTRUCTOR_SETTINGS = (
+    "num_bessel", "num_polynomial_cutoff", "max_ell", "hidden_irreps", "correlation", "num_interactions",
+    "MLP_irreps", "radial_MLP", "conv_backend", "product_backend",
+)  # fmt: skip
+
+
 class MACE(torch.nn.Module):
     """MACE interatomic potential (energy in eV, lengths in Å).
 
@@ -161,10 +168,7 @@ class MACE(torch.nn.Module):
     """
 
     #: the ``model.*`` training settings MACE reads besides the common ones (:mod:`.registry`)
-    config_keys = (
-        "num_bessel", "num_polynomial_cutoff", "max_ell", "hidden_irreps", "correlation", "num_interactions",
-        "MLP_irreps", "radial_MLP", "conv_backend", "product_backend",
-    )  # fmt: skip
+    config_keys = _CONSTRUCTOR_SETTINGS + ("avg_num_neighbors", "scale_shift")
 
     def __init__(
         self,
@@ -230,7 +234,7 @@ class MACE(torch.nn.Module):
             atomic_energies=[statistics.atomic_energies[z] for z in statistics.elements],
             r_max=settings.r_max,
             avg_num_neighbors=statistics.avg_num_neighbors if avg == "auto" else float(avg),
-            **{key: getattr(settings, key) for key in cls.config_keys},
+            **{key: getattr(settings, key) for key in _CONSTRUCTOR_SETTINGS},
             **scale_shift,
             **settings.extra,
         )
@@ -305,40 +309,10 @@ class MACE(torch.nn.Module):
         """``[N, num_elements]`` one-hot of :meth:`element_index` (a zero row for an unknown element)."""
         return _onehot(self.element_index(atomic_numbers), self.num_elements, dtype)
 
-    def unknown_element_error(self, atom: int, z: int) -> ValueError:
-        """The error for atom ``atom`` of element ``z``, which the model does not know."""
-        allowed = ", ".join(f"{element_name(a)} ({a})" for a in self.atomic_numbers)
-        return ValueError(
-            f"atom {atom} is {element_name(z)} (Z={z}), which this model does not know; allowed elements: {allowed}"
-        )
-
     def check_inputs(self, graph: GraphTensors) -> None:
         """``ValueError`` naming the first unknown element, non-finite position, singular periodic
-        cell or out-of-range edge of ``graph``. One device-to-host read on valid input."""
-        index = self.element_index(graph.atomic_numbers)
-        n = graph.pos.shape[0]
-        edges = graph.edge_index
-        flags = torch.stack(
-            [
-                (index < 0).any(),
-                ~torch.isfinite(graph.pos).all(),
-                (graph.pbc.any(dim=1) & (torch.linalg.det(graph.cell).abs() < 1e-9)).any(),
-                ((edges < 0) | (edges >= n)).any() if edges.numel() else torch.zeros((), dtype=torch.bool),
-            ]
-        ).tolist()
-        if not any(flags):
-            return
-        if flags[0]:
-            k = int(torch.nonzero(index < 0)[0, 0])
-            raise self.unknown_element_error(k, int(graph.atomic_numbers[k]))
-        if flags[1] or flags[2]:
-            _check_graph(graph.pos, graph.cell, graph.pbc, graph.atomic_numbers)
-            raise AssertionError("an input check flagged the batch but the detailed checks found nothing")
-        low, high = (int(v) for v in torch.aminmax(edges))
-        raise ValueError(
-            f"edge_index refers to atoms outside [0, {n}) (range {low}..{high}); rebuild the graph "
-            "(equitensor.models.atoms_to_graph or the datasets' AtomsToGraph)"
-        )
+        cell or out-of-range edge of ``graph`` (:func:`~equitensor.models.graph.check_graph`)."""
+        check_graph(graph, self.element_index(graph.atomic_numbers), self.atomic_numbers)
 
     def forward(
         self,
@@ -415,21 +389,3 @@ def _onehot(index: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.
     (``torch.nn.functional.one_hot`` would check the values on the host)."""
     return (index[:, None] == torch.arange(num_classes, device=index.device)).to(dtype)
 
-
-def _check_graph(
-    pos: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, atomic_numbers: torch.Tensor
-) -> None:
-    """``ValueError`` for non-finite positions or singular periodic cells (names the atom / graph)."""
-    finite = torch.isfinite(pos).all(dim=1)
-    if not bool(finite.all()):
-        k = int(torch.nonzero(~finite)[0, 0])
-        z = int(atomic_numbers[k])
-        raise ValueError(f"atom {k} ({element_name(z)}) has a non-finite position {pos[k].tolist()}")
-    periodic = pbc.any(dim=1)
-    if bool(periodic.any()):
-        singular = periodic & (torch.linalg.det(cell).abs() < 1e-9)
-        if bool(singular.any()):
-            b = int(torch.nonzero(singular)[0, 0])
-            raise ValueError(
-                f"graph {b} has a singular cell {cell[b].tolist()} but pbc={pbc[b].tolist()} is set"
-            )

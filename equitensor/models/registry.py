@@ -7,14 +7,16 @@ A model class is a ``torch.nn.Module`` that provides
   builds the same architecture again (what :func:`~equitensor.models.save_model` stores);
 * ``r_max`` (cutoff in Å, the graphs' neighbour radius) and ``atomic_numbers`` (the elements it
   knows), which the evaluator and the calculator read;
-* ``forward(batch, compute_forces=True, compute_stress=False, training=False)`` returning a dict with
-  ``energy [B]``, ``forces [N, 3]`` and ``stress``/``virials [B, 3, 3]`` (or None), e.g. through
-  :mod:`equitensor.models.outputs`;
+* ``forward(batch, compute_forces=True, compute_stress=False, training=False, check_inputs=True)``
+  returning a dict with ``energy [B]``, ``node_energy [N]``, ``forces [N, 3]`` and
+  ``stress``/``virials [B, 3, 3]`` (or None): :mod:`equitensor.models.outputs` computes the
+  derivatives for any energy, :func:`equitensor.models.graph.check_graph` the input check that
+  ``check_inputs`` asks for (the calculator, which checks the structure itself, passes False);
 * for training, a classmethod ``for_training(settings, statistics)`` building the model from the
   ``model`` section of the configuration (:class:`~equitensor.train.config.ModelConfig`) and the
   training set's :class:`~equitensor.train.setup.DatasetStatistics`, and a tuple ``config_keys`` of
-  the ``model.*`` keys it reads besides the common ones (``name``, ``r_max``, ``avg_num_neighbors``,
-  ``scale_shift``, ``extra``, ``init_from``, ``init_e0s``).
+  the ``model.*`` keys it reads besides the common ones (``name``, ``r_max``, ``extra``,
+  ``init_from``, ``init_e0s``).
 
 A new architecture is one module that defines such a class and calls :func:`register_model`;
 a third-party package may instead declare it under the entry-point group ``equitensor.models``::

@@ -106,10 +106,10 @@ class ModelConfig:
     """The model: ``name`` picks the architecture (``equitensor.models.registered_models()``), the
     other keys are its settings.
 
-    ``r_max``, ``avg_num_neighbors``, ``scale_shift``, ``extra``, ``init_from`` and ``init_e0s``
-    apply to any model; the rest are the arguments of ``equitensor.models.MACE`` (MACE defaults
-    from Batatia et al. 2022), read by models that list them in their ``config_keys``. Another
-    architecture takes its own arguments from ``extra``.
+    ``r_max``, ``extra``, ``init_from`` and ``init_e0s`` apply to any model; the rest are the
+    settings of ``equitensor.models.MACE`` (MACE defaults from Batatia et al. 2022), read by
+    models that list them in their ``config_keys``. Another architecture takes its own arguments
+    from ``extra``.
     """
 
     #: registered model name (``mace``); fairchem's ``model: name:``.
@@ -139,7 +139,7 @@ class ModelConfig:
 
 
 #: ``model.*`` keys every model reads (:func:`equitensor.train.setup.model_class`)
-COMMON_MODEL_KEYS = ("name", "r_max", "avg_num_neighbors", "scale_shift", "extra", "init_from", "init_e0s")
+COMMON_MODEL_KEYS = ("name", "r_max", "extra", "init_from", "init_e0s")
 
 
 def model_keys() -> list[str]:
