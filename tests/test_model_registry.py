@@ -2,7 +2,7 @@
 
 A second architecture, defined and registered here and nowhere else, is trained by
 ``equitensor train``, saved, loaded and evaluated through the same code as MACE; files in the
-format written before the registry (``equitensor.mace/1``) still load.
+MACE-only format (``equitensor.mace/1``, no ``model`` field) still load.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def test_a_name_taken_by_another_class_is_refused(pair_model_registered):
 
 
 def test_file_in_the_mace_format_still_loads(tmp_path):
-    """A file written as before the registry: format ``equitensor.mace/1``, no ``model`` field."""
+    """A file in the MACE-only format: ``equitensor.mace/1``, no ``model`` field."""
     model = small_mace()
     path = tmp_path / "old.pt"
     payload = {"format": "equitensor.mace/1", "version": __version__, "config": model.config,
@@ -135,6 +135,13 @@ def test_file_of_an_unregistered_model_names_it(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"format": "equitensor.model/1", "model": "painn", "config": {}, "state_dict": {}}, path)
     with pytest.raises(ModelFileError, match=r"architecture 'painn', which is not registered.*mace"):
+        load_model(path)
+
+
+def test_file_without_a_model_name_is_refused(tmp_path):
+    path = tmp_path / "nameless.pt"
+    torch.save({"format": "equitensor.model/1", "config": {}, "state_dict": {}}, path)
+    with pytest.raises(ModelFileError, match="names no model architecture"):
         load_model(path)
 
 

@@ -2,8 +2,8 @@
 ``weights_only=True``).
 
 ``model`` is the name the model's class is registered under (:mod:`equitensor.models.registry`),
-``config`` its constructor arguments. Files of the first format, ``equitensor.mace/1`` (no
-``model`` field), hold a MACE and still load.
+``config`` its constructor arguments. Files of the format ``equitensor.mace/1`` (no ``model``
+field) hold a MACE and load as one.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 FORMAT = "equitensor.model/1"
 
-#: the format before the model registry: always a MACE, no ``model`` field
+#: the MACE-only format: no ``model`` field, always a MACE
 MACE_FORMAT = "equitensor.mace/1"
 
 #: what a model file is, for error messages
@@ -82,9 +82,12 @@ def _model_class(payload, path) -> type:
     """The registered class of the model in ``payload`` (a loaded model file)."""
     if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, MACE_FORMAT):
         raise ModelFileError(
-            f"{path} is not an equitensor model file (expected format {FORMAT!r} or {MACE_FORMAT!r}); {MODEL_FILE}"
+            f"{path} is not an equitensor model file (expected format {FORMAT!r} or {MACE_FORMAT!r}); "
+            f"{MODEL_FILE}"
         )
-    name = payload.get("model", DEFAULT_MODEL) if payload["format"] == FORMAT else DEFAULT_MODEL
+    name = payload.get("model") if payload["format"] == FORMAT else DEFAULT_MODEL
+    if not isinstance(name, str):
+        raise ModelFileError(f"{path} names no model architecture (its 'model' field is {name!r}); {MODEL_FILE}")
     try:
         return get_model_class(name)
     except ValueError as error:

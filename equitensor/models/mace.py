@@ -242,7 +242,8 @@ class MACE(torch.nn.Module):
     def _build_embeddings(self, config: dict) -> None:
         """Element tables, radial and angular edge embeddings, E0s, scale/shift and pair terms."""
         atomic_numbers = config["atomic_numbers"]
-        self.pair_repulsion = ZBLRepulsion(config["num_polynomial_cutoff"]) if config.get("pair_repulsion") else None
+        cutoff_power = config["num_polynomial_cutoff"]
+        self.pair_repulsion = ZBLRepulsion(cutoff_power) if config.get("pair_repulsion") else None
         self.distance_transform = make_distance_transform(config.get("distance_transform"))
         self.atomic_numbers = atomic_numbers
         self.r_max = config["r_max"]
@@ -253,7 +254,7 @@ class MACE(torch.nn.Module):
 
         num_features = as_irreps(config["hidden_irreps"]).count(o3.Irrep(0, 1))
         self.node_embedding = Linear(Irreps(f"{self.num_elements}x0e"), Irreps(f"{num_features}x0e"))
-        self.radial_embedding = RadialEmbedding(config["r_max"], config["num_bessel"], config["num_polynomial_cutoff"])
+        self.radial_embedding = RadialEmbedding(config["r_max"], config["num_bessel"], cutoff_power)
         sh_irreps = o3.Irreps.spherical_harmonics(config["max_ell"])
         self.spherical_harmonics = o3.SphericalHarmonics(sh_irreps, normalize=True, normalization="component")
         self.atomic_energies = AtomicEnergies(config["atomic_energies"])

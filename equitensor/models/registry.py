@@ -55,7 +55,8 @@ def register_model(name: str, cls: type | None = None):
         if not isinstance(name, str) or not name:
             raise ValueError(f"a model name must be a non-empty string, got {name!r}")
         if name in _registered and _registered[name] is not model_cls:
-            raise ValueError(f"a different model is already registered as {name!r}: {_registered[name].__name__}")
+            taken = _registered[name].__name__
+            raise ValueError(f"a different model is already registered as {name!r}: {taken}")
         _registered[name] = model_cls
         return model_cls
 
