@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ._dtype import default_dtype
-from .irreps import Irreps
+from .irreps import Irreps, natural_irreps
 from .ops.backends.registry import get_backend
 from .ops.tensor_product import TensorProduct
 
@@ -42,11 +42,6 @@ RANK_RTOL = 1e-9
 def _analysis_options(backend: str, options: dict) -> dict:
     """The backend's ``analysis_options`` overridden by the caller's."""
     return {**getattr(get_backend(backend), "analysis_options", {}), **options}
-
-
-def natural_irreps(lmax: int) -> Irreps:
-    """``0e + 1o + 2e + ...`` up to ``lmax`` (multiplicity 1)."""
-    return Irreps("+".join(f"{l}{'eo'[l % 2]}" for l in range(lmax + 1)))
 
 
 def all_parity_irreps(lmax: int) -> Irreps:

@@ -37,6 +37,24 @@ def as_irreps(irreps) -> Irreps:
     return irreps if isinstance(irreps, Irreps) else Irreps(irreps)
 
 
+def natural_irrep(l: int) -> Irrep:
+    """The degree-``l`` irrep of natural parity ``p = (-1)^l`` (``0e, 1o, 2e, 3o, ...``).
+
+    >>> str(natural_irrep(3))
+    '3o'
+    """
+    return Irrep(l, (-1) ** l)
+
+
+def natural_irreps(lmax: int, mul: int = 1, lmin: int = 0) -> Irreps:
+    """``mul x`` each natural-parity irrep of degree ``lmin..lmax`` (MACE's ``num_channels``/``max_L``).
+
+    >>> str(natural_irreps(2, mul=4))
+    '4x0e+4x1o+4x2e'
+    """
+    return Irreps([(mul, natural_irrep(l)) for l in range(lmin, lmax + 1)])
+
+
 def irrep_slices(irreps) -> list[slice]:
     """Slice of each ``mul x ir`` block along the last axis (mul_ir layout)."""
     return list(as_irreps(irreps).slices())

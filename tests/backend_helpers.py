@@ -5,11 +5,7 @@ from __future__ import annotations
 import torch
 
 from equitensor import so3
-
-
-def natural_irreps(lmax: int, mul: int = 1, lmin: int = 0) -> str:
-    """``mul x 0e + mul x 1o + mul x 2e + ...`` up to ``lmax``."""
-    return "+".join(f"{mul}x{l}{'eo'[l % 2]}" for l in range(lmin, lmax + 1))
+from equitensor.irreps import natural_irreps  # noqa: F401 - the irreps family the backend tests use
 
 
 def factor_weights(tp, weight: torch.Tensor) -> tuple[list, list, list]:

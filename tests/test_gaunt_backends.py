@@ -70,7 +70,7 @@ def test_gaunt_equals_scaled_cg_on_even_paths(backend, options, mode):
 def test_gaunt_single_path_is_gaunt_scale_times_cg(backend, options):
     """All weights 1, one path per output: gaunt == gaunt_scale(l1, l2, l3) * cg path."""
     for l1, l2, l3 in [(0, 0, 0), (1, 1, 2), (1, 1, 0), (2, 1, 3), (2, 2, 2), (3, 2, 1)]:
-        irs = [f"{l}{'eo'[l % 2]}" for l in (l1, l2, l3)]
+        irs = [natural_irreps(l, lmin=l) for l in (l1, l2, l3)]
         kw = dict(instructions=[(0, 0, 0, "uvu", False)], shared_weights=True, internal_weights=False)
         gaunt = TensorProduct(*irs, backend=backend, **kw, **options)
         cg = TensorProduct(*irs, backend="cg", **kw)

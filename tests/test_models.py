@@ -228,7 +228,8 @@ def test_save_load_round_trip(model, tmp_path):
     for key in ("energy", "forces", "stress", "node_energy"):
         assert torch.equal(a[key], b[key])
     payload = torch.load(path, weights_only=True)
-    assert set(payload) == {"format", "version", "config", "state_dict"}
+    assert set(payload) == {"format", "model", "version", "config", "state_dict"}
+    assert (payload["format"], payload["model"]) == ("equitensor.model/1", "mace")
 
 
 def test_float32_model_runs():

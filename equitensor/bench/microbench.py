@@ -66,6 +66,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..irreps import natural_irrep, natural_irreps
 from ..models.io import DTYPES
 from .device import (
     cpu_model,
@@ -123,11 +124,12 @@ class Case:
 
 def natural(l: int) -> str:
     """Natural-parity irrep of degree ``l``: ``0e, 1o, 2e, 3o, ...``."""
-    return f"{l}{'e' if l % 2 == 0 else 'o'}"
+    return str(natural_irrep(l))
 
 
 def up_to(lmax: int, mul: int = 1) -> str:
-    return "+".join(f"{mul}x{natural(l)}" for l in range(lmax + 1))
+    """``mul x`` every natural-parity irrep of degree ``0..lmax``."""
+    return str(natural_irreps(lmax, mul))
 
 
 def make_case(setting: str, L: int, batch: int, channels: int) -> Case:

@@ -47,6 +47,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..irreps import natural_irreps
 from .device import device_name, peak_memory_mb, reset_peak_memory, resolve_device, time_call
 from .output import atomic_write, save_figure
 
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         for max_l in args.max_L:
             config = dict(
                 MACE_DEFAULTS,
-                hidden_irreps="+".join(f"{channels}x{l}{'eo'[l % 2]}" for l in range(max_l + 1)),
+                hidden_irreps=str(natural_irreps(max_l, channels)),
             )
             if args.quick:
                 config.update(radial_MLP=[8], correlation=2, max_ell=2)

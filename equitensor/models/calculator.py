@@ -9,7 +9,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Batch
 
 from .compiled import compile_model
-from .graph import atoms_to_graph
+from .graph import atoms_to_graph, unknown_element_error
 from .io import DTYPES as _DTYPES
 from .io import load_model
 
@@ -64,7 +64,7 @@ class EquitensorCalculator(Calculator):
         known = np.isin(self.atoms.numbers, self.model.atomic_numbers)
         if not known.all():
             k = int(np.flatnonzero(~known)[0])
-            raise self.model.unknown_element_error(k, int(self.atoms.numbers[k]))
+            raise unknown_element_error(k, int(self.atoms.numbers[k]), self.model.atomic_numbers)
         out = self._run(batch, compute_forces=True, compute_stress=periodic)
         energy = float(out["energy"].detach().cpu()[0])
         self.results = {

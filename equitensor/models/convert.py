@@ -25,6 +25,7 @@ import torch
 
 from ..ops.backends.base import ProductBasisBackend, TensorProductBackend
 from ..ops.backends.registry import get_backend, get_product_basis
+from .registry import build_in_dtype
 
 
 def conv_function_family(name: str) -> str | None:
@@ -119,12 +120,7 @@ def convert_backends(
     reference = next((p for p in model.parameters() if p.is_floating_point()), None)
     dtype = reference.dtype if reference is not None else torch.get_default_dtype()
     device = reference.device if reference is not None else torch.device("cpu")
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        converted = MACE(**new)
-    finally:
-        torch.set_default_dtype(previous)
+    converted = build_in_dtype(MACE, new, dtype)
     converted.load_state_dict(mapped_state_dict(model, converted))
     return converted.to(device).train(model.training)
 

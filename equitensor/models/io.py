@@ -1,4 +1,10 @@
-"""Model files: ``{config, state_dict, version}`` (no pickled modules; loads with ``weights_only=True``)."""
+"""Model files: ``{format, model, version, config, state_dict}`` (no pickled modules; loads with
+``weights_only=True``).
+
+``model`` is the name the model's class is registered under (:mod:`equitensor.models.registry`),
+``config`` its constructor arguments. Files of the format ``equitensor.mace/1`` (no ``model``
+field) hold a MACE and load as one.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,15 @@ from pathlib import Path
 
 import torch
 
+from .registry import DEFAULT_MODEL, build_in_dtype, get_model_class, model_name
+
 #: the floating-point dtypes models, the trainer and the benchmarks accept, by name.
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-FORMAT = "equitensor.mace/1"
+FORMAT = "equitensor.model/1"
+
+#: the MACE-only format: no ``model`` field, always a MACE
+MACE_FORMAT = "equitensor.mace/1"
 
 #: what a model file is, for error messages
 MODEL_FILE = (
@@ -49,17 +60,41 @@ def read_torch_file(path, map_location="cpu", what: str = "a model file", about:
 
 
 def save_model(model, path) -> None:
-    """Write ``model`` (a :class:`~equitensor.models.MACE`) to ``path``: its constructor config,
-    its ``state_dict`` (in the model's dtype) and the equitensor version. Written atomically: a
-    killed save leaves the previous file intact."""
+    """Write ``model`` (an instance of a registered model class, e.g. :class:`~equitensor.models.MACE`)
+    to ``path``: its registered name, constructor config, ``state_dict`` (in the model's dtype) and
+    the equitensor version. Written atomically: a killed save leaves the previous file intact.
+
+    Raises:
+        ValueError: the model's class is not registered (:func:`~equitensor.models.register_model`).
+    """
     from .. import __version__
 
     from ..atomic import save_torch
 
-    save_torch(
-        {"format": FORMAT, "version": __version__, "config": model.config, "state_dict": model.state_dict()},
-        Path(path),
-    )
+    payload = {
+        "format": FORMAT, "model": model_name(model), "version": __version__, "config": model.config,
+        "state_dict": model.state_dict(),
+    }  # fmt: skip
+    save_torch(payload, Path(path))
+
+
+def _model_class(payload, path) -> type:
+    """The registered class of the model in ``payload`` (a loaded model file)."""
+    if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, MACE_FORMAT):
+        raise ModelFileError(
+            f"{path} is not an equitensor model file (expected format {FORMAT!r} or {MACE_FORMAT!r}); "
+            f"{MODEL_FILE}"
+        )
+    name = payload.get("model") if payload["format"] == FORMAT else DEFAULT_MODEL
+    if not isinstance(name, str):
+        raise ModelFileError(f"{path} names no model architecture (its 'model' field is {name!r}); {MODEL_FILE}")
+    try:
+        return get_model_class(name)
+    except ValueError as error:
+        raise ModelFileError(
+            f"{path} holds a model of architecture {name!r}, which is not registered here: {error}; "
+            "import the package that defines it before loading"
+        ) from None
 
 
 def load_model(path, map_location="cpu", conv_backend: str | None = None, product_backend: str | None = None):
@@ -71,23 +106,14 @@ def load_model(path, map_location="cpu", conv_backend: str | None = None, produc
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ModelFileError: ``path`` is a directory, empty, truncated or not an equitensor model file.
+        ModelFileError: ``path`` is a directory, empty, truncated or not an equitensor model file,
+            or its model's architecture is not registered.
     """
-    from .mace import MACE
-
     payload = read_torch_file(path, map_location)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelFileError(
-            f"{path} is not an equitensor model file (expected format {FORMAT!r}); {MODEL_FILE}"
-        )
+    cls = _model_class(payload, path)
     state = payload["state_dict"]
     dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.get_default_dtype())
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        model = MACE(**payload["config"])
-    finally:
-        torch.set_default_dtype(previous)
+    model = build_in_dtype(cls, payload["config"], dtype)
     model.load_state_dict(state)
     if conv_backend is not None or product_backend is not None:
         from .convert import convert_backends

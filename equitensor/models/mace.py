@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from e3nn import o3
 
-from ..irreps import Irreps, as_irreps
+from ..irreps import Irreps, as_irreps, natural_irreps
 from ..ops import Linear
 from ..ops.backends.registry import get_backend, get_product_basis
 from .blocks import (
@@ -28,7 +28,7 @@ from .blocks import (
     ProductBlock,
     ScaleShift,
 )
-from .graph import element_name
+from .graph import check_graph
 from .mace_variants import DensityInteractionBlock
 from .outputs import GraphTensors, derivatives, edge_vectors, gradient_leaves, graph_tensors, strained, sum_per_graph
 from .pair_terms import ZBLRepulsion
@@ -36,9 +36,97 @@ from .pair_terms import distance_transform as make_distance_transform
 from .radial import RadialEmbedding
 
 
-def natural_irreps(num_channels: int, max_L: int) -> Irreps:
-    """``C x 0e + C x 1o + ... + C x L(p=(-1)^L)`` (MACE's ``--num_channels/--max_L``)."""
-    return Irreps("+".join(f"{num_channels}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(max_L + 1)))
+def mace_config(
+    atomic_numbers: Sequence[int],
+    atomic_energies: Sequence[float] | Mapping[int, float] | None,
+    r_max: float,
+    num_bessel: int,
+    num_polynomial_cutoff: int,
+    max_ell: int,
+    hidden_irreps: str | None,
+    num_channels: int | None,
+    max_L: int | None,
+    correlation: int | Sequence[int],
+    num_interactions: int,
+    MLP_irreps: str,
+    radial_MLP: Sequence[int],
+    avg_num_neighbors: float,
+    atomic_inter_scale: float,
+    atomic_inter_shift: float,
+    conv_backend: str,
+    product_backend: str,
+    conv_options: Mapping | None,
+    product_options: Mapping | None,
+    **options,
+) -> dict:
+    """The checked, normalised constructor arguments of :class:`MACE` (its ``config``: plain data,
+    ``MACE(**config)`` builds the same model). ``ValueError`` names the first bad argument.
+
+    ``options`` (``residual_first``, ``pair_repulsion``, ``distance_transform``,
+    ``density_normalization``) are recorded only when set, so configs of the default model stay
+    as they were.
+    """
+    atomic_numbers, atomic_energies = _elements_and_e0s(atomic_numbers, atomic_energies)
+    hidden_irreps = _hidden_irreps(hidden_irreps, num_channels, max_L)
+    num_interactions = int(num_interactions)
+    if num_interactions < 1:
+        raise ValueError(f"num_interactions must be >= 1, got {num_interactions}")
+    correlations = [int(correlation)] * num_interactions if isinstance(correlation, int) else list(correlation)
+    if len(correlations) != num_interactions:
+        raise ValueError(f"need one correlation per interaction ({num_interactions}), got {correlations}")
+    get_backend(conv_backend)  # ValueError listing the known names
+    get_product_basis(product_backend)
+    num_features = hidden_irreps.count(o3.Irrep(0, 1))
+    if num_features == 0 or any(mul != num_features for mul, _ in hidden_irreps):
+        raise ValueError(f"hidden_irreps need one multiplicity and a 0e block, got {hidden_irreps}")
+    config = dict(
+        atomic_numbers=atomic_numbers, atomic_energies=atomic_energies, r_max=float(r_max),
+        num_bessel=int(num_bessel), num_polynomial_cutoff=int(num_polynomial_cutoff), max_ell=int(max_ell),
+        hidden_irreps=str(hidden_irreps), correlation=correlations, num_interactions=num_interactions,
+        MLP_irreps=str(as_irreps(MLP_irreps)), radial_MLP=[int(h) for h in radial_MLP],
+        avg_num_neighbors=float(avg_num_neighbors), atomic_inter_scale=float(atomic_inter_scale),
+        atomic_inter_shift=float(atomic_inter_shift), conv_backend=conv_backend, product_backend=product_backend,
+        conv_options=dict(conv_options or {}), product_options=dict(product_options or {}),
+    )  # fmt: skip
+    config.update({k: v for k, v in options.items() if v not in (False, None, "None")})
+    return config
+
+
+def _elements_and_e0s(
+    atomic_numbers: Sequence[int], atomic_energies: Sequence[float] | Mapping[int, float] | None
+) -> tuple[list[int], list[float]]:
+    """Distinct atomic numbers in 1..118 and one E0 per element (a mapping fills missing ones with 0)."""
+    atomic_numbers = [int(z) for z in atomic_numbers]
+    if not atomic_numbers or len(set(atomic_numbers)) != len(atomic_numbers):
+        raise ValueError(f"atomic_numbers must be a non-empty list of distinct elements, got {atomic_numbers}")
+    if any(not 1 <= z <= 118 for z in atomic_numbers):
+        raise ValueError(f"atomic_numbers must be in 1..118, got {atomic_numbers}")
+    if isinstance(atomic_energies, Mapping):
+        return atomic_numbers, [float(atomic_energies.get(z, 0.0)) for z in atomic_numbers]
+    if atomic_energies is None:
+        return atomic_numbers, [0.0] * len(atomic_numbers)
+    atomic_energies = [float(e) for e in atomic_energies]
+    if len(atomic_energies) != len(atomic_numbers):
+        raise ValueError(f"got {len(atomic_energies)} atomic_energies for {len(atomic_numbers)} atomic_numbers")
+    return atomic_numbers, atomic_energies
+
+
+def _hidden_irreps(hidden_irreps: str | None, num_channels: int | None, max_L: int | None) -> Irreps:
+    """``hidden_irreps``, or the natural irreps of ``num_channels`` and ``max_L``, or the default."""
+    if hidden_irreps is None:
+        if (num_channels is None) != (max_L is None):
+            raise ValueError("give both num_channels and max_L, or hidden_irreps")
+        return natural_irreps(max_L, num_channels) if num_channels is not None else Irreps("128x0e+128x1o")
+    if num_channels is not None or max_L is not None:
+        raise ValueError("give either hidden_irreps or num_channels + max_L, not both")
+    return as_irreps(hidden_irreps)
+
+
+#: ``model.*`` training settings passed to the constructor unchanged
+_CONSTRUCTOR_SETTINGS = (
+    "num_bessel", "num_polynomial_cutoff", "max_ell", "hidden_irreps", "correlation", "num_interactions",
+    "MLP_irreps", "radial_MLP", "conv_backend", "product_backend",
+)  # fmt: skip
 
 
 class MACE(torch.nn.Module):
@@ -75,7 +163,12 @@ class MACE(torch.nn.Module):
     ``compute_stress``. ``training=True`` keeps the graph so that a force loss can backpropagate.
     Forces and stress come from :mod:`equitensor.models.outputs`. :meth:`predict` is the same
     computation on prepared tensors, without host reads (what ``compile_model`` compiles).
+    Registered as model ``mace`` (:mod:`equitensor.models.registry`); :meth:`for_training` builds
+    it from a training configuration.
     """
+
+    #: the ``model.*`` training settings MACE reads besides the common ones (:mod:`.registry`)
+    config_keys = _CONSTRUCTOR_SETTINGS + ("avg_num_neighbors", "scale_shift")
 
     def __init__(
         self,
@@ -105,115 +198,104 @@ class MACE(torch.nn.Module):
         density_normalization: bool = False,
     ):
         super().__init__()
-        atomic_numbers = [int(z) for z in atomic_numbers]
-        if not atomic_numbers or len(set(atomic_numbers)) != len(atomic_numbers):
-            raise ValueError(
-                f"atomic_numbers must be a non-empty list of distinct elements, got {atomic_numbers}"
-            )
-        if any(not 1 <= z <= 118 for z in atomic_numbers):
-            raise ValueError(f"atomic_numbers must be in 1..118, got {atomic_numbers}")
-        if isinstance(atomic_energies, Mapping):
-            atomic_energies = [float(atomic_energies.get(z, 0.0)) for z in atomic_numbers]
-        elif atomic_energies is None:
-            atomic_energies = [0.0] * len(atomic_numbers)
-        else:
-            atomic_energies = [float(e) for e in atomic_energies]
-            if len(atomic_energies) != len(atomic_numbers):
-                raise ValueError(
-                    f"got {len(atomic_energies)} atomic_energies for {len(atomic_numbers)} atomic_numbers"
-                )
-        if hidden_irreps is None:
-            if (num_channels is None) != (max_L is None):
-                raise ValueError("give both num_channels and max_L, or hidden_irreps")
-            hidden_irreps = (
-                natural_irreps(num_channels, max_L) if num_channels is not None else Irreps("128x0e+128x1o")
-            )
-        elif num_channels is not None or max_L is not None:
-            raise ValueError("give either hidden_irreps or num_channels + max_L, not both")
-        hidden_irreps = as_irreps(hidden_irreps)
-        num_interactions = int(num_interactions)
-        if num_interactions < 1:
-            raise ValueError(f"num_interactions must be >= 1, got {num_interactions}")
-        correlations = (
-            [int(correlation)] * num_interactions if isinstance(correlation, int) else list(correlation)
-        )
-        if len(correlations) != num_interactions:
-            raise ValueError(f"need one correlation per interaction ({num_interactions}), got {correlations}")
-        get_backend(conv_backend)  # ValueError listing the known names
-        get_product_basis(product_backend)
-        num_features = hidden_irreps.count(o3.Irrep(0, 1))
-        if num_features == 0 or any(mul != num_features for mul, _ in hidden_irreps):
-            raise ValueError(f"hidden_irreps need one multiplicity and a 0e block, got {hidden_irreps}")
+        self.config = mace_config(
+            atomic_numbers=atomic_numbers, atomic_energies=atomic_energies, r_max=r_max, num_bessel=num_bessel,
+            num_polynomial_cutoff=num_polynomial_cutoff, max_ell=max_ell, hidden_irreps=hidden_irreps,
+            num_channels=num_channels, max_L=max_L, correlation=correlation, num_interactions=num_interactions,
+            MLP_irreps=MLP_irreps, radial_MLP=radial_MLP, avg_num_neighbors=avg_num_neighbors,
+            atomic_inter_scale=atomic_inter_scale, atomic_inter_shift=atomic_inter_shift,
+            conv_backend=conv_backend, product_backend=product_backend, conv_options=conv_options,
+            product_options=product_options, residual_first=residual_first, pair_repulsion=pair_repulsion,
+            distance_transform=distance_transform, density_normalization=density_normalization,
+        )  # fmt: skip
+        self._build_embeddings(self.config)
+        self._build_layers(self.config)
 
-        self.config = dict(
-            atomic_numbers=atomic_numbers, atomic_energies=atomic_energies, r_max=float(r_max),
-            num_bessel=int(num_bessel), num_polynomial_cutoff=int(num_polynomial_cutoff), max_ell=int(max_ell),
-            hidden_irreps=str(hidden_irreps), correlation=correlations, num_interactions=num_interactions,
-            MLP_irreps=str(as_irreps(MLP_irreps)), radial_MLP=[int(h) for h in radial_MLP],
-            avg_num_neighbors=float(avg_num_neighbors), atomic_inter_scale=float(atomic_inter_scale),
-            atomic_inter_shift=float(atomic_inter_shift), conv_backend=conv_backend, product_backend=product_backend,
-            conv_options=dict(conv_options or {}), product_options=dict(product_options or {}),
-        )  # fmt: skip
-        # recorded only when set, so configs of the default model stay as they were
-        options = dict(
-            residual_first=residual_first, pair_repulsion=pair_repulsion, distance_transform=distance_transform,
-            density_normalization=density_normalization,
-        )  # fmt: skip
-        self.config.update({k: v for k, v in options.items() if v not in (False, None, "None")})
-        self.pair_repulsion = ZBLRepulsion(num_polynomial_cutoff) if pair_repulsion else None
-        self.distance_transform = make_distance_transform(distance_transform)
+    @classmethod
+    def for_training(cls, settings, statistics) -> MACE:
+        """The model of a training run: ``settings`` is the ``model`` section of the configuration
+        (:class:`~equitensor.train.config.ModelConfig`), ``statistics`` the training set's
+        :class:`~equitensor.train.setup.DatasetStatistics`.
+
+        ``avg_num_neighbors: auto`` takes the training set's mean; with ``scale_shift`` the
+        interaction energy per atom is scaled by the rms force and shifted by the mean interaction
+        energy per atom, as mace-torch's ScaleShiftMACE does. ``settings.extra`` goes to the
+        constructor unchanged.
+        """
+        avg = settings.avg_num_neighbors
+        scale_shift = {}
+        if settings.scale_shift:
+            scale_shift = {
+                "atomic_inter_scale": statistics.rms_forces if statistics.rms_forces > 0 else 1.0,
+                "atomic_inter_shift": statistics.mean_interaction_energy_per_atom,
+            }
+        return cls(
+            atomic_numbers=statistics.elements,
+            atomic_energies=[statistics.atomic_energies[z] for z in statistics.elements],
+            r_max=settings.r_max,
+            avg_num_neighbors=statistics.avg_num_neighbors if avg == "auto" else float(avg),
+            **{key: getattr(settings, key) for key in _CONSTRUCTOR_SETTINGS},
+            **scale_shift,
+            **settings.extra,
+        )
+
+    def _build_embeddings(self, config: dict) -> None:
+        """Element tables, radial and angular edge embeddings, E0s, scale/shift and pair terms."""
+        atomic_numbers = config["atomic_numbers"]
+        cutoff_power = config["num_polynomial_cutoff"]
+        self.pair_repulsion = ZBLRepulsion(cutoff_power) if config.get("pair_repulsion") else None
+        self.distance_transform = make_distance_transform(config.get("distance_transform"))
         self.atomic_numbers = atomic_numbers
-        self.r_max = float(r_max)
+        self.r_max = config["r_max"]
         self.num_elements = len(atomic_numbers)
         z_to_index = torch.full((119,), -1, dtype=torch.long)
         z_to_index[atomic_numbers] = torch.arange(len(atomic_numbers))
         self.register_buffer("z_to_index", z_to_index, persistent=False)
 
-        sh_irreps = o3.Irreps.spherical_harmonics(max_ell)
-        interaction_irreps = Irreps((sh_irreps * num_features).sort()[0].simplify())
-        node_attr_irreps = Irreps(f"{self.num_elements}x0e")
-        scalar_irreps = Irreps(f"{num_features}x0e")
-
-        # Embeddings
-        self.node_embedding = Linear(node_attr_irreps, scalar_irreps)
-        self.radial_embedding = RadialEmbedding(r_max, num_bessel, num_polynomial_cutoff)
+        num_features = as_irreps(config["hidden_irreps"]).count(o3.Irrep(0, 1))
+        self.node_embedding = Linear(Irreps(f"{self.num_elements}x0e"), Irreps(f"{num_features}x0e"))
+        self.radial_embedding = RadialEmbedding(config["r_max"], config["num_bessel"], cutoff_power)
+        sh_irreps = o3.Irreps.spherical_harmonics(config["max_ell"])
         self.spherical_harmonics = o3.SphericalHarmonics(sh_irreps, normalize=True, normalization="component")
-        self.atomic_energies = AtomicEnergies(atomic_energies)
-        self.scale_shift = ScaleShift(atomic_inter_scale, atomic_inter_shift)
+        self.atomic_energies = AtomicEnergies(config["atomic_energies"])
+        self.scale_shift = ScaleShift(config["atomic_inter_scale"], config["atomic_inter_shift"])
 
+    def _build_layers(self, config: dict) -> None:
+        """The interaction, product-basis and readout blocks, one of each per layer."""
+        hidden_irreps = as_irreps(config["hidden_irreps"])
+        num_features = hidden_irreps.count(o3.Irrep(0, 1))
+        sh_irreps = o3.Irreps.spherical_harmonics(config["max_ell"])
+        interaction_irreps = Irreps((sh_irreps * num_features).sort()[0].simplify())
+        interaction_cls = DensityInteractionBlock if config.get("density_normalization") else InteractionBlock
         self.interactions = torch.nn.ModuleList()
         self.products = torch.nn.ModuleList()
         self.readouts = torch.nn.ModuleList()
-        node_feats_irreps = scalar_irreps
-        for t in range(num_interactions):
-            last = t == num_interactions - 1
+        node_feats_irreps = Irreps(f"{num_features}x0e")
+        for t, correlation in enumerate(config["correlation"]):
+            last = t == config["num_interactions"] - 1
             hidden_out = Irreps(str(hidden_irreps[0])) if last else hidden_irreps
-            interaction = (DensityInteractionBlock if density_normalization else InteractionBlock)(
+            interaction = interaction_cls(
                 node_feats_irreps=node_feats_irreps,
                 edge_attrs_irreps=sh_irreps,
-                num_radial=num_bessel,
+                num_radial=config["num_bessel"],
                 target_irreps=interaction_irreps,
                 hidden_irreps=hidden_out,
                 num_elements=self.num_elements,
-                avg_num_neighbors=avg_num_neighbors,
-                radial_MLP=radial_MLP,
-                residual=t > 0 or bool(residual_first),
-                conv_backend=conv_backend,
-                **(conv_options or {}),
+                avg_num_neighbors=config["avg_num_neighbors"],
+                radial_MLP=config["radial_MLP"],
+                residual=t > 0 or bool(config.get("residual_first")),
+                conv_backend=config["conv_backend"],
+                **config["conv_options"],
             )
             self.interactions.append(interaction)
             self.products.append(
                 ProductBlock(
-                    interaction_irreps,
-                    hidden_out,
-                    correlations[t],
-                    self.num_elements,
-                    backend=product_backend,
-                    **(product_options or {}),
+                    interaction_irreps, hidden_out, correlation, self.num_elements,
+                    backend=config["product_backend"], **config["product_options"],
                 )  # fmt: skip
             )
             self.readouts.append(
-                NonLinearReadout(hidden_out, MLP_irreps) if last else LinearReadout(hidden_out)
+                NonLinearReadout(hidden_out, config["MLP_irreps"]) if last else LinearReadout(hidden_out)
             )
             node_feats_irreps = hidden_out
 
@@ -228,40 +310,10 @@ class MACE(torch.nn.Module):
         """``[N, num_elements]`` one-hot of :meth:`element_index` (a zero row for an unknown element)."""
         return _onehot(self.element_index(atomic_numbers), self.num_elements, dtype)
 
-    def unknown_element_error(self, atom: int, z: int) -> ValueError:
-        """The error for atom ``atom`` of element ``z``, which the model does not know."""
-        allowed = ", ".join(f"{element_name(a)} ({a})" for a in self.atomic_numbers)
-        return ValueError(
-            f"atom {atom} is {element_name(z)} (Z={z}), which this model does not know; allowed elements: {allowed}"
-        )
-
     def check_inputs(self, graph: GraphTensors) -> None:
         """``ValueError`` naming the first unknown element, non-finite position, singular periodic
-        cell or out-of-range edge of ``graph``. One device-to-host read on valid input."""
-        index = self.element_index(graph.atomic_numbers)
-        n = graph.pos.shape[0]
-        edges = graph.edge_index
-        flags = torch.stack(
-            [
-                (index < 0).any(),
-                ~torch.isfinite(graph.pos).all(),
-                (graph.pbc.any(dim=1) & (torch.linalg.det(graph.cell).abs() < 1e-9)).any(),
-                ((edges < 0) | (edges >= n)).any() if edges.numel() else torch.zeros((), dtype=torch.bool),
-            ]
-        ).tolist()
-        if not any(flags):
-            return
-        if flags[0]:
-            k = int(torch.nonzero(index < 0)[0, 0])
-            raise self.unknown_element_error(k, int(graph.atomic_numbers[k]))
-        if flags[1] or flags[2]:
-            _check_graph(graph.pos, graph.cell, graph.pbc, graph.atomic_numbers)
-            raise AssertionError("an input check flagged the batch but the detailed checks found nothing")
-        low, high = (int(v) for v in torch.aminmax(edges))
-        raise ValueError(
-            f"edge_index refers to atoms outside [0, {n}) (range {low}..{high}); rebuild the graph "
-            "(equitensor.models.atoms_to_graph or the datasets' AtomsToGraph)"
-        )
+        cell or out-of-range edge of ``graph`` (:func:`~equitensor.models.graph.check_graph`)."""
+        check_graph(graph, self.element_index(graph.atomic_numbers), self.atomic_numbers)
 
     def forward(
         self,
@@ -347,21 +399,3 @@ def _onehot(index: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.
     (``torch.nn.functional.one_hot`` would check the values on the host)."""
     return (index[:, None] == torch.arange(num_classes, device=index.device)).to(dtype)
 
-
-def _check_graph(
-    pos: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, atomic_numbers: torch.Tensor
-) -> None:
-    """``ValueError`` for non-finite positions or singular periodic cells (names the atom / graph)."""
-    finite = torch.isfinite(pos).all(dim=1)
-    if not bool(finite.all()):
-        k = int(torch.nonzero(~finite)[0, 0])
-        z = int(atomic_numbers[k])
-        raise ValueError(f"atom {k} ({element_name(z)}) has a non-finite position {pos[k].tolist()}")
-    periodic = pbc.any(dim=1)
-    if bool(periodic.any()):
-        singular = periodic & (torch.linalg.det(cell).abs() < 1e-9)
-        if bool(singular.any()):
-            b = int(torch.nonzero(singular)[0, 0])
-            raise ValueError(
-                f"graph {b} has a singular cell {cell[b].tolist()} but pbc={pbc[b].tolist()} is set"
-            )

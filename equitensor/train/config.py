@@ -103,8 +103,17 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Arguments of ``equitensor.models.MACE`` (MACE defaults from Batatia et al. 2022)."""
+    """The model: ``name`` picks the architecture (``equitensor.models.registered_models()``), the
+    other keys are its settings.
 
+    ``r_max``, ``extra``, ``init_from`` and ``init_e0s`` apply to any model; the rest are the
+    settings of ``equitensor.models.MACE`` (MACE defaults from Batatia et al. 2022), read by
+    models that list them in their ``config_keys``. Another architecture takes its own arguments
+    from ``extra``.
+    """
+
+    #: registered model name (``mace``); fairchem's ``model: name:``.
+    name: str = "mace"
     r_max: float = 5.0
     num_bessel: int = 8
     num_polynomial_cutoff: int = 5
@@ -127,6 +136,15 @@ class ModelConfig:
     init_from: str | None = None
     #: E0s of an ``init_from`` model: ``keep`` its own, or ``data`` (from ``data.e0s``).
     init_e0s: str = "keep"
+
+
+#: ``model.*`` keys every model reads (:func:`equitensor.train.setup.model_class`)
+COMMON_MODEL_KEYS = ("name", "r_max", "extra", "init_from", "init_e0s")
+
+
+def model_keys() -> list[str]:
+    """Every key of the ``model`` section, in declaration order."""
+    return [f.name for f in dataclasses.fields(ModelConfig)]
 
 
 @dataclass

@@ -17,7 +17,7 @@ from ase.data import chemical_symbols
 from torch.utils.data import Subset
 
 from ..datasets.statistics import fit_linear_reference, force_rms, isolated_atom_e0s, reference_residuals
-from .config import PICKLE_FROM_FILE, ConfigError, DataConfig, ModelConfig
+from .config import COMMON_MODEL_KEYS, PICKLE_FROM_FILE, ConfigError, DataConfig, ModelConfig, model_keys
 from .distributed import DistContext
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "build_model",
     "check_elements",
     "check_model_settings",
+    "model_class",
     "skip_invalid_frames",
     "compute_statistics",
     "open_graphs",
@@ -313,9 +314,38 @@ def compute_statistics(train: Sequence, data_cfg: DataConfig) -> DatasetStatisti
     )
 
 
+def model_class(cfg: ModelConfig) -> type:
+    """The registered class of ``model.name`` (:mod:`equitensor.models.registry`), checked for training.
+
+    Raises:
+        ConfigError: the name is not registered (listing those that are), the class cannot be
+            built from a configuration, or a ``model.*`` key the class does not read is set.
+    """
+    from equitensor.models.registry import get_model_class
+
+    try:
+        cls = get_model_class(cfg.name)
+    except ValueError as error:
+        raise ConfigError(f"model.name: {error}") from None
+    if not callable(getattr(cls, "for_training", None)):
+        raise ConfigError(
+            f"model.name: model {cfg.name!r} ({cls.__name__}) has no for_training(settings, statistics) "
+            "classmethod, so it cannot be built from a training configuration"
+        )
+    defaults = ModelConfig()
+    read = set(COMMON_MODEL_KEYS) | set(getattr(cls, "config_keys", ()))
+    unread = [key for key in model_keys() if key not in read and getattr(cfg, key) != getattr(defaults, key)]
+    if unread:
+        raise ConfigError(
+            f"model {cfg.name!r} does not read {', '.join(f'model.{key}' for key in unread)}; remove "
+            f"{'it' if len(unread) == 1 else 'them'} or give the model's own arguments in model.extra"
+        )
+    return cls
+
+
 def check_model_settings(cfg: ModelConfig) -> None:
     """Build the configured model once with placeholder statistics (one element, no data), so that a
-    bad backend, irreps string, ``extra`` key, ... is reported before any data is read.
+    bad model name, backend, irreps string, ``extra`` key, ... is reported before any data is read.
 
     Raises:
         ConfigError: naming the model setting and the constructor's reason.
@@ -324,53 +354,26 @@ def check_model_settings(cfg: ModelConfig) -> None:
         elements=[1], atomic_energies={1: 0.0}, avg_num_neighbors=1.0, mean_energy_per_atom=0.0,
         mean_interaction_energy_per_atom=0.0, rms_forces=1.0, num_frames=1,
     )  # fmt: skip
+    cls = model_class(cfg)
     try:
         build_model(cfg, placeholder)
     except TypeError as error:  # an ``extra`` key the constructor does not take
         raise ConfigError(f"model.extra {cfg.extra}: {error}") from error
     except (ValueError, KeyError, RuntimeError, AssertionError) as error:
-        names = ("hidden_irreps", "MLP_irreps", "max_ell", "correlation", "conv_backend", "product_backend")
-        settings = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in names)
+        settings = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in getattr(cls, "config_keys", ()))
         raise ConfigError(f"model settings cannot build a model ({settings}): {error}") from error
 
 
 def build_model(cfg: ModelConfig, stats: DatasetStatistics, allow_pickle: bool = False) -> torch.nn.Module:
-    """``equitensor.models.MACE`` from the model config and the training-set statistics.
+    """The model ``model.name`` (default ``mace``) from the model config and the training-set
+    statistics, through the registered class's ``for_training`` (e.g.
+    :meth:`equitensor.models.MACE.for_training`).
 
     ``allow_pickle`` is the user's permission (``--allow-pickle``) to unpickle a mace-torch
     ``model.init_from`` file.
-
-    With ``model.scale_shift`` (default) the interaction energy per atom is scaled by the rms force
-    and shifted by the mean interaction energy per atom, as mace-torch's ScaleShiftMACE does.
     """
-    from equitensor.models import MACE
-
     if cfg.init_from:  # fine-tuning: the foundation model's architecture and weights
         from .finetune import foundation_model
 
         return foundation_model(cfg, stats, allow_pickle)
-    avg = stats.avg_num_neighbors if cfg.avg_num_neighbors == "auto" else float(cfg.avg_num_neighbors)
-    scale_shift = {}
-    if cfg.scale_shift:
-        scale_shift = {
-            "atomic_inter_scale": stats.rms_forces if stats.rms_forces > 0 else 1.0,
-            "atomic_inter_shift": stats.mean_interaction_energy_per_atom,
-        }
-    return MACE(
-        atomic_numbers=stats.elements,
-        atomic_energies=[stats.atomic_energies[z] for z in stats.elements],
-        r_max=cfg.r_max,
-        num_bessel=cfg.num_bessel,
-        num_polynomial_cutoff=cfg.num_polynomial_cutoff,
-        max_ell=cfg.max_ell,
-        hidden_irreps=cfg.hidden_irreps,
-        correlation=cfg.correlation,
-        num_interactions=cfg.num_interactions,
-        MLP_irreps=cfg.MLP_irreps,
-        radial_MLP=list(cfg.radial_MLP),
-        avg_num_neighbors=avg,
-        conv_backend=cfg.conv_backend,
-        product_backend=cfg.product_backend,
-        **scale_shift,
-        **cfg.extra,
-    )
+    return model_class(cfg).for_training(cfg, stats)

@@ -462,6 +462,20 @@ class Trainer:
             self.run_log.close()
 
     def _fit(self, resume: str | Path | None) -> TrainResult:
+        baseline = self._begin(resume)
+        stop = self._stop_reason()
+        while stop is None and self.epoch < self.config.train.epochs:
+            stop = self._train_epoch()
+            if stop is None or self.batch_in_epoch >= self.steps_per_epoch:
+                self._end_of_epoch()
+                stop = stop or self._stop_reason()
+        stop = stop or "epochs"
+        self.save_checkpoint()
+        final = self._final_metrics(stop)
+        return self._finish(stop, final, baseline)
+
+    def _begin(self, resume: str | Path | None) -> dict | None:
+        """Restore ``resume`` (if given), start the clock, log the run; the mean predictor's metrics."""
         tc = self.config.train
         if resume is not None:
             self.load_state(resume)
@@ -482,38 +496,43 @@ class Trainer:
             f"{len(self.val_loader.dataset.dataset)}: {self.steps_per_epoch} steps/epoch, global batch "
             f"{tc.batch_size} over {self.dist.world_size} process(es), {self.device}, {tc.dtype}"
         )
-        stop = self._stop_reason()
-        while stop is None and self.epoch < tc.epochs:
-            self.sampler.set_epoch(self.epoch)
-            self.steps_per_epoch = getattr(self.sampler, "num_batches", self.steps_per_epoch)  # may vary
-            self.sampler.set_start(self.batch_in_epoch * self.local_batch_size)
-            bar = tqdm(
-                self.train_loader,
-                desc=f"epoch {self.epoch + 1}/{tc.epochs}",
-                total=self.steps_per_epoch,
-                initial=self.batch_in_epoch,
-                leave=False,
-                disable=not self.show_progress,
-            )
-            for batch in bar:
-                loss = self.train_step(batch)
-                self.global_step += 1
-                self.batch_in_epoch += 1
-                self.epoch_loss_sum += loss
-                self.epoch_steps += 1
-                self.step_losses.append(loss)
-                bar.set_postfix(loss=f"{loss:.4g}", lr=f"{self.lr:.1e}")
-                if self.global_step % tc.checkpoint_every_steps == 0:
-                    self.save_checkpoint()
-                stop = self._stop_reason()
-                if stop is not None:
-                    break
-            bar.close()
-            if stop is None or self.batch_in_epoch >= self.steps_per_epoch:
-                self._end_of_epoch()
-                stop = stop or self._stop_reason()
-        stop = stop or "epochs"
-        self.save_checkpoint()
+        return baseline
+
+    def _train_epoch(self) -> str | None:
+        """The optimizer steps of the current epoch from ``batch_in_epoch`` on; the reason to stop
+        early (``max_steps``, ``patience``, ``time_limit``) or ``None`` when the epoch ran out."""
+        tc = self.config.train
+        self.sampler.set_epoch(self.epoch)
+        self.steps_per_epoch = getattr(self.sampler, "num_batches", self.steps_per_epoch)  # may vary
+        self.sampler.set_start(self.batch_in_epoch * self.local_batch_size)
+        bar = tqdm(
+            self.train_loader,
+            desc=f"epoch {self.epoch + 1}/{tc.epochs}",
+            total=self.steps_per_epoch,
+            initial=self.batch_in_epoch,
+            leave=False,
+            disable=not self.show_progress,
+        )
+        stop = None
+        for batch in bar:
+            loss = self.train_step(batch)
+            self.global_step += 1
+            self.batch_in_epoch += 1
+            self.epoch_loss_sum += loss
+            self.epoch_steps += 1
+            self.step_losses.append(loss)
+            bar.set_postfix(loss=f"{loss:.4g}", lr=f"{self.lr:.1e}")
+            if self.global_step % tc.checkpoint_every_steps == 0:
+                self.save_checkpoint()
+            stop = self._stop_reason()
+            if stop is not None:
+                break
+        bar.close()
+        return stop
+
+    def _final_metrics(self, stop: str) -> dict:
+        """Validation metrics of the last model: a final validation when training stopped after the
+        last one (saving the model when it is the best), else the last validation's."""
         if stop != "epochs" and (not self.history or self.history[-1]["step"] != self.global_step):
             final, final_loss = self.evaluate(self.val_loader, desc="final validation")
             if final_loss < self.best_val_loss:
@@ -522,15 +541,15 @@ class Trainer:
             self.log(
                 f"stopped ({stop}) at step {self.global_step}: val {final_loss:.4g} | {format_metrics(final)}"
             )
-        else:
-            final = {
-                k[4:]: v for k, v in self.history[-1].items() if k.startswith("val_") and k != "val_loss"
-            }
+            return final
+        return _validation_metrics(self.history[-1])
+
+    def _finish(self, stop: str, final: dict, baseline: dict | None) -> TrainResult:
+        """Log the best and last models' metrics, plot, and return the run's result."""
         if self.history:
             best = min(self.history, key=lambda row: row["val_loss"])
             if best["val_loss"] <= self.best_val_loss:  # else the final validation was the best
-                best_metrics = {k[4:]: v for k, v in best.items() if k.startswith("val_") and k != "val_loss"}
-                self.log(f"best model (val, epoch {best['epoch']}): {format_metrics(best_metrics)}")
+                self.log(f"best model (val, epoch {best['epoch']}): {format_metrics(_validation_metrics(best))}")
         if baseline is not None:
             self.log(f"last model (val): {format_metrics(final)}")
             self.log(f"mean baseline (val): {format_metrics(baseline)}")
@@ -546,3 +565,8 @@ class Trainer:
             out_dir=self.out_dir,
             step_losses=list(self.step_losses),
         )
+
+
+def _validation_metrics(row: dict) -> dict:
+    """The validation metrics of a history row (its ``val_*`` entries but the loss, unprefixed)."""
+    return {k[4:]: v for k, v in row.items() if k.startswith("val_") and k != "val_loss"}
