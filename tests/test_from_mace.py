@@ -69,6 +69,10 @@ def build_mace(
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
+        for interaction in model.interactions:
+            if hasattr(interaction, "beta"):  # the non-linear block starts at 1 / 20: make the density count
+                interaction.alpha.fill_(1.5)
+                interaction.beta.fill_(0.7)
     return model
 
 
@@ -115,6 +119,15 @@ ARCHITECTURES = {
     "mace-zbl-soft": dict(cls="MACE", pair_repulsion=True, distance_transform="Soft"),
     "scaleshift-density": dict(
         first="RealAgnosticDensityInteractionBlock", interaction="RealAgnosticDensityResidualInteractionBlock"
+    ),
+    # the non-linear residual interaction of recent foundation models, with their ZBL and Agnesi
+    "scaleshift-nonlinear-zbl-agnesi": dict(
+        first="RealAgnosticResidualNonLinearInteractionBlock",
+        interaction="RealAgnosticResidualNonLinearInteractionBlock", pair_repulsion=True, distance_transform="Agnesi",
+    ),
+    "mace-nonlinear": dict(
+        cls="MACE", first="RealAgnosticResidualNonLinearInteractionBlock",
+        interaction="RealAgnosticResidualNonLinearInteractionBlock",
     ),
 }
 

@@ -30,11 +30,13 @@ import torch
 
 from .. import so3
 from ..so3.coupling import symmetric_coupling_basis
+from .nonlinear_interaction import NonLinearInteractionBlock
 
 SUPPORTED_MODELS = ("MACE", "ScaleShiftMACE")
 SUPPORTED_INTERACTIONS = (
     "RealAgnosticInteractionBlock", "RealAgnosticResidualInteractionBlock",
     "RealAgnosticDensityInteractionBlock", "RealAgnosticDensityResidualInteractionBlock",
+    "RealAgnosticResidualNonLinearInteractionBlock",
 )  # fmt: skip
 SUPPORTED_READOUTS = ("LinearReadoutBlock", "NonLinearReadoutBlock")
 SUPPORTED_RADIAL = ("BesselBasis",)
@@ -210,10 +212,12 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
     names = [_class_name(i) for i in model.interactions]
     residual = ["Residual" in name for name in names]
     density = {"Density" in name for name in names}
-    if not all(residual[1:]) or len(density) > 1:
+    nonlinear = {"NonLinear" in name for name in names}
+    if not all(residual[1:]) or len(density) > 1 or len(nonlinear) > 1:
         raise ValueError(
             f"cannot convert a mace-torch model with the interactions {names}: supported are a residual "
-            "block after the first interaction and density normalisation in all blocks or in none"
+            "block after the first interaction, density normalisation in all blocks or in none, and "
+            "the non-linear block in all blocks or in none"
         )
     config = dict(
         atomic_numbers=[int(z) for z in model.atomic_numbers],
@@ -233,6 +237,7 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
         residual_first=residual[0],
         pair_repulsion=hasattr(model, "pair_repulsion"),
         density_normalization=density.pop(),
+        nonlinear_interactions=nonlinear.pop(),
         distance_transform=(
             _class_name(radial.distance_transform).removesuffix("Transform")
             if hasattr(radial, "distance_transform") else None
@@ -345,6 +350,47 @@ def _pair_term_constants(model, state: dict) -> dict:
     return out
 
 
+def _interaction_weights(interaction, state: dict, p: str, sign: Callable) -> tuple[dict, int]:
+    """A (density) ``RealAgnostic(Residual)InteractionBlock``'s weights, prefix ``p``, and its flipped paths."""
+    ours = {p + "linear_up.weight": state[p + "linear_up.weight"], p + "linear.weight": state[p + "linear.weight"]}
+    layers = sorted(
+        (k for k in state if k.startswith(p + "conv_tp_weights.layer")),
+        key=lambda k: int(k[len(p + "conv_tp_weights.layer") :].split(".")[0]),
+    )
+    flipped = 0
+    for i, key in enumerate(layers):
+        w = state[key]
+        if i == len(layers) - 1:
+            w, flipped = _conv_weights(interaction, w, sign)
+        ours[p + f"conv_tp_weights.weights.{i}"] = w
+    ours[p + "skip.weight"] = _skip_weights(interaction.skip, state[p + "skip_tp.weight"], sign)
+    if hasattr(interaction, "density_fn"):
+        ours[p + "density_fn.weights.0"] = state[p + "density_fn.layer0.weight"]
+    return ours, flipped
+
+
+def _nonlinear_interaction_weights(interaction, state: dict, p: str, sign: Callable) -> tuple[dict, int]:
+    """A ``RealAgnosticResidualNonLinearInteractionBlock``'s weights, prefix ``p``, and its flipped paths.
+
+    Same names as mace-torch's but the self-connection (``skip_tp`` there, a plain linear map);
+    the radial MLP's output layer (``weight [weight_numel, hidden]``, ``bias [weight_numel]``)
+    gets the convolution's path order and phases.
+    """
+    names = (
+        "source_embedding.weight", "target_embedding.weight", "linear_up.weight", "linear_res.weight",
+        "linear_1.weight", "linear_2.weight", "alpha", "beta",
+    )  # fmt: skip
+    ours = {p + name: state[p + name] for name in names}
+    ours[p + "skip.weight"] = state[p + "skip_tp.weight"]
+    for mlp in ("conv_tp_weights.net.", "density_fn.net."):
+        ours.update({k: v for k, v in state.items() if k.startswith(p + mlp)})
+    last = f"{p}conv_tp_weights.net.{len(interaction.conv_tp_weights.net) - 1}."
+    w = torch.cat([state[last + "weight"].T, state[last + "bias"][None]])  # [hidden + 1, weight_numel]
+    w, flipped = _conv_weights(interaction, w, sign)
+    ours[last + "weight"], ours[last + "bias"] = w[:-1].T.contiguous(), w[-1].contiguous()
+    return ours, flipped
+
+
 def port_state_dict(model, state: dict, sign: Callable, head_index: int = 0, num_heads: int = 1) -> dict:
     """Load mace-torch weights ``state`` into our ``model`` (built from :func:`mace_config`).
 
@@ -354,22 +400,10 @@ def port_state_dict(model, state: dict, sign: Callable, head_index: int = 0, num
     ours = {"node_embedding.weight": state["node_embedding.linear.weight"]}
     flipped, sizes = 0, []
     for t, interaction in enumerate(model.interactions):
-        p = f"interactions.{t}."
-        ours[p + "linear_up.weight"] = state[p + "linear_up.weight"]
-        ours[p + "linear.weight"] = state[p + "linear.weight"]
-        layers = sorted(
-            (k for k in state if k.startswith(p + "conv_tp_weights.layer")),
-            key=lambda k: int(k[len(p + "conv_tp_weights.layer") :].split(".")[0]),
-        )
-        for i, key in enumerate(layers):
-            w = state[key]
-            if i == len(layers) - 1:
-                w, n = _conv_weights(interaction, w, sign)
-                flipped += n
-            ours[p + f"conv_tp_weights.weights.{i}"] = w
-        ours[p + "skip.weight"] = _skip_weights(interaction.skip, state[p + "skip_tp.weight"], sign)
-        if hasattr(interaction, "density_fn"):
-            ours[p + "density_fn.weights.0"] = state[p + "density_fn.layer0.weight"]
+        port = _nonlinear_interaction_weights if isinstance(interaction, NonLinearInteractionBlock) else _interaction_weights
+        weights, n = port(interaction, state, f"interactions.{t}.", sign)
+        ours.update(weights)
+        flipped += n
     for t, block in enumerate(model.products):
         p = f"products.{t}."
         ours[p + "linear.weight"] = state[p + "linear.weight"]

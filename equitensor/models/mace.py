@@ -22,14 +22,13 @@ from ..ops.backends.registry import get_backend, get_product_basis
 from .blocks import (
     AtomicEnergies,
     ElementGroups,
-    InteractionBlock,
     LinearReadout,
     NonLinearReadout,
     ProductBlock,
     ScaleShift,
 )
 from .graph import element_name
-from .mace_variants import DensityInteractionBlock
+from .mace_variants import interaction_block_class
 from .outputs import GraphTensors, derivatives, edge_vectors, gradient_leaves, graph_tensors, strained
 from .pair_terms import ZBLRepulsion
 from .pair_terms import distance_transform as make_distance_transform
@@ -67,6 +66,8 @@ class MACE(torch.nn.Module):
             lengths (``pair_terms``), the cutoff the true ones (mace-torch's option of that name).
         density_normalization: divide messages by a learned neighbour density instead of
             ``avg_num_neighbors`` (``mace_variants.DensityInteractionBlock``).
+        nonlinear_interactions: mace-torch's ``RealAgnosticResidualNonLinearInteractionBlock`` in
+            every layer (``nonlinear_interaction.NonLinearInteractionBlock``; needs ``residual_first``).
 
     ``forward(batch, compute_forces=True, compute_stress=False, training=False, check_inputs=True)``
     returns a dict:
@@ -103,6 +104,7 @@ class MACE(torch.nn.Module):
         pair_repulsion: bool = False,
         distance_transform: str | None = None,
         density_normalization: bool = False,
+        nonlinear_interactions: bool = False,
     ):
         super().__init__()
         atomic_numbers = [int(z) for z in atomic_numbers]
@@ -157,7 +159,7 @@ class MACE(torch.nn.Module):
         # recorded only when set, so configs of the default model stay as they were
         options = dict(
             residual_first=residual_first, pair_repulsion=pair_repulsion, distance_transform=distance_transform,
-            density_normalization=density_normalization,
+            density_normalization=density_normalization, nonlinear_interactions=nonlinear_interactions,
         )  # fmt: skip
         self.config.update({k: v for k, v in options.items() if v not in (False, None, "None")})
         self.pair_repulsion = ZBLRepulsion(num_polynomial_cutoff) if pair_repulsion else None
@@ -188,7 +190,7 @@ class MACE(torch.nn.Module):
         for t in range(num_interactions):
             last = t == num_interactions - 1
             hidden_out = Irreps(str(hidden_irreps[0])) if last else hidden_irreps
-            interaction = (DensityInteractionBlock if density_normalization else InteractionBlock)(
+            interaction = interaction_block_class(density_normalization, nonlinear_interactions)(
                 node_feats_irreps=node_feats_irreps,
                 edge_attrs_irreps=sh_irreps,
                 num_radial=num_bessel,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .blocks import InteractionBlock
+from .nonlinear_interaction import NonLinearInteractionBlock
 from .radial import RadialMLP
 
 
@@ -23,3 +24,15 @@ class DensityInteractionBlock(InteractionBlock):
         edge_density = torch.tanh(self.density_fn(edge_feats) ** 2)  # [n_edges, 1]
         density = edge_density.new_zeros(num_nodes, 1).index_add(0, edge_index[1], edge_density)
         return density + 1.0  # [N, 1]
+
+
+def interaction_block_class(density_normalization: bool = False, nonlinear_interactions: bool = False) -> type:
+    """The interaction-block class of a ``MACE`` with these options (the same class in every layer)."""
+    if density_normalization and nonlinear_interactions:
+        raise ValueError(
+            "density_normalization and nonlinear_interactions are exclusive: the non-linear block "
+            "has its own learned density normalisation; set one of them"
+        )
+    if nonlinear_interactions:
+        return NonLinearInteractionBlock
+    return DensityInteractionBlock if density_normalization else InteractionBlock

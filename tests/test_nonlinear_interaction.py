@@ -1,0 +1,61 @@
+"""The non-linear residual interaction (mace-torch's ``RealAgnosticResidualNonLinearInteractionBlock``)
+in equitensor's MACE: symmetries on every conv backend, model files, backend conversion, bad options.
+Its equality with mace-torch itself is in ``test_from_mace.py`` (needs mace-torch)."""
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from equitensor import so3
+from equitensor.models import atoms_to_graph, convert_backends, load_model, save_model
+from equitensor.models.nonlinear_interaction import NonLinearInteractionBlock
+
+from .test_models import CONV, R_MAX, ethanol, run, slab, small_model, tolerance, transformed
+
+pytestmark = pytest.mark.usefixtures("default_float64")
+
+
+def nonlinear_model(conv="cg", **overrides):
+    model = small_model(conv, nonlinear_interactions=True, residual_first=True, **overrides)
+    with torch.no_grad():  # the block starts at alpha = 20, beta = 0: make the density count
+        for interaction in model.interactions:
+            interaction.alpha.fill_(1.5)
+            interaction.beta.fill_(0.7)
+    return model
+
+
+@pytest.mark.parametrize("conv", CONV)
+def test_energy_invariant_and_forces_equivariant_on_every_conv_backend(conv, rng):
+    model = nonlinear_model(conv)
+    assert all(isinstance(block, NonLinearInteractionBlock) for block in model.interactions)
+    tol = tolerance(conv, "cg")
+    graph = atoms_to_graph(slab(), R_MAX, torch.float64)
+    out = model(Batch.from_data_list([graph]))
+    scale = max(1.0, out["forces"].abs().max().item())
+    assert out["forces"].abs().max() > 1e-3  # the symmetry check below is not about zeros
+    for improper in (False, True):
+        r = so3.random_rotation(rng, improper=improper)
+        moved = model(Batch.from_data_list([transformed(graph, r, [0.3, -1.2, 2.0])]))
+        assert abs(moved["energy"] - out["energy"]).item() < tol * max(1.0, abs(out["energy"].item()) / 100)
+        assert (moved["forces"] - out["forces"] @ torch.tensor(r).T).abs().max() < tol * scale
+
+
+def test_save_load_and_backend_conversion_keep_the_function(tmp_path):
+    model = nonlinear_model("cg")
+    atoms = [ethanol(), slab()]
+    ref = run(model, atoms, compute_stress=True)
+    path = tmp_path / "nonlinear.pt"
+    save_model(model, path)
+    loaded = load_model(path)
+    assert loaded.config["nonlinear_interactions"] is True
+    for other in (loaded, convert_backends(model, conv_backend="e3nn")):
+        out = run(other, atoms, compute_stress=True)
+        for key in ("energy", "forces", "stress"):
+            assert torch.allclose(out[key], ref[key], atol=1e-10, rtol=0), key
+
+
+def test_bad_options_say_what_to_set():
+    with pytest.raises(ValueError, match="residual_first=True"):
+        small_model(nonlinear_interactions=True)
+    with pytest.raises(ValueError, match="exclusive"):
+        small_model(nonlinear_interactions=True, residual_first=True, density_normalization=True)
