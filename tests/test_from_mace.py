@@ -129,6 +129,14 @@ ARCHITECTURES = {
         cls="MACE", first="RealAgnosticResidualNonLinearInteractionBlock",
         interaction="RealAgnosticResidualNonLinearInteractionBlock",
     ),
+    # mace-torch's default interaction_first with the non-linear block after it
+    "scaleshift-residual-then-nonlinear": dict(
+        first="RealAgnosticResidualInteractionBlock", interaction="RealAgnosticResidualNonLinearInteractionBlock"
+    ),
+    "scaleshift-nonlinear-then-plain-residual": dict(
+        first="RealAgnosticResidualNonLinearInteractionBlock", interaction="RealAgnosticResidualInteractionBlock",
+        num_interactions=3,
+    ),
 }
 
 

@@ -59,3 +59,11 @@ def test_bad_options_say_what_to_set():
         small_model(nonlinear_interactions=True)
     with pytest.raises(ValueError, match="exclusive"):
         small_model(nonlinear_interactions=True, residual_first=True, density_normalization=True)
+    with pytest.raises(ValueError, match=r"one flag per interaction \(2\)"):
+        small_model(nonlinear_interactions=[True], residual_first=True)
+
+
+def test_flags_per_layer_pick_each_block():
+    model = small_model(nonlinear_interactions=[False, True])
+    assert [type(block).__name__ for block in model.interactions] == ["InteractionBlock", "NonLinearInteractionBlock"]
+    assert not model.interactions[0].residual  # a non-residual first layer stays one

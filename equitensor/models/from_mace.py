@@ -212,12 +212,11 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
     names = [_class_name(i) for i in model.interactions]
     residual = ["Residual" in name for name in names]
     density = {"Density" in name for name in names}
-    nonlinear = {"NonLinear" in name for name in names}
-    if not all(residual[1:]) or len(density) > 1 or len(nonlinear) > 1:
+    nonlinear = ["NonLinear" in name for name in names]
+    if not all(residual[1:]) or len(density) > 1:
         raise ValueError(
             f"cannot convert a mace-torch model with the interactions {names}: supported are a residual "
-            "block after the first interaction, density normalisation in all blocks or in none, and "
-            "the non-linear block in all blocks or in none"
+            "block after the first interaction and density normalisation in all blocks or in none"
         )
     config = dict(
         atomic_numbers=[int(z) for z in model.atomic_numbers],
@@ -237,7 +236,7 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
         residual_first=residual[0],
         pair_repulsion=hasattr(model, "pair_repulsion"),
         density_normalization=density.pop(),
-        nonlinear_interactions=nonlinear.pop(),
+        nonlinear_interactions=nonlinear if any(nonlinear) and not all(nonlinear) else all(nonlinear),
         distance_transform=(
             _class_name(radial.distance_transform).removesuffix("Transform")
             if hasattr(radial, "distance_transform") else None

@@ -28,7 +28,7 @@ from .blocks import (
     ScaleShift,
 )
 from .graph import element_name
-from .mace_variants import interaction_block_class
+from .mace_variants import interaction_block_classes
 from .outputs import GraphTensors, derivatives, edge_vectors, gradient_leaves, graph_tensors, strained
 from .pair_terms import ZBLRepulsion
 from .pair_terms import distance_transform as make_distance_transform
@@ -66,8 +66,8 @@ class MACE(torch.nn.Module):
             lengths (``pair_terms``), the cutoff the true ones (mace-torch's option of that name).
         density_normalization: divide messages by a learned neighbour density instead of
             ``avg_num_neighbors`` (``mace_variants.DensityInteractionBlock``).
-        nonlinear_interactions: mace-torch's ``RealAgnosticResidualNonLinearInteractionBlock`` in
-            every layer (``nonlinear_interaction.NonLinearInteractionBlock``; needs ``residual_first``).
+        nonlinear_interactions: mace-torch's ``RealAgnosticResidualNonLinearInteractionBlock``
+            (``nonlinear_interaction.NonLinearInteractionBlock``) in every layer, or one flag per layer.
 
     ``forward(batch, compute_forces=True, compute_stress=False, training=False, check_inputs=True)``
     returns a dict:
@@ -104,7 +104,7 @@ class MACE(torch.nn.Module):
         pair_repulsion: bool = False,
         distance_transform: str | None = None,
         density_normalization: bool = False,
-        nonlinear_interactions: bool = False,
+        nonlinear_interactions: bool | Sequence[bool] = False,
     ):
         super().__init__()
         atomic_numbers = [int(z) for z in atomic_numbers]
@@ -187,10 +187,11 @@ class MACE(torch.nn.Module):
         self.products = torch.nn.ModuleList()
         self.readouts = torch.nn.ModuleList()
         node_feats_irreps = scalar_irreps
+        block_classes = interaction_block_classes(num_interactions, density_normalization, nonlinear_interactions)
         for t in range(num_interactions):
             last = t == num_interactions - 1
             hidden_out = Irreps(str(hidden_irreps[0])) if last else hidden_irreps
-            interaction = interaction_block_class(density_normalization, nonlinear_interactions)(
+            interaction = block_classes[t](
                 node_feats_irreps=node_feats_irreps,
                 edge_attrs_irreps=sh_irreps,
                 num_radial=num_bessel,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .blocks import InteractionBlock
@@ -26,13 +28,28 @@ class DensityInteractionBlock(InteractionBlock):
         return density + 1.0  # [N, 1]
 
 
-def interaction_block_class(density_normalization: bool = False, nonlinear_interactions: bool = False) -> type:
-    """The interaction-block class of a ``MACE`` with these options (the same class in every layer)."""
-    if density_normalization and nonlinear_interactions:
+def interaction_block_classes(
+    num_interactions: int, density_normalization: bool = False, nonlinear_interactions: bool | Sequence[bool] = False
+) -> list[type]:
+    """The interaction-block class of each layer of a ``MACE`` with these options.
+
+    ``nonlinear_interactions``: ``True`` (every layer) or one flag per layer, e.g. ``[False, True]``
+    for mace-torch's ``interaction_first=RealAgnosticResidualInteractionBlock`` followed by
+    ``RealAgnosticResidualNonLinearInteractionBlock``.
+    """
+    if isinstance(nonlinear_interactions, bool):
+        flags = [nonlinear_interactions] * num_interactions
+    else:
+        flags = [bool(flag) for flag in nonlinear_interactions]
+    if len(flags) != num_interactions:
+        raise ValueError(
+            f"nonlinear_interactions needs True/False or one flag per interaction ({num_interactions}), "
+            f"got {nonlinear_interactions}"
+        )
+    if density_normalization and any(flags):
         raise ValueError(
             "density_normalization and nonlinear_interactions are exclusive: the non-linear block "
             "has its own learned density normalisation; set one of them"
         )
-    if nonlinear_interactions:
-        return NonLinearInteractionBlock
-    return DensityInteractionBlock if density_normalization else InteractionBlock
+    linear = DensityInteractionBlock if density_normalization else InteractionBlock
+    return [NonLinearInteractionBlock if flag else linear for flag in flags]
