@@ -60,6 +60,8 @@ def build_mace(
     if heads is not None:
         kwargs["heads"] = heads
     kwargs.update(extra)
+    if "edge_irreps" in kwargs:
+        kwargs["edge_irreps"] = o3.Irreps(kwargs["edge_irreps"])
     if cls == "ScaleShiftMACE":
         scale = [1.3, 0.7][:num_heads] if heads else 1.3
         shift = [0.1, -0.2][:num_heads] if heads else 0.1
@@ -133,6 +135,13 @@ ARCHITECTURES = {
     "scaleshift-residual-then-nonlinear": dict(
         first="RealAgnosticResidualInteractionBlock", interaction="RealAgnosticResidualNonLinearInteractionBlock"
     ),
+    # element-agnostic product basis and narrower / wider convolution irreps (edge_irreps)
+    "nonlinear-agnostic-edge-irreps-first": dict(
+        first="RealAgnosticResidualNonLinearInteractionBlock",
+        interaction="RealAgnosticResidualNonLinearInteractionBlock", use_agnostic_product=True,
+        edge_irreps="3x0e+3x1o+3x2e", use_edge_irreps_first=True,
+    ),
+    "residual-edge-irreps": dict(first="RealAgnosticResidualInteractionBlock", edge_irreps="6x0e+6x1o"),
     "scaleshift-nonlinear-then-plain-residual": dict(
         first="RealAgnosticResidualNonLinearInteractionBlock", interaction="RealAgnosticResidualInteractionBlock",
         num_interactions=3,

@@ -164,7 +164,8 @@ class InteractionBlock(torch.nn.Module):
 
     The element-dependent self-connection is applied to the message (``residual=False``, MACE's
     first layer) or returned separately from the incoming features (``residual=True``) and added
-    after the product basis.
+    after the product basis. ``edge_irreps`` (default ``node_feats_irreps``): what ``linear_up``
+    maps to and the convolution takes (mace-torch's option of that name).
 
     Shapes: ``node_feats [N, node_feats_irreps.dim], element_onehot [N, E], edge_attrs
     [n_edges, sh.dim], edge_feats [n_edges, num_radial], edge_index [2, n_edges]`` ->
@@ -183,17 +184,19 @@ class InteractionBlock(torch.nn.Module):
         radial_MLP: Sequence[int] = (64, 64, 64),
         residual: bool = True,
         conv_backend: str = "cg",
+        edge_irreps=None,
         **conv_options,
     ):
         super().__init__()
         self.node_feats_irreps = as_irreps(node_feats_irreps)
+        self.edge_irreps = self.node_feats_irreps if edge_irreps is None else as_irreps(edge_irreps)
         self.target_irreps = as_irreps(target_irreps)
         self.hidden_irreps = as_irreps(hidden_irreps)
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.residual = bool(residual)
-        self.linear_up = Linear(self.node_feats_irreps, self.node_feats_irreps)
+        self.linear_up = Linear(self.node_feats_irreps, self.edge_irreps)
         self.conv_tp = ChannelwiseTensorProduct(
-            self.node_feats_irreps,
+            self.edge_irreps,
             edge_attrs_irreps,
             self.target_irreps,
             backend=conv_backend,
@@ -238,16 +241,27 @@ class ProductBlock(torch.nn.Module):
     """
 
     def __init__(
-        self, irreps_in, irreps_out, correlation: int, num_elements: int, backend: str = "cg", **options
+        self,
+        irreps_in,
+        irreps_out,
+        correlation: int,
+        num_elements: int,
+        backend: str = "cg",
+        element_agnostic: bool = False,
+        **options,
     ):
         super().__init__()
+        # element_agnostic: one set of weights for every element (mace-torch's use_agnostic_product)
+        self.element_agnostic = bool(element_agnostic)
         self.product = ProductBasis(
-            irreps_in, irreps_out, correlation, num_elements, backend=backend, **options
+            irreps_in, irreps_out, correlation, 1 if element_agnostic else num_elements, backend=backend, **options
         )
         self.linear = Linear(irreps_out, irreps_out)
         self.irreps_out = as_irreps(irreps_out)
 
     def forward(self, node_feats, sc, element_onehot):
+        if self.element_agnostic:
+            element_onehot = element_onehot.new_ones(element_onehot.shape[0], 1)
         out = self.linear(self.product(node_feats, element_onehot))
         return out if sc is None else out + sc
 

@@ -167,12 +167,8 @@ def _check_supported(model) -> None:
         and int(model.pair_repulsion_fn.p) != int(radial.cutoff_fn.p),
         "apply_cutoff=False": not getattr(radial, "apply_cutoff", True),
         "use_so3": getattr(model, "use_so3", False),
-        "use_agnostic_product": getattr(model, "use_agnostic_product", False),
         "use_last_readout_only": getattr(model, "use_last_readout_only", False),
         "embedding_specs (joint embeddings)": hasattr(model, "joint_embedding"),
-        "edge_irreps other than the node features": any(
-            str(i.edge_irreps) != str(i.node_feats_irreps) for i in model.interactions
-        ),
     }
     found = [option for option, present in unsupported_options.items() if present]
     if found:
@@ -241,8 +237,27 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
             _class_name(radial.distance_transform).removesuffix("Transform")
             if hasattr(radial, "distance_transform") else None
         ),
+        agnostic_product=bool(getattr(model, "use_agnostic_product", False)),
+        **_edge_irreps_config(model),
     )  # fmt: skip
     return config, head_index
+
+
+def _edge_irreps_config(model) -> dict:
+    """Our ``edge_irreps`` / ``edge_irreps_first`` for the convolution irreps of mace-torch's layers."""
+    from .mace_variants import layer_edge_irreps
+
+    layers = [str(i.edge_irreps) if str(i.edge_irreps) != str(i.node_feats_irreps) else None for i in model.interactions]
+    config = dict(edge_irreps=layers[1], edge_irreps_first=layers[0] is not None)
+    if config["edge_irreps"] is None and config["edge_irreps_first"]:
+        config["edge_irreps"] = layers[0]  # only the first layer narrows: impossible in mace-torch's MACE
+    ours = layer_edge_irreps(len(layers), **config)
+    if [None if e is None else str(e) for e in ours] != layers:
+        raise ValueError(
+            f"cannot convert the convolution irreps {layers} (per interaction; None: the node features): "
+            "supported are mace-torch's edge_irreps after the first layer, with use_edge_irreps_first or not"
+        )
+    return {k: v for k, v in config.items() if v}
 
 
 def symmetric_contraction_map(u_mace: torch.Tensor, coupling, ir_out, nu: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from .blocks import (
     ScaleShift,
 )
 from .graph import element_name
-from .mace_variants import interaction_block_classes
+from .mace_variants import interaction_block_classes, layer_edge_irreps
 from .outputs import GraphTensors, derivatives, edge_vectors, gradient_leaves, graph_tensors, strained
 from .pair_terms import ZBLRepulsion
 from .pair_terms import distance_transform as make_distance_transform
@@ -68,6 +68,9 @@ class MACE(torch.nn.Module):
             ``avg_num_neighbors`` (``mace_variants.DensityInteractionBlock``).
         nonlinear_interactions: mace-torch's ``RealAgnosticResidualNonLinearInteractionBlock``
             (``nonlinear_interaction.NonLinearInteractionBlock``) in every layer, or one flag per layer.
+        agnostic_product: one product-basis weight set for all elements (``use_agnostic_product``).
+        edge_irreps, edge_irreps_first: irreps of the convolutions after the first layer, and of the
+            first (its scalars) when set (mace-torch's ``edge_irreps``, ``use_edge_irreps_first``).
 
     ``forward(batch, compute_forces=True, compute_stress=False, training=False, check_inputs=True)``
     returns a dict:
@@ -105,6 +108,9 @@ class MACE(torch.nn.Module):
         distance_transform: str | None = None,
         density_normalization: bool = False,
         nonlinear_interactions: bool | Sequence[bool] = False,
+        agnostic_product: bool = False,
+        edge_irreps: str | None = None,
+        edge_irreps_first: bool = False,
     ):
         super().__init__()
         atomic_numbers = [int(z) for z in atomic_numbers]
@@ -160,6 +166,8 @@ class MACE(torch.nn.Module):
         options = dict(
             residual_first=residual_first, pair_repulsion=pair_repulsion, distance_transform=distance_transform,
             density_normalization=density_normalization, nonlinear_interactions=nonlinear_interactions,
+            agnostic_product=agnostic_product, edge_irreps=None if edge_irreps is None else str(as_irreps(edge_irreps)),
+            edge_irreps_first=edge_irreps_first,
         )  # fmt: skip
         self.config.update({k: v for k, v in options.items() if v not in (False, None, "None")})
         self.pair_repulsion = ZBLRepulsion(num_polynomial_cutoff) if pair_repulsion else None
@@ -188,6 +196,7 @@ class MACE(torch.nn.Module):
         self.readouts = torch.nn.ModuleList()
         node_feats_irreps = scalar_irreps
         block_classes = interaction_block_classes(num_interactions, density_normalization, nonlinear_interactions)
+        conv_irreps = layer_edge_irreps(num_interactions, edge_irreps, edge_irreps_first)
         for t in range(num_interactions):
             last = t == num_interactions - 1
             hidden_out = Irreps(str(hidden_irreps[0])) if last else hidden_irreps
@@ -202,6 +211,7 @@ class MACE(torch.nn.Module):
                 radial_MLP=radial_MLP,
                 residual=t > 0 or bool(residual_first),
                 conv_backend=conv_backend,
+                edge_irreps=conv_irreps[t],
                 **(conv_options or {}),
             )
             self.interactions.append(interaction)
@@ -212,6 +222,7 @@ class MACE(torch.nn.Module):
                     correlations[t],
                     self.num_elements,
                     backend=product_backend,
+                    element_agnostic=agnostic_product,
                     **(product_options or {}),
                 )  # fmt: skip
             )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from e3nn import o3
 
+from ..irreps import Irreps, as_irreps
 from .blocks import InteractionBlock
 from .nonlinear_interaction import NonLinearInteractionBlock
 from .radial import RadialMLP
@@ -53,3 +55,16 @@ def interaction_block_classes(
         )
     linear = DensityInteractionBlock if density_normalization else InteractionBlock
     return [NonLinearInteractionBlock if flag else linear for flag in flags]
+
+
+def layer_edge_irreps(num_interactions: int, edge_irreps=None, edge_irreps_first: bool = False) -> list:
+    """The convolution irreps of each layer (``None``: the layer's node features), as mace-torch
+    places its ``edge_irreps``: every layer after the first; the first (whose node features are
+    scalars) gets their scalars with ``edge_irreps_first`` (mace-torch's ``use_edge_irreps_first``)."""
+    if edge_irreps is None:
+        if edge_irreps_first:
+            raise ValueError("edge_irreps_first=True needs edge_irreps (e.g. '128x0e+128x1o+128x2e')")
+        return [None] * num_interactions
+    edge_irreps = as_irreps(edge_irreps)
+    first = Irreps(f"{edge_irreps.count(o3.Irrep(0, 1))}x0e") if edge_irreps_first else None
+    return [first] + [edge_irreps] * (num_interactions - 1)

@@ -82,6 +82,7 @@ class NonLinearInteractionBlock(torch.nn.Module):
         radial_MLP: Sequence[int] = (64, 64, 64),
         residual: bool = True,
         conv_backend: str = "cg",
+        edge_irreps=None,
         **conv_options,
     ):
         super().__init__()
@@ -91,6 +92,7 @@ class NonLinearInteractionBlock(torch.nn.Module):
                 "MACE with residual_first=True (mace-torch's block is a residual one in every layer)"
             )
         self.node_feats_irreps = as_irreps(node_feats_irreps)
+        self.edge_irreps = self.node_feats_irreps if edge_irreps is None else as_irreps(edge_irreps)
         self.target_irreps = as_irreps(target_irreps)
         self.hidden_irreps = as_irreps(hidden_irreps)
         self.avg_num_neighbors = float(avg_num_neighbors)
@@ -99,9 +101,9 @@ class NonLinearInteractionBlock(torch.nn.Module):
         scalars, elements = Irreps(f"{num_scalars}x0e"), Irreps(f"{int(num_elements)}x0e")
         self.source_embedding = Linear(elements, scalars)
         self.target_embedding = Linear(elements, scalars)
-        self.linear_up = Linear(self.node_feats_irreps, self.node_feats_irreps)
+        self.linear_up = Linear(self.node_feats_irreps, self.edge_irreps)
         self.conv_tp = ChannelwiseTensorProduct(
-            self.node_feats_irreps, edge_attrs_irreps, self.target_irreps, backend=conv_backend, **conv_options
+            self.edge_irreps, edge_attrs_irreps, self.target_irreps, backend=conv_backend, **conv_options
         )
         edge_inputs = int(num_radial) + 2 * num_scalars
         self.conv_tp_weights = LayerNormMLP([edge_inputs, *radial_MLP, self.conv_tp.weight_numel])
@@ -110,7 +112,7 @@ class NonLinearInteractionBlock(torch.nn.Module):
         self.gate = _target_gate(self.target_irreps)
         # the gate's input as one block per irrep type, mace-torch's layout of the same columns
         gate_in = Irreps(self.gate.irreps_in.simplify())
-        self.linear_res = Linear(self.node_feats_irreps, gate_in)
+        self.linear_res = Linear(self.edge_irreps, gate_in)
         self.linear_1 = Linear(self.conv_tp.irreps_out, gate_in)
         self.linear_2 = Linear(self.target_irreps, self.target_irreps)
         self.alpha = torch.nn.Parameter(torch.tensor(20.0))

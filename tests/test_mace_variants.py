@@ -1,6 +1,7 @@
-"""The non-linear residual interaction (mace-torch's ``RealAgnosticResidualNonLinearInteractionBlock``)
-in equitensor's MACE: symmetries on every conv backend, model files, backend conversion, bad options.
-Its equality with mace-torch itself is in ``test_from_mace.py`` (needs mace-torch)."""
+"""mace-torch's architecture variants in equitensor's MACE: the non-linear residual interaction
+(``RealAgnosticResidualNonLinearInteractionBlock``) on every conv backend, the element-agnostic
+product basis and ``edge_irreps``: symmetries, model files, backend conversion, bad options.
+Their equality with mace-torch itself is in ``test_from_mace.py`` (needs mace-torch)."""
 
 import pytest
 import torch
@@ -24,9 +25,16 @@ def nonlinear_model(conv="cg", **overrides):
     return model
 
 
-@pytest.mark.parametrize("conv", CONV)
-def test_energy_invariant_and_forces_equivariant_on_every_conv_backend(conv, rng):
-    model = nonlinear_model(conv)
+VARIANTS = {
+    "nonlinear": {},
+    "nonlinear-agnostic-edge-irreps": dict(agnostic_product=True, edge_irreps="3x0e+3x1o+3x2e", edge_irreps_first=True),
+}
+CASES = [(conv, "nonlinear") for conv in CONV] + [("cg", "nonlinear-agnostic-edge-irreps")]
+
+
+@pytest.mark.parametrize("conv,variant", CASES)
+def test_energy_invariant_and_forces_equivariant_on_every_conv_backend(conv, variant, rng):
+    model = nonlinear_model(conv, **VARIANTS[variant])
     assert all(isinstance(block, NonLinearInteractionBlock) for block in model.interactions)
     tol = tolerance(conv, "cg")
     graph = atoms_to_graph(slab(), R_MAX, torch.float64)
@@ -41,13 +49,14 @@ def test_energy_invariant_and_forces_equivariant_on_every_conv_backend(conv, rng
 
 
 def test_save_load_and_backend_conversion_keep_the_function(tmp_path):
-    model = nonlinear_model("cg")
+    model = nonlinear_model("cg", **VARIANTS["nonlinear-agnostic-edge-irreps"])
     atoms = [ethanol(), slab()]
     ref = run(model, atoms, compute_stress=True)
     path = tmp_path / "nonlinear.pt"
     save_model(model, path)
     loaded = load_model(path)
-    assert loaded.config["nonlinear_interactions"] is True
+    assert loaded.config["nonlinear_interactions"] is True and loaded.config["agnostic_product"] is True
+    assert [str(block.edge_irreps) for block in loaded.interactions] == ["3x0e", "3x0e+3x1o+3x2e"]
     for other in (loaded, convert_backends(model, conv_backend="e3nn")):
         out = run(other, atoms, compute_stress=True)
         for key in ("energy", "forces", "stress"):
@@ -61,6 +70,8 @@ def test_bad_options_say_what_to_set():
         small_model(nonlinear_interactions=True, residual_first=True, density_normalization=True)
     with pytest.raises(ValueError, match=r"one flag per interaction \(2\)"):
         small_model(nonlinear_interactions=[True], residual_first=True)
+    with pytest.raises(ValueError, match="edge_irreps_first=True needs edge_irreps"):
+        small_model(edge_irreps_first=True)
 
 
 def test_flags_per_layer_pick_each_block():
