@@ -141,6 +141,14 @@ ARCHITECTURES = {
         interaction="RealAgnosticResidualNonLinearInteractionBlock", use_agnostic_product=True,
         edge_irreps="3x0e+3x1o+3x2e", use_edge_irreps_first=True,
     ),
+    "nonlinear-no-cutoff-on-radial-features-agnesi": dict(
+        first="RealAgnosticResidualNonLinearInteractionBlock",
+        interaction="RealAgnosticResidualNonLinearInteractionBlock", apply_cutoff=False, distance_transform="Agnesi",
+    ),
+    "density-no-cutoff-on-radial-features": dict(
+        first="RealAgnosticDensityInteractionBlock", interaction="RealAgnosticDensityResidualInteractionBlock",
+        apply_cutoff=False,
+    ),
     "residual-edge-irreps": dict(first="RealAgnosticResidualInteractionBlock", edge_irreps="6x0e+6x1o"),
     "scaleshift-nonlinear-then-plain-residual": dict(
         first="RealAgnosticResidualNonLinearInteractionBlock", interaction="RealAgnosticResidualInteractionBlock",

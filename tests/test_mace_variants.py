@@ -1,6 +1,6 @@
 """mace-torch's architecture variants in equitensor's MACE: the non-linear residual interaction
 (``RealAgnosticResidualNonLinearInteractionBlock``) on every conv backend, the element-agnostic
-product basis and ``edge_irreps``: symmetries, model files, backend conversion, bad options.
+product basis, ``edge_irreps`` and ``apply_cutoff=False``: symmetries, model files, backend conversion, bad options.
 Their equality with mace-torch itself is in ``test_from_mace.py`` (needs mace-torch)."""
 
 import pytest
@@ -27,9 +27,11 @@ def nonlinear_model(conv="cg", **overrides):
 
 VARIANTS = {
     "nonlinear": {},
-    "nonlinear-agnostic-edge-irreps": dict(agnostic_product=True, edge_irreps="3x0e+3x1o+3x2e", edge_irreps_first=True),
+    "nonlinear-agnostic-edge-irreps-no-cutoff": dict(
+        agnostic_product=True, edge_irreps="3x0e+3x1o+3x2e", edge_irreps_first=True, apply_cutoff=False
+    ),
 }
-CASES = [(conv, "nonlinear") for conv in CONV] + [("cg", "nonlinear-agnostic-edge-irreps")]
+CASES = [(conv, "nonlinear") for conv in CONV] + [("cg", "nonlinear-agnostic-edge-irreps-no-cutoff")]
 
 
 @pytest.mark.parametrize("conv,variant", CASES)
@@ -49,13 +51,14 @@ def test_energy_invariant_and_forces_equivariant_on_every_conv_backend(conv, var
 
 
 def test_save_load_and_backend_conversion_keep_the_function(tmp_path):
-    model = nonlinear_model("cg", **VARIANTS["nonlinear-agnostic-edge-irreps"])
+    model = nonlinear_model("cg", **VARIANTS["nonlinear-agnostic-edge-irreps-no-cutoff"])
     atoms = [ethanol(), slab()]
     ref = run(model, atoms, compute_stress=True)
     path = tmp_path / "nonlinear.pt"
     save_model(model, path)
     loaded = load_model(path)
     assert loaded.config["nonlinear_interactions"] is True and loaded.config["agnostic_product"] is True
+    assert loaded.config["apply_cutoff"] is False
     assert [str(block.edge_irreps) for block in loaded.interactions] == ["3x0e", "3x0e+3x1o+3x2e"]
     for other in (loaded, convert_backends(model, conv_backend="e3nn")):
         out = run(other, atoms, compute_stress=True)

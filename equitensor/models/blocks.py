@@ -214,20 +214,25 @@ class InteractionBlock(torch.nn.Module):
         """Irreps of the message: the target irreps."""
         return self.target_irreps
 
-    def message_divisor(self, edge_feats, edge_index, num_nodes: int):
+    def message_divisor(self, edge_feats, edge_index, num_nodes: int, edge_cutoff=None):
         """What the summed messages are divided by: ``avg_num_neighbors`` (subclasses: per node)."""
         return self.avg_num_neighbors
 
-    def forward(self, node_feats, element_onehot, edge_attrs, edge_feats, edge_index, element_groups=None):
-        """``element_groups``: optional :class:`ElementGroups` of the atoms (faster skip connection)."""
+    def forward(
+        self, node_feats, element_onehot, edge_attrs, edge_feats, edge_index, element_groups=None, edge_cutoff=None
+    ):
+        """``element_groups``: optional :class:`ElementGroups` of the atoms (faster skip connection).
+        ``edge_cutoff [n_edges, 1]``: scales the radial MLP's output (``edge_feats`` then lack it)."""
         sc = self.skip(node_feats, element_onehot, element_groups) if self.residual else None
         node_feats = self.linear_up(node_feats)
         tp_weights = self.conv_tp_weights(edge_feats)  # [n_edges, weight_numel]
+        if edge_cutoff is not None:
+            tp_weights = tp_weights * edge_cutoff
         # sum over edges (sender -> receiver) of the product; fused where the backend can
         message = self.conv_tp.message_passing(
             node_feats, edge_attrs, tp_weights, edge_index, check_index=False
         )  # [N, irreps_mid.dim]; the model validated edge_index (MACE.check_inputs)
-        message = self.linear(message) / self.message_divisor(edge_feats, edge_index, node_feats.shape[0])
+        message = self.linear(message) / self.message_divisor(edge_feats, edge_index, node_feats.shape[0], edge_cutoff)
         if not self.residual:
             message = self.skip(message, element_onehot, element_groups)
         return message, sc

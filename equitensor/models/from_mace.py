@@ -165,7 +165,6 @@ def _check_supported(model) -> None:
         and _class_name(radial.distance_transform) not in ("AgnesiTransform", "SoftTransform"),
         "a ZBL order other than num_polynomial_cutoff": hasattr(model, "pair_repulsion")
         and int(model.pair_repulsion_fn.p) != int(radial.cutoff_fn.p),
-        "apply_cutoff=False": not getattr(radial, "apply_cutoff", True),
         "use_so3": getattr(model, "use_so3", False),
         "use_last_readout_only": getattr(model, "use_last_readout_only", False),
         "embedding_specs (joint embeddings)": hasattr(model, "joint_embedding"),
@@ -238,6 +237,7 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
             if hasattr(radial, "distance_transform") else None
         ),
         agnostic_product=bool(getattr(model, "use_agnostic_product", False)),
+        apply_cutoff=bool(getattr(radial, "apply_cutoff", True)),
         **_edge_irreps_config(model),
     )  # fmt: skip
     return config, head_index

@@ -71,6 +71,8 @@ class MACE(torch.nn.Module):
         agnostic_product: one product-basis weight set for all elements (``use_agnostic_product``).
         edge_irreps, edge_irreps_first: irreps of the convolutions after the first layer, and of the
             first (its scalars) when set (mace-torch's ``edge_irreps``, ``use_edge_irreps_first``).
+        apply_cutoff: ``False``: the radial MLPs see the bare radial basis and the polynomial cutoff
+            scales their outputs instead (mace-torch's option of that name).
 
     ``forward(batch, compute_forces=True, compute_stress=False, training=False, check_inputs=True)``
     returns a dict:
@@ -111,6 +113,7 @@ class MACE(torch.nn.Module):
         agnostic_product: bool = False,
         edge_irreps: str | None = None,
         edge_irreps_first: bool = False,
+        apply_cutoff: bool = True,
     ):
         super().__init__()
         atomic_numbers = [int(z) for z in atomic_numbers]
@@ -170,6 +173,9 @@ class MACE(torch.nn.Module):
             edge_irreps_first=edge_irreps_first,
         )  # fmt: skip
         self.config.update({k: v for k, v in options.items() if v not in (False, None, "None")})
+        self.apply_cutoff = bool(apply_cutoff)
+        if not self.apply_cutoff:
+            self.config["apply_cutoff"] = False
         self.pair_repulsion = ZBLRepulsion(num_polynomial_cutoff) if pair_repulsion else None
         self.distance_transform = make_distance_transform(distance_transform)
         self.atomic_numbers = atomic_numbers
@@ -324,12 +330,18 @@ class MACE(torch.nn.Module):
         if self.distance_transform is not None:
             transformed = self.distance_transform(lengths, z_sender, z_receiver)
             edge_feats = self.radial_embedding.bessel(transformed) * self.radial_embedding.cutoff(lengths)
+        edge_cutoff = None  # [n_edges, 1] when the cutoff scales the radial MLPs' outputs
+        if not self.apply_cutoff:
+            edge_cutoff = self.radial_embedding.cutoff(lengths)
+            edge_feats = self.radial_embedding.bessel(transformed if self.distance_transform is not None else lengths)
 
         site_energy = torch.zeros_like(node_e0)
         if self.pair_repulsion is not None:  # scaled with the interaction energies, as in mace-torch
             site_energy = self.pair_repulsion(lengths, z_sender, z_receiver, receiver, positions.shape[0])
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
-            message, sc = interaction(node_feats, element_onehot, edge_attrs, edge_feats, graph.edge_index, elements)
+            message, sc = interaction(
+                node_feats, element_onehot, edge_attrs, edge_feats, graph.edge_index, elements, edge_cutoff
+            )
             node_feats = product(message, sc, element_onehot)
             site_energy = site_energy + readout(node_feats)  # [N]
         node_energy = node_e0 + self.scale_shift(site_energy)  # [N]

@@ -24,8 +24,10 @@ class DensityInteractionBlock(InteractionBlock):
         super().__init__(node_feats_irreps, edge_attrs_irreps, num_radial, *args, **kwargs)
         self.density_fn = RadialMLP([num_radial, 1])
 
-    def message_divisor(self, edge_feats, edge_index, num_nodes: int) -> torch.Tensor:
+    def message_divisor(self, edge_feats, edge_index, num_nodes: int, edge_cutoff=None) -> torch.Tensor:
         edge_density = torch.tanh(self.density_fn(edge_feats) ** 2)  # [n_edges, 1]
+        if edge_cutoff is not None:
+            edge_density = edge_density * edge_cutoff
         density = edge_density.new_zeros(num_nodes, 1).index_add(0, edge_index[1], edge_density)
         return density + 1.0  # [N, 1]
 

@@ -123,9 +123,12 @@ class NonLinearInteractionBlock(torch.nn.Module):
         """Irreps of the message: the target irreps."""
         return self.target_irreps
 
-    def forward(self, node_feats, element_onehot, edge_attrs, edge_feats, edge_index, element_groups=None):
+    def forward(
+        self, node_feats, element_onehot, edge_attrs, edge_feats, edge_index, element_groups=None, edge_cutoff=None
+    ):
         """``(message [N, target_irreps.dim], self_connection [N, hidden_irreps.dim])``;
-        ``element_groups`` is accepted for the common interface and not needed."""
+        ``element_groups`` is accepted for the common interface and not needed. ``edge_cutoff
+        [n_edges, 1]``: scales the convolution weights and edge densities (``edge_feats`` then lack it)."""
         sc = self.skip(node_feats)
         node_feats = self.linear_up(node_feats)
         residual = self.linear_res(node_feats)
@@ -140,6 +143,8 @@ class NonLinearInteractionBlock(torch.nn.Module):
         )  # [n_edges, num_radial + 2 * num_scalars]
         tp_weights = self.conv_tp_weights(edge_inputs)  # [n_edges, weight_numel]
         edge_density = torch.tanh(self.density_fn(edge_inputs) ** 2)  # [n_edges, 1]
+        if edge_cutoff is not None:
+            tp_weights, edge_density = tp_weights * edge_cutoff, edge_density * edge_cutoff
         density = edge_density.new_zeros(node_feats.shape[0], 1).index_add(0, receiver, edge_density)
         message = self.conv_tp.message_passing(
             node_feats, edge_attrs, tp_weights, edge_index, check_index=False
