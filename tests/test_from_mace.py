@@ -107,6 +107,7 @@ def assert_same(ours, model, atoms, head=None):
         assert (out["stress"] - ref["stress"]).abs().max().item() <= 1e-8 * stress_scale
 
 
+NONLINEAR = "RealAgnosticResidualNonLinearInteractionBlock"
 ARCHITECTURES = {
     # MACE-OFF and the models trained with mace-torch's defaults before 0.3.x
     "scaleshift-first-plain": dict(cls="ScaleShiftMACE", first="RealAgnosticInteractionBlock"),
@@ -122,37 +123,35 @@ ARCHITECTURES = {
     "scaleshift-density": dict(
         first="RealAgnosticDensityInteractionBlock", interaction="RealAgnosticDensityResidualInteractionBlock"
     ),
-    # the non-linear residual interaction of recent foundation models, with their ZBL and Agnesi
+    # the non-linear residual interaction, with ZBL and the Agnesi transform
     "scaleshift-nonlinear-zbl-agnesi": dict(
-        first="RealAgnosticResidualNonLinearInteractionBlock",
-        interaction="RealAgnosticResidualNonLinearInteractionBlock", pair_repulsion=True, distance_transform="Agnesi",
+        first=NONLINEAR, interaction=NONLINEAR, pair_repulsion=True, distance_transform="Agnesi"
     ),
-    "mace-nonlinear": dict(
-        cls="MACE", first="RealAgnosticResidualNonLinearInteractionBlock",
-        interaction="RealAgnosticResidualNonLinearInteractionBlock",
-    ),
-    # mace-torch's default interaction_first with the non-linear block after it
+    "mace-nonlinear": dict(cls="MACE", first=NONLINEAR, interaction=NONLINEAR),
+    # mace-torch's default interaction_first with the non-linear block after it, and the reverse
     "scaleshift-residual-then-nonlinear": dict(
-        first="RealAgnosticResidualInteractionBlock", interaction="RealAgnosticResidualNonLinearInteractionBlock"
+        first="RealAgnosticResidualInteractionBlock", interaction=NONLINEAR
     ),
-    # element-agnostic product basis and narrower / wider convolution irreps (edge_irreps)
+    "scaleshift-nonlinear-then-plain-residual": dict(
+        first=NONLINEAR, interaction="RealAgnosticResidualInteractionBlock", num_interactions=3
+    ),
+    # element-agnostic product basis and convolution irreps other than the node features
     "nonlinear-agnostic-edge-irreps-first": dict(
-        first="RealAgnosticResidualNonLinearInteractionBlock",
-        interaction="RealAgnosticResidualNonLinearInteractionBlock", use_agnostic_product=True,
-        edge_irreps="3x0e+3x1o+3x2e", use_edge_irreps_first=True,
-    ),
-    "nonlinear-no-cutoff-on-radial-features-agnesi": dict(
-        first="RealAgnosticResidualNonLinearInteractionBlock",
-        interaction="RealAgnosticResidualNonLinearInteractionBlock", apply_cutoff=False, distance_transform="Agnesi",
-    ),
-    "density-no-cutoff-on-radial-features": dict(
-        first="RealAgnosticDensityInteractionBlock", interaction="RealAgnosticDensityResidualInteractionBlock",
-        apply_cutoff=False,
+        first=NONLINEAR, interaction=NONLINEAR, use_agnostic_product=True, edge_irreps="3x0e+3x1o+3x2e",
+        use_edge_irreps_first=True,
     ),
     "residual-edge-irreps": dict(first="RealAgnosticResidualInteractionBlock", edge_irreps="6x0e+6x1o"),
-    "scaleshift-nonlinear-then-plain-residual": dict(
-        first="RealAgnosticResidualNonLinearInteractionBlock", interaction="RealAgnosticResidualInteractionBlock",
-        num_interactions=3,
+    # apply_cutoff=False: the cutoff scales the radial MLPs' outputs, not their inputs
+    "nonlinear-no-cutoff-on-radial-features-agnesi": dict(
+        first=NONLINEAR, interaction=NONLINEAR, apply_cutoff=False, distance_transform="Agnesi"
+    ),
+    "density-no-cutoff-on-radial-features": dict(
+        first="RealAgnosticDensityInteractionBlock",
+        interaction="RealAgnosticDensityResidualInteractionBlock",
+        apply_cutoff=False,
+    ),
+    "nonlinear-last-readout-only-3-layers": dict(
+        first=NONLINEAR, interaction=NONLINEAR, use_last_readout_only=True, num_interactions=3
     ),
 }
 
@@ -189,6 +188,19 @@ def test_unsupported_block_names_the_class_and_lists_the_supported():
     model.interactions[1].__class__ = modules.interaction_classes["RealAgnosticAttResidualInteractionBlock"]
     with pytest.raises(ValueError, match=r"RealAgnosticAttResidualInteractionBlock.*supports.*RealAgnosticInteractionBlock"):
         from_mace(model)
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        (dict(use_so3=True), "use_so3"),
+        (dict(keep_last_layer_irreps=True), "keep_last_layer_irreps=True"),
+        (dict(radial_type="gaussian"), "radial basis GaussianBasis"),
+    ],
+)
+def test_unsupported_option_is_named(option, message):
+    with pytest.raises(ValueError, match=message):
+        from_mace(build_mace(**option))
 
 
 def test_single_interaction_model_is_refused_with_what_is_supported():

@@ -1,6 +1,7 @@
 """mace-torch's architecture variants in equitensor's MACE: the non-linear residual interaction
 (``RealAgnosticResidualNonLinearInteractionBlock``) on every conv backend, the element-agnostic
-product basis, ``edge_irreps`` and ``apply_cutoff=False``: symmetries, model files, backend conversion, bad options.
+product basis, ``edge_irreps``, ``apply_cutoff=False`` and ``last_readout_only``: symmetries,
+model files, backend conversion, bad options.
 Their equality with mace-torch itself is in ``test_from_mace.py`` (needs mace-torch)."""
 
 import pytest
@@ -28,7 +29,8 @@ def nonlinear_model(conv="cg", **overrides):
 VARIANTS = {
     "nonlinear": {},
     "nonlinear-agnostic-edge-irreps-no-cutoff": dict(
-        agnostic_product=True, edge_irreps="3x0e+3x1o+3x2e", edge_irreps_first=True, apply_cutoff=False
+        agnostic_product=True, edge_irreps="3x0e+3x1o+3x2e", edge_irreps_first=True, apply_cutoff=False,
+        last_readout_only=True,
     ),
 }
 CASES = [(conv, "nonlinear") for conv in CONV] + [("cg", "nonlinear-agnostic-edge-irreps-no-cutoff")]
@@ -58,7 +60,7 @@ def test_save_load_and_backend_conversion_keep_the_function(tmp_path):
     save_model(model, path)
     loaded = load_model(path)
     assert loaded.config["nonlinear_interactions"] is True and loaded.config["agnostic_product"] is True
-    assert loaded.config["apply_cutoff"] is False
+    assert loaded.config["apply_cutoff"] is False and loaded.config["last_readout_only"] is True
     assert [str(block.edge_irreps) for block in loaded.interactions] == ["3x0e", "3x0e+3x1o+3x2e"]
     for other in (loaded, convert_backends(model, conv_backend="e3nn")):
         out = run(other, atoms, compute_stress=True)
@@ -79,5 +81,6 @@ def test_bad_options_say_what_to_set():
 
 def test_flags_per_layer_pick_each_block():
     model = small_model(nonlinear_interactions=[False, True])
-    assert [type(block).__name__ for block in model.interactions] == ["InteractionBlock", "NonLinearInteractionBlock"]
+    names = [type(block).__name__ for block in model.interactions]
+    assert names == ["InteractionBlock", "NonLinearInteractionBlock"]
     assert not model.interactions[0].residual  # a non-residual first layer stays one

@@ -219,7 +219,14 @@ class InteractionBlock(torch.nn.Module):
         return self.avg_num_neighbors
 
     def forward(
-        self, node_feats, element_onehot, edge_attrs, edge_feats, edge_index, element_groups=None, edge_cutoff=None
+        self,
+        node_feats,
+        element_onehot,
+        edge_attrs,
+        edge_feats,
+        edge_index,
+        element_groups=None,
+        edge_cutoff=None,
     ):
         """``element_groups``: optional :class:`ElementGroups` of the atoms (faster skip connection).
         ``edge_cutoff [n_edges, 1]``: scales the radial MLP's output (``edge_feats`` then lack it)."""
@@ -232,7 +239,8 @@ class InteractionBlock(torch.nn.Module):
         message = self.conv_tp.message_passing(
             node_feats, edge_attrs, tp_weights, edge_index, check_index=False
         )  # [N, irreps_mid.dim]; the model validated edge_index (MACE.check_inputs)
-        message = self.linear(message) / self.message_divisor(edge_feats, edge_index, node_feats.shape[0], edge_cutoff)
+        divisor = self.message_divisor(edge_feats, edge_index, node_feats.shape[0], edge_cutoff)
+        message = self.linear(message) / divisor
         if not self.residual:
             message = self.skip(message, element_onehot, element_groups)
         return message, sc
@@ -258,8 +266,9 @@ class ProductBlock(torch.nn.Module):
         super().__init__()
         # element_agnostic: one set of weights for every element (mace-torch's use_agnostic_product)
         self.element_agnostic = bool(element_agnostic)
+        weight_sets = 1 if element_agnostic else num_elements
         self.product = ProductBasis(
-            irreps_in, irreps_out, correlation, 1 if element_agnostic else num_elements, backend=backend, **options
+            irreps_in, irreps_out, correlation, weight_sets, backend=backend, **options
         )
         self.linear = Linear(irreps_out, irreps_out)
         self.irreps_out = as_irreps(irreps_out)

@@ -30,6 +30,7 @@ import torch
 
 from .. import so3
 from ..so3.coupling import symmetric_coupling_basis
+from .mace_variants import NoReadout, layer_edge_irreps
 from .nonlinear_interaction import NonLinearInteractionBlock
 
 SUPPORTED_MODELS = ("MACE", "ScaleShiftMACE")
@@ -142,11 +143,13 @@ def _check_supported(model) -> None:
         if _class_name(readout) not in SUPPORTED_READOUTS:
             raise _unsupported("readout block", _class_name(readout), SUPPORTED_READOUTS)
     layout = [_class_name(r) for r in model.readouts]
-    expected = ["LinearReadoutBlock"] * (len(model.interactions) - 1) + ["NonLinearReadoutBlock"]
+    linear = 0 if getattr(model, "use_last_readout_only", False) else len(model.interactions) - 1
+    expected = ["LinearReadoutBlock"] * linear + ["NonLinearReadoutBlock"]
     if len(model.interactions) < 2 or layout != expected:
         raise ValueError(
             f"cannot convert a mace-torch model with {len(model.interactions)} interaction(s) and the readouts "
-            f"{layout}: supported are two or more interactions, linear readouts then one non-linear readout"
+            f"{layout}: supported are two or more interactions, linear readouts (unless "
+            "use_last_readout_only) then one non-linear readout"
         )
     act = getattr(getattr(model.readouts[-1], "non_linearity", None), "acts", [None])[0]
     if getattr(act, "f", torch.nn.functional.silu) is not torch.nn.functional.silu:
@@ -166,7 +169,9 @@ def _check_supported(model) -> None:
         "a ZBL order other than num_polynomial_cutoff": hasattr(model, "pair_repulsion")
         and int(model.pair_repulsion_fn.p) != int(radial.cutoff_fn.p),
         "use_so3": getattr(model, "use_so3", False),
-        "use_last_readout_only": getattr(model, "use_last_readout_only", False),
+        "odd scalars (0o) in hidden_irreps": any(
+            ir.l == 0 and ir.p == -1 for _, ir in model.interactions[0].hidden_irreps
+        ),
         "embedding_specs (joint embeddings)": hasattr(model, "joint_embedding"),
     }
     found = [option for option, present in unsupported_options.items() if present]
@@ -238,6 +243,7 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
         ),
         agnostic_product=bool(getattr(model, "use_agnostic_product", False)),
         apply_cutoff=bool(getattr(radial, "apply_cutoff", True)),
+        last_readout_only=bool(getattr(model, "use_last_readout_only", False)),
         **_edge_irreps_config(model),
     )  # fmt: skip
     return config, head_index
@@ -245,9 +251,10 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
 
 def _edge_irreps_config(model) -> dict:
     """Our ``edge_irreps`` / ``edge_irreps_first`` for the convolution irreps of mace-torch's layers."""
-    from .mace_variants import layer_edge_irreps
-
-    layers = [str(i.edge_irreps) if str(i.edge_irreps) != str(i.node_feats_irreps) else None for i in model.interactions]
+    layers = [
+        str(i.edge_irreps) if str(i.edge_irreps) != str(i.node_feats_irreps) else None
+        for i in model.interactions
+    ]
     config = dict(edge_irreps=layers[1], edge_irreps_first=layers[0] is not None)
     if config["edge_irreps"] is None and config["edge_irreps_first"]:
         config["edge_irreps"] = layers[0]  # only the first layer narrows: impossible in mace-torch's MACE
@@ -334,19 +341,21 @@ def _product_weights(block, state: dict, prefix: str, sizes: list) -> dict:
 def _readout_weights(model, state: dict, head_index: int, num_heads: int) -> dict:
     """One head's readout weights (mace-torch's readouts output one scalar per head)."""
     out = {}
-    for t, readout in enumerate(model.readouts):
-        p = f"readouts.{t}."
+    # with use_last_readout_only mace-torch holds only the last readout: its readouts.0 is our last
+    present = [t for t, readout in enumerate(model.readouts) if not isinstance(readout, NoReadout)]
+    for mace_index, t in enumerate(present):
+        readout, p, q = model.readouts[t], f"readouts.{mace_index}.", f"readouts.{t}."
         if hasattr(readout, "linear_1"):
             width = readout.linear_2.irreps_in.dim  # our per-head MLP width
             w1 = state[p + "linear_1.weight"].reshape(readout.linear_1.irreps_in.dim, num_heads * width)
             w2 = state[p + "linear_2.weight"].reshape(num_heads * width, num_heads)
             rows = slice(head_index * width, (head_index + 1) * width)
-            out[p + "linear_1.weight"] = w1[:, rows].reshape(-1)
+            out[q + "linear_1.weight"] = w1[:, rows].reshape(-1)
             # e3nn's Linear divides by sqrt(fan_in): mace's fan-in is num_heads * width, ours width
-            out[p + "linear_2.weight"] = w2[rows, head_index] / math.sqrt(num_heads)
+            out[q + "linear_2.weight"] = w2[rows, head_index] / math.sqrt(num_heads)
         else:
             w = state[p + "linear.weight"].reshape(-1, num_heads)
-            out[p + "linear.weight"] = w[:, head_index]
+            out[q + "linear.weight"] = w[:, head_index]
     return out
 
 
@@ -365,8 +374,8 @@ def _pair_term_constants(model, state: dict) -> dict:
 
 
 def _interaction_weights(interaction, state: dict, p: str, sign: Callable) -> tuple[dict, int]:
-    """A (density) ``RealAgnostic(Residual)InteractionBlock``'s weights, prefix ``p``, and its flipped paths."""
-    ours = {p + "linear_up.weight": state[p + "linear_up.weight"], p + "linear.weight": state[p + "linear.weight"]}
+    """A (density) ``RealAgnostic(Residual)InteractionBlock``'s weights, prefix ``p``; its flipped paths."""
+    ours = {p + name: state[p + name] for name in ("linear_up.weight", "linear.weight")}
     layers = sorted(
         (k for k in state if k.startswith(p + "conv_tp_weights.layer")),
         key=lambda k: int(k[len(p + "conv_tp_weights.layer") :].split(".")[0]),
@@ -414,7 +423,8 @@ def port_state_dict(model, state: dict, sign: Callable, head_index: int = 0, num
     ours = {"node_embedding.weight": state["node_embedding.linear.weight"]}
     flipped, sizes = 0, []
     for t, interaction in enumerate(model.interactions):
-        port = _nonlinear_interaction_weights if isinstance(interaction, NonLinearInteractionBlock) else _interaction_weights
+        nonlinear = isinstance(interaction, NonLinearInteractionBlock)
+        port = _nonlinear_interaction_weights if nonlinear else _interaction_weights
         weights, n = port(interaction, state, f"interactions.{t}.", sign)
         ours.update(weights)
         flipped += n

@@ -28,7 +28,7 @@ from .blocks import (
     ScaleShift,
 )
 from .graph import element_name
-from .mace_variants import interaction_block_classes, layer_edge_irreps
+from .mace_variants import NoReadout, interaction_block_classes, layer_edge_irreps
 from .outputs import GraphTensors, derivatives, edge_vectors, gradient_leaves, graph_tensors, strained
 from .pair_terms import ZBLRepulsion
 from .pair_terms import distance_transform as make_distance_transform
@@ -73,6 +73,7 @@ class MACE(torch.nn.Module):
             first (its scalars) when set (mace-torch's ``edge_irreps``, ``use_edge_irreps_first``).
         apply_cutoff: ``False``: the radial MLPs see the bare radial basis and the polynomial cutoff
             scales their outputs instead (mace-torch's option of that name).
+        last_readout_only: only the last layer's features give energies (``use_last_readout_only``).
 
     ``forward(batch, compute_forces=True, compute_stress=False, training=False, check_inputs=True)``
     returns a dict:
@@ -114,6 +115,7 @@ class MACE(torch.nn.Module):
         edge_irreps: str | None = None,
         edge_irreps_first: bool = False,
         apply_cutoff: bool = True,
+        last_readout_only: bool = False,
     ):
         super().__init__()
         atomic_numbers = [int(z) for z in atomic_numbers]
@@ -169,8 +171,9 @@ class MACE(torch.nn.Module):
         options = dict(
             residual_first=residual_first, pair_repulsion=pair_repulsion, distance_transform=distance_transform,
             density_normalization=density_normalization, nonlinear_interactions=nonlinear_interactions,
-            agnostic_product=agnostic_product, edge_irreps=None if edge_irreps is None else str(as_irreps(edge_irreps)),
-            edge_irreps_first=edge_irreps_first,
+            agnostic_product=agnostic_product, edge_irreps_first=edge_irreps_first,
+            edge_irreps=None if edge_irreps is None else str(as_irreps(edge_irreps)),
+            last_readout_only=last_readout_only,
         )  # fmt: skip
         self.config.update({k: v for k, v in options.items() if v not in (False, None, "None")})
         self.apply_cutoff = bool(apply_cutoff)
@@ -201,7 +204,9 @@ class MACE(torch.nn.Module):
         self.products = torch.nn.ModuleList()
         self.readouts = torch.nn.ModuleList()
         node_feats_irreps = scalar_irreps
-        block_classes = interaction_block_classes(num_interactions, density_normalization, nonlinear_interactions)
+        block_classes = interaction_block_classes(
+            num_interactions, density_normalization, nonlinear_interactions
+        )
         conv_irreps = layer_edge_irreps(num_interactions, edge_irreps, edge_irreps_first)
         for t in range(num_interactions):
             last = t == num_interactions - 1
@@ -233,7 +238,9 @@ class MACE(torch.nn.Module):
                 )  # fmt: skip
             )
             self.readouts.append(
-                NonLinearReadout(hidden_out, MLP_irreps) if last else LinearReadout(hidden_out)
+                NonLinearReadout(hidden_out, MLP_irreps)
+                if last
+                else (NoReadout() if last_readout_only else LinearReadout(hidden_out))
             )
             node_feats_irreps = hidden_out
 
@@ -333,7 +340,8 @@ class MACE(torch.nn.Module):
         edge_cutoff = None  # [n_edges, 1] when the cutoff scales the radial MLPs' outputs
         if not self.apply_cutoff:
             edge_cutoff = self.radial_embedding.cutoff(lengths)
-            edge_feats = self.radial_embedding.bessel(transformed if self.distance_transform is not None else lengths)
+            radial_lengths = transformed if self.distance_transform is not None else lengths
+            edge_feats = self.radial_embedding.bessel(radial_lengths)
 
         site_energy = torch.zeros_like(node_e0)
         if self.pair_repulsion is not None:  # scaled with the interaction energies, as in mace-torch

@@ -32,8 +32,18 @@ class DensityInteractionBlock(InteractionBlock):
         return density + 1.0  # [N, 1]
 
 
+class NoReadout(torch.nn.Module):
+    """The readout of a layer whose features give no energy (mace-torch's ``use_last_readout_only``):
+    ``[N, dim] -> zeros [N]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[0])
+
+
 def interaction_block_classes(
-    num_interactions: int, density_normalization: bool = False, nonlinear_interactions: bool | Sequence[bool] = False
+    num_interactions: int,
+    density_normalization: bool = False,
+    nonlinear_interactions: bool | Sequence[bool] = False,
 ) -> list[type]:
     """The interaction-block class of each layer of a ``MACE`` with these options.
 

@@ -124,7 +124,14 @@ class NonLinearInteractionBlock(torch.nn.Module):
         return self.target_irreps
 
     def forward(
-        self, node_feats, element_onehot, edge_attrs, edge_feats, edge_index, element_groups=None, edge_cutoff=None
+        self,
+        node_feats,
+        element_onehot,
+        edge_attrs,
+        edge_feats,
+        edge_index,
+        element_groups=None,
+        edge_cutoff=None,
     ):
         """``(message [N, target_irreps.dim], self_connection [N, hidden_irreps.dim])``;
         ``element_groups`` is accepted for the common interface and not needed. ``edge_cutoff
