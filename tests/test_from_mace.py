@@ -141,6 +141,11 @@ ARCHITECTURES = {
         use_edge_irreps_first=True,
     ),
     "residual-edge-irreps": dict(first="RealAgnosticResidualInteractionBlock", edge_irreps="6x0e+6x1o"),
+    # the "attention" block (node-dependent edge weights) after mace-torch's default first block
+    "scaleshift-residual-then-attention": dict(
+        first="RealAgnosticResidualInteractionBlock", interaction="RealAgnosticAttResidualInteractionBlock",
+        num_interactions=3,
+    ),
     # apply_cutoff=False: the cutoff scales the radial MLPs' outputs, not their inputs
     "nonlinear-no-cutoff-on-radial-features-agnesi": dict(
         first=NONLINEAR, interaction=NONLINEAR, apply_cutoff=False, distance_transform="Agnesi"
@@ -184,9 +189,13 @@ def test_unknown_head_is_refused():
 def test_unsupported_block_names_the_class_and_lists_the_supported():
     from mace import modules
 
+    class CustomInteractionBlock(modules.interaction_classes["RealAgnosticResidualInteractionBlock"]):
+        """A user's own block: mace-torch 0.3.16 has no interaction block that from_mace refuses."""
+
     model = build_mace()
-    model.interactions[1].__class__ = modules.interaction_classes["RealAgnosticAttResidualInteractionBlock"]
-    with pytest.raises(ValueError, match=r"RealAgnosticAttResidualInteractionBlock.*supports.*RealAgnosticInteractionBlock"):
+    model.interactions[1].__class__ = CustomInteractionBlock
+    supported = r"supports.*RealAgnosticInteractionBlock.*RealAgnosticAttResidualInteractionBlock"
+    with pytest.raises(ValueError, match=rf"CustomInteractionBlock.*{supported}"):
         from_mace(model)
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("default_float64")
 
 
 def nonlinear_model(conv="cg", **overrides):
-    model = small_model(conv, nonlinear_interactions=True, residual_first=True, **overrides)
+    model = small_model(conv, interaction_blocks="nonlinear", residual_first=True, **overrides)
     with torch.no_grad():  # the block starts at alpha = 20, beta = 0: make the density count
         for interaction in model.interactions:
             interaction.alpha.fill_(1.5)
@@ -59,7 +59,7 @@ def test_save_load_and_backend_conversion_keep_the_function(tmp_path):
     path = tmp_path / "nonlinear.pt"
     save_model(model, path)
     loaded = load_model(path)
-    assert loaded.config["nonlinear_interactions"] is True and loaded.config["agnostic_product"] is True
+    assert loaded.config["interaction_blocks"] == "nonlinear" and loaded.config["agnostic_product"] is True
     assert loaded.config["apply_cutoff"] is False and loaded.config["last_readout_only"] is True
     assert [str(block.edge_irreps) for block in loaded.interactions] == ["3x0e", "3x0e+3x1o+3x2e"]
     for other in (loaded, convert_backends(model, conv_backend="e3nn")):
@@ -70,17 +70,37 @@ def test_save_load_and_backend_conversion_keep_the_function(tmp_path):
 
 def test_bad_options_say_what_to_set():
     with pytest.raises(ValueError, match="residual_first=True"):
-        small_model(nonlinear_interactions=True)
-    with pytest.raises(ValueError, match="exclusive"):
-        small_model(nonlinear_interactions=True, residual_first=True, density_normalization=True)
-    with pytest.raises(ValueError, match=r"one flag per interaction \(2\)"):
-        small_model(nonlinear_interactions=[True], residual_first=True)
+        small_model(interaction_blocks="nonlinear")
+    with pytest.raises(ValueError, match="residual_first=True"):
+        small_model(interaction_blocks="attention")
+    with pytest.raises(ValueError, match="density_normalization applies to the default interaction block only"):
+        small_model(interaction_blocks="nonlinear", residual_first=True, density_normalization=True)
+    with pytest.raises(ValueError, match=r"one per interaction \(2\), got \['nonlinear'\]"):
+        small_model(interaction_blocks=["nonlinear"], residual_first=True)
+    with pytest.raises(ValueError, match=r"one of \['default', 'nonlinear', 'attention'\]"):
+        small_model(interaction_blocks="transformer", residual_first=True)
     with pytest.raises(ValueError, match="edge_irreps_first=True needs edge_irreps"):
         small_model(edge_irreps_first=True)
 
 
-def test_flags_per_layer_pick_each_block():
-    model = small_model(nonlinear_interactions=[False, True])
+def test_names_per_layer_pick_each_block():
+    model = small_model(interaction_blocks=["default", "nonlinear"])
     names = [type(block).__name__ for block in model.interactions]
     assert names == ["InteractionBlock", "NonLinearInteractionBlock"]
     assert not model.interactions[0].residual  # a non-residual first layer stays one
+
+
+def test_attention_block_symmetries_and_file_round_trip(tmp_path, rng):
+    model = small_model(interaction_blocks=["default", "attention"], apply_cutoff=False)
+    assert type(model.interactions[1]).__name__ == "AttentionInteractionBlock"
+    graph = atoms_to_graph(slab(), R_MAX, torch.float64)
+    out = model(Batch.from_data_list([graph]))
+    assert out["forces"].abs().max() > 1e-3
+    r = so3.random_rotation(rng, improper=True)
+    moved = model(Batch.from_data_list([transformed(graph, r, [0.3, -1.2, 2.0])]))
+    tol = tolerance("cg", "cg")
+    assert abs(moved["energy"] - out["energy"]).item() < tol * max(1.0, abs(out["energy"].item()) / 100)
+    assert (moved["forces"] - out["forces"] @ torch.tensor(r).T).abs().max() < tol * max(1.0, out["forces"].abs().max())
+    save_model(model, tmp_path / "attention.pt")
+    again = load_model(tmp_path / "attention.pt")(Batch.from_data_list([graph]))
+    assert torch.allclose(again["forces"], out["forces"], atol=1e-12, rtol=0)

@@ -156,20 +156,12 @@ class ScaleShift(torch.nn.Module):
         return self.scale * x + self.shift
 
 
-class InteractionBlock(torch.nn.Module):
-    """One message-passing step (mace-torch ``RealAgnosticInteractionBlock`` / ``...Residual...``).
-
-    ``h -> linear_up -> conv (channel-wise TP of h[sender] with the edge harmonics, per-edge
-    weights from the radial MLP) -> sum over senders at each receiver -> linear -> / avg_num_neighbors``.
-
-    The element-dependent self-connection is applied to the message (``residual=False``, MACE's
-    first layer) or returned separately from the incoming features (``residual=True``) and added
-    after the product basis. ``edge_irreps`` (default ``node_feats_irreps``): what ``linear_up``
-    maps to and the convolution takes (mace-torch's option of that name).
-
-    Shapes: ``node_feats [N, node_feats_irreps.dim], element_onehot [N, E], edge_attrs
-    [n_edges, sh.dim], edge_feats [n_edges, num_radial], edge_index [2, n_edges]`` ->
-    ``(message [N, target_irreps.dim], self_connection [N, hidden_irreps.dim] or None)``.
+class ConvolutionBlock(torch.nn.Module):
+    """What every interaction block has: ``linear_up`` (node features -> ``edge_irreps``, by
+    default the node features' irreps; mace-torch's option of that name) and the channel-wise
+    convolution of its output with the edge harmonics onto ``target_irreps``, on ``conv_backend``.
+    Subclasses add the per-edge weight MLP (``num_radial`` inputs), the maps after the
+    convolution and the self-connection; these are the constructor arguments of every block.
     """
 
     def __init__(
@@ -194,6 +186,8 @@ class InteractionBlock(torch.nn.Module):
         self.hidden_irreps = as_irreps(hidden_irreps)
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.residual = bool(residual)
+        self.num_radial, self.num_elements = int(num_radial), int(num_elements)
+        self.radial_MLP = [int(h) for h in radial_MLP]
         self.linear_up = Linear(self.node_feats_irreps, self.edge_irreps)
         self.conv_tp = ChannelwiseTensorProduct(
             self.edge_irreps,
@@ -202,17 +196,36 @@ class InteractionBlock(torch.nn.Module):
             backend=conv_backend,
             **conv_options,
         )
-        self.conv_tp_weights = RadialMLP([num_radial, *radial_MLP, self.conv_tp.weight_numel])
-        self.linear = Linear(self.conv_tp.irreps_out, self.target_irreps)
-        if self.residual:
-            self.skip = ElementLinear(self.node_feats_irreps, num_elements, self.hidden_irreps)
-        else:
-            self.skip = ElementLinear(self.target_irreps, num_elements, self.target_irreps)
 
     @property
     def irreps_out(self) -> Irreps:
         """Irreps of the message: the target irreps."""
         return self.target_irreps
+
+
+class InteractionBlock(ConvolutionBlock):
+    """One message-passing step (mace-torch ``RealAgnosticInteractionBlock`` / ``...Residual...``).
+
+    ``h -> linear_up -> conv (channel-wise TP of h[sender] with the edge harmonics, per-edge
+    weights from the radial MLP) -> sum over senders at each receiver -> linear -> / avg_num_neighbors``.
+
+    The element-dependent self-connection is applied to the message (``residual=False``, MACE's
+    first layer) or returned separately from the incoming features (``residual=True``) and added
+    after the product basis. Constructor arguments: :class:`ConvolutionBlock`'s.
+
+    Shapes: ``node_feats [N, node_feats_irreps.dim], element_onehot [N, E], edge_attrs
+    [n_edges, sh.dim], edge_feats [n_edges, num_radial], edge_index [2, n_edges]`` ->
+    ``(message [N, target_irreps.dim], self_connection [N, hidden_irreps.dim] or None)``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.conv_tp_weights = RadialMLP([self.num_radial, *self.radial_MLP, self.conv_tp.weight_numel])
+        self.linear = Linear(self.conv_tp.irreps_out, self.target_irreps)
+        if self.residual:
+            self.skip = ElementLinear(self.node_feats_irreps, self.num_elements, self.hidden_irreps)
+        else:
+            self.skip = ElementLinear(self.target_irreps, self.num_elements, self.target_irreps)
 
     def message_divisor(self, edge_feats, edge_index, num_nodes: int, edge_cutoff=None):
         """What the summed messages are divided by: ``avg_num_neighbors`` (subclasses: per node)."""

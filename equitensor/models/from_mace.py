@@ -30,6 +30,7 @@ import torch
 
 from .. import so3
 from ..so3.coupling import symmetric_coupling_basis
+from .attention_interaction import AttentionInteractionBlock
 from .mace_variants import NoReadout, layer_edge_irreps
 from .nonlinear_interaction import NonLinearInteractionBlock
 
@@ -37,7 +38,7 @@ SUPPORTED_MODELS = ("MACE", "ScaleShiftMACE")
 SUPPORTED_INTERACTIONS = (
     "RealAgnosticInteractionBlock", "RealAgnosticResidualInteractionBlock",
     "RealAgnosticDensityInteractionBlock", "RealAgnosticDensityResidualInteractionBlock",
-    "RealAgnosticResidualNonLinearInteractionBlock",
+    "RealAgnosticResidualNonLinearInteractionBlock", "RealAgnosticAttResidualInteractionBlock",
 )  # fmt: skip
 SUPPORTED_READOUTS = ("LinearReadoutBlock", "NonLinearReadoutBlock")
 SUPPORTED_RADIAL = ("BesselBasis",)
@@ -212,7 +213,9 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
     names = [_class_name(i) for i in model.interactions]
     residual = ["Residual" in name for name in names]
     density = {"Density" in name for name in names}
-    nonlinear = ["NonLinear" in name for name in names]
+    kinds = [
+        "nonlinear" if "NonLinear" in name else "attention" if "AttResidual" in name else "default" for name in names
+    ]
     if not all(residual[1:]) or len(density) > 1:
         raise ValueError(
             f"cannot convert a mace-torch model with the interactions {names}: supported are a residual "
@@ -236,7 +239,7 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
         residual_first=residual[0],
         pair_repulsion=hasattr(model, "pair_repulsion"),
         density_normalization=density.pop(),
-        nonlinear_interactions=nonlinear if any(nonlinear) and not all(nonlinear) else all(nonlinear),
+        interaction_blocks=kinds[0] if len(set(kinds)) == 1 else kinds,
         distance_transform=(
             _class_name(radial.distance_transform).removesuffix("Transform")
             if hasattr(radial, "distance_transform") else None
@@ -375,20 +378,36 @@ def _pair_term_constants(model, state: dict) -> dict:
 
 def _interaction_weights(interaction, state: dict, p: str, sign: Callable) -> tuple[dict, int]:
     """A (density) ``RealAgnostic(Residual)InteractionBlock``'s weights, prefix ``p``; its flipped paths."""
-    ours = {p + name: state[p + name] for name in ("linear_up.weight", "linear.weight")}
+    ours, flipped = _radial_mlp_weights(interaction, state, p, sign)
+    ours.update({p + name: state[p + name] for name in ("linear_up.weight", "linear.weight")})
+    ours[p + "skip.weight"] = _skip_weights(interaction.skip, state[p + "skip_tp.weight"], sign)
+    if hasattr(interaction, "density_fn"):
+        ours[p + "density_fn.weights.0"] = state[p + "density_fn.layer0.weight"]
+    return ours, flipped
+
+
+def _attention_interaction_weights(interaction, state: dict, p: str, sign: Callable) -> tuple[dict, int]:
+    """A ``RealAgnosticAttResidualInteractionBlock``'s weights, prefix ``p``; its flipped paths."""
+    ours, flipped = _radial_mlp_weights(interaction, state, p, sign)
+    names = ("linear_up.weight", "linear_down.weight", "linear.weight")
+    ours.update({p + name: state[p + name] for name in names})
+    ours[p + "skip.weight"] = state[p + "skip_linear.weight"]
+    return ours, flipped
+
+
+def _radial_mlp_weights(interaction, state: dict, p: str, sign: Callable) -> tuple[dict, int]:
+    """e3nn ``FullyConnectedNet`` ``conv_tp_weights`` as our ``RadialMLP``; its last layer in our
+    path order and phases. Returns the weights and the number of sign-flipped paths."""
     layers = sorted(
         (k for k in state if k.startswith(p + "conv_tp_weights.layer")),
         key=lambda k: int(k[len(p + "conv_tp_weights.layer") :].split(".")[0]),
     )
-    flipped = 0
+    ours, flipped = {}, 0
     for i, key in enumerate(layers):
         w = state[key]
         if i == len(layers) - 1:
             w, flipped = _conv_weights(interaction, w, sign)
         ours[p + f"conv_tp_weights.weights.{i}"] = w
-    ours[p + "skip.weight"] = _skip_weights(interaction.skip, state[p + "skip_tp.weight"], sign)
-    if hasattr(interaction, "density_fn"):
-        ours[p + "density_fn.weights.0"] = state[p + "density_fn.layer0.weight"]
     return ours, flipped
 
 
@@ -414,6 +433,13 @@ def _nonlinear_interaction_weights(interaction, state: dict, p: str, sign: Calla
     return ours, flipped
 
 
+#: how the weights of our non-default interaction blocks are read from mace-torch's
+INTERACTION_PORTS = {
+    NonLinearInteractionBlock: _nonlinear_interaction_weights,
+    AttentionInteractionBlock: _attention_interaction_weights,
+}
+
+
 def port_state_dict(model, state: dict, sign: Callable, head_index: int = 0, num_heads: int = 1) -> dict:
     """Load mace-torch weights ``state`` into our ``model`` (built from :func:`mace_config`).
 
@@ -423,8 +449,7 @@ def port_state_dict(model, state: dict, sign: Callable, head_index: int = 0, num
     ours = {"node_embedding.weight": state["node_embedding.linear.weight"]}
     flipped, sizes = 0, []
     for t, interaction in enumerate(model.interactions):
-        nonlinear = isinstance(interaction, NonLinearInteractionBlock)
-        port = _nonlinear_interaction_weights if nonlinear else _interaction_weights
+        port = INTERACTION_PORTS.get(type(interaction), _interaction_weights)
         weights, n = port(interaction, state, f"interactions.{t}.", sign)
         ours.update(weights)
         flipped += n

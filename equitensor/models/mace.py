@@ -66,8 +66,10 @@ class MACE(torch.nn.Module):
             lengths (``pair_terms``), the cutoff the true ones (mace-torch's option of that name).
         density_normalization: divide messages by a learned neighbour density instead of
             ``avg_num_neighbors`` (``mace_variants.DensityInteractionBlock``).
-        nonlinear_interactions: mace-torch's ``RealAgnosticResidualNonLinearInteractionBlock``
-            (``nonlinear_interaction.NonLinearInteractionBlock``) in every layer, or one flag per layer.
+        interaction_blocks: ``"nonlinear"`` (mace-torch's
+            ``RealAgnosticResidualNonLinearInteractionBlock``) or ``"attention"``
+            (``RealAgnosticAttResidualInteractionBlock``) in every layer, or one name per layer
+            (``"default"``: the block above); see ``mace_variants.INTERACTION_BLOCKS``.
         agnostic_product: one product-basis weight set for all elements (``use_agnostic_product``).
         edge_irreps, edge_irreps_first: irreps of the convolutions after the first layer, and of the
             first (its scalars) when set (mace-torch's ``edge_irreps``, ``use_edge_irreps_first``).
@@ -110,7 +112,7 @@ class MACE(torch.nn.Module):
         pair_repulsion: bool = False,
         distance_transform: str | None = None,
         density_normalization: bool = False,
-        nonlinear_interactions: bool | Sequence[bool] = False,
+        interaction_blocks: str | Sequence[str] | None = None,
         agnostic_product: bool = False,
         edge_irreps: str | None = None,
         edge_irreps_first: bool = False,
@@ -170,7 +172,7 @@ class MACE(torch.nn.Module):
         # recorded only when set, so configs of the default model stay as they were
         options = dict(
             residual_first=residual_first, pair_repulsion=pair_repulsion, distance_transform=distance_transform,
-            density_normalization=density_normalization, nonlinear_interactions=nonlinear_interactions,
+            density_normalization=density_normalization, interaction_blocks=interaction_blocks,
             agnostic_product=agnostic_product, edge_irreps_first=edge_irreps_first,
             edge_irreps=None if edge_irreps is None else str(as_irreps(edge_irreps)),
             last_readout_only=last_readout_only,
@@ -205,7 +207,7 @@ class MACE(torch.nn.Module):
         self.readouts = torch.nn.ModuleList()
         node_feats_irreps = scalar_irreps
         block_classes = interaction_block_classes(
-            num_interactions, density_normalization, nonlinear_interactions
+            num_interactions, density_normalization, interaction_blocks
         )
         conv_irreps = layer_edge_irreps(num_interactions, edge_irreps, edge_irreps_first)
         for t in range(num_interactions):

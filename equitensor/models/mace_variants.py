@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from e3nn import o3
 
 from ..irreps import Irreps, as_irreps
+from .attention_interaction import AttentionInteractionBlock
 from .blocks import InteractionBlock
 from .nonlinear_interaction import NonLinearInteractionBlock
 from .radial import RadialMLP
@@ -40,33 +39,36 @@ class NoReadout(torch.nn.Module):
         return x.new_zeros(x.shape[0])
 
 
+#: the interaction blocks a layer can use besides the default (mace-torch class in the docstrings)
+INTERACTION_BLOCKS = {"nonlinear": NonLinearInteractionBlock, "attention": AttentionInteractionBlock}
+
+
 def interaction_block_classes(
-    num_interactions: int,
-    density_normalization: bool = False,
-    nonlinear_interactions: bool | Sequence[bool] = False,
+    num_interactions: int, density_normalization: bool = False, interaction_blocks=None
 ) -> list[type]:
     """The interaction-block class of each layer of a ``MACE`` with these options.
 
-    ``nonlinear_interactions``: ``True`` (every layer) or one flag per layer, e.g. ``[False, True]``
-    for mace-torch's ``interaction_first=RealAgnosticResidualInteractionBlock`` followed by
-    ``RealAgnosticResidualNonLinearInteractionBlock``.
+    ``interaction_blocks``: ``None`` or ``"default"`` (:class:`InteractionBlock`, or
+    :class:`DensityInteractionBlock` with ``density_normalization``), a name of
+    :data:`INTERACTION_BLOCKS` for every layer, or one name per layer, e.g.
+    ``["default", "nonlinear"]`` for mace-torch's ``interaction_first=RealAgnosticResidualInteractionBlock``
+    followed by ``RealAgnosticResidualNonLinearInteractionBlock``.
     """
-    if isinstance(nonlinear_interactions, bool):
-        flags = [nonlinear_interactions] * num_interactions
-    else:
-        flags = [bool(flag) for flag in nonlinear_interactions]
-    if len(flags) != num_interactions:
+    names = interaction_blocks or "default"
+    names = [names] * num_interactions if isinstance(names, str) else list(names)
+    known = ["default", *INTERACTION_BLOCKS]
+    if len(names) != num_interactions or any(name not in known for name in names):
         raise ValueError(
-            f"nonlinear_interactions needs True/False or one flag per interaction ({num_interactions}), "
-            f"got {nonlinear_interactions}"
+            f"interaction_blocks needs one of {known} or one per interaction ({num_interactions}), "
+            f"got {interaction_blocks!r}"
         )
-    if density_normalization and any(flags):
+    if density_normalization and any(name != "default" for name in names):
         raise ValueError(
-            "density_normalization and nonlinear_interactions are exclusive: the non-linear block "
-            "has its own learned density normalisation; set one of them"
+            f"density_normalization applies to the default interaction block only, got {names}: the "
+            "non-linear block has its own learned density normalisation; drop one of the two options"
         )
-    linear = DensityInteractionBlock if density_normalization else InteractionBlock
-    return [NonLinearInteractionBlock if flag else linear for flag in flags]
+    default = DensityInteractionBlock if density_normalization else InteractionBlock
+    return [INTERACTION_BLOCKS.get(name, default) for name in names]
 
 
 def layer_edge_irreps(num_interactions: int, edge_irreps=None, edge_irreps_first: bool = False) -> list:

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import torch
 from e3nn import o3
 
-from ..irreps import Irreps, as_irreps
-from ..ops import ChannelwiseTensorProduct, Gate, Linear
+from ..irreps import Irreps
+from ..ops import Gate, Linear
+from .blocks import ConvolutionBlock
 
 #: hidden width of the density MLP (fixed in mace-torch's block, not a hyper-parameter there)
 DENSITY_MLP_WIDTH = 64
@@ -50,7 +51,7 @@ class LayerNormMLP(torch.nn.Module):
         return self.net(x)
 
 
-class NonLinearInteractionBlock(torch.nn.Module):
+class NonLinearInteractionBlock(ConvolutionBlock):
     """One non-linear residual message-passing step (mace-torch
     ``RealAgnosticResidualNonLinearInteractionBlock``).
 
@@ -66,47 +67,24 @@ class NonLinearInteractionBlock(torch.nn.Module):
     ``Linear(node_feats_irreps, hidden_irreps)`` of the incoming features, returned for the
     product block (always residual; ``avg_num_neighbors`` is not used).
 
-    Same constructor arguments and shapes as :class:`~equitensor.models.blocks.InteractionBlock`
-    (``residual`` must be true); the convolution runs on any ``conv_backend``.
+    Constructor arguments: :class:`~equitensor.models.blocks.ConvolutionBlock`'s (``residual``
+    must be true); shapes as :class:`~equitensor.models.blocks.InteractionBlock`. The
+    convolution runs on any ``conv_backend``.
     """
 
-    def __init__(
-        self,
-        node_feats_irreps,
-        edge_attrs_irreps,
-        num_radial: int,
-        target_irreps,
-        hidden_irreps,
-        num_elements: int,
-        avg_num_neighbors: float,
-        radial_MLP: Sequence[int] = (64, 64, 64),
-        residual: bool = True,
-        conv_backend: str = "cg",
-        edge_irreps=None,
-        **conv_options,
-    ):
-        super().__init__()
-        if not residual:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.residual:
             raise ValueError(
                 "the non-linear interaction block always has its linear self-connection: build the "
-                "MACE with residual_first=True (mace-torch's block is a residual one in every layer)"
+                "MACE with residual_first=True when it is the first block (mace-torch's is a residual one)"
             )
-        self.node_feats_irreps = as_irreps(node_feats_irreps)
-        self.edge_irreps = self.node_feats_irreps if edge_irreps is None else as_irreps(edge_irreps)
-        self.target_irreps = as_irreps(target_irreps)
-        self.hidden_irreps = as_irreps(hidden_irreps)
-        self.avg_num_neighbors = float(avg_num_neighbors)
-        self.residual = True
         num_scalars = self.node_feats_irreps.count(o3.Irrep(0, 1))
-        scalars, elements = Irreps(f"{num_scalars}x0e"), Irreps(f"{int(num_elements)}x0e")
+        scalars, elements = Irreps(f"{num_scalars}x0e"), Irreps(f"{self.num_elements}x0e")
         self.source_embedding = Linear(elements, scalars)
         self.target_embedding = Linear(elements, scalars)
-        self.linear_up = Linear(self.node_feats_irreps, self.edge_irreps)
-        self.conv_tp = ChannelwiseTensorProduct(
-            self.edge_irreps, edge_attrs_irreps, self.target_irreps, backend=conv_backend, **conv_options
-        )
-        edge_inputs = int(num_radial) + 2 * num_scalars
-        self.conv_tp_weights = LayerNormMLP([edge_inputs, *radial_MLP, self.conv_tp.weight_numel])
+        edge_inputs = self.num_radial + 2 * num_scalars
+        self.conv_tp_weights = LayerNormMLP([edge_inputs, *self.radial_MLP, self.conv_tp.weight_numel])
         self.density_fn = LayerNormMLP([edge_inputs, DENSITY_MLP_WIDTH, 1])
         self.skip = Linear(self.node_feats_irreps, self.hidden_irreps)
         self.gate = _target_gate(self.target_irreps)
@@ -117,11 +95,6 @@ class NonLinearInteractionBlock(torch.nn.Module):
         self.linear_2 = Linear(self.target_irreps, self.target_irreps)
         self.alpha = torch.nn.Parameter(torch.tensor(20.0))
         self.beta = torch.nn.Parameter(torch.tensor(0.0))
-
-    @property
-    def irreps_out(self) -> Irreps:
-        """Irreps of the message: the target irreps."""
-        return self.target_irreps
 
     def forward(
         self,
