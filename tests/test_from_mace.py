@@ -60,6 +60,8 @@ def build_mace(
     if heads is not None:
         kwargs["heads"] = heads
     kwargs.update(extra)
+    if "edge_irreps" in kwargs:
+        kwargs["edge_irreps"] = o3.Irreps(kwargs["edge_irreps"])
     if cls == "ScaleShiftMACE":
         scale = [1.3, 0.7][:num_heads] if heads else 1.3
         shift = [0.1, -0.2][:num_heads] if heads else 0.1
@@ -69,6 +71,10 @@ def build_mace(
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
+        for interaction in model.interactions:
+            if hasattr(interaction, "beta"):  # the non-linear block starts at 1 / 20: make the density count
+                interaction.alpha.fill_(1.5)
+                interaction.beta.fill_(0.7)
     return model
 
 
@@ -101,6 +107,7 @@ def assert_same(ours, model, atoms, head=None):
         assert (out["stress"] - ref["stress"]).abs().max().item() <= 1e-8 * stress_scale
 
 
+NONLINEAR = "RealAgnosticResidualNonLinearInteractionBlock"
 ARCHITECTURES = {
     # MACE-OFF and the models trained with mace-torch's defaults before 0.3.x
     "scaleshift-first-plain": dict(cls="ScaleShiftMACE", first="RealAgnosticInteractionBlock"),
@@ -115,6 +122,41 @@ ARCHITECTURES = {
     "mace-zbl-soft": dict(cls="MACE", pair_repulsion=True, distance_transform="Soft"),
     "scaleshift-density": dict(
         first="RealAgnosticDensityInteractionBlock", interaction="RealAgnosticDensityResidualInteractionBlock"
+    ),
+    # the non-linear residual interaction, with ZBL and the Agnesi transform
+    "scaleshift-nonlinear-zbl-agnesi": dict(
+        first=NONLINEAR, interaction=NONLINEAR, pair_repulsion=True, distance_transform="Agnesi"
+    ),
+    "mace-nonlinear": dict(cls="MACE", first=NONLINEAR, interaction=NONLINEAR),
+    # mace-torch's default interaction_first with the non-linear block after it, and the reverse
+    "scaleshift-residual-then-nonlinear": dict(
+        first="RealAgnosticResidualInteractionBlock", interaction=NONLINEAR
+    ),
+    "scaleshift-nonlinear-then-plain-residual": dict(
+        first=NONLINEAR, interaction="RealAgnosticResidualInteractionBlock", num_interactions=3
+    ),
+    # element-agnostic product basis and convolution irreps other than the node features
+    "nonlinear-agnostic-edge-irreps-first": dict(
+        first=NONLINEAR, interaction=NONLINEAR, use_agnostic_product=True, edge_irreps="3x0e+3x1o+3x2e",
+        use_edge_irreps_first=True,
+    ),
+    "residual-edge-irreps": dict(first="RealAgnosticResidualInteractionBlock", edge_irreps="6x0e+6x1o"),
+    # the "attention" block (node-dependent edge weights) after mace-torch's default first block
+    "scaleshift-residual-then-attention": dict(
+        first="RealAgnosticResidualInteractionBlock", interaction="RealAgnosticAttResidualInteractionBlock",
+        num_interactions=3,
+    ),
+    # apply_cutoff=False: the cutoff scales the radial MLPs' outputs, not their inputs
+    "nonlinear-no-cutoff-on-radial-features-agnesi": dict(
+        first=NONLINEAR, interaction=NONLINEAR, apply_cutoff=False, distance_transform="Agnesi"
+    ),
+    "density-no-cutoff-on-radial-features": dict(
+        first="RealAgnosticDensityInteractionBlock",
+        interaction="RealAgnosticDensityResidualInteractionBlock",
+        apply_cutoff=False,
+    ),
+    "nonlinear-last-readout-only-3-layers": dict(
+        first=NONLINEAR, interaction=NONLINEAR, use_last_readout_only=True, num_interactions=3
     ),
 }
 
@@ -147,10 +189,27 @@ def test_unknown_head_is_refused():
 def test_unsupported_block_names_the_class_and_lists_the_supported():
     from mace import modules
 
+    class CustomInteractionBlock(modules.interaction_classes["RealAgnosticResidualInteractionBlock"]):
+        """A user's own block: mace-torch 0.3.16 has no interaction block that from_mace refuses."""
+
     model = build_mace()
-    model.interactions[1].__class__ = modules.interaction_classes["RealAgnosticAttResidualInteractionBlock"]
-    with pytest.raises(ValueError, match=r"RealAgnosticAttResidualInteractionBlock.*supports.*RealAgnosticInteractionBlock"):
+    model.interactions[1].__class__ = CustomInteractionBlock
+    supported = r"supports.*RealAgnosticInteractionBlock.*RealAgnosticAttResidualInteractionBlock"
+    with pytest.raises(ValueError, match=rf"CustomInteractionBlock.*{supported}"):
         from_mace(model)
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        (dict(use_so3=True), "use_so3"),
+        (dict(keep_last_layer_irreps=True), "keep_last_layer_irreps=True"),
+        (dict(radial_type="gaussian"), "radial basis GaussianBasis"),
+    ],
+)
+def test_unsupported_option_is_named(option, message):
+    with pytest.raises(ValueError, match=message):
+        from_mace(build_mace(**option))
 
 
 def test_single_interaction_model_is_refused_with_what_is_supported():

@@ -156,19 +156,12 @@ class ScaleShift(torch.nn.Module):
         return self.scale * x + self.shift
 
 
-class InteractionBlock(torch.nn.Module):
-    """One message-passing step (mace-torch ``RealAgnosticInteractionBlock`` / ``...Residual...``).
-
-    ``h -> linear_up -> conv (channel-wise TP of h[sender] with the edge harmonics, per-edge
-    weights from the radial MLP) -> sum over senders at each receiver -> linear -> / avg_num_neighbors``.
-
-    The element-dependent self-connection is applied to the message (``residual=False``, MACE's
-    first layer) or returned separately from the incoming features (``residual=True``) and added
-    after the product basis.
-
-    Shapes: ``node_feats [N, node_feats_irreps.dim], element_onehot [N, E], edge_attrs
-    [n_edges, sh.dim], edge_feats [n_edges, num_radial], edge_index [2, n_edges]`` ->
-    ``(message [N, target_irreps.dim], self_connection [N, hidden_irreps.dim] or None)``.
+class ConvolutionBlock(torch.nn.Module):
+    """What every interaction block has: ``linear_up`` (node features -> ``edge_irreps``, by
+    default the node features' irreps; mace-torch's option of that name) and the channel-wise
+    convolution of its output with the edge harmonics onto ``target_irreps``, on ``conv_backend``.
+    Subclasses add the per-edge weight MLP (``num_radial`` inputs), the maps after the
+    convolution and the self-connection; these are the constructor arguments of every block.
     """
 
     def __init__(
@@ -183,48 +176,84 @@ class InteractionBlock(torch.nn.Module):
         radial_MLP: Sequence[int] = (64, 64, 64),
         residual: bool = True,
         conv_backend: str = "cg",
+        edge_irreps=None,
         **conv_options,
     ):
         super().__init__()
         self.node_feats_irreps = as_irreps(node_feats_irreps)
+        self.edge_irreps = self.node_feats_irreps if edge_irreps is None else as_irreps(edge_irreps)
         self.target_irreps = as_irreps(target_irreps)
         self.hidden_irreps = as_irreps(hidden_irreps)
         self.avg_num_neighbors = float(avg_num_neighbors)
         self.residual = bool(residual)
-        self.linear_up = Linear(self.node_feats_irreps, self.node_feats_irreps)
+        self.num_radial, self.num_elements = int(num_radial), int(num_elements)
+        self.radial_MLP = [int(h) for h in radial_MLP]
+        self.linear_up = Linear(self.node_feats_irreps, self.edge_irreps)
         self.conv_tp = ChannelwiseTensorProduct(
-            self.node_feats_irreps,
+            self.edge_irreps,
             edge_attrs_irreps,
             self.target_irreps,
             backend=conv_backend,
             **conv_options,
         )
-        self.conv_tp_weights = RadialMLP([num_radial, *radial_MLP, self.conv_tp.weight_numel])
-        self.linear = Linear(self.conv_tp.irreps_out, self.target_irreps)
-        if self.residual:
-            self.skip = ElementLinear(self.node_feats_irreps, num_elements, self.hidden_irreps)
-        else:
-            self.skip = ElementLinear(self.target_irreps, num_elements, self.target_irreps)
 
     @property
     def irreps_out(self) -> Irreps:
         """Irreps of the message: the target irreps."""
         return self.target_irreps
 
-    def message_divisor(self, edge_feats, edge_index, num_nodes: int):
+
+class InteractionBlock(ConvolutionBlock):
+    """One message-passing step (mace-torch ``RealAgnosticInteractionBlock`` / ``...Residual...``).
+
+    ``h -> linear_up -> conv (channel-wise TP of h[sender] with the edge harmonics, per-edge
+    weights from the radial MLP) -> sum over senders at each receiver -> linear -> / avg_num_neighbors``.
+
+    The element-dependent self-connection is applied to the message (``residual=False``, MACE's
+    first layer) or returned separately from the incoming features (``residual=True``) and added
+    after the product basis. Constructor arguments: :class:`ConvolutionBlock`'s.
+
+    Shapes: ``node_feats [N, node_feats_irreps.dim], element_onehot [N, E], edge_attrs
+    [n_edges, sh.dim], edge_feats [n_edges, num_radial], edge_index [2, n_edges]`` ->
+    ``(message [N, target_irreps.dim], self_connection [N, hidden_irreps.dim] or None)``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.conv_tp_weights = RadialMLP([self.num_radial, *self.radial_MLP, self.conv_tp.weight_numel])
+        self.linear = Linear(self.conv_tp.irreps_out, self.target_irreps)
+        if self.residual:
+            self.skip = ElementLinear(self.node_feats_irreps, self.num_elements, self.hidden_irreps)
+        else:
+            self.skip = ElementLinear(self.target_irreps, self.num_elements, self.target_irreps)
+
+    def message_divisor(self, edge_feats, edge_index, num_nodes: int, edge_cutoff=None):
         """What the summed messages are divided by: ``avg_num_neighbors`` (subclasses: per node)."""
         return self.avg_num_neighbors
 
-    def forward(self, node_feats, element_onehot, edge_attrs, edge_feats, edge_index, element_groups=None):
-        """``element_groups``: optional :class:`ElementGroups` of the atoms (faster skip connection)."""
+    def forward(
+        self,
+        node_feats,
+        element_onehot,
+        edge_attrs,
+        edge_feats,
+        edge_index,
+        element_groups=None,
+        edge_cutoff=None,
+    ):
+        """``element_groups``: optional :class:`ElementGroups` of the atoms (faster skip connection).
+        ``edge_cutoff [n_edges, 1]``: scales the radial MLP's output (``edge_feats`` then lack it)."""
         sc = self.skip(node_feats, element_onehot, element_groups) if self.residual else None
         node_feats = self.linear_up(node_feats)
         tp_weights = self.conv_tp_weights(edge_feats)  # [n_edges, weight_numel]
+        if edge_cutoff is not None:
+            tp_weights = tp_weights * edge_cutoff
         # sum over edges (sender -> receiver) of the product; fused where the backend can
         message = self.conv_tp.message_passing(
             node_feats, edge_attrs, tp_weights, edge_index, check_index=False
         )  # [N, irreps_mid.dim]; the model validated edge_index (MACE.check_inputs)
-        message = self.linear(message) / self.message_divisor(edge_feats, edge_index, node_feats.shape[0])
+        divisor = self.message_divisor(edge_feats, edge_index, node_feats.shape[0], edge_cutoff)
+        message = self.linear(message) / divisor
         if not self.residual:
             message = self.skip(message, element_onehot, element_groups)
         return message, sc
@@ -238,16 +267,28 @@ class ProductBlock(torch.nn.Module):
     """
 
     def __init__(
-        self, irreps_in, irreps_out, correlation: int, num_elements: int, backend: str = "cg", **options
+        self,
+        irreps_in,
+        irreps_out,
+        correlation: int,
+        num_elements: int,
+        backend: str = "cg",
+        element_agnostic: bool = False,
+        **options,
     ):
         super().__init__()
+        # element_agnostic: one set of weights for every element (mace-torch's use_agnostic_product)
+        self.element_agnostic = bool(element_agnostic)
+        weight_sets = 1 if element_agnostic else num_elements
         self.product = ProductBasis(
-            irreps_in, irreps_out, correlation, num_elements, backend=backend, **options
+            irreps_in, irreps_out, correlation, weight_sets, backend=backend, **options
         )
         self.linear = Linear(irreps_out, irreps_out)
         self.irreps_out = as_irreps(irreps_out)
 
     def forward(self, node_feats, sc, element_onehot):
+        if self.element_agnostic:
+            element_onehot = element_onehot.new_ones(element_onehot.shape[0], 1)
         out = self.linear(self.product(node_feats, element_onehot))
         return out if sc is None else out + sc
 

@@ -30,11 +30,15 @@ import torch
 
 from .. import so3
 from ..so3.coupling import symmetric_coupling_basis
+from .attention_interaction import AttentionInteractionBlock
+from .mace_variants import NoReadout, layer_edge_irreps
+from .nonlinear_interaction import NonLinearInteractionBlock
 
 SUPPORTED_MODELS = ("MACE", "ScaleShiftMACE")
 SUPPORTED_INTERACTIONS = (
     "RealAgnosticInteractionBlock", "RealAgnosticResidualInteractionBlock",
     "RealAgnosticDensityInteractionBlock", "RealAgnosticDensityResidualInteractionBlock",
+    "RealAgnosticResidualNonLinearInteractionBlock", "RealAgnosticAttResidualInteractionBlock",
 )  # fmt: skip
 SUPPORTED_READOUTS = ("LinearReadoutBlock", "NonLinearReadoutBlock")
 SUPPORTED_RADIAL = ("BesselBasis",)
@@ -140,11 +144,13 @@ def _check_supported(model) -> None:
         if _class_name(readout) not in SUPPORTED_READOUTS:
             raise _unsupported("readout block", _class_name(readout), SUPPORTED_READOUTS)
     layout = [_class_name(r) for r in model.readouts]
-    expected = ["LinearReadoutBlock"] * (len(model.interactions) - 1) + ["NonLinearReadoutBlock"]
+    linear = 0 if getattr(model, "use_last_readout_only", False) else len(model.interactions) - 1
+    expected = ["LinearReadoutBlock"] * linear + ["NonLinearReadoutBlock"]
     if len(model.interactions) < 2 or layout != expected:
         raise ValueError(
             f"cannot convert a mace-torch model with {len(model.interactions)} interaction(s) and the readouts "
-            f"{layout}: supported are two or more interactions, linear readouts then one non-linear readout"
+            f"{layout}: supported are two or more interactions, linear readouts (unless "
+            "use_last_readout_only) then one non-linear readout"
         )
     act = getattr(getattr(model.readouts[-1], "non_linearity", None), "acts", [None])[0]
     if getattr(act, "f", torch.nn.functional.silu) is not torch.nn.functional.silu:
@@ -163,14 +169,11 @@ def _check_supported(model) -> None:
         and _class_name(radial.distance_transform) not in ("AgnesiTransform", "SoftTransform"),
         "a ZBL order other than num_polynomial_cutoff": hasattr(model, "pair_repulsion")
         and int(model.pair_repulsion_fn.p) != int(radial.cutoff_fn.p),
-        "apply_cutoff=False": not getattr(radial, "apply_cutoff", True),
         "use_so3": getattr(model, "use_so3", False),
-        "use_agnostic_product": getattr(model, "use_agnostic_product", False),
-        "use_last_readout_only": getattr(model, "use_last_readout_only", False),
-        "embedding_specs (joint embeddings)": hasattr(model, "joint_embedding"),
-        "edge_irreps other than the node features": any(
-            str(i.edge_irreps) != str(i.node_feats_irreps) for i in model.interactions
+        "odd scalars (0o) in hidden_irreps": any(
+            ir.l == 0 and ir.p == -1 for _, ir in model.interactions[0].hidden_irreps
         ),
+        "embedding_specs (joint embeddings)": hasattr(model, "joint_embedding"),
     }
     found = [option for option, present in unsupported_options.items() if present]
     if found:
@@ -210,6 +213,9 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
     names = [_class_name(i) for i in model.interactions]
     residual = ["Residual" in name for name in names]
     density = {"Density" in name for name in names}
+    kinds = [
+        "nonlinear" if "NonLinear" in name else "attention" if "AttResidual" in name else "default" for name in names
+    ]
     if not all(residual[1:]) or len(density) > 1:
         raise ValueError(
             f"cannot convert a mace-torch model with the interactions {names}: supported are a residual "
@@ -233,12 +239,35 @@ def mace_config(model, head: str | None = None) -> tuple[dict, int]:
         residual_first=residual[0],
         pair_repulsion=hasattr(model, "pair_repulsion"),
         density_normalization=density.pop(),
+        interaction_blocks=kinds[0] if len(set(kinds)) == 1 else kinds,
         distance_transform=(
             _class_name(radial.distance_transform).removesuffix("Transform")
             if hasattr(radial, "distance_transform") else None
         ),
+        agnostic_product=bool(getattr(model, "use_agnostic_product", False)),
+        apply_cutoff=bool(getattr(radial, "apply_cutoff", True)),
+        last_readout_only=bool(getattr(model, "use_last_readout_only", False)),
+        **_edge_irreps_config(model),
     )  # fmt: skip
     return config, head_index
+
+
+def _edge_irreps_config(model) -> dict:
+    """Our ``edge_irreps`` / ``edge_irreps_first`` for the convolution irreps of mace-torch's layers."""
+    layers = [
+        str(i.edge_irreps) if str(i.edge_irreps) != str(i.node_feats_irreps) else None
+        for i in model.interactions
+    ]
+    config = dict(edge_irreps=layers[1], edge_irreps_first=layers[0] is not None)
+    if config["edge_irreps"] is None and config["edge_irreps_first"]:
+        config["edge_irreps"] = layers[0]  # only the first layer narrows: impossible in mace-torch's MACE
+    ours = layer_edge_irreps(len(layers), **config)
+    if [None if e is None else str(e) for e in ours] != layers:
+        raise ValueError(
+            f"cannot convert the convolution irreps {layers} (per interaction; None: the node features): "
+            "supported are mace-torch's edge_irreps after the first layer, with use_edge_irreps_first or not"
+        )
+    return {k: v for k, v in config.items() if v}
 
 
 def symmetric_contraction_map(u_mace: torch.Tensor, coupling, ir_out, nu: int) -> np.ndarray:
@@ -315,19 +344,21 @@ def _product_weights(block, state: dict, prefix: str, sizes: list) -> dict:
 def _readout_weights(model, state: dict, head_index: int, num_heads: int) -> dict:
     """One head's readout weights (mace-torch's readouts output one scalar per head)."""
     out = {}
-    for t, readout in enumerate(model.readouts):
-        p = f"readouts.{t}."
+    # with use_last_readout_only mace-torch holds only the last readout: its readouts.0 is our last
+    present = [t for t, readout in enumerate(model.readouts) if not isinstance(readout, NoReadout)]
+    for mace_index, t in enumerate(present):
+        readout, p, q = model.readouts[t], f"readouts.{mace_index}.", f"readouts.{t}."
         if hasattr(readout, "linear_1"):
             width = readout.linear_2.irreps_in.dim  # our per-head MLP width
             w1 = state[p + "linear_1.weight"].reshape(readout.linear_1.irreps_in.dim, num_heads * width)
             w2 = state[p + "linear_2.weight"].reshape(num_heads * width, num_heads)
             rows = slice(head_index * width, (head_index + 1) * width)
-            out[p + "linear_1.weight"] = w1[:, rows].reshape(-1)
+            out[q + "linear_1.weight"] = w1[:, rows].reshape(-1)
             # e3nn's Linear divides by sqrt(fan_in): mace's fan-in is num_heads * width, ours width
-            out[p + "linear_2.weight"] = w2[rows, head_index] / math.sqrt(num_heads)
+            out[q + "linear_2.weight"] = w2[rows, head_index] / math.sqrt(num_heads)
         else:
             w = state[p + "linear.weight"].reshape(-1, num_heads)
-            out[p + "linear.weight"] = w[:, head_index]
+            out[q + "linear.weight"] = w[:, head_index]
     return out
 
 
@@ -345,6 +376,70 @@ def _pair_term_constants(model, state: dict) -> dict:
     return out
 
 
+def _interaction_weights(interaction, state: dict, p: str, sign: Callable) -> tuple[dict, int]:
+    """A (density) ``RealAgnostic(Residual)InteractionBlock``'s weights, prefix ``p``; its flipped paths."""
+    ours, flipped = _radial_mlp_weights(interaction, state, p, sign)
+    ours.update({p + name: state[p + name] for name in ("linear_up.weight", "linear.weight")})
+    ours[p + "skip.weight"] = _skip_weights(interaction.skip, state[p + "skip_tp.weight"], sign)
+    if hasattr(interaction, "density_fn"):
+        ours[p + "density_fn.weights.0"] = state[p + "density_fn.layer0.weight"]
+    return ours, flipped
+
+
+def _attention_interaction_weights(interaction, state: dict, p: str, sign: Callable) -> tuple[dict, int]:
+    """A ``RealAgnosticAttResidualInteractionBlock``'s weights, prefix ``p``; its flipped paths."""
+    ours, flipped = _radial_mlp_weights(interaction, state, p, sign)
+    names = ("linear_up.weight", "linear_down.weight", "linear.weight")
+    ours.update({p + name: state[p + name] for name in names})
+    ours[p + "skip.weight"] = state[p + "skip_linear.weight"]
+    return ours, flipped
+
+
+def _radial_mlp_weights(interaction, state: dict, p: str, sign: Callable) -> tuple[dict, int]:
+    """e3nn ``FullyConnectedNet`` ``conv_tp_weights`` as our ``RadialMLP``; its last layer in our
+    path order and phases. Returns the weights and the number of sign-flipped paths."""
+    layers = sorted(
+        (k for k in state if k.startswith(p + "conv_tp_weights.layer")),
+        key=lambda k: int(k[len(p + "conv_tp_weights.layer") :].split(".")[0]),
+    )
+    ours, flipped = {}, 0
+    for i, key in enumerate(layers):
+        w = state[key]
+        if i == len(layers) - 1:
+            w, flipped = _conv_weights(interaction, w, sign)
+        ours[p + f"conv_tp_weights.weights.{i}"] = w
+    return ours, flipped
+
+
+def _nonlinear_interaction_weights(interaction, state: dict, p: str, sign: Callable) -> tuple[dict, int]:
+    """A ``RealAgnosticResidualNonLinearInteractionBlock``'s weights, prefix ``p``, and its flipped paths.
+
+    Same names as mace-torch's but the self-connection (``skip_tp`` there, a plain linear map);
+    the radial MLP's output layer (``weight [weight_numel, hidden]``, ``bias [weight_numel]``)
+    gets the convolution's path order and phases.
+    """
+    names = (
+        "source_embedding.weight", "target_embedding.weight", "linear_up.weight", "linear_res.weight",
+        "linear_1.weight", "linear_2.weight", "alpha", "beta",
+    )  # fmt: skip
+    ours = {p + name: state[p + name] for name in names}
+    ours[p + "skip.weight"] = state[p + "skip_tp.weight"]
+    for mlp in ("conv_tp_weights.net.", "density_fn.net."):
+        ours.update({k: v for k, v in state.items() if k.startswith(p + mlp)})
+    last = f"{p}conv_tp_weights.net.{len(interaction.conv_tp_weights.net) - 1}."
+    w = torch.cat([state[last + "weight"].T, state[last + "bias"][None]])  # [hidden + 1, weight_numel]
+    w, flipped = _conv_weights(interaction, w, sign)
+    ours[last + "weight"], ours[last + "bias"] = w[:-1].T.contiguous(), w[-1].contiguous()
+    return ours, flipped
+
+
+#: how the weights of our non-default interaction blocks are read from mace-torch's
+INTERACTION_PORTS = {
+    NonLinearInteractionBlock: _nonlinear_interaction_weights,
+    AttentionInteractionBlock: _attention_interaction_weights,
+}
+
+
 def port_state_dict(model, state: dict, sign: Callable, head_index: int = 0, num_heads: int = 1) -> dict:
     """Load mace-torch weights ``state`` into our ``model`` (built from :func:`mace_config`).
 
@@ -354,22 +449,10 @@ def port_state_dict(model, state: dict, sign: Callable, head_index: int = 0, num
     ours = {"node_embedding.weight": state["node_embedding.linear.weight"]}
     flipped, sizes = 0, []
     for t, interaction in enumerate(model.interactions):
-        p = f"interactions.{t}."
-        ours[p + "linear_up.weight"] = state[p + "linear_up.weight"]
-        ours[p + "linear.weight"] = state[p + "linear.weight"]
-        layers = sorted(
-            (k for k in state if k.startswith(p + "conv_tp_weights.layer")),
-            key=lambda k: int(k[len(p + "conv_tp_weights.layer") :].split(".")[0]),
-        )
-        for i, key in enumerate(layers):
-            w = state[key]
-            if i == len(layers) - 1:
-                w, n = _conv_weights(interaction, w, sign)
-                flipped += n
-            ours[p + f"conv_tp_weights.weights.{i}"] = w
-        ours[p + "skip.weight"] = _skip_weights(interaction.skip, state[p + "skip_tp.weight"], sign)
-        if hasattr(interaction, "density_fn"):
-            ours[p + "density_fn.weights.0"] = state[p + "density_fn.layer0.weight"]
+        port = INTERACTION_PORTS.get(type(interaction), _interaction_weights)
+        weights, n = port(interaction, state, f"interactions.{t}.", sign)
+        ours.update(weights)
+        flipped += n
     for t, block in enumerate(model.products):
         p = f"products.{t}."
         ours[p + "linear.weight"] = state[p + "linear.weight"]

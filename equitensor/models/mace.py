@@ -22,14 +22,13 @@ from ..ops.backends.registry import get_backend, get_product_basis
 from .blocks import (
     AtomicEnergies,
     ElementGroups,
-    InteractionBlock,
     LinearReadout,
     NonLinearReadout,
     ProductBlock,
     ScaleShift,
 )
 from .graph import check_graph
-from .mace_variants import DensityInteractionBlock
+from .mace_variants import NoReadout, interaction_block_classes, layer_edge_irreps
 from .outputs import GraphTensors, derivatives, edge_vectors, gradient_leaves, graph_tensors, strained, sum_per_graph
 from .pair_terms import ZBLRepulsion
 from .pair_terms import distance_transform as make_distance_transform
@@ -63,7 +62,8 @@ def mace_config(
     ``MACE(**config)`` builds the same model). ``ValueError`` names the first bad argument.
 
     ``options`` (``residual_first``, ``pair_repulsion``, ``distance_transform``,
-    ``density_normalization``) are recorded only when set, so configs of the default model stay
+    ``density_normalization``, ``interaction_blocks``, ``agnostic_product``, ``edge_irreps``,
+    ``edge_irreps_first``, ``last_readout_only``) are recorded only when set, so configs of the default model stay
     as they were.
     """
     atomic_numbers, atomic_energies = _elements_and_e0s(atomic_numbers, atomic_energies)
@@ -88,6 +88,8 @@ def mace_config(
         atomic_inter_shift=float(atomic_inter_shift), conv_backend=conv_backend, product_backend=product_backend,
         conv_options=dict(conv_options or {}), product_options=dict(product_options or {}),
     )  # fmt: skip
+    if options.get("edge_irreps") is not None:
+        options["edge_irreps"] = str(as_irreps(options["edge_irreps"]))
     config.update({k: v for k, v in options.items() if v not in (False, None, "None")})
     return config
 
@@ -155,6 +157,16 @@ class MACE(torch.nn.Module):
             lengths (``pair_terms``), the cutoff the true ones (mace-torch's option of that name).
         density_normalization: divide messages by a learned neighbour density instead of
             ``avg_num_neighbors`` (``mace_variants.DensityInteractionBlock``).
+        interaction_blocks: ``"nonlinear"`` (mace-torch's
+            ``RealAgnosticResidualNonLinearInteractionBlock``) or ``"attention"``
+            (``RealAgnosticAttResidualInteractionBlock``) in every layer, or one name per layer
+            (``"default"``: the block above); see ``mace_variants.INTERACTION_BLOCKS``.
+        agnostic_product: one product-basis weight set for all elements (``use_agnostic_product``).
+        edge_irreps, edge_irreps_first: irreps of the convolutions after the first layer, and of the
+            first (its scalars) when set (mace-torch's ``edge_irreps``, ``use_edge_irreps_first``).
+        apply_cutoff: ``False``: the radial MLPs see the bare radial basis and the polynomial cutoff
+            scales their outputs instead (mace-torch's option of that name).
+        last_readout_only: only the last layer's features give energies (``use_last_readout_only``).
 
     ``forward(batch, compute_forces=True, compute_stress=False, training=False, check_inputs=True)``
     returns a dict:
@@ -196,6 +208,12 @@ class MACE(torch.nn.Module):
         pair_repulsion: bool = False,
         distance_transform: str | None = None,
         density_normalization: bool = False,
+        interaction_blocks: str | Sequence[str] | None = None,
+        agnostic_product: bool = False,
+        edge_irreps: str | None = None,
+        edge_irreps_first: bool = False,
+        apply_cutoff: bool = True,
+        last_readout_only: bool = False,
     ):
         super().__init__()
         self.config = mace_config(
@@ -207,7 +225,12 @@ class MACE(torch.nn.Module):
             conv_backend=conv_backend, product_backend=product_backend, conv_options=conv_options,
             product_options=product_options, residual_first=residual_first, pair_repulsion=pair_repulsion,
             distance_transform=distance_transform, density_normalization=density_normalization,
+            interaction_blocks=interaction_blocks, agnostic_product=agnostic_product, edge_irreps=edge_irreps,
+            edge_irreps_first=edge_irreps_first, last_readout_only=last_readout_only,
         )  # fmt: skip
+        self.apply_cutoff = bool(apply_cutoff)
+        if not self.apply_cutoff:  # recorded only when off, as the other options
+            self.config["apply_cutoff"] = False
         self._build_embeddings(self.config)
         self._build_layers(self.config)
 
@@ -266,15 +289,19 @@ class MACE(torch.nn.Module):
         num_features = hidden_irreps.count(o3.Irrep(0, 1))
         sh_irreps = o3.Irreps.spherical_harmonics(config["max_ell"])
         interaction_irreps = Irreps((sh_irreps * num_features).sort()[0].simplify())
-        interaction_cls = DensityInteractionBlock if config.get("density_normalization") else InteractionBlock
         self.interactions = torch.nn.ModuleList()
         self.products = torch.nn.ModuleList()
         self.readouts = torch.nn.ModuleList()
         node_feats_irreps = Irreps(f"{num_features}x0e")
+        num_interactions = config["num_interactions"]
+        block_classes = interaction_block_classes(
+            num_interactions, config.get("density_normalization", False), config.get("interaction_blocks")
+        )
+        conv_irreps = layer_edge_irreps(num_interactions, config.get("edge_irreps"), config.get("edge_irreps_first", False))
         for t, correlation in enumerate(config["correlation"]):
-            last = t == config["num_interactions"] - 1
+            last = t == num_interactions - 1
             hidden_out = Irreps(str(hidden_irreps[0])) if last else hidden_irreps
-            interaction = interaction_cls(
+            interaction = block_classes[t](
                 node_feats_irreps=node_feats_irreps,
                 edge_attrs_irreps=sh_irreps,
                 num_radial=config["num_bessel"],
@@ -285,17 +312,21 @@ class MACE(torch.nn.Module):
                 radial_MLP=config["radial_MLP"],
                 residual=t > 0 or bool(config.get("residual_first")),
                 conv_backend=config["conv_backend"],
+                edge_irreps=conv_irreps[t],
                 **config["conv_options"],
             )
             self.interactions.append(interaction)
             self.products.append(
                 ProductBlock(
                     interaction_irreps, hidden_out, correlation, self.num_elements,
-                    backend=config["product_backend"], **config["product_options"],
+                    backend=config["product_backend"], element_agnostic=bool(config.get("agnostic_product")),
+                    **config["product_options"],
                 )  # fmt: skip
             )
             self.readouts.append(
-                NonLinearReadout(hidden_out, config["MLP_irreps"]) if last else LinearReadout(hidden_out)
+                NonLinearReadout(hidden_out, config["MLP_irreps"])
+                if last
+                else (NoReadout() if config.get("last_readout_only") else LinearReadout(hidden_out))
             )
             node_feats_irreps = hidden_out
 
@@ -362,12 +393,19 @@ class MACE(torch.nn.Module):
         if self.distance_transform is not None:
             transformed = self.distance_transform(lengths, z_sender, z_receiver)
             edge_feats = self.radial_embedding.bessel(transformed) * self.radial_embedding.cutoff(lengths)
+        edge_cutoff = None  # [n_edges, 1] when the cutoff scales the radial MLPs' outputs
+        if not self.apply_cutoff:
+            edge_cutoff = self.radial_embedding.cutoff(lengths)
+            radial_lengths = transformed if self.distance_transform is not None else lengths
+            edge_feats = self.radial_embedding.bessel(radial_lengths)
 
         site_energy = torch.zeros_like(node_e0)
         if self.pair_repulsion is not None:  # scaled with the interaction energies, as in mace-torch
             site_energy = self.pair_repulsion(lengths, z_sender, z_receiver, receiver, positions.shape[0])
         for interaction, product, readout in zip(self.interactions, self.products, self.readouts):
-            message, sc = interaction(node_feats, element_onehot, edge_attrs, edge_feats, graph.edge_index, elements)
+            message, sc = interaction(
+                node_feats, element_onehot, edge_attrs, edge_feats, graph.edge_index, elements, edge_cutoff
+            )
             node_feats = product(message, sc, element_onehot)
             site_energy = site_energy + readout(node_feats)  # [N]
         node_energy = node_e0 + self.scale_shift(site_energy)  # [N]
