@@ -369,7 +369,7 @@ def whole_batch_products(f1, f2, groups, outputs: int, forms, z: int) -> torch.T
         if form.shape[0] == 1:
             term = torch.einsum("kpn,kpo->kon", pairs, form[0])
         else:
-            term = torch.einsum("kpgz,zkpo->kogz", pairs.view(k, group.pairs, -1, z), form).reshape(k, -1, n)
+            term = torch.einsum("kpgz,zkpo->kogz", pairs.view(k, group.pairs, n // max(z, 1), z), form).reshape(k, form.shape[-1], n)
         term = F.pad(term, (0, 0, group.o0, outputs - group.o1))
         out = term if out is None else out + term
     return out
