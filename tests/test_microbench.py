@@ -121,3 +121,10 @@ def test_out_of_memory_in_one_backend_is_recorded_and_the_run_goes_on(tmp_path, 
         rows["gaunt_grid"]["status"] == "skipped" and "out of device memory" in rows["gaunt_grid"]["reason"]
     )
     assert rows["cg"]["status"] == rows["gaunt_fft"]["status"] == "ok"
+
+
+def test_help_text_renders():
+    from equitensor.bench.microbench import build_parser
+
+    text = build_parser().format_help()
+    assert "--max-memory-gb" in text and "% of the device memory" in text

@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-memory-gb", type=float, default=None,
         help=f"skip cases estimated above this; default {CPU_MEMORY_CAP_GB} on cpu, "
-        f"{GPU_MEMORY_FRACTION:.0%} of the device memory on cuda",
+        f"{GPU_MEMORY_FRACTION * 100:.0f}%% of the device memory on cuda",
     )  # fmt: skip
     parser.add_argument(
         "--max-call-seconds", type=float, default=10.0,
