@@ -70,9 +70,5 @@ class AttentionInteractionBlock(ConvolutionBlock):
         node_feats = self.linear_up(node_feats)
         edge_inputs = torch.cat([edge_feats, summary[edge_index[0]], summary[edge_index[1]]], dim=1)
         tp_weights = self.conv_tp_weights(edge_inputs)  # [n_edges, weight_numel]
-        if edge_cutoff is not None:
-            tp_weights = tp_weights * edge_cutoff
-        message = self.conv_tp.message_passing(
-            node_feats, edge_attrs, tp_weights, edge_index, check_index=False
-        )  # [N, irreps_mid.dim]; the model validated edge_index (MACE.check_inputs)
+        message = self.convolve(node_feats, edge_attrs, tp_weights, edge_index, edge_cutoff)
         return self.linear(message) / self.avg_num_neighbors, sc

@@ -203,6 +203,16 @@ class ConvolutionBlock(torch.nn.Module):
         return self.target_irreps
 
 
+    def convolve(self, node_feats, edge_attrs, tp_weights, edge_index, edge_cutoff=None):
+        """Sum over edges (sender -> receiver) of the product of ``node_feats [N, .]`` with
+        ``edge_attrs``, weighted by ``tp_weights [n_edges, weight_numel]`` (scaled by ``edge_cutoff
+        [n_edges, 1]`` when given); fused where the backend can. ``[N, irreps_mid.dim]``; the model
+        validated ``edge_index`` (``MACE.check_inputs``)."""
+        if edge_cutoff is not None:
+            tp_weights = tp_weights * edge_cutoff
+        return self.conv_tp.message_passing(node_feats, edge_attrs, tp_weights, edge_index, check_index=False)
+
+
 class InteractionBlock(ConvolutionBlock):
     """One message-passing step (mace-torch ``RealAgnosticInteractionBlock`` / ``...Residual...``).
 
@@ -246,12 +256,7 @@ class InteractionBlock(ConvolutionBlock):
         sc = self.skip(node_feats, element_onehot, element_groups) if self.residual else None
         node_feats = self.linear_up(node_feats)
         tp_weights = self.conv_tp_weights(edge_feats)  # [n_edges, weight_numel]
-        if edge_cutoff is not None:
-            tp_weights = tp_weights * edge_cutoff
-        # sum over edges (sender -> receiver) of the product; fused where the backend can
-        message = self.conv_tp.message_passing(
-            node_feats, edge_attrs, tp_weights, edge_index, check_index=False
-        )  # [N, irreps_mid.dim]; the model validated edge_index (MACE.check_inputs)
+        message = self.convolve(node_feats, edge_attrs, tp_weights, edge_index, edge_cutoff)
         divisor = self.message_divisor(edge_feats, edge_index, node_feats.shape[0], edge_cutoff)
         message = self.linear(message) / divisor
         if not self.residual:

@@ -124,11 +124,9 @@ class NonLinearInteractionBlock(ConvolutionBlock):
         tp_weights = self.conv_tp_weights(edge_inputs)  # [n_edges, weight_numel]
         edge_density = torch.tanh(self.density_fn(edge_inputs) ** 2)  # [n_edges, 1]
         if edge_cutoff is not None:
-            tp_weights, edge_density = tp_weights * edge_cutoff, edge_density * edge_cutoff
+            edge_density = edge_density * edge_cutoff
         density = edge_density.new_zeros(node_feats.shape[0], 1).index_add(0, receiver, edge_density)
-        message = self.conv_tp.message_passing(
-            node_feats, edge_attrs, tp_weights, edge_index, check_index=False
-        )  # [N, irreps_mid.dim]; the model validated edge_index (MACE.check_inputs)
+        message = self.convolve(node_feats, edge_attrs, tp_weights, edge_index, edge_cutoff)
         message = self.linear_1(message) / (density * self.beta + self.alpha) + residual
         return self.linear_2(self.gate(message)), sc
 
