@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import equitensor  # noqa: F401  (first: under e3nn 0.4.4 it lets `from e3nn import o3` load its constants)
+from equitensor._dtype import default_dtype
 
 # The suite runs with one third-party backend installed the way a plugin package installs one:
 # a module plus a ``.dist-info`` declaring the ``equitensor.backends`` entry point
@@ -57,7 +58,5 @@ def _seed_torch():
 @pytest.fixture
 def default_float64():
     """Build modules (and e3nn's reference tables) in float64 for 1e-10 comparisons."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+    with default_dtype(torch.float64):
+        yield

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from equitensor._dtype import default_dtype
 from equitensor import TensorProduct, so3
 from equitensor.ops.backends import available_backends, get_backend
 
@@ -54,17 +55,13 @@ def build(name: str, mode: str, irreps=None, dtype=torch.float64, shared: bool =
     backend that declares itself inexact at its default options is built with its
     ``analysis_options`` (e.g. ``cp`` at full rank), so exactness claims can be checked."""
     a, b, c = irreps or MODE_IRREPS[mode]
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
+    with default_dtype(dtype):
         tp = TensorProduct(a, b, c, mode=mode, backend=name, shared_weights=shared, internal_weights=False)
         if not tp.impl.exact:
             options = get_backend(name).analysis_options
             tp = TensorProduct(
                 a, b, c, mode=mode, backend=name, shared_weights=shared, internal_weights=False, **options
             )
-    finally:
-        torch.set_default_dtype(previous)
     return tp.to(dtype)
 
 

@@ -12,6 +12,7 @@ from ase.optimize import BFGS
 from ase.stress import full_3x3_to_voigt_6_stress
 from torch_geometric.data import Batch
 
+from equitensor._dtype import default_dtype
 from equitensor.models import EquitensorCalculator, atoms_to_graph, save_model
 
 from .test_models import single_thread, small_model  # noqa: F401
@@ -21,12 +22,8 @@ pytestmark = pytest.mark.usefixtures("default_float64")
 
 @pytest.fixture(scope="module")
 def model():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         return small_model()
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def slab():

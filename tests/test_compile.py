@@ -17,6 +17,7 @@ from ase.build import bulk, molecule
 from ase.md.verlet import VelocityVerlet
 from torch_geometric.data import Batch
 
+from equitensor._dtype import default_dtype
 from equitensor.models import EquitensorCalculator, atoms_to_graph, compile_model
 from equitensor.models.outputs import derivatives, edge_vectors, gradient_leaves, graph_tensors, strained
 
@@ -48,15 +49,11 @@ def combo_id(combo):
 
 def tiny_model(combo, dtype=torch.float32):
     conv, conv_options, product, product_options = combo
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
+    with default_dtype(dtype):
         return small_model(
             conv, product, conv_options=conv_options, product_options=product_options,
             max_ell=2, correlation=2, radial_MLP=[8],
         )  # fmt: skip
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def batch_of(atoms_list, r_max, dtype=torch.float32):

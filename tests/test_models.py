@@ -14,6 +14,7 @@ from ase import Atoms
 from ase.build import bulk, fcc111, molecule
 from torch_geometric.data import Batch
 
+from equitensor._dtype import default_dtype
 from equitensor import so3
 from equitensor.models import MACE, atoms_to_graph, load_model, save_model
 from equitensor.ops.backends import available_backends, available_product_bases, get_backend, get_product_basis
@@ -96,12 +97,8 @@ def transformed(graph, rotation, translation):
 
 
 def _build(combo):
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         m = small_model(*combo)
-    finally:
-        torch.set_default_dtype(previous)
     m.combo = combo
     return m
 

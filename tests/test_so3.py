@@ -9,6 +9,7 @@ import torch
 from e3nn import o3
 
 from equitensor import so3
+from equitensor._dtype import default_dtype
 
 
 @pytest.mark.parametrize("normalization", ["component", "norm", "integral"])
@@ -97,12 +98,8 @@ def test_wigner_3j_is_invariant(rng):
 
 def test_wigner_D_matches_e3nn_including_inversion(rng):
     # e3nn builds its generators in the default dtype; float64 makes it a 1e-12 reference.
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with default_dtype(torch.float64):
         _check_wigner_D(rng)
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def _check_wigner_D(rng):

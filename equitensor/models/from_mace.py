@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .. import so3
+from .._dtype import default_dtype
 from ..so3.coupling import symmetric_coupling_basis
 from .attention_interaction import AttentionInteractionBlock
 from .mace_variants import NoReadout, layer_edge_irreps
@@ -99,15 +100,11 @@ def from_mace(
         model = load_mace_model(model, trust_pickle=trust_pickle)
     config, head_index = mace_config(model, head)
     dtype = next(p.dtype for p in model.parameters())
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
+    with default_dtype(dtype):
         ours = MACE(
             **config, conv_backend=conv_backend, product_backend=product_backend,
             conv_options=conv_options, product_options=product_options,
         )  # fmt: skip
-    finally:
-        torch.set_default_dtype(previous)
     from ..ops.backends.e3nn_adapter import installed_wigner_3j_sign
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
