@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gaunt_speed import forward_backward, interleaved_medians  # noqa: E402
 
 from equitensor import TensorProduct  # noqa: E402
-from equitensor.expressivity import natural_irreps  # noqa: E402
+from equitensor.irreps import natural_irreps  # noqa: E402
 from equitensor.ops.backends import factorized  # noqa: E402
 
 FFT_LENGTHS = (24, 30, 32, 34, 36, 40, 48, 50, 54, 60, 64, 72, 96)
@@ -48,8 +48,8 @@ def fft_rows(repeats: int) -> list[dict]:
 
 
 def chunked_cases():
-    mace = "128x0e+128x1o+128x2e+128x3o"
-    cp_channels = "+".join(f"32x{ir}" for _, ir in natural_irreps(4))
+    mace = str(natural_irreps(3, mul=128))
+    cp_channels = str(natural_irreps(4, mul=32))
     mimo = natural_irreps(8)
     return [  # label, backend, irreps, batch
         ("MACE conv 128x(0e..3o) x (0e..3o)", "gaunt_grid", (mace, "0e+1o+2e+3o", mace), 5000),

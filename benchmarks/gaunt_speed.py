@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from equitensor import TensorProduct
-from equitensor.expressivity import natural_irreps
+from equitensor.irreps import natural_irreps
 
 BACKENDS = {  # label -> (backend, options)
     "cg": ("cg", {}),
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         _report(rows, "MIMO", lmax, 1, args.batch, args.weights, seconds)
     if not args.no_cp:
         lmax, c = 4, args.cp_channels
-        channels = "+".join(f"{c}x{ir}" for _, ir in natural_irreps(lmax))  # C x (0e + 1o + ... + 4e)
+        channels = str(natural_irreps(lmax, mul=c))
         irreps = (channels, str(natural_irreps(lmax)), channels)
         for weights_kind in ("shared", "per-sample"):
             tps = {

@@ -31,6 +31,7 @@ import time
 
 import torch
 
+from equitensor.irreps import natural_irreps
 from equitensor.ops import ProductBasis
 
 
@@ -90,11 +91,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     c = args.channels
-    irreps_in = f"{c}x0e+{c}x1o+{c}x2e+{c}x3o"
-    outs = {
-        "layer1": "+".join(f"{c}x{ir}" for ir in ("0e", "1o", "2e")[: args.max_L + 1]),
-        "layer2": f"{c}x0e",
-    }
+    irreps_in = str(natural_irreps(3, mul=c))
+    outs = {"layer1": str(natural_irreps(args.max_L, mul=c)), "layer2": str(natural_irreps(0, mul=c))}
     impls = args.impls.split(",")
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, nodes {args.nodes}, "
           f"elements {args.elements}, median of {args.repeats}")  # fmt: skip

@@ -209,3 +209,17 @@ def test_second_architecture_trains_saves_loads_and_evaluates(tmp_path, capsys, 
     assert main(["evaluate", "--model", str(out / "best_model.pt"), "--data", str(data),
                  "--out", str(tmp_path / "predictions.csv")]) == 0  # fmt: skip
     assert (tmp_path / "predictions.csv").read_text().count("\n") == 13  # header + 12 frames
+
+
+def test_init_e0s_data_from_a_model_without_atomic_energies_is_refused(tmp_path, pair_model_registered):
+    from equitensor.train.config import ConfigError, DataConfig, ModelConfig
+    from equitensor.train.finetune import foundation_model
+    from equitensor.train.setup import compute_statistics
+
+    path = tmp_path / "pair.pt"
+    save_model(ExponentialPairModel([29, 79], [-1.0, -2.0], 4.0), path)
+    stats = compute_statistics(emt_graphs(4, r_max=4.0), DataConfig())
+    kept = foundation_model(ModelConfig(init_from=str(path)), stats)
+    assert isinstance(kept, ExponentialPairModel)
+    with pytest.raises(ConfigError, match=r"init_e0s: data needs .*atomic_energies.*ExponentialPairModel.*init_e0s: keep"):
+        foundation_model(ModelConfig(init_from=str(path), init_e0s="data"), stats)

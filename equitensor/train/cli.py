@@ -7,7 +7,6 @@ The work happens in :mod:`equitensor.train.setup` (data, statistics, model),
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
@@ -29,8 +28,8 @@ def add_train_commands(subparsers) -> None:
     train = subparsers.add_parser(
         "train",
         help="train a model from a YAML config (default: the demo config)",
-        description="Train a MACE model. Configuration: YAML (packaged: demo, oc20_s2ef, ethanol, 3bpa) "
-        "plus --set overrides; see docs/training.md for every key.",
+        description="Train a model (model.name: mace by default, or any registered model). Configuration: "
+        "YAML (packaged: demo, oc20_s2ef, ethanol, 3bpa) plus --set overrides; see docs/training.md for every key.",
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -54,7 +54,13 @@ def foundation_model(cfg, stats, allow_pickle: bool = False) -> torch.nn.Module:
     if cfg.init_e0s not in INIT_E0S:
         raise ConfigError(f"model.init_e0s must be one of {INIT_E0S}, got {cfg.init_e0s!r}")
     model = load_foundation(cfg.init_from, cfg.conv_backend, cfg.product_backend, allow_pickle)
-    unknown = [z for z in stats.elements if z not in model.atomic_numbers]
+    known = getattr(model, "atomic_numbers", None)
+    if known is None:
+        raise ConfigError(
+            f"model.init_from: {cfg.init_from} holds a {type(model).__name__}, which does not list the "
+            "elements it was trained on (atomic_numbers); fine-tuning needs that list to check the data"
+        )
+    unknown = [z for z in stats.elements if z not in known]
     if unknown:
         names = ", ".join(f"{element_name(z)} ({z})" for z in unknown)
         raise ConfigError(
@@ -62,6 +68,11 @@ def foundation_model(cfg, stats, allow_pickle: bool = False) -> torch.nn.Module:
             "remove those frames (or set data.elements) or start from a model that covers them"
         )
     if cfg.init_e0s == "data":
+        if not hasattr(model, "atomic_energies"):
+            raise ConfigError(
+                f"model.init_e0s: data needs a model with per-element reference energies "
+                f"(atomic_energies), and {cfg.init_from} holds a {type(model).__name__}; use model.init_e0s: keep"
+            )
         with torch.no_grad():
             e0 = model.atomic_energies.atomic_energies
             for k, z in enumerate(model.atomic_numbers):

@@ -42,7 +42,7 @@ def prepare_out_dir(out_dir: str | Path, resume: bool, overwrite: bool) -> list[
     if not overwrite:
         names = ", ".join(path.name for path in existing)
         how = (
-            f"continue it with --resume, or " if (out_dir / "checkpoint.pt").exists() else ""
+            "continue it with --resume, or " if (out_dir / "checkpoint.pt").exists() else ""
         ) + "replace it with --overwrite, or set another train.out_dir"
         raise ConfigError(f"train.out_dir={out_dir} already holds a run ({names}); {how}")
     return existing

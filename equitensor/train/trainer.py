@@ -452,7 +452,6 @@ class Trainer:
 
     def fit(self, resume: str | Path | None = None) -> TrainResult:
         """Train until ``train.epochs``, ``train.max_steps`` or the time limit; return the result."""
-        tc = self.config.train
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.run_log.open()
