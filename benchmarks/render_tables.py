@@ -311,6 +311,18 @@ def mace_calculator_speed() -> str:
     return markdown(header, body, "lrrrr")
 
 
+def compile_speed() -> str:
+    body = [
+        [f"`{r['combo']}` {r['task']}", r["atoms"], r["threads"], f"{float(r['eager_ms']):.1f}",
+         f"{float(r['compiled_ms']):.1f}", ratio(float(r["speedup"])), f"{float(r['kernel_share']):.0%}",
+         ratio(float(r["bound"])), f"{float(r['compile_s']):.0f} s"]
+        for r in read("compile_speed.csv")
+    ]  # fmt: skip
+    header = ["model, call", "atoms", "threads", "eager (ms)", "compiled (ms)", "speed-up", "kernels + GEMMs",
+              "bound", "compile time"]  # fmt: skip
+    return markdown(header, body, "lrrrrrrrr")
+
+
 # --- the headline table (README and docs/benchmarks.md) ------------------------------------
 
 
@@ -365,7 +377,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     for f in (
         tp_mace, tp_selfprod, tp_mimo_all_backends, vsh_speed, linear, expressivity, gaunt_mimo, gaunt_cp, gaunt_l10,
         fft_lengths, chunked_product, model_vs_mace, neighbors, train_budget, data_throughput, data_rss,
-        data_batching, batch_memory, mace_calculator_speed, headline,
+        data_batching, batch_memory, mace_calculator_speed, compile_speed, headline,
     )
 }  # fmt: skip
 
