@@ -309,6 +309,9 @@ class VSHBackend(TensorProductBackend):
 
     def project(self, grid_sums: torch.Tensor, z: int) -> torch.Tensor:
         """``grid_sums [K or 1, O, H * Z]`` to the output ``[Z, irreps_out.dim]`` (mul_ir layout)."""
+        # one unbind, not an index per block: the backward of each index or slice would fill a
+        # zero tensor of the whole grid_sums, once per output block
+        slot_signals = grid_sums.unbind(1)  # per output slot [K or 1, H * Z]
         blocks = []
         for block, (mul, ir) in enumerate(self.descriptor.irreps_out):
             if block not in self.slots[2]:
@@ -316,9 +319,9 @@ class VSHBackend(TensorProductBackend):
                 continue
             start = self.slots[2][block]
             if self.batched[2]:
-                signal = grid_sums[:, start]  # [K, H * Z]
+                signal = slot_signals[start]  # [K, H * Z]
             else:
-                signal = grid_sums[0, start : start + mul]  # [mul, H * Z]
+                signal = torch.cat(slot_signals[start : start + mul])  # [mul, H * Z]
             signal = signal.view(mul, self.points, z).transpose(1, 2)  # [mul, Z, H]
             coefficients = signal @ self.table(f"project_{ir.l}", grid_sums)  # [mul, Z, 2l+1]
             blocks.append(coefficients.transpose(0, 1).reshape(z, mul * ir.dim))
