@@ -110,7 +110,9 @@ def step_memory(model: torch.nn.Module, batch, parameters: set[int]) -> dict:
     return {"saved_mib": sum(saved.values()) / 2**20, "peak_mib": tracker.peak / 2**20}
 
 
-def batchings(counts: np.ndarray, edges: np.ndarray, batch_size: int, seed: int) -> dict[str, list[list[int]]]:
+def batchings(
+    counts: np.ndarray, edges: np.ndarray, batch_size: int, seed: int
+) -> dict[str, list[list[int]]]:
     """The epoch's batches: fixed size, atom-bounded and edge-bounded (the bounds ``batch_size``
     mean systems)."""
     from equitensor.datasets.batching import BudgetBatchSampler
@@ -149,7 +151,9 @@ def measure(data: Path, batch_size: int, seed: int, threads: int, limit: int | N
             row = {"batching": name, "step": step, "graphs": len(members), "atoms": int(counts[members].sum()),
                    "edges": int(batch.edge_index.shape[1]), "last": step == len(batches) - 1}  # fmt: skip
             if row["edges"] != edges[members].sum():  # the bound's counts are the graphs' edges
-                raise SystemExit(f"{name} step {step}: edge_counts gives {edges[members].sum()}, the batch has {row['edges']}")
+                raise SystemExit(
+                    f"{name} step {step}: edge_counts gives {edges[members].sum()}, the batch has {row['edges']}"
+                )
             rows.append({**row, **step_memory(model, batch, parameters)})
         print(summary_line(name, [r for r in rows if r["batching"] == name]), flush=True)
     return rows

@@ -1,4 +1,5 @@
-"""Size-aware batching: atom and edge bounds, edge counts, rank balance, determinism, exact resume, clear errors."""
+"""Size-aware batching: atom and edge bounds, edge counts, rank balance, determinism, exact resume,
+clear errors."""
 
 from __future__ import annotations
 
@@ -163,7 +164,8 @@ def test_edge_counts_use_cached_graphs_and_check_the_cutoff(tmp_path):
     cache.graphs[2].edge_index = cache.graphs[2].edge_index[:, :5]  # so a count from the cache shows
     expected = built.copy()
     expected[2] = 5
-    np.testing.assert_array_equal(edge_counts(torch.utils.data.Subset(cache, [2, 0, 1])), [5, built[0], built[1]])
+    subset = torch.utils.data.Subset(cache, [2, 0, 1])
+    np.testing.assert_array_equal(edge_counts(subset), [5, built[0], built[1]])
     np.testing.assert_array_equal(edge_counts(cache), expected)
     assert cache.graphs[0] is None  # counting does not build (and hold) graphs
     with pytest.raises(ValueError, match=r"r_max=5\.0\) of graphs built with r_max=4\.0"):
@@ -190,7 +192,8 @@ def test_no_batch_exceeds_either_bound(world):
     ]
     assert len({len(p) for p in plans}) == 1
     batches = [b for p in plans for b in p]
-    assert max(atoms[b].sum() for b in batches) <= max_atoms and max(edges[b].sum() for b in batches) <= max_edges
+    assert max(atoms[b].sum() for b in batches) <= max_atoms
+    assert max(edges[b].sum() for b in batches) <= max_edges
     assert set(i for b in batches for i in b) == set(range(1500))
     # both bounds bind: some batches are stopped by the atoms, others by the edges
     assert max(atoms[b].sum() for b in batches) > max_atoms - 230
@@ -218,7 +221,9 @@ def test_ranks_balanced_by_edges_on_oc20(oc20_graphs, oc20_edges, world):
 
 def test_edge_bound_is_deterministic_and_resumes_exactly():
     atoms, edges = oc20_like_sizes(400)
-    make = lambda: BudgetBatchSampler(range(400), 3000, 2, 1, seed=5, counts=atoms, max_edges=60_000, edges=edges)  # noqa: E731
+    def make():
+        return BudgetBatchSampler(range(400), 3000, 2, 1, seed=5, counts=atoms, max_edges=60_000, edges=edges)
+
     sampler = make()
     sampler.set_epoch(3)
     full = list(sampler)
@@ -231,9 +236,10 @@ def test_edge_bound_is_deterministic_and_resumes_exactly():
     assert list(sampler) == full[5:] and len(sampler) == len(full) - 5
     # a final group that leaves a rank empty gets the system with the fewest edges
     tiny = [
-        list(BudgetBatchSampler(range(3), 100, 2, r, shuffle=False, counts=[10, 5, 10], max_edges=1000, edges=[900, 950, 600]))
+        list(BudgetBatchSampler(range(3), 100, 2, r, shuffle=False, counts=[10, 5, 10], max_edges=1000,
+                                edges=[900, 950, 600]))
         for r in range(2)
-    ]  # (item 1 has the fewest atoms, item 2 the fewest edges)
+    ]  # (item 1 has the fewest atoms, item 2 the fewest edges)  # fmt: skip
     assert tiny == [[[0], [2]], [[1], [2]]]
 
 

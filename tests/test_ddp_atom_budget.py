@@ -36,9 +36,8 @@ class RecordingPotential(PairPotential):
 
     def forward(self, batch, *args, **kwargs):
         if self.training:
-            self.seen.append(
-                {"sids": batch.sid.tolist(), "atoms": int(batch.natoms.sum()), "edges": int(batch.edge_index.shape[1])}
-            )
+            sizes = {"atoms": int(batch.natoms.sum()), "edges": int(batch.edge_index.shape[1])}
+            self.seen.append({"sids": batch.sid.tolist(), **sizes})
         return super().forward(batch, *args, **kwargs)
 
 
@@ -49,7 +48,8 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, result_dir: str
     torch.set_num_threads(1)
     overrides = [
         "train.epochs=1", "train.dtype=float64", "train.progress=never", "train.plot=false", "train.device=cpu",
-        "optim.scheduler=constant", f"train.max_{quantity}_per_batch={BOUNDS[quantity]}", f"train.out_dir={out_dir}",
+        "optim.scheduler=constant", f"train.max_{quantity}_per_batch={BOUNDS[quantity]}",
+        f"train.out_dir={out_dir}",
     ]  # fmt: skip
     config = load_config(None, overrides)
     ctx = init_distributed("cpu")
@@ -68,7 +68,8 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, result_dir: str
 @pytest.mark.slow
 @pytest.mark.parametrize("quantity", ["atoms", "edges"])
 def test_ranks_get_balanced_loads_and_disjoint_data(tmp_path, quantity):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "run"), str(tmp_path), quantity), nprocs=2, join=True)
+    args = (2, _free_port(), str(tmp_path / "run"), str(tmp_path), quantity)
+    mp.spawn(_worker, args=args, nprocs=2, join=True)
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert len(seen[0]) == len(seen[1]) > 2  # the same number of steps on both ranks
     for step, (a, b) in enumerate(zip(*seen, strict=True)):

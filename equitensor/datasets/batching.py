@@ -69,7 +69,8 @@ def edge_counts(dataset: Sequence, r_max: float | None = None, progress: bool = 
     """
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(dataset), desc="counting edges", unit="frame", disable=not progress, delay=1.0) as bar:
+    bar = tqdm(total=len(dataset), desc="counting edges", unit="frame", disable=not progress, delay=1.0)
+    with bar:
         return _edges(dataset, np.arange(len(dataset), dtype=np.int64), r_max, bar)
 
 
@@ -111,7 +112,9 @@ def _edges(dataset: Sequence, indices: np.ndarray, r_max: float | None, bar) -> 
     return counts
 
 
-def _too_large_error(dataset: Sequence, index: int, size: int, bound: int, quantity: str = "atoms") -> ValueError:
+def _too_large_error(
+    dataset: Sequence, index: int, size: int, bound: int, quantity: str = "atoms"
+) -> ValueError:
     from .sources import locate_frame
 
     location = locate_frame(dataset, index)
@@ -181,14 +184,14 @@ class BudgetBatchSampler(Sampler[list[int]]):
                 raise ValueError(f"max_{quantity}_per_batch must be positive, got {bound}")
         columns = []
         if max_atoms is not None:
-            columns.append(atom_counts(dataset) if counts is None else np.asarray(counts, dtype=np.int64))
+            columns.append(atom_counts(dataset) if counts is None else counts)
         if max_edges is not None:
-            columns.append(edge_counts(dataset, r_max, progress) if edges is None else np.asarray(edges, dtype=np.int64))
+            columns.append(edge_counts(dataset, r_max, progress) if edges is None else edges)
         self.dataset = dataset
         #: the bounded quantities, in the order of the columns of ``costs`` and ``bounds``; the
         #: last one is balanced across ranks
         self.quantities = tuple(given)
-        self.costs = np.stack(columns, axis=1)  # [n, len(quantities)]
+        self.costs = np.stack([np.asarray(c, dtype=np.int64) for c in columns], axis=1)  # [n, quantities]
         self.bounds = np.array(list(given.values()), dtype=np.int64)
         self._cost_rows = [tuple(row) for row in self.costs.tolist()]
         self._bound_row = (int(self.bounds[0]), int(self.bounds[-1]))

@@ -495,7 +495,11 @@ class Trainer:
             )
             self.log(f"mean-predictor baseline (val): {format_metrics(baseline)}")
         n_params = sum(p.numel() for p in self.model.parameters())
-        bounds = [f"{b} {q}" for q, b in (("atoms", tc.max_atoms_per_batch), ("edges", tc.max_edges_per_batch)) if b]
+        bounds = [
+            f"{bound} {quantity}"
+            for quantity, bound in (("atoms", tc.max_atoms_per_batch), ("edges", tc.max_edges_per_batch))
+            if bound
+        ]
         batch = f"batches of at most {' and '.join(bounds)} per process" if bounds else f"global batch {tc.batch_size}"
         self.log(
             f"training {n_params:,} parameters on {len(self.sampler.dataset)} frames, validating on "
