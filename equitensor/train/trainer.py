@@ -172,18 +172,29 @@ class Trainer:
     # ----------------------------------------------------------------- construction helpers
     def _use_batch_budget(self, train_set: Sequence, num_workers: int) -> None:
         """Batches bounded per rank by atoms and/or edges (``train.max_atoms_per_batch``,
-        ``train.max_edges_per_batch``) instead of a fixed size; edges are counted on the
-        training graphs' own cut-off, every rank the same plan."""
+        ``train.max_edges_per_batch``) instead of a fixed size; every rank plans the same epoch."""
         from equitensor.datasets.batching import BudgetBatchSampler
 
         tc = self.config.train
+        edges = self._edge_counts(train_set) if tc.max_edges_per_batch else None
         self.sampler = BudgetBatchSampler(
             train_set, tc.max_atoms_per_batch, self.dist.world_size, self.dist.rank, seed=tc.seed,
-            max_edges=tc.max_edges_per_batch, progress=self.show_progress,
+            max_edges=tc.max_edges_per_batch, edges=edges,
         )  # fmt: skip
         self.train_loader = graph_loader(train_set, batch_sampler=self.sampler, num_workers=num_workers)
         self.local_batch_size = 1  # the sampler yields whole batches: set_start counts batches
         self.steps_per_epoch = self.sampler.num_batches
+
+    def _edge_counts(self, train_set: Sequence) -> np.ndarray:
+        """[len(train_set)] edges of every training graph, on the graphs' own cut-off. Each rank
+        counts every ``world_size``-th item (neighbour lists are the cost) and the sum over ranks
+        hands all counts to every rank."""
+        from equitensor.datasets.batching import edge_counts
+
+        mine = list(range(self.dist.rank, len(train_set), self.dist.world_size))
+        counts = torch.zeros(len(train_set), dtype=torch.int64)
+        counts[mine] = torch.from_numpy(edge_counts(Subset(train_set, mine), progress=self.show_progress))
+        return all_reduce_sum(counts, self.dist).numpy()
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         oc = self.config.optim
