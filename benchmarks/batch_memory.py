@@ -1,4 +1,5 @@
-"""Memory of a training step per batch over an OC20 epoch: fixed batch size vs ``max_atoms_per_batch``.
+"""Memory of a training step per batch over an OC20 epoch: fixed batch size vs ``max_atoms_per_batch``
+vs ``max_edges_per_batch``.
 
     python benchmarks/batch_memory.py [--data DIR] [--batch-size 16]
 
@@ -13,11 +14,11 @@ Device-agnostic proxies for a step's memory, measured on CPU for every batch of 
   their storage's bytes, which are released when the last tensor on that storage is freed.
 
 On a GPU the caching allocator's peak follows these (it adds the batch's inputs and the model's
-parameters, gradients and optimizer state, which are the same for every batch). Two batchings
-over the same shuffled epoch: fixed ``--batch-size`` systems, and ``AtomBudgetBatchSampler``
-bounded by ``--batch-size`` times the mean system size (so both take about as many steps). The
-epoch's final batch (a remainder) is reported but left out of the max/min ratio. Writes one row
-per batch to ``benchmarks/results/batch_memory.csv``.
+parameters, gradients and optimizer state, which are the same for every batch). Three batchings
+over the same epoch: fixed ``--batch-size`` systems, and ``BudgetBatchSampler`` bounded by
+``--batch-size`` times the mean atoms per system or, third, times the mean edges per system (so
+all three take about as many steps). The epoch's final batch (a remainder) is reported but left
+out of the max/min ratio. Writes one row per batch to ``benchmarks/results/batch_memory.csv``.
 """
 
 from __future__ import annotations
@@ -109,38 +110,50 @@ def step_memory(model: torch.nn.Module, batch, parameters: set[int]) -> dict:
     return {"saved_mib": sum(saved.values()) / 2**20, "peak_mib": tracker.peak / 2**20}
 
 
-def batchings(counts: np.ndarray, batch_size: int, seed: int) -> dict[str, list[list[int]]]:
-    """The epoch's batches, fixed size and atom-bounded, over the same shuffled order."""
-    from equitensor.datasets.batching import AtomBudgetBatchSampler
+def batchings(
+    counts: np.ndarray, edges: np.ndarray, batch_size: int, seed: int
+) -> dict[str, list[list[int]]]:
+    """The epoch's batches: fixed size, atom-bounded and edge-bounded (the bounds ``batch_size``
+    mean systems)."""
+    from equitensor.datasets.batching import BudgetBatchSampler
 
     order = np.random.default_rng(seed).permutation(len(counts)).tolist()
     fixed = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
-    bound = int(batch_size * counts.mean())
-    budget = list(AtomBudgetBatchSampler(range(len(counts)), bound, seed=seed, counts=counts))
-    return {f"batch_size={batch_size}": fixed, f"max_atoms_per_batch={bound}": budget}
+    max_atoms, max_edges = int(batch_size * counts.mean()), int(batch_size * edges.mean())
+    by_atoms = list(BudgetBatchSampler(range(len(counts)), max_atoms, seed=seed, counts=counts))
+    by_edges = list(BudgetBatchSampler(range(len(counts)), max_edges=max_edges, seed=seed, edges=edges))
+    return {
+        f"batch_size={batch_size}": fixed,
+        f"max_atoms_per_batch={max_atoms}": by_atoms,
+        f"max_edges_per_batch={max_edges}": by_edges,
+    }
 
 
 def measure(data: Path, batch_size: int, seed: int, threads: int, limit: int | None) -> list[dict]:
     from torch_geometric.data import Batch
 
     from equitensor.datasets import GraphDataset, open_dataset
-    from equitensor.datasets.batching import atom_counts
+    from equitensor.datasets.batching import atom_counts, edge_counts
     from equitensor.models import MACE
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     reader = open_dataset(data)
     graphs = GraphDataset(reader, r_max=MODEL["r_max"], dtype=torch.float32)
-    counts = atom_counts(reader)
+    counts, edges = atom_counts(reader), edge_counts(graphs, progress=True)
     elements = sorted({int(z) for k in range(len(reader)) for z in reader[k].numbers})
     model = MACE(atomic_numbers=elements, avg_num_neighbors=40.0, **MODEL).float()
     parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
     rows = []
-    for name, batches in batchings(counts, batch_size, seed).items():
+    for name, batches in batchings(counts, edges, batch_size, seed).items():
         for step, members in enumerate(batches[:limit]):
             batch = Batch.from_data_list([graphs[i] for i in members])
             row = {"batching": name, "step": step, "graphs": len(members), "atoms": int(counts[members].sum()),
                    "edges": int(batch.edge_index.shape[1]), "last": step == len(batches) - 1}  # fmt: skip
+            if row["edges"] != edges[members].sum():  # the bound's counts are the graphs' edges
+                raise SystemExit(
+                    f"{name} step {step}: edge_counts gives {edges[members].sum()}, the batch has {row['edges']}"
+                )
             rows.append({**row, **step_memory(model, batch, parameters)})
         print(summary_line(name, [r for r in rows if r["batching"] == name]), flush=True)
     return rows

@@ -145,7 +145,7 @@ def batch_atom_spread(source: str, batch_size: int, world: int = 2) -> list[dict
     with ``world`` ranks the per-step imbalance between ranks is reported too.
     """
     from equitensor.datasets import open_dataset
-    from equitensor.datasets.batching import AtomBudgetBatchSampler, atom_counts
+    from equitensor.datasets.batching import BudgetBatchSampler, atom_counts
 
     counts = atom_counts(open_dataset(source))
     order = np.random.default_rng(0).permutation(len(counts))
@@ -154,7 +154,7 @@ def batch_atom_spread(source: str, batch_size: int, world: int = 2) -> list[dict
     ]
     bound = int(batch_size * counts.mean())
     plans = [
-        list(AtomBudgetBatchSampler(range(len(counts)), bound, world, r, counts=counts)) for r in range(world)
+        list(BudgetBatchSampler(range(len(counts)), bound, world, r, counts=counts)) for r in range(world)
     ]
     loads = np.array([[counts[b].sum() for b in plan] for plan in plans])[:, :-1]  # last step padded
     budget = loads[0]

@@ -1,4 +1,5 @@
-"""Two gloo processes with ``train.max_atoms_per_batch``: balanced atom counts, disjoint data covering the epoch."""
+"""Two gloo processes with ``train.max_atoms_per_batch`` or ``train.max_edges_per_batch``: balanced
+atom (edge) counts, disjoint data covering the epoch."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from .train_helpers import R_MAX, PairPotential
 
 #: as OC20 with a bound of 16 mean systems: the bound is ~6x the largest system
 MAX_ATOMS = 200
+#: about the edges of MAX_ATOMS atoms (the EMT cells have 18-19 neighbours per atom within R_MAX)
+MAX_EDGES = 3600
 N_TRAIN = 120
+BOUNDS = {"atoms": MAX_ATOMS, "edges": MAX_EDGES}
 
 
 class RecordingPotential(PairPotential):
@@ -32,18 +36,20 @@ class RecordingPotential(PairPotential):
 
     def forward(self, batch, *args, **kwargs):
         if self.training:
-            self.seen.append({"sids": batch.sid.tolist(), "atoms": int(batch.natoms.sum())})
+            sizes = {"atoms": int(batch.natoms.sum()), "edges": int(batch.edge_index.shape[1])}
+            self.seen.append({"sids": batch.sid.tolist(), **sizes})
         return super().forward(batch, *args, **kwargs)
 
 
-def _worker(rank: int, world_size: int, port: int, out_dir: str, result_dir: str) -> None:
+def _worker(rank: int, world_size: int, port: int, out_dir: str, result_dir: str, quantity: str) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
     )  # fmt: skip
     torch.set_num_threads(1)
     overrides = [
         "train.epochs=1", "train.dtype=float64", "train.progress=never", "train.plot=false", "train.device=cpu",
-        "optim.scheduler=constant", f"train.max_atoms_per_batch={MAX_ATOMS}", f"train.out_dir={out_dir}",
+        "optim.scheduler=constant", f"train.max_{quantity}_per_batch={BOUNDS[quantity]}",
+        f"train.out_dir={out_dir}",
     ]  # fmt: skip
     config = load_config(None, overrides)
     ctx = init_distributed("cpu")
@@ -60,13 +66,15 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, result_dir: str
 
 
 @pytest.mark.slow
-def test_ranks_get_balanced_atoms_and_disjoint_data(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("quantity", ["atoms", "edges"])
+def test_ranks_get_balanced_loads_and_disjoint_data(tmp_path, quantity):
+    args = (2, _free_port(), str(tmp_path / "run"), str(tmp_path), quantity)
+    mp.spawn(_worker, args=args, nprocs=2, join=True)
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert len(seen[0]) == len(seen[1]) > 2  # the same number of steps on both ranks
     for step, (a, b) in enumerate(zip(*seen, strict=True)):
-        assert max(a["atoms"], b["atoms"]) <= MAX_ATOMS
-        assert max(a["atoms"], b["atoms"]) <= 1.10 * min(a["atoms"], b["atoms"]), (step, a, b)
+        assert max(a[quantity], b[quantity]) <= BOUNDS[quantity]
+        assert max(a[quantity], b[quantity]) <= 1.10 * min(a[quantity], b[quantity]), (step, a, b)
     sids = [[s for batch in rank for s in batch["sids"]] for rank in seen]
     assert not set(sids[0]) & set(sids[1])  # disjoint
     assert sorted(sids[0] + sids[1]) == list(range(N_TRAIN))  # each training system exactly once

@@ -66,7 +66,7 @@ class AtomsToGraph:
         pos = np.asarray(atoms.positions, dtype=np.float64)
         cell = np.asarray(atoms.cell.array, dtype=np.float64)
         pbc = np.asarray(atoms.pbc, dtype=bool)
-        i, j, shifts = neighbor_list(pos, cell, pbc, self.r_max)
+        i, j, shifts = frame_neighbors(atoms, self.r_max)
         check_no_coincident_atoms(atoms, i, j, shifts)
         if not pbc.any():
             cell = np.zeros((3, 3))
@@ -95,6 +95,14 @@ class AtomsToGraph:
             if isinstance(value, int | np.integer):
                 data[key] = int(value)
         return data
+
+
+def frame_neighbors(atoms: Atoms, r_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(i, j, S)`` of ``atoms``'s radius graph, exactly the edges :class:`AtomsToGraph` gives it
+    (senders [E], receivers [E], image shifts [E, 3]; see :func:`~.neighbors.neighbor_list`)."""
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    return neighbor_list(pos, cell, np.asarray(atoms.pbc, dtype=bool), r_max)
 
 
 #: atoms closer than this (Å) are the same position: a duplicated atom, never a structure

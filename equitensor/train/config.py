@@ -195,6 +195,10 @@ class TrainConfig:
     #: size-aware batching: each rank's training batch holds at most this many atoms (systems
     #: packed in shuffled order, ranks balanced by atom count); ``batch_size`` is then unused.
     max_atoms_per_batch: int | None = None
+    #: size-aware batching by edges: each rank's training batch holds at most this many directed
+    #: edges within model.r_max (memory follows edges); alone or with max_atoms_per_batch (every
+    #: bound holds); ranks are then balanced by edges.
+    max_edges_per_batch: int | None = None
     val_batch_size: int = 20
     #: evaluate on the validation set every this many epochs (and after the last one).
     eval_every_epochs: int = 1
@@ -425,8 +429,9 @@ def validate(cfg: Config) -> None:
         "model.r_max": cfg.model.r_max,
         "data.demo_frames": cfg.data.demo_frames,
     }
-    if cfg.train.max_atoms_per_batch is not None:
-        positive["train.max_atoms_per_batch"] = cfg.train.max_atoms_per_batch
+    for key in ("max_atoms_per_batch", "max_edges_per_batch"):
+        if getattr(cfg.train, key) is not None:
+            positive[f"train.{key}"] = getattr(cfg.train, key)
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{where}: {key} must be > 0, got {value!r}")

@@ -142,8 +142,11 @@ class Trainer:
             num_workers=config.data.num_workers,
         )
         self.steps_per_epoch = math.ceil(self.sampler.num_samples / self.local_batch_size)
-        if tc.max_atoms_per_batch:
-            self._use_atom_budget(train_set, tc.max_atoms_per_batch, config.data.num_workers)
+        self.show_progress = self.dist.is_main and (
+            tc.progress == "always" or (tc.progress == "auto" and sys.stderr.isatty())
+        )
+        if tc.max_atoms_per_batch or tc.max_edges_per_batch:
+            self._use_batch_budget(train_set, config.data.num_workers)
         val_shard = Subset(val_set, list(range(self.dist.rank, len(val_set), self.dist.world_size)))
         self.val_loader = DataLoader(val_shard, batch_size=tc.val_batch_size, shuffle=False)
         self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
@@ -154,9 +157,6 @@ class Trainer:
         self.out_dir = Path(tc.out_dir)
         check_logger_packages(tc)
         self.run_log = RunLog(self.out_dir, self.dist.is_main, tc, config_to_dict(config))
-        self.show_progress = self.dist.is_main and (
-            tc.progress == "always" or (tc.progress == "auto" and sys.stderr.isatty())
-        )
         # progress state (all of it goes into checkpoints)
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -170,16 +170,31 @@ class Trainer:
         self.elapsed_before = 0.0
 
     # ----------------------------------------------------------------- construction helpers
-    def _use_atom_budget(self, train_set: Sequence, max_atoms: int, num_workers: int) -> None:
-        """Batches bounded by atoms per rank (``train.max_atoms_per_batch``) instead of a fixed size."""
-        from equitensor.datasets.batching import AtomBudgetBatchSampler
+    def _use_batch_budget(self, train_set: Sequence, num_workers: int) -> None:
+        """Batches bounded per rank by atoms and/or edges (``train.max_atoms_per_batch``,
+        ``train.max_edges_per_batch``) instead of a fixed size; every rank plans the same epoch."""
+        from equitensor.datasets.batching import BudgetBatchSampler
 
-        self.sampler = AtomBudgetBatchSampler(
-            train_set, max_atoms, self.dist.world_size, self.dist.rank, seed=self.config.train.seed
-        )
+        tc = self.config.train
+        edges = self._edge_counts(train_set) if tc.max_edges_per_batch else None
+        self.sampler = BudgetBatchSampler(
+            train_set, tc.max_atoms_per_batch, self.dist.world_size, self.dist.rank, seed=tc.seed,
+            max_edges=tc.max_edges_per_batch, edges=edges,
+        )  # fmt: skip
         self.train_loader = graph_loader(train_set, batch_sampler=self.sampler, num_workers=num_workers)
         self.local_batch_size = 1  # the sampler yields whole batches: set_start counts batches
         self.steps_per_epoch = self.sampler.num_batches
+
+    def _edge_counts(self, train_set: Sequence) -> np.ndarray:
+        """[len(train_set)] edges of every training graph, on the graphs' own cut-off. Each rank
+        counts every ``world_size``-th item (neighbour lists are the cost) and the sum over ranks
+        hands all counts to every rank."""
+        from equitensor.datasets.batching import edge_counts
+
+        mine = list(range(self.dist.rank, len(train_set), self.dist.world_size))
+        counts = torch.zeros(len(train_set), dtype=torch.int64)
+        counts[mine] = torch.from_numpy(edge_counts(Subset(train_set, mine), progress=self.show_progress))
+        return all_reduce_sum(counts, self.dist).numpy()
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         oc = self.config.optim
@@ -490,10 +505,16 @@ class Trainer:
             )
             self.log(f"mean-predictor baseline (val): {format_metrics(baseline)}")
         n_params = sum(p.numel() for p in self.model.parameters())
+        bounds = [
+            f"{bound} {quantity}"
+            for quantity, bound in (("atoms", tc.max_atoms_per_batch), ("edges", tc.max_edges_per_batch))
+            if bound
+        ]
+        batch = f"batches of at most {' and '.join(bounds)} per process" if bounds else f"global batch {tc.batch_size}"
         self.log(
             f"training {n_params:,} parameters on {len(self.sampler.dataset)} frames, validating on "
-            f"{len(self.val_loader.dataset.dataset)}: {self.steps_per_epoch} steps/epoch, global batch "
-            f"{tc.batch_size} over {self.dist.world_size} process(es), {self.device}, {tc.dtype}"
+            f"{len(self.val_loader.dataset.dataset)}: {self.steps_per_epoch} steps/epoch, {batch} "
+            f"over {self.dist.world_size} process(es), {self.device}, {tc.dtype}"
         )
         return baseline
 
