@@ -11,7 +11,8 @@ of the first frames of ``--train-systems`` OC20 trajectories. Compiled means
 ``equitensor.models.compile_model(model)`` (``fullgraph=True``, atom and edge counts dynamic).
 
 Eager and compiled calls alternate call by call, so load from other jobs hits both alike; the
-compiled outputs are checked against eager before timing. Writes
+compiled outputs are checked against eager before timing. Compile times are cold (the script
+points inductor at a fresh cache folder). Writes
 ``<out>/compile_speed.csv`` (median ms per call, speed-up, compile seconds) and prints a table.
 
 What compiling can gain is bounded: it removes Python and dispatch overhead and fuses the
@@ -36,6 +37,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+if __name__ == "__main__":  # compile times are cold: a fresh inductor cache, not the user's
+    import tempfile
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="equitensor-compile-speed-")
 
 import torch  # noqa: E402
 from ase.io import read  # noqa: E402

@@ -319,7 +319,7 @@ def compile_speed() -> str:
         for r in read("compile_speed.csv")
     ]  # fmt: skip
     header = ["model, call", "atoms", "threads", "eager (ms)", "compiled (ms)", "speed-up", "kernels + GEMMs",
-              "bound", "compile time"]  # fmt: skip
+              "bound", "compile time (cold)"]  # fmt: skip
     return markdown(header, body, "lrrrrrrrr")
 
 
