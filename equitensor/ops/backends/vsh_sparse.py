@@ -44,13 +44,13 @@ def _tile_range(n, it):
 @numba.njit(inline="always")
 def _pair_product(f1, f2, r1, r2, components, n0, width, prod):
     """``prod[j] = sum_c f1[r1 + c, n0 + j] * f2[r2 + c, n0 + j]`` for ``j < width``."""
-    a, b = f1[r1], f2[r2]
+    a, b = f1[r1, n0 : n0 + width], f2[r2, n0 : n0 + width]
     for j in range(width):
-        prod[j] = a[n0 + j] * b[n0 + j]
+        prod[j] = a[j] * b[j]
     for c in range(1, components):
-        a, b = f1[r1 + c], f2[r2 + c]
+        a, b = f1[r1 + c, n0 : n0 + width], f2[r2 + c, n0 : n0 + width]
         for j in range(width):
-            prod[j] += a[n0 + j] * b[n0 + j]
+            prod[j] += a[j] * b[j]
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -58,16 +58,16 @@ def _forward_tile(f1, f2, v, r1, r2, components, start, row, out, it):
     """Tile ``it`` of ``out`` (overwritten): every entry's value times its pair's product."""
     n0, width = _tile_range(out.shape[1], it)
     for r in range(out.shape[0]):
-        o = out[r]
+        o = out[r, n0 : n0 + width]
         for j in range(width):
-            o[n0 + j] = 0
+            o[j] = 0
     prod = np.empty(TILE, dtype=out.dtype)
     for p in range(r1.shape[0]):
         _pair_product(f1, f2, r1[p], r2[p], components[p], n0, width, prod)
         for e in range(start[p], start[p + 1]):
-            ve, o = v[e], out[row[e]]
+            ve, o = v[e], out[row[e], n0 : n0 + width]
             for j in range(width):
-                o[n0 + j] += ve * prod[j]
+                o[j] += ve * prod[j]
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -79,9 +79,9 @@ def _backward_tile(gout, f1, f2, v, r1, r2, components, start, row, g1, g2, gv, 
     need1, need2, needv = g1.shape[0] > 0, g2.shape[0] > 0, gv.shape[0] > 0
     for g in (g1, g2):
         for r in range(g.shape[0]):
-            gr = g[r]
+            gr = g[r, n0 : n0 + width]
             for j in range(width):
-                gr[n0 + j] = 0
+                gr[j] = 0
     prod = np.empty(TILE, dtype=gout.dtype)
     gpair = np.empty(TILE, dtype=gout.dtype)  # the gradient of the pair product
     for p in range(r1.shape[0]):
@@ -90,26 +90,26 @@ def _backward_tile(gout, f1, f2, v, r1, r2, components, start, row, g1, g2, gv, 
         if needv:  # one pass over each entry's gradient row for both sums
             _pair_product(f1, f2, r1[p], r2[p], components[p], n0, width, prod)
             for e in range(start[p], start[p + 1]):
-                ve, go = v[e], gout[row[e]]
-                acc = go[n0] * 0
+                ve, go = v[e], gout[row[e], n0 : n0 + width]
+                acc = go[0] * 0
                 for j in range(width):
-                    gpair[j] += ve * go[n0 + j]
-                    acc += go[n0 + j] * prod[j]
+                    gpair[j] += ve * go[j]
+                    acc += go[j] * prod[j]
                 gv[task, e] += acc
         else:
             for e in range(start[p], start[p + 1]):
-                ve, go = v[e], gout[row[e]]
+                ve, go = v[e], gout[row[e], n0 : n0 + width]
                 for j in range(width):
-                    gpair[j] += ve * go[n0 + j]
+                    gpair[j] += ve * go[j]
         for c in range(components[p]):
             if need1:
-                ga, b = g1[r1[p] + c], f2[r2[p] + c]
+                ga, b = g1[r1[p] + c, n0 : n0 + width], f2[r2[p] + c, n0 : n0 + width]
                 for j in range(width):
-                    ga[n0 + j] += gpair[j] * b[n0 + j]
+                    ga[j] += gpair[j] * b[j]
             if need2:
-                gb, a = g2[r2[p] + c], f1[r1[p] + c]
+                gb, a = g2[r2[p] + c, n0 : n0 + width], f1[r1[p] + c, n0 : n0 + width]
                 for j in range(width):
-                    gb[n0 + j] += gpair[j] * a[n0 + j]
+                    gb[j] += gpair[j] * a[j]
 
 
 #: tiles per task of :func:`_backward`: each task owns one row of partial value gradients, so
