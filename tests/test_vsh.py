@@ -250,3 +250,20 @@ def test_sparse_kernels_run_only_for_shared_weights_on_the_cpu_outside_functorch
     seen = []
     torch.func.vmap(lambda x: (seen.append(vsh.impl.uses_sparse_kernel(None, x)), x)[1])(x1)
     assert seen == [False]
+
+
+@pytest.mark.parametrize("target", range(4))
+def test_opcheck_vsh_products(target):
+    from torch.library import opcheck
+
+    _, vsh = both("0e+1o+1e+2e", "1o+1e", "0e+0o+1e+1o+2e", mode="uvu")
+    impl = vsh.impl
+    x1, x2, w = random_inputs(vsh, 2, True)
+    f1, f2 = (impl.lift(x, side).reshape(-1, 2 * impl.points) for side, x in ((0, x1), (1, x2)))
+    operands = [torch.randn(impl.channels * impl.slot_counts[2], 2 * impl.points, dtype=torch.float64), f1, f2]
+    operands.append(impl.sparse_values(w, x1))
+    shape = operands[target].shape
+    sources = [operands[s] for s in range(4) if s != target]
+    opcheck(torch.ops.equitensor.vsh_products_contract, (target, *sources, *shape, impl.sparse_tables))
+    if target == 0:
+        opcheck(torch.ops.equitensor.vsh_products_input_gradients, (*operands, impl.sparse_tables))
