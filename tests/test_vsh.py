@@ -179,3 +179,91 @@ def test_hemisphere_quadrature_equals_the_full_grid(l1, l2, l3):
     else:
         half = np.einsum("kga,kgb,gc->abc", tables["phi"][:, :, cols[0]], tables["psi"][:, :, cols[1]], tables["project"][:, cols[2]])
     np.testing.assert_allclose(half, so3_vsh.grid_product_tensor(l1, l2, l3), atol=1e-12)
+
+
+# -- the sparse CPU kernels of shared-weight grid products (ops/backends/vsh_sparse.py) ----------
+
+
+def whole_batch_reference(impl, x1, x2, weight):
+    """The backend's output through :func:`whole_batch_products` (dense forms, plain torch ops):
+    an independent path to the sparse kernels' grid sums."""
+    from equitensor.ops.backends.vsh import whole_batch_products
+
+    z = x1.shape[0]
+    forms = impl.bilinear_forms(weight, x1)
+    f1, f2 = impl.lift(x1, 0), impl.lift(x2, 1)
+    sums = 0
+    for parity in impl.parities:
+        c0, c1 = impl.components[parity]
+        sums = sums + whole_batch_products(
+            f1[:, :, c0:c1], f2[:, :, c0:c1], impl.groups[parity], impl.slot_counts[2], forms[parity], z
+        )
+    if not impl.batched[2]:
+        sums = sums.sum(0, keepdim=True)
+    return impl.project(sums, z)
+
+
+SPARSE_CASES = [
+    ("uvw", "0e+2x1o+2e+3x1e", "2x0e+1o+2o", "0e+1o+2x1e+2e+3o"),
+    ("uvu", "2x0e+2x1o+2x2e+2x1e", "0e+1o+2o+1e", "2x0e+2x1o+2x1e+2x2e+2x3o"),
+    ("uvv", "0e+1o+2o+1e", "2x0e+2x1o+2x2e", "2x0e+2x1e+2x2o+2x3e"),
+    ("uuw", "2x0e+2x1o+2x2e", "2x0e+2x1e+2x2o", "0e+3x1o+1e+2x2e"),
+]
+
+
+@pytest.mark.parametrize("mode,a,b,c", SPARSE_CASES)
+def test_sparse_kernels_equal_whole_batch_products(mode, a, b, c):
+    _, vsh = both(a, b, c, mode=mode)
+    x1, x2, w = random_inputs(vsh, 7, True, seed=3)
+    assert vsh.impl.uses_sparse_kernel(w, x1) and "odd" in vsh.impl.parities and "even" in vsh.impl.parities
+    inputs = [t.clone().requires_grad_() for t in (x1, x2, w)]
+    refs = [t.clone().requires_grad_() for t in (x1, x2, w)]
+    got, want = vsh.impl(*inputs), whole_batch_reference(vsh.impl, *refs)
+    torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+    g = torch.randn_like(got)
+    grads = torch.autograd.grad(got, inputs, g, create_graph=True)
+    expected = torch.autograd.grad(want, refs, g, create_graph=True)
+    for grad, grad_ref in zip(grads, expected):
+        torch.testing.assert_close(grad, grad_ref, atol=1e-10, rtol=0)
+    # double backward (force training): the derivative of <v, gradients> by every input
+    vs = [torch.randn_like(t) for t in grads]
+    second = torch.autograd.grad(sum((v * t).sum() for v, t in zip(vs, grads)), inputs)
+    second_ref = torch.autograd.grad(sum((v * t).sum() for v, t in zip(vs, expected)), refs)
+    for grad, grad_ref in zip(second, second_ref):
+        torch.testing.assert_close(grad, grad_ref, atol=1e-10, rtol=0)
+
+
+def test_sparse_kernels_run_only_for_shared_weights_on_the_cpu_outside_functorch(monkeypatch):
+    from equitensor.ops.backends import vsh_sparse
+
+    calls = []
+    kernel = vsh_sparse._forward
+    monkeypatch.setattr(vsh_sparse, "_forward", lambda *args: (calls.append(1), kernel(*args))[1])
+    _, vsh = both("0e+1o+1e", "1o+1e", "0e+0o+1e+1o+2e", mode="uvu")
+    x1, x2, w = random_inputs(vsh, 3, True)
+    vsh(x1, x2, w)
+    assert len(calls) == 1
+    _, per_sample = both("0e+1o+1e", "1o+1e", "0e+0o+1e+1o+2e", shared=False, mode="uvu")
+    x1, x2, w = random_inputs(per_sample, 3, False)
+    per_sample(x1, x2, w)
+    assert len(calls) == 1 and not per_sample.impl.uses_sparse_kernel(w, x1)
+    seen = []
+    torch.func.vmap(lambda x: (seen.append(vsh.impl.uses_sparse_kernel(None, x)), x)[1])(x1)
+    assert seen == [False]
+
+
+@pytest.mark.parametrize("target", range(4))
+def test_opcheck_vsh_products(target):
+    from torch.library import opcheck
+
+    _, vsh = both("0e+1o+1e+2e", "1o+1e", "0e+0o+1e+1o+2e", mode="uvu")
+    impl = vsh.impl
+    x1, x2, w = random_inputs(vsh, 2, True)
+    f1, f2 = (impl.lift(x, side).reshape(-1, 2 * impl.points) for side, x in ((0, x1), (1, x2)))
+    operands = [torch.randn(impl.channels * impl.slot_counts[2], 2 * impl.points, dtype=torch.float64), f1, f2]
+    operands.append(impl.sparse_values(w, x1))
+    shape = operands[target].shape
+    sources = [operands[s] for s in range(4) if s != target]
+    opcheck(torch.ops.equitensor.vsh_products_contract, (target, *sources, *shape, impl.sparse_tables))
+    if target == 0:
+        opcheck(torch.ops.equitensor.vsh_products_input_gradients, (*operands, impl.sparse_tables))

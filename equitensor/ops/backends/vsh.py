@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from ... import so3
 from ...so3 import vsh as so3_vsh
 from .base import TensorProductBackend, instruction_paths
+from .vsh_sparse import VSH_PRODUCT_OPS
 
 #: per mode, whether the channel of (input 1, input 2, output) is a batch index of the product
 #: (kept through it) rather than a slot of the bilinear form.
@@ -180,9 +181,16 @@ class VSHBackend(TensorProductBackend):
         lmax = max((ir.l for side in range(3) for _, ir in self._irreps(side)), default=0)
         tables = so3_vsh.hemisphere_tables(lmax, res_beta, res_alpha)
         self.points = tables["scalar"].shape[0]
+        #: components of each parity's signals within the lifted ``[K, slots, C, N]`` (both sides)
+        self.components, start = {}, 0
+        for parity in self.parities:
+            self.components[parity] = (start, start + COMPONENTS[SIGNAL_KINDS[parity][0]])
+            start = self.components[parity][1]
+        self.signal_components = start
         for side in (0, 1):
-            for kind in {SIGNAL_KINDS[p][side] for p in self.parities}:
-                self.add_table(f"lift_{side}_{kind}", self._padded_lift_table(side, tables[kind]))
+            # one table for all signal kinds, so each input is lifted by one GEMM
+            kinds = [self._padded_lift_table(side, tables[SIGNAL_KINDS[p][side]]) for p in self.parities]
+            self.add_table(f"lift_{side}", np.concatenate(kinds, axis=1) if kinds else np.zeros((0, 0, 1)))
             self.register_buffer(f"gather_{side}", torch.as_tensor(self._gather_index(side)), persistent=False)
         for l in sorted({ir.l for _, ir in d.irreps_out}):
             self.add_table(f"project_{l}", tables["project"][:, l * l : (l + 1) ** 2])  # [H, 2l+1]
@@ -223,6 +231,10 @@ class VSHBackend(TensorProductBackend):
         d = self.descriptor
         self.groups: dict[str, list[ProductGroup]] = {}
         entries: dict[tuple[str, ProductGroup], tuple[list, list, list]] = {}
+        sparse = []  # per path: parity, k, a, b, o (slots), weight index, scale
+        source_of = lambda ins, weights, k, flat: (  # noqa: E731
+            flat + weights.start if weights is not None else np.full(k.shape, self.weight_numel)
+        )
         for ins, weights in zip(d.instructions, d.weight_slices()):
             l1, l2, l3 = (ir.l for ir in d.path_irreps(ins))
             try:
@@ -241,9 +253,10 @@ class VSHBackend(TensorProductBackend):
             a = a + self.slots[0][ins.i_in1] - a0
             b = b + self.slots[1][ins.i_in2] - b0
             o = o + self.slots[2][ins.i_out] - o0
+            sparse.append((parity, k, a + a0, b + b0, o + o0, source_of(ins, weights, k, flat_weight), ins.coefficient / factor))
             target, source, scale = entries[parity, group]
             target.append((k * group.pairs + a * (b1 - b0) + b) * group.outputs + o)
-            source.append(flat_weight + weights.start if weights is not None else np.full(k.shape, self.weight_numel))
+            source.append(source_of(ins, weights, k, flat_weight))
             scale.append(np.full(k.shape, ins.coefficient / factor))
         for parity, groups in self.groups.items():
             for j, group in enumerate(groups):
@@ -251,6 +264,31 @@ class VSHBackend(TensorProductBackend):
                 self.register_buffer(f"target_{parity}_{j}", torch.as_tensor(np.concatenate(target)), persistent=False)
                 self.register_buffer(f"source_{parity}_{j}", torch.as_tensor(np.concatenate(source)), persistent=False)
                 self.add_table(f"scale_{parity}_{j}", np.concatenate(scale))
+        self._build_sparse_plan(sparse)
+
+    def _build_sparse_plan(self, paths) -> None:
+        """The entry tables of :mod:`.vsh_sparse` from the paths' ``(parity, k, a, b, o, source,
+        scale)`` (arrays over the path's weights): ``sparse_tables`` (see that module), the
+        weight index ``sparse_source [E]`` and constant ``sparse_scale [E]`` of each entry."""
+        columns = [[], [], [], [], [], [], []]  # r1, r2, components, row, source, scale, order key
+        k1, k2 = (self.channels if self.batched[side] else 1 for side in (0, 1))
+        for parity, k, a, b, o, source, scale in paths:
+            c0, c1 = self.components[parity]
+            r1 = ((k % k1) * self.slot_counts[0] + a) * self.signal_components + c0
+            r2 = ((k % k2) * self.slot_counts[1] + b) * self.signal_components + c0
+            row = (k if self.batched[2] else 0) * self.slot_counts[2] + o
+            for column, values in zip(columns, (r1, r2, np.full(k.shape, c1 - c0), row, source, np.full(k.shape, scale))):
+                column.append(np.asarray(values))
+        r1, r2, components, row, source, scale = (np.concatenate(c) if c else np.zeros(0, np.int64) for c in columns[:6])
+        # entries sorted by pair, so each pair's product is formed once per tile
+        pairs, pair_of = np.unique(np.stack([r1, r2, components], axis=1), axis=0, return_inverse=True)
+        pair_of = pair_of.reshape(-1)
+        order = np.argsort(pair_of, kind="stable")
+        start = np.concatenate([[0], np.cumsum(np.bincount(pair_of, minlength=len(pairs)))])
+        tables = (pairs[:, 0], pairs[:, 1], pairs[:, 2], start, row[order])
+        self.sparse_tables = [torch.as_tensor(np.ascontiguousarray(t), dtype=torch.int64) for t in tables]
+        self.register_buffer("sparse_source", torch.as_tensor(source[order], dtype=torch.int64), persistent=False)
+        self.add_table("sparse_scale", scale[order])
 
     def _path_entries(self, ins, muls):
         """Per weight of the path (e3nn's row-major block): batch ``k``, slots ``a, b, o`` within the
@@ -294,18 +332,28 @@ class VSHBackend(TensorProductBackend):
                 forms[parity].append(form.view(values.shape[0], self.channels, group.pairs, group.outputs))
         return forms
 
-    def lift(self, x: torch.Tensor, side: int, kind: str) -> torch.Tensor:
+    def sparse_values(self, weight: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """``[1, E]``: the nonzero values of the bilinear form for shared weights (order of ``sparse_tables``)."""
+        if weight is None:
+            extended = like.new_ones(self.weight_numel + 1)
+        else:
+            extended = torch.cat([weight.reshape(-1), weight.new_ones(1)])
+        values = extended.index_select(0, self.sparse_source) * self.table("sparse_scale", like)
+        return values.unsqueeze(0)
+
+    def lift(self, x: torch.Tensor, side: int) -> torch.Tensor:
         """Signals of every slot of input ``side`` on the grid: ``[K or 1, slots, C, H * Z]``.
 
-        ``kind`` is ``"scalar"`` (``C = 1``), ``"phi"`` or ``"psi"`` (``C = 2``); points are
-        ordered ``(grid point, sample)``.
+        The components are those of every parity's signal kind (:attr:`components`): ``"scalar"``
+        (1) for even paths, ``"phi"`` (input 1) or ``"psi"`` (input 2) (2) for odd ones; points
+        are ordered ``(grid point, sample)``.
         """
         index = getattr(self, f"gather_{side}")
         k, slots, width = index.shape
         padded = F.pad(x, (0, 1))  # the zero column that pads every slot to 2 lmax + 1
         gathered = padded[:, index.reshape(-1)].view(-1, k, slots, width).permute(1, 2, 3, 0)
-        signals = self.table(f"lift_{side}_{kind}", x) @ gathered  # [K, slots, C * H, Z]
-        return signals.view(k, slots, COMPONENTS[kind], -1)
+        signals = self.table(f"lift_{side}", x) @ gathered  # [K, slots, C * H, Z]
+        return signals.view(k, slots, self.signal_components, -1)
 
     def project(self, grid_sums: torch.Tensor, z: int) -> torch.Tensor:
         """``grid_sums [K or 1, O, H * Z]`` to the output ``[Z, irreps_out.dim]`` (mul_ir layout)."""
@@ -327,17 +375,37 @@ class VSHBackend(TensorProductBackend):
             blocks.append(coefficients.transpose(0, 1).reshape(z, mul * ir.dim))
         return torch.cat(blocks, dim=1) if blocks else grid_sums.new_zeros(z, 0)
 
+    def uses_sparse_kernel(self, weight: torch.Tensor | None, like: torch.Tensor) -> bool:
+        """Whether :meth:`forward` runs the sparse CPU kernels of :mod:`.vsh_sparse`: shared
+        weights on the CPU outside functorch transforms (which need plain ops)."""
+        shared = weight is None or weight.ndim == 1 or weight.shape[0] == 1
+        return (
+            shared
+            and bool(self.parities)
+            and like.device.type == "cpu"
+            and not torch._C._are_functorch_transforms_active()
+        )
+
     def forward(self, x1, x2, weight):
         z = x1.shape[0]
-        forms = self.bilinear_forms(weight, x1)
-        grid_sums = None
-        for parity in self.parities:
-            left, right = SIGNAL_KINDS[parity]
-            f1, f2 = self.lift(x1, 0, left), self.lift(x2, 1, right)
-            sums = grid_products(f1, f2, self.groups[parity], self.slot_counts[2], forms[parity], z)
-            grid_sums = sums if grid_sums is None else grid_sums + sums
-        if grid_sums is None:
+        if not self.parities:
             return x1.new_zeros(z, self.descriptor.irreps_out.dim)
+        f1, f2 = self.lift(x1, 0), self.lift(x2, 1)
+        if self.uses_sparse_kernel(weight, x1):
+            rows = (self.channels if self.batched[2] else 1) * self.slot_counts[2]
+            grid_sums = VSH_PRODUCT_OPS.forward(
+                f1.reshape(-1, f1.shape[-1]), f2.reshape(-1, f2.shape[-1]), self.sparse_values(weight, x1),
+                rows, f1.shape[-1], self.sparse_tables,
+            )
+            return self.project(grid_sums.view(-1, self.slot_counts[2], f1.shape[-1]), z)
+        forms = self.bilinear_forms(weight, x1)
+        widths = [c1 - c0 for c0, c1 in self.components.values()]
+        # split, not slices: the backward of each slice would fill a zero copy of all signals
+        f1s, f2s = f1.split(widths, dim=2), f2.split(widths, dim=2)
+        grid_sums = None
+        for parity, f1p, f2p in zip(self.parities, f1s, f2s):
+            sums = grid_products(f1p, f2p, self.groups[parity], self.slot_counts[2], forms[parity], z)
+            grid_sums = sums if grid_sums is None else grid_sums + sums
         if not self.batched[2]:  # uuw sums its batch channel u into every output channel w
             grid_sums = grid_sums.sum(0, keepdim=True)
         return self.project(grid_sums, z)
