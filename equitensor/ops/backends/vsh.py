@@ -192,8 +192,7 @@ class VSHBackend(TensorProductBackend):
             kinds = [self._padded_lift_table(side, tables[SIGNAL_KINDS[p][side]]) for p in self.parities]
             self.add_table(f"lift_{side}", np.concatenate(kinds, axis=1) if kinds else np.zeros((0, 0, 1)))
             self.register_buffer(f"gather_{side}", torch.as_tensor(self._gather_index(side)), persistent=False)
-        for l in sorted({ir.l for _, ir in d.irreps_out}):
-            self.add_table(f"project_{l}", tables["project"][:, l * l : (l + 1) ** 2])  # [H, 2l+1]
+        self._build_projection(tables["project"])
 
     def _padded_lift_table(self, side: int, values: np.ndarray) -> np.ndarray:
         """``[slots, C * H, 2 lmax + 1]``: the signal table of each slot's degree, zero-padded in ``m``."""
@@ -204,6 +203,40 @@ class VSHBackend(TensorProductBackend):
         for slot, l in enumerate(degrees):
             table[slot, :, : 2 * l + 1] = values[:, :, l * l : (l + 1) ** 2].reshape(-1, 2 * l + 1)
         return table
+
+    def _build_projection(self, project: np.ndarray) -> None:
+        """The projection of the output slots from ``project [H, (lmax+1)^2]`` (``Y_lm`` times the
+        quadrature weights).
+
+        ``project`` ``[D, W, H]``: the table of each distinct output slot degree (in slot order),
+        zero-padded to ``W = 2 lmax_out + 1`` rows; ``project_degree [O]`` the table of each slot
+        (``None`` when it is the identity); ``output_index [irreps_out.dim]`` the row of the
+        flattened ``[K * O * W (+ 1 zero), Z]`` coefficients that feeds each output column.
+        """
+        degrees = self.slot_degrees[2]
+        distinct = list(dict.fromkeys(degrees))
+        width = 2 * max(degrees, default=0) + 1
+        table = np.zeros((len(distinct), width, self.points))
+        for row, l in enumerate(distinct):
+            table[row, : 2 * l + 1] = project[:, l * l : (l + 1) ** 2].T
+        self.add_table("project", table)
+        rows = [distinct.index(l) for l in degrees]
+        identity = rows == list(range(len(rows)))
+        self.register_buffer("project_degree", None if identity else torch.as_tensor(rows), persistent=False)
+        channels = self.channels if self.batched[2] else 1
+        zero = channels * len(degrees) * width  # the zero row of unused output blocks
+        index = np.full(self.descriptor.irreps_out.dim, zero)
+        irreps = self.descriptor.irreps_out
+        for block, ((mul, ir), block_slice) in enumerate(zip(irreps, irreps.slices())):
+            if block not in self.slots[2]:
+                continue
+            start = self.slots[2][block]
+            for u in range(mul):
+                k, slot = (u, start) if self.batched[2] else (0, start + u)
+                column = block_slice.start + u * ir.dim
+                index[column : column + ir.dim] = (k * len(degrees) + slot) * width + np.arange(ir.dim)
+        self.pad_output = bool((index == zero).any())
+        self.register_buffer("output_index", torch.as_tensor(index, dtype=torch.int64), persistent=False)
 
     def _gather_index(self, side: int) -> np.ndarray:
         """``[K, slots, 2 lmax + 1]`` columns of the input (``dim`` = a zero pad) feeding each slot."""
@@ -356,24 +389,21 @@ class VSHBackend(TensorProductBackend):
         return signals.view(k, slots, self.signal_components, -1)
 
     def project(self, grid_sums: torch.Tensor, z: int) -> torch.Tensor:
-        """``grid_sums [K or 1, O, H * Z]`` to the output ``[Z, irreps_out.dim]`` (mul_ir layout)."""
-        # one unbind, not an index per block: the backward of each index or slice would fill a
-        # zero tensor of the whole grid_sums, once per output block
-        slot_signals = grid_sums.unbind(1)  # per output slot [K or 1, H * Z]
-        blocks = []
-        for block, (mul, ir) in enumerate(self.descriptor.irreps_out):
-            if block not in self.slots[2]:
-                blocks.append(grid_sums.new_zeros(z, mul * ir.dim))
-                continue
-            start = self.slots[2][block]
-            if self.batched[2]:
-                signal = slot_signals[start]  # [K, H * Z]
-            else:
-                signal = torch.cat(slot_signals[start : start + mul])  # [mul, H * Z]
-            signal = signal.view(mul, self.points, z).transpose(1, 2)  # [mul, Z, H]
-            coefficients = signal @ self.table(f"project_{ir.l}", grid_sums)  # [mul, Z, 2l+1]
-            blocks.append(coefficients.transpose(0, 1).reshape(z, mul * ir.dim))
-        return torch.cat(blocks, dim=1) if blocks else grid_sums.new_zeros(z, 0)
+        """``grid_sums [K or 1, O, H * Z]`` to the output ``[Z, irreps_out.dim]`` (mul_ir layout).
+
+        One batched GEMM ``[W, H] @ [H, Z]`` per slot against the padded tables reads the grid
+        sums in place (its backward writes their gradient in the same layout); one index picks
+        the output columns from the ``[K * O * W, Z]`` coefficients.
+        """
+        k, slots, _ = grid_sums.shape
+        table = self.table("project", grid_sums)
+        if self.project_degree is not None:
+            table = table.index_select(0, self.project_degree)
+        coefficients = table @ grid_sums.view(k, slots, self.points, z)  # [K, O, W, Z]
+        flat = coefficients.view(k * slots * table.shape[1], z)
+        if self.pad_output:
+            flat = F.pad(flat, (0, 0, 0, 1))
+        return flat.t().index_select(1, self.output_index)
 
     def uses_sparse_kernel(self, weight: torch.Tensor | None, like: torch.Tensor) -> bool:
         """Whether :meth:`forward` runs the sparse CPU kernels of :mod:`.vsh_sparse`: shared
