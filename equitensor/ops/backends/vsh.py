@@ -4,19 +4,29 @@ Same function, weights and weight layout as ``cg`` (e3nn's per-path weights, eve
 instructions, ``l1 + l2 + l3`` odd included), computed on an S2 grid as in ``gaunt_grid``
 (Xie, Daigavane, Kotak, Smidt, arXiv 2602.21466):
 
-* lift: every input is sampled once per signal kind with one batched GEMM against padded tables,
-  as scalar signals ``f = sum_m x_m Y_lm`` and, when the instructions have odd paths, as the
-  tangent vector signals ``Phi f`` (input 1) and ``Psi f`` (input 2) of :mod:`equitensor.so3.vsh`;
+* lift: every input is sampled once per signal kind with one batched GEMM per input against
+  padded tables ``[slots, C * H, 2 lmax + 1]`` (``C`` signal components, ``H`` grid points), as
+  scalar signals ``f = sum_m x_m Y_lm`` and, when the instructions have odd paths, as the
+  tangent vector signals ``Phi f`` (input 1) and ``Psi f`` (input 2) of :mod:`equitensor.so3.vsh`.
+  The signals are ``[K, slots, C, H * Z]`` (``K`` the batched channels or 1, ``Z`` samples),
+  points ordered ``(grid point, sample)``: the GEMM writes this layout directly and reads the
+  gathered inputs as a strided view;
 * pointwise: at every grid point the products scalar x scalar (paths with ``l1 + l2 + l3`` even)
   and ``Phi f1 . Psi f2 = r_hat . (grad f1 x grad f2)`` (odd paths) of every slot pair are mixed
-  into the output slots by a small GEMM with the bilinear form ``M``: the weight of each path
+  into the output slots ``[K, O, H * Z]`` by the bilinear form ``M``: the weight of each path
   times e3nn's path coefficient divided by the generalised Gaunt factor
-  (``so3.vsh.generalised_gaunt_factor``), scattered from the weights at each call;
-* project: one GEMM per output block against ``Y_l3`` times the quadrature weights.
+  (``so3.vsh.generalised_gaunt_factor``), built from the weights at each call. With shared
+  weights on the CPU (outside functorch transforms) this runs the sparse kernels of
+  :mod:`.vsh_sparse` over the nonzero entries of ``M``, one row of points per (channel, slot,
+  component); otherwise (other devices, per-sample weights, functorch) it runs dense GEMMs per
+  block of ``M`` (:class:`GridProducts`, :func:`whole_batch_products`);
+* project: one batched GEMM ``[W, H] @ [H, Z]`` per output slot against ``Y_l3`` times the
+  quadrature weights, zero-padded to ``W = 2 lmax_out + 1`` rows, reads the grid sums in place
+  and gives ``[K, O, W, Z]``; one index picks the ``[Z, irreps_out.dim]`` output (mul_ir layout).
 
 The slots of each side are ordered by the parity of their degree. A path's output degree has the
-parity of ``l1 + l2`` (even paths) or ``l1 + l2 + 1`` (odd paths), so ``M`` is block sparse: it
-runs as up to four dense GEMMs per parity (:class:`ProductGroup`), each between one parity class
+parity of ``l1 + l2`` (even paths) or ``l1 + l2 + 1`` (odd paths), so ``M`` is block sparse: its
+dense form is up to four blocks per parity (:class:`ProductGroup`), each between one parity class
 of input 1, one of input 2 and one of the output.
 
 The grid is the smallest exact one with an even ``res_alpha``; every product the backend projects
