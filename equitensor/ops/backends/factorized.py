@@ -369,8 +369,8 @@ class FactorizedBackend(TensorProductBackend):
         out = None
         for k, constants in steps:
             identity1, identity2, identity_out = constants.identity
-            left = _gather(x1, constants.gather1, identity1)  # [z, mul1, sum d1]
-            right = _gather(x2, constants.gather2, identity2)  # [z, mul2, sum d2]
+            left = _gather(x1, constants.gather1, identity1, z)  # [z, mul1, sum d1]
+            right = _gather(x2, constants.gather2, identity2, z)  # [z, mul2, sum d2]
             if self.mode == "uvu":  # out_u = P(f1_u * sum_v f2_v)
                 right = right.sum(1, keepdim=True) if right.shape[1] > 1 else right
             elif self.mode == "uvv":
@@ -480,9 +480,11 @@ class ChunkedPointwiseProduct(torch.autograd.Function):
         return grad_left, grad_right, None, None, None
 
 
-def _gather(x: torch.Tensor, index: torch.Tensor, identity: bool) -> torch.Tensor:
-    """``x [z, dim]`` -> ``x[:, index] [z, *index.shape]``; a reshape when ``index`` reads ``x`` in order."""
-    z = x.shape[0]
+def _gather(x: torch.Tensor, index: torch.Tensor, identity: bool, z: int) -> torch.Tensor:
+    """``x [z, dim]`` -> ``x[:, index] [z, *index.shape]``; a reshape when ``index`` reads ``x`` in order.
+
+    ``z`` is passed in (not read from ``x``) so that a traced graph reads the batch size once.
+    """
     if identity:
         return x.reshape(z, *index.shape)
     return x.index_select(1, index.reshape(-1)).reshape(z, *index.shape)
