@@ -365,7 +365,7 @@ class FactorizedBackend(TensorProductBackend):
             # k = None: the merged product, then the units that are not part of it
             steps = [(None, self.merged_constants), *((k, self.unit_constants[k]) for k in self._unmerged_units)]
         else:
-            steps = list(enumerate(self.unit_constants))
+            steps = enumerate(self.unit_constants)
         out = None
         for k, constants in steps:
             identity1, identity2, identity_out = constants.identity
@@ -379,7 +379,7 @@ class FactorizedBackend(TensorProductBackend):
                 t1, t2, back = (constants.table(name, left) for name in ("left", "right", "back"))
                 projected = ((left @ t1) * (right @ t2)) @ back
             else:
-                projected = self.product(k, left, right)  # [z, U, sum d_out]
+                projected = self.product(k, constants, left, right)  # [z, U, sum d_out]
             scatter = constants.scatter_out
             projected = projected.expand(z, constants.mul_out, projected.shape[-1]).reshape(z, scatter.numel())
             if identity_out and len(self.units) == 1:
@@ -392,9 +392,11 @@ class FactorizedBackend(TensorProductBackend):
             out = out * weight.index_select(1, self.weight_index_out)
         return out
 
-    def product(self, k: int, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        """Evaluate, combine and project unit ``k``: ``[z, U1, d1] x [z, U2, d2] -> [z, U, d_out]``."""
-        constants = self.unit_constants[k]
+    def product(self, k: int, constants: UnitConstants, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        """Evaluate, combine and project unit ``k``: ``[z, U1, d1] x [z, U2, d2] -> [z, U, d_out]``.
+
+        ``constants`` is ``unit_constants[k]``, handed in by forward, which holds it already.
+        """
         t1, t2, back = (constants.table(name, left) for name in ("left", "right", "back"))
         if (
             self.chunked_pointwise

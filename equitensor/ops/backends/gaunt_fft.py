@@ -347,11 +347,10 @@ class GauntFFTBackend(FactorizedBackend):
         self.unit_plans.append(plan)
         return left, right, back
 
-    def product(self, k, left, right):
+    def product(self, k, constants, left, right):
         plan = self.unit_plans[k]
         if plan.method != "fft":
-            return super().product(k, left, right)
-        constants = self.unit_constants[k]
+            return super().product(k, constants, left, right)
         tables = FFTTables(*(constants.table(name, left) for name in FFTTables._fields))
         batch = torch.broadcast_shapes(left.shape[:-1], right.shape[:-1])
         if 0 in batch:  # MKL's FFT rejects empty batches
