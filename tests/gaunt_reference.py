@@ -19,7 +19,9 @@ import torch
 
 from equitensor import so3
 from equitensor.ops.backends.factorized import FactorizedBackend, ProductUnit
-from equitensor.ops.backends.gaunt_fft import GauntFFTBackend, RoutePlan, empty_batch_product, torus_crop, torus_pad
+from equitensor.ops.backends.gaunt_fft import (
+    GauntFFTBackend, RoutePlan, empty_batch_product, torus_crop, torus_pad,
+)
 from equitensor.ops.backends.registry import TENSOR_PRODUCTS
 from equitensor.so3 import fourier_product
 

@@ -42,6 +42,8 @@ from ... import so3
 from .base import ConstantTables, Path, TensorProductBackend
 
 SUPPORTED_MODES = ("uvu", "uvv", "uuu")
+#: the tables of every product (:class:`UnitConstants`): evaluate input 1, input 2, project
+TABLES = ("left", "right", "back")
 
 
 class ProductUnit(NamedTuple):
@@ -183,7 +185,8 @@ class UnitConstants(ConstantTables, torch.nn.Module):
         self.identity, self.mul_out = tuple(bool(flag) for flag in identity), int(mul_out)
 
     def extra_repr(self) -> str:
-        return f"gather1={tuple(self.gather1.shape)}, gather2={tuple(self.gather2.shape)}, mul_out={self.mul_out}"
+        shapes = tuple(self.gather1.shape), tuple(self.gather2.shape)
+        return f"gather1={shapes[0]}, gather2={shapes[1]}, mul_out={self.mul_out}"
 
 
 class FactorizedBackend(TensorProductBackend):
@@ -343,11 +346,12 @@ class FactorizedBackend(TensorProductBackend):
         shapes = {(part.gather1.shape[0], part.gather2.shape[0]) for part in parts}
         if len(parts) >= 2 and len(shapes) == 1 and len({part.mul_out for part in parts}) == 1:
             mul_out = parts[0].mul_out
+            tables = {name: _block_diagonal([part.master(name) for part in parts]) for name in TABLES}
             merged = UnitConstants(
                 torch.cat([part.gather1 for part in parts], dim=1),
                 torch.cat([part.gather2 for part in parts], dim=1),
                 torch.cat([part.scatter_out.reshape(mul_out, -1) for part in parts], dim=1).reshape(-1),
-                {name: _block_diagonal([part.master(name) for part in parts]) for name in ("left", "right", "back")},
+                tables,
                 identity=(False, False, False),
                 mul_out=mul_out,
             )
@@ -363,7 +367,8 @@ class FactorizedBackend(TensorProductBackend):
             x2 = x2 * weight.index_select(1, self.weight_index_2)
         if self._merged and not eager_cpu_kernel_allowed(x1):
             # k = None: the merged product, then the units that are not part of it
-            steps = [(None, self.merged_constants), *((k, self.unit_constants[k]) for k in self._unmerged_units)]
+            unmerged = ((k, self.unit_constants[k]) for k in self._unmerged_units)
+            steps = [(None, self.merged_constants), *unmerged]
         else:
             steps = enumerate(self.unit_constants)
         out = None
@@ -376,12 +381,13 @@ class FactorizedBackend(TensorProductBackend):
             elif self.mode == "uvv":
                 left = left.sum(1, keepdim=True) if left.shape[1] > 1 else left
             if k is None:  # the block-diagonal pointwise product of all merged units
-                t1, t2, back = (constants.table(name, left) for name in ("left", "right", "back"))
+                t1, t2, back = (constants.table(name, left) for name in TABLES)
                 projected = ((left @ t1) * (right @ t2)) @ back
             else:
                 projected = self.product(k, constants, left, right)  # [z, U, sum d_out]
             scatter = constants.scatter_out
-            projected = projected.expand(z, constants.mul_out, projected.shape[-1]).reshape(z, scatter.numel())
+            projected = projected.expand(z, constants.mul_out, projected.shape[-1])
+            projected = projected.reshape(z, scatter.numel())
             if identity_out and len(self.units) == 1:
                 out = projected
             else:
@@ -392,12 +398,14 @@ class FactorizedBackend(TensorProductBackend):
             out = out * weight.index_select(1, self.weight_index_out)
         return out
 
-    def product(self, k: int, constants: UnitConstants, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    def product(
+        self, k: int, constants: UnitConstants, left: torch.Tensor, right: torch.Tensor
+    ) -> torch.Tensor:
         """Evaluate, combine and project unit ``k``: ``[z, U1, d1] x [z, U2, d2] -> [z, U, d_out]``.
 
         ``constants`` is ``unit_constants[k]``, handed in by forward, which holds it already.
         """
-        t1, t2, back = (constants.table(name, left) for name in ("left", "right", "back"))
+        t1, t2, back = (constants.table(name, left) for name in TABLES)
         if (
             self.chunked_pointwise
             and self.is_pointwise(k)

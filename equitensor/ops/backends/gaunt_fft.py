@@ -60,7 +60,7 @@ import torch
 
 from ... import so3
 from ...so3 import fourier_product
-from .factorized import FactorizedBackend, ProductUnit, eager_cpu_kernel_allowed
+from .factorized import TABLES, FactorizedBackend, ProductUnit, eager_cpu_kernel_allowed
 
 #: ``method="auto"`` convolves directly when ``L1 + L2`` is at most this (see module docstring).
 DIRECT_MAX_DEGREE = 0
@@ -165,8 +165,8 @@ FFT_CHUNK_FLOATS = 1 << 18
 class FFTUnitProduct(torch.autograd.Function):
     """One ``"fft"`` product: GEMM -> ``irfft`` along phi -> product -> ``rfft`` -> GEMM, and its adjoint.
 
-    ``forward(left [z, U1, d1], right [z, U2, d2], plan: RoutePlan, tables: FFTTables) -> [z, U, d_out]``. The tables
-    map the inputs to their half spectra in phi (``v = 0..l``, (re, im) pairs) on the theta rows
+    ``forward(left [z, U1, d1], right [z, U2, d2], plan: RoutePlan, tables: FFTTables) -> [z, U, d_out]``.
+    The tables map the inputs to their half spectra in phi (``v = 0..l``, (re, im) pairs) on the theta rows
     already sampled, and read the first ``vout + 1`` bins of the product's spectrum; their
     adjoints carry the conjugate-pair weights (see
     :func:`equitensor.so3.fourier_product.fft_adjoint_tables`).
@@ -314,12 +314,13 @@ class GauntFFTBackend(FactorizedBackend):
         super().__init__(descriptor, allow_subset=allow_subset)
         for plan, constants in zip(self.unit_plans, self.unit_constants):
             if plan.method == "fft":  # from the final tables (the path coefficient is folded in)
-                tables = (constants.master(name) for name in ("left", "right", "back"))
+                tables = (constants.master(name) for name in TABLES)
                 adjoints = fourier_product.fft_adjoint_tables(*tables, plan.l1, plan.l2, plan.vout)
                 for name, table in adjoints.items():
                     constants.add_table(name, table)
             elif plan.method == "direct":  # where each coefficient pair lands in the product's plane
-                scatter = torch.as_tensor(fourier_product.convolution_scatter_index(plan.l1, plan.l2), dtype=torch.int64)
+                scatter = fourier_product.convolution_scatter_index(plan.l1, plan.l2)
+                scatter = torch.as_tensor(scatter, dtype=torch.int64)
                 constants.register_buffer("convolution_scatter", scatter, persistent=False)
 
     def unit_tables(self, unit: ProductUnit):
@@ -365,7 +366,8 @@ class GauntFFTBackend(FactorizedBackend):
     def combine(self, k, f1, f2):
         plan = self.unit_plans[k]
         if plan.method == "direct":
-            c1 = torch.view_as_complex(f1.reshape(*f1.shape[:-1], (2 * plan.l1 + 1) ** 2, 2).contiguous())  # [z, U, P1]
+            # [z, U, P1] and [z, U, P2] complex coefficients
+            c1 = torch.view_as_complex(f1.reshape(*f1.shape[:-1], (2 * plan.l1 + 1) ** 2, 2).contiguous())
             c2 = torch.view_as_complex(f2.reshape(*f2.shape[:-1], (2 * plan.l2 + 1) ** 2, 2).contiguous())
             outer = (c1.unsqueeze(-1) * c2.unsqueeze(-2)).flatten(-2)
             batch = torch.broadcast_shapes(c1.shape[:-1], c2.shape[:-1])
