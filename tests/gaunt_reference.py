@@ -19,7 +19,9 @@ import torch
 
 from equitensor import so3
 from equitensor.ops.backends.factorized import FactorizedBackend, ProductUnit
-from equitensor.ops.backends.gaunt_fft import GauntFFTBackend, empty_batch_product, torus_crop, torus_pad
+from equitensor.ops.backends.gaunt_fft import (
+    GauntFFTBackend, RoutePlan, empty_batch_product, torus_crop, torus_pad,
+)
 from equitensor.ops.backends.registry import TENSOR_PRODUCTS
 from equitensor.so3 import fourier_product
 
@@ -33,7 +35,7 @@ class GauntFFT2Reference(GauntFFTBackend):
 
     def __init__(self, descriptor, allow_subset: bool = False):
         self.method = "fft2"
-        self.unit_plans: list[dict] = []
+        self.unit_plans: list[RoutePlan] = []
         FactorizedBackend.__init__(self, descriptor, allow_subset=allow_subset)
 
     def unit_tables(self, unit: ProductUnit):
@@ -44,7 +46,7 @@ class GauntFFT2Reference(GauntFFTBackend):
         right = fourier_product.half_plane_fourier_table(l2, self.degree_rows(d.irreps_in2, unit.blocks2))
         back = fourier_product.half_plane_projection_table(lo, lp, self.degree_rows(d.irreps_out, unit.outputs))
         n = so3.fourier.fast_fft_size(2 * lp + 1)
-        self.unit_plans.append({"method": "fft2", "l1": l1, "l2": l2, "lp": lp, "lo": lo, "n": n})
+        self.unit_plans.append(RoutePlan("fft2", l1, l2, lo, n=n))
         return left, right, back
 
     def is_pointwise(self, k):
@@ -52,9 +54,9 @@ class GauntFFT2Reference(GauntFFTBackend):
 
     def combine(self, k, f1, f2):
         plan = self.unit_plans[k]
-        l1, l2, lp, lo, n = plan["l1"], plan["l2"], plan["lp"], plan["lo"], plan["n"]
+        l1, l2, lp, lo, n = plan.l1, plan.l2, plan.lp, plan.lo, plan.n
         if 0 in torch.broadcast_shapes(f1.shape[:-1], f2.shape[:-1]):  # MKL's FFT rejects empty batches
-            return empty_batch_product(f1, f2, self._tables[f"back_{k}"].shape[0])
+            return empty_batch_product(f1, f2, self.unit_constants[k].master("back").shape[0])
         c1 = torch.view_as_complex(f1.reshape(*f1.shape[:-1], 2 * l1 + 1, l1 + 1, 2).contiguous())
         c2 = torch.view_as_complex(f2.reshape(*f2.shape[:-1], 2 * l2 + 1, l2 + 1, 2).contiguous())
         # norm="forward": the inverse transform is the plain sum sum_uv G e^{i(u theta + v phi)}

@@ -7,7 +7,7 @@ import torch
 from equitensor import TensorProduct
 from equitensor.ops import channelwise_instructions
 from equitensor.ops.backends import factorized
-from equitensor.ops.backends.gaunt_fft import FFTUnitProduct, fft_unit_product_plain
+from equitensor.ops.backends.gaunt_fft import FFTTables, FFTUnitProduct, fft_unit_product_plain
 
 IRREPS = ("4x0e+4x1o+4x2e", "0e+1o+2e", "4x0e+4x1o+4x2e")
 
@@ -104,9 +104,8 @@ def test_plain_fft_product_equals_fft_function_through_second_derivatives():
     x1, x2, _ = _inputs(tp, z=3, dtype=torch.float64)
     left = x1.detach().reshape(3, 4, -1).requires_grad_()  # one unit, blocks in order: [z, U, sum d]
     right = x2.detach().reshape(3, 1, -1).requires_grad_()
-    names = ("left", "right", "back", "left_adjoint", "right_adjoint", "back_adjoint")
-    tables = {name: impl.table(f"{name}_0", left) for name in names}
-    grad_out = torch.randn(3, 4, tables["back"].shape[1], dtype=torch.float64)
+    tables = FFTTables(*(impl.unit_constants[0].table(name, left) for name in FFTTables._fields))
+    grad_out = torch.randn(3, 4, tables.back.shape[1], dtype=torch.float64)
 
     def derivatives(product):
         out = product(left, right, plan, tables)

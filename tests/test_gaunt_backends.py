@@ -234,8 +234,8 @@ def test_fft_route_over_chunks_matches_dft(mode, monkeypatch):
     kw = dict(mode=mode, shared_weights=False, internal_weights=False, backend="gaunt_fft")
     dft, fft = TensorProduct(a, b, c, method="dft", **kw), TensorProduct(a, b, c, method="fft", **kw)
     plan = fft.impl.unit_plans[0]
-    assert (plan["rows"], plan["n_phi"]) == (9, 24)  # n_theta = 2 * 8 + 1, n_phi >= 8 + 8 + 1
-    per_sample = 3 * plan["rows"] * plan["n_phi"]
+    assert (plan.rows, plan.n_phi) == (9, 24)  # n_theta = 2 * 8 + 1, n_phi >= 8 + 8 + 1
+    per_sample = 3 * plan.rows * plan.n_phi
     monkeypatch.setattr(gaunt_fft, "FFT_CHUNK_FLOATS", 2 * per_sample)  # chunks of 2 samples, 11 = 5 * 2 + 1
     for batch in (11, 1):  # a batch of one: the backward recomputes the samples instead of reusing them
         x1, x2, w = (t.requires_grad_() for t in _inputs(dft, batch=batch))
@@ -333,7 +333,7 @@ def test_dft_tables_are_the_harmonics_on_the_half_torus():
         natural_irreps(lmax), natural_irreps(lmax), natural_irreps(2 * lmax), mode="uvu",
         backend="gaunt_fft", method="dft", shared_weights=False, internal_weights=False,
     )  # fmt: skip
-    n = tp.impl.unit_plans[0]["n"]
+    n = tp.impl.unit_plans[0].n
     theta = 2 * np.pi * np.arange(1, n // 2) / n
     phi = 2 * np.pi * np.arange(n) / n
     inner = so3.spherical_harmonics_alpha_beta(
@@ -343,10 +343,10 @@ def test_dft_tables_are_the_harmonics_on_the_half_torus():
         list(range(lmax + 1)), np.zeros(2), np.array([0.0, np.pi]), "integral"
     )
     expected = np.concatenate([poles[:1], inner.reshape(-1, inner.shape[-1]), poles[1:]]).T
-    assert np.abs(tp.impl._tables["left_0"] - expected).max() < 1e-12
+    assert np.abs(tp.impl.unit_constants[0].master("left") - expected).max() < 1e-12
 
 
 def test_auto_method_per_degree():
     kw = dict(mode="uvu", shared_weights=False, internal_weights=False, backend="gaunt_fft")
-    assert TensorProduct("0e", "0e", "0e", **kw).impl.unit_plans[0]["method"] == "direct"
-    assert TensorProduct("0e+1o", "0e+1o", "0e+1o+2e", **kw).impl.unit_plans[0]["method"] == "dft"
+    assert TensorProduct("0e", "0e", "0e", **kw).impl.unit_plans[0].method == "direct"
+    assert TensorProduct("0e+1o", "0e+1o", "0e+1o+2e", **kw).impl.unit_plans[0].method == "dft"

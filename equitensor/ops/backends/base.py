@@ -37,6 +37,10 @@ class ConstantTables:
         """Keep a float64 constant (an own, C-contiguous copy)."""
         self._tables[name] = np.array(array, dtype=np.float64, order="C")
 
+    def master(self, name: str) -> np.ndarray:
+        """The float64 master of the constant ``name`` (to build other tables from; do not modify)."""
+        return self._tables[name]
+
     def table(self, name: str, like: torch.Tensor) -> torch.Tensor:
         """The constant ``name`` in ``like``'s dtype and device (cached)."""
         key = (name, like.dtype, like.device)

@@ -39,9 +39,11 @@ import numpy as np
 import torch
 
 from ... import so3
-from .base import Path, TensorProductBackend
+from .base import ConstantTables, Path, TensorProductBackend
 
 SUPPORTED_MODES = ("uvu", "uvv", "uuu")
+#: the tables of every product (:class:`UnitConstants`): evaluate input 1, input 2, project
+TABLES = ("left", "right", "back")
 
 
 class ProductUnit(NamedTuple):
@@ -145,6 +147,48 @@ def _product_sets(d, pairs: set, l3: int, odd: bool, wide: tuple) -> list[tuple[
     return by_first if len(by_first) <= len(by_second) else by_second
 
 
+class UnitConstants(ConstantTables, torch.nn.Module):
+    """The constants of one product: a :class:`ProductUnit`, or all merged pointwise units.
+
+    Index buffers (int64, non-persistent: rebuilt from the descriptor, never saved; they follow
+    ``.to(device)`` and stay int64 under ``.to(dtype)``):
+
+    * ``gather1 [U1, sum d1]``, ``gather2 [U2, sum d2]``: the components of ``x1`` / ``x2`` that
+      the product reads, channel-major (``U1``, ``U2``: the blocks' multiplicity);
+    * ``scatter_out [U * sum d_out]``: where its projected outputs ``[U, sum d_out]`` land in ``out``.
+
+    Tables (float64 masters handed out per dtype and device by :meth:`table`, so ``.float()``
+    never rounds them): ``"left" [sum d1, K1]``, ``"right" [sum d2, K2]`` and ``"back" [K3, sum
+    d_out]`` (the output path coefficients folded in); a subclass may add its own (``gaunt_fft``'s
+    adjoints, its ``"direct"`` route's index buffer).
+
+    Plain attributes, constants for dynamo's guards: ``mul_out`` (``U``) and ``identity``, whether
+    ``gather1`` / ``gather2`` / ``scatter_out`` read (write) the whole tensor in order, so that
+    the gather (scatter) is a reshape.
+    """
+
+    def __init__(
+        self,
+        gather1: np.ndarray | torch.Tensor,
+        gather2: np.ndarray | torch.Tensor,
+        scatter_out: np.ndarray | torch.Tensor,
+        tables: dict[str, np.ndarray],
+        identity: tuple[bool, bool, bool],
+        mul_out: int,
+    ):
+        super().__init__()
+        self._init_tables()
+        for name, index in (("gather1", gather1), ("gather2", gather2), ("scatter_out", scatter_out)):
+            self.register_buffer(name, torch.as_tensor(index, dtype=torch.int64), persistent=False)
+        for name, table in tables.items():
+            self.add_table(name, table)
+        self.identity, self.mul_out = tuple(bool(flag) for flag in identity), int(mul_out)
+
+    def extra_repr(self) -> str:
+        shapes = tuple(self.gather1.shape), tuple(self.gather2.shape)
+        return f"gather1={shapes[0]}, gather2={shapes[1]}, mul_out={self.mul_out}"
+
+
 class FactorizedBackend(TensorProductBackend):
     """Base of the evaluate-multiply-project backends (see the module docstring for semantics).
 
@@ -153,6 +197,10 @@ class FactorizedBackend(TensorProductBackend):
     (default: pointwise product, ``K1 = K2 = K3``) or, for a whole custom route with its own
     autograd Function, :meth:`product`. The projection table is stored with the output path
     coefficient folded into its columns.
+
+    Each unit's tables and gather / scatter indices live in its :class:`UnitConstants`,
+    ``unit_constants[k]`` (``k`` the unit's position in ``units``, which the hooks receive);
+    ``merged_constants`` holds the merged product's (:meth:`_build_merged_plan`).
     """
 
     parameterization = "per_degree"
@@ -210,16 +258,11 @@ class FactorizedBackend(TensorProductBackend):
         n1, n2, no = (sum(mul for mul, _ in irreps) for irreps in (d.irreps_in1, d.irreps_in2, d.irreps_out))
         self.weight_numel = n1 + n2 + no if self.weighted else 0
         self._weight_offsets = (0, n1, n1 + n2)
-        for k, unit in enumerate(self.units):
-            left, right, back = self.unit_tables(unit)
-            # fold e3nn's path coefficient of each output block into the projection's columns
-            coefficient = np.concatenate(
-                [np.full(d.irreps_out[io].ir.dim, self.output_coefficient[io]) for io in unit.outputs]
-            )
-            self.add_table(f"left_{k}", left)
-            self.add_table(f"right_{k}", right)
-            self.add_table(f"back_{k}", back * coefficient[None, :])
-        self._build_index_plan()
+        self._build_weight_index()
+        # a plain int for forward: it reads no Irreps object, so dynamo guards nothing on them
+        self._dim_out = d.irreps_out.dim
+        #: one :class:`UnitConstants` per unit (in the order of ``units``)
+        self.unit_constants = torch.nn.ModuleList(self._build_unit_constants(unit) for unit in self.units)
         self._build_merged_plan()
 
     backend_name = "factorized"
@@ -252,67 +295,44 @@ class FactorizedBackend(TensorProductBackend):
         return np.concatenate([np.arange(irreps[i].ir.l ** 2, (irreps[i].ir.l + 1) ** 2) for i in blocks])
 
     # -- execution ----------------------------------------------------------------------------
-    def _build_index_plan(self) -> None:
-        """Gather/scatter indices so that forward runs a handful of ops instead of one per block.
-
-        * ``weight_index_{1,2,out} [dim]``: the weight of each component (mul_ir layout);
-        * ``gather{1,2}_{k} [U, sum d]``: the components of unit ``k``'s input blocks, channel-major;
-        * ``scatter_{k} [U * sum d_out]``: where unit ``k``'s projected outputs land.
-        """
+    def _build_weight_index(self) -> None:
+        """``weight_index_{1,2,out} [dim]``: the weight of each component (mul_ir layout), so that
+        forward weighs a whole input with one ``index_select`` instead of one op per block."""
         d = self.descriptor
         off1, off2, off_out = self._weight_offsets
+        self.register_buffer("weight_index_1", _component_weights(d.irreps_in1, off1), persistent=False)
+        self.register_buffer("weight_index_2", _component_weights(d.irreps_in2, off2), persistent=False)
+        self.register_buffer("weight_index_out", _component_weights(d.irreps_out, off_out), persistent=False)
 
-        def per_component(irreps, offset):
-            index, start = [], offset
-            for mul, ir in irreps:
-                index.append(np.repeat(np.arange(start, start + mul), ir.dim))
-                start += mul
-            return np.concatenate(index) if index else np.zeros(0, dtype=np.int64)
-
-        def positions(irreps, blocks):
-            slices = list(irreps.slices())
-            mul = irreps[blocks[0]].mul
-            rows = [
-                np.concatenate(
-                    [slices[b].start + u * irreps[b].ir.dim + np.arange(irreps[b].ir.dim) for b in blocks]
-                )
-                for u in range(mul)
-            ]
-            return np.stack(rows)  # [mul, sum d]
-
-        def buffer(name, array):
-            self.register_buffer(name, torch.as_tensor(np.asarray(array, dtype=np.int64)), persistent=False)
-
-        buffer("weight_index_1", per_component(d.irreps_in1, off1))
-        buffer("weight_index_2", per_component(d.irreps_in2, off2))
-        buffer("weight_index_out", per_component(d.irreps_out, off_out))
-        # plain ints for forward: it reads no Irreps object, so dynamo guards nothing on them
-        self._dim_out = d.irreps_out.dim
-        self._unit_mul_out = [d.irreps_out[unit.outputs[0]].mul for unit in self.units]
+    def _build_unit_constants(self, unit: ProductUnit) -> UnitConstants:
+        """Tables (from :meth:`unit_tables`, path coefficients folded in) and gather / scatter
+        indices of one unit, so that forward runs a handful of ops instead of one per block."""
+        d = self.descriptor
+        left, right, back = self.unit_tables(unit)
+        # fold e3nn's path coefficient of each output block into the projection's columns
+        coefficient = np.concatenate(
+            [np.full(d.irreps_out[io].ir.dim, self.output_coefficient[io]) for io in unit.outputs]
+        )
+        indices = (
+            _block_positions(d.irreps_in1, unit.blocks1),
+            _block_positions(d.irreps_in2, unit.blocks2),
+            _block_positions(d.irreps_out, unit.outputs).reshape(-1),
+        )
         # a gather (scatter) that reads (writes) the whole tensor in order is a reshape: with one
         # channel and the blocks in order (e.g. MIMO) the product then needs no index copies
-        self._identity: list[tuple[bool, bool, bool]] = []
-        for k, unit in enumerate(self.units):
-            plan = (
-                positions(d.irreps_in1, unit.blocks1),
-                positions(d.irreps_in2, unit.blocks2),
-                positions(d.irreps_out, unit.outputs).reshape(-1),
-            )
-            buffer(f"gather1_{k}", plan[0])
-            buffer(f"gather2_{k}", plan[1])
-            buffer(f"scatter_out_{k}", plan[2])
-            self._identity.append(
-                tuple(
-                    np.array_equal(index.reshape(-1), np.arange(dim))
-                    for index, dim in zip(plan, (d.irreps_in1.dim, d.irreps_in2.dim, d.irreps_out.dim))
-                )
-            )
+        identity = tuple(
+            np.array_equal(index.reshape(-1), np.arange(dim))
+            for index, dim in zip(indices, (d.irreps_in1.dim, d.irreps_in2.dim, d.irreps_out.dim))
+        )
+        tables = {"left": left, "right": right, "back": back * coefficient[None, :]}
+        return UnitConstants(*indices, tables, identity, mul_out=d.irreps_out[unit.outputs[0]].mul)
 
     def _build_merged_plan(self) -> None:
         """One product for all pointwise units (:meth:`is_pointwise`) when they share multiplicities.
 
-        The units' tables become block-diagonal (``left_merged [sum d1, sum K]``, ``right_merged``,
-        ``back_merged [sum K, sum d_out]``) and their gathers / scatters are concatenated, so the
+        ``merged_constants`` (a :class:`UnitConstants`, or ``None`` when the units do not merge)
+        holds the units' tables as block-diagonal ones (``left [sum d1, sum K]``, ``right``,
+        ``back [sum K, sum d_out]``) and their gathers / scatters concatenated, so the
         whole product is two gathers, three GEMMs, one pointwise product and one ``index_add``,
         however many units there are (MACE's convolution with one output block per path has one
         unit per input block pair); units with another combine (``gaunt_fft``'s ``"direct"``
@@ -320,25 +340,24 @@ class FactorizedBackend(TensorProductBackend):
         runs where :func:`eager_cpu_kernel_allowed` is false (GPUs, ``torch.compile``), while eager
         CPU runs keep one (chunked) product per unit.
         """
-        self._merged = False
-        self._unmerged_units: tuple[int, ...] = tuple(range(len(self.units)))
-        k_all = [k for k in range(len(self.units)) if self.is_pointwise(k)]
-        shapes = {
-            (getattr(self, f"gather1_{k}").shape[0], getattr(self, f"gather2_{k}").shape[0]) for k in k_all
-        }
-        if len(k_all) < 2 or len(shapes) > 1 or len({self._unit_mul_out[k] for k in k_all}) > 1:
-            return
-        for name in ("left", "right", "back"):
-            self.add_table(f"{name}_merged", _block_diagonal([self._tables[f"{name}_{k}"] for k in k_all]))
-        for name in ("gather1", "gather2"):
-            merged = torch.cat([getattr(self, f"{name}_{k}") for k in k_all], dim=1)
-            self.register_buffer(f"{name}_merged", merged, persistent=False)
-        mul_out = self._unit_mul_out[k_all[0]]
-        self._merged_mul_out = mul_out
-        self._unmerged_units = tuple(k for k in range(len(self.units)) if k not in k_all)
-        scatter = torch.cat([getattr(self, f"scatter_out_{k}").reshape(mul_out, -1) for k in k_all], dim=1)
-        self.register_buffer("scatter_out_merged", scatter.reshape(-1), persistent=False)
-        self._merged = True
+        merged, self._unmerged_units = None, tuple(range(len(self.units)))
+        pointwise = [k for k in range(len(self.units)) if self.is_pointwise(k)]
+        parts = [self.unit_constants[k] for k in pointwise]
+        shapes = {(part.gather1.shape[0], part.gather2.shape[0]) for part in parts}
+        if len(parts) >= 2 and len(shapes) == 1 and len({part.mul_out for part in parts}) == 1:
+            mul_out = parts[0].mul_out
+            tables = {name: _block_diagonal([part.master(name) for part in parts]) for name in TABLES}
+            merged = UnitConstants(
+                torch.cat([part.gather1 for part in parts], dim=1),
+                torch.cat([part.gather2 for part in parts], dim=1),
+                torch.cat([part.scatter_out.reshape(mul_out, -1) for part in parts], dim=1).reshape(-1),
+                tables,
+                identity=(False, False, False),
+                mul_out=mul_out,
+            )
+            self._unmerged_units = tuple(k for k in range(len(self.units)) if k not in pointwise)
+        self.merged_constants: UnitConstants | None = merged
+        self._merged = merged is not None
 
     def forward(self, x1, x2, weight):
         z, dim_out = x1.shape[0], self._dim_out
@@ -346,35 +365,29 @@ class FactorizedBackend(TensorProductBackend):
             weight = weight.unsqueeze(0) if weight.ndim == 1 else weight  # [Z or 1, weight_numel]
             x1 = x1 * weight.index_select(1, self.weight_index_1)
             x2 = x2 * weight.index_select(1, self.weight_index_2)
-        use_merged = self._merged and not eager_cpu_kernel_allowed(x1)
+        if self._merged and not eager_cpu_kernel_allowed(x1):
+            # k = None: the merged product, then the units that are not part of it
+            unmerged = ((k, self.unit_constants[k]) for k in self._unmerged_units)
+            steps = [(None, self.merged_constants), *unmerged]
+        else:
+            steps = enumerate(self.unit_constants)
         out = None
-        for k in ("merged", *self._unmerged_units) if use_merged else range(len(self.units)):
-            merged = k == "merged"
-            identity1, identity2, identity_out = (False, False, False) if merged else self._identity[k]
-            gather1, gather2 = getattr(self, f"gather1_{k}"), getattr(self, f"gather2_{k}")
-            # [z, mul1, sum d1] and [z, mul2, sum d2]
-            left = (
-                x1.reshape(z, *gather1.shape)
-                if identity1
-                else x1.index_select(1, gather1.reshape(-1)).reshape(z, *gather1.shape)
-            )
-            right = (
-                x2.reshape(z, *gather2.shape)
-                if identity2
-                else x2.index_select(1, gather2.reshape(-1)).reshape(z, *gather2.shape)
-            )
+        for k, constants in steps:
+            identity1, identity2, identity_out = constants.identity
+            left = _gather(x1, constants.gather1, identity1, z)  # [z, mul1, sum d1]
+            right = _gather(x2, constants.gather2, identity2, z)  # [z, mul2, sum d2]
             if self.mode == "uvu":  # out_u = P(f1_u * sum_v f2_v)
                 right = right.sum(1, keepdim=True) if right.shape[1] > 1 else right
             elif self.mode == "uvv":
                 left = left.sum(1, keepdim=True) if left.shape[1] > 1 else left
-            if merged:  # the block-diagonal pointwise product of all units
-                t1, t2, back = (self.table(f"{name}_merged", left) for name in ("left", "right", "back"))
+            if k is None:  # the block-diagonal pointwise product of all merged units
+                t1, t2, back = (constants.table(name, left) for name in TABLES)
                 projected = ((left @ t1) * (right @ t2)) @ back
             else:
-                projected = self.product(k, left, right)  # [z, U, sum d_out]
-            scatter = getattr(self, f"scatter_out_{k}")
-            mul_out = self._merged_mul_out if merged else self._unit_mul_out[k]
-            projected = projected.expand(z, mul_out, projected.shape[-1]).reshape(z, scatter.numel())
+                projected = self.product(k, constants, left, right)  # [z, U, sum d_out]
+            scatter = constants.scatter_out
+            projected = projected.expand(z, constants.mul_out, projected.shape[-1])
+            projected = projected.reshape(z, scatter.numel())
             if identity_out and len(self.units) == 1:
                 out = projected
             else:
@@ -385,9 +398,14 @@ class FactorizedBackend(TensorProductBackend):
             out = out * weight.index_select(1, self.weight_index_out)
         return out
 
-    def product(self, k: int, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        """Evaluate, combine and project unit ``k``: ``[z, U1, d1] x [z, U2, d2] -> [z, U, d_out]``."""
-        t1, t2, back = (self.table(f"{name}_{k}", left) for name in ("left", "right", "back"))
+    def product(
+        self, k: int, constants: UnitConstants, left: torch.Tensor, right: torch.Tensor
+    ) -> torch.Tensor:
+        """Evaluate, combine and project unit ``k``: ``[z, U1, d1] x [z, U2, d2] -> [z, U, d_out]``.
+
+        ``constants`` is ``unit_constants[k]``, handed in by forward, which holds it already.
+        """
+        t1, t2, back = (constants.table(name, left) for name in TABLES)
         if (
             self.chunked_pointwise
             and self.is_pointwise(k)
@@ -470,6 +488,36 @@ class ChunkedPointwiseProduct(torch.autograd.Function):
             torch.matmul((grad_h * f2[rows]).sum_to_size(f1[rows].shape), t1.T, out=grad_left[rows])
             torch.matmul(grad_h.mul_(f1[rows]).sum_to_size(f2[rows].shape), t2.T, out=grad_right[rows])
         return grad_left, grad_right, None, None, None
+
+
+def _gather(x: torch.Tensor, index: torch.Tensor, identity: bool, z: int) -> torch.Tensor:
+    """``x [z, dim]`` -> ``x[:, index] [z, *index.shape]``; a reshape when ``index`` reads ``x`` in order.
+
+    ``z`` is passed in (not read from ``x``) so that a traced graph reads the batch size once.
+    """
+    if identity:
+        return x.reshape(z, *index.shape)
+    return x.index_select(1, index.reshape(-1)).reshape(z, *index.shape)
+
+
+def _component_weights(irreps, offset: int) -> torch.Tensor:
+    """``[irreps.dim]`` int64: the index of each component's channel weight, counted from ``offset``."""
+    index, start = [], offset
+    for mul, ir in irreps:
+        index.append(np.repeat(np.arange(start, start + mul), ir.dim))
+        start += mul
+    return torch.as_tensor(np.concatenate(index) if index else np.zeros(0), dtype=torch.int64)
+
+
+def _block_positions(irreps, blocks) -> np.ndarray:
+    """``[mul, sum d]``: positions in the mul_ir layout of ``blocks``' components, channel-major
+    (row ``u`` lists channel ``u`` of every block in turn; the blocks share ``mul``)."""
+    slices = list(irreps.slices())
+    rows = [
+        np.concatenate([slices[b].start + u * irreps[b].ir.dim + np.arange(irreps[b].ir.dim) for b in blocks])
+        for u in range(irreps[blocks[0]].mul)
+    ]
+    return np.stack(rows)
 
 
 def _block_diagonal(blocks: list[np.ndarray]) -> np.ndarray:
