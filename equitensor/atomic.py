@@ -21,6 +21,18 @@ __all__ = ["OutputError", "atomic_write", "check_writable", "remove_stale_tempor
 TMP_SUFFIX = ".tmp"
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: permissions of a new output file: what ``open()`` would give (0o666 less the umask), where
+#: ``mkstemp`` alone would leave it readable by its owner only. Read once: setting the umask to
+#: read it is not thread-safe.
+NEW_FILE_MODE = 0o666 & ~_process_umask()
+
+
 class OutputError(OSError):
     """An output file could not be written; the previous version of the file (if any) is intact."""
 
@@ -57,6 +69,8 @@ def atomic_write(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[I
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TMP_SUFFIX)
+        # a replaced file keeps its permissions, a new one gets open()'s
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else NEW_FILE_MODE)
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()

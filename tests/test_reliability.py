@@ -68,6 +68,23 @@ def test_failed_write_keeps_previous_file_and_names_it(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [target]  # no temporary file left
 
 
+def test_output_files_get_the_permissions_open_would_give(tmp_path):
+    import os
+    import stat
+
+    with open(tmp_path / "reference", "w") as handle:  # what a plain open() creates under this umask
+        handle.write("x")
+    expected = stat.S_IMODE(os.stat(tmp_path / "reference").st_mode)
+    new = tmp_path / "metrics.csv"
+    with atomic.atomic_write(new) as handle:
+        handle.write("new\n")
+    assert stat.S_IMODE(os.stat(new).st_mode) == expected  # not mkstemp's owner-only 0o600
+    os.chmod(new, 0o640)  # a replaced file keeps the mode its owner gave it
+    with atomic.atomic_write(new) as handle:
+        handle.write("newer\n")
+    assert stat.S_IMODE(os.stat(new).st_mode) == 0o640
+
+
 def test_killed_model_save_keeps_previous_best_model(tmp_path, monkeypatch):
     from equitensor.models import load_model, save_model
 

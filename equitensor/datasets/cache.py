@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 __all__ = ["atomic_write_bytes", "cache_root", "file_key"]
@@ -30,19 +29,14 @@ def file_key(path: str | Path) -> str:
 
 
 def atomic_write_bytes(target: Path, write) -> Path:
-    """Create ``target`` by calling ``write(fileobj)`` on a temp file, then renaming it in place.
+    """Create ``target`` by calling ``write(fileobj)`` on a temp file, then renaming it in place
+    (:func:`equitensor.atomic.atomic_write`).
 
     Renaming makes concurrent creators (DataLoader workers, parallel jobs) safe: readers see
     either no file or a complete one.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+    from ..atomic import atomic_write
+
+    with atomic_write(target, "wb") as handle:
+        write(handle)
+    return Path(target)
