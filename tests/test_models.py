@@ -278,10 +278,14 @@ def test_bad_input_errors():
         MACE(atomic_numbers=[1, 8], atomic_energies=[1.0])
 
 
-def test_element_linear_grouped_equals_one_hot():
-    """One GEMM per element (ElementGroups) == the general one-hot formula: values, grads, double grads."""
+@pytest.mark.parametrize("dense_elements_max", [8, 2])  # without counts: all elements' GEMM / weight gather
+def test_element_linear_grouped_equals_one_hot(monkeypatch, dense_elements_max):
+    """Element groups (sorted GEMMs with host counts; without counts, the all-elements GEMM or the
+    per-atom weight gather) == the general one-hot formula: values, grads, double grads."""
+    from equitensor.models import blocks
     from equitensor.models.blocks import ElementGroups, ElementLinear
 
+    monkeypatch.setattr(blocks, "DENSE_ELEMENTS_MAX", dense_elements_max)
     layer = ElementLinear("4x0e+3x1o+2x2e", 5, "3x0e+2x1o+2x1e")  # 1e has no source: zeros
     index = torch.tensor([3, 0, 3, 1, 0, 0, 3])  # elements 2 and 4 absent
     onehot = torch.nn.functional.one_hot(index, 5).to(torch.get_default_dtype())
@@ -290,10 +294,11 @@ def test_element_linear_grouped_equals_one_hot():
     x = torch.randn(7, layer.irreps_in.dim, requires_grad=True)
     probe = torch.randn(7, layer.irreps_out.dim)
     results = []
-    for g in (None, groups):
+    for g in (None, groups, ElementGroups.without_counts(index)):
         out = layer(x, onehot, g)
         grad_x, grad_w = torch.autograd.grad((out * probe).sum(), (x, layer.weight), create_graph=True)
         second = torch.autograd.grad((grad_x**2).sum(), layer.weight)[0]
         results.append((out, grad_x, grad_w, second))
-    for expected, got in zip(*results):
-        assert torch.allclose(got, expected, atol=1e-12, rtol=1e-12)
+    for grouped in results[1:]:
+        for expected, got in zip(results[0], grouped):
+            assert torch.allclose(got, expected, atol=1e-12, rtol=1e-12)

@@ -19,6 +19,14 @@ from ..ops import ChannelwiseTensorProduct, Linear, ProductBasis
 from .radial import RadialMLP
 
 
+#: without host counts, up to this many elements every atom runs through all elements' maps in
+#: one GEMM (E times the flops) and keeps its own; beyond it, each atom gathers its element's
+#: ``[U, W]`` weights for a batched mat-vec. Both costs grow with the atoms, only the GEMM's with
+#: the elements. Alone, the GEMM form is the faster one well past this bound on a CPU; inside a
+#: compiled MACE training step with 11 elements it was not, so the bound stays where both agree.
+DENSE_ELEMENTS_MAX = 8
+
+
 class ElementGroups(NamedTuple):
     """Atoms grouped by element, for element-dependent maps (:class:`ElementLinear`).
 
@@ -64,9 +72,10 @@ class ElementLinear(torch.nn.Module):
     their exact one-hot) the element sum is a selection, ``num_elements`` times fewer flops than
     the formula and no ``[N, mul * num_elements, dim]`` intermediate (for OC20's ~56 elements,
     megabytes instead of gigabytes): with host counts one GEMM per element on the sorted atoms;
-    without, a batched mat-vec per atom against its element's gathered weights ``[N, U, W]``
-    (no host read; compile-friendly). Without ``groups``, the general formula (any ``a``, e.g.
-    soft attributes).
+    without (no host read; compile-friendly), one GEMM through every element's map and a
+    selection when there are at most :data:`DENSE_ELEMENTS_MAX` elements, else a batched mat-vec
+    per atom against its element's gathered weights ``[N, U, W]``. Without ``groups``, the
+    general formula (any ``a``, e.g. soft attributes).
     """
 
     def __init__(self, irreps_in, num_elements: int, irreps_out):
@@ -120,6 +129,10 @@ class ElementLinear(torch.nn.Module):
                 w = w.reshape(-1, e, mul_out)  # [U, E, W]
                 segments = torch.split(xs.transpose(1, 2), groups.counts)  # per element [n_e, dim, U]
                 y = torch.cat([segment @ w[:, k] for k, segment in enumerate(segments)])  # [N, dim, W]
+            elif e <= DENSE_ELEMENTS_MAX:  # every element's map, then each atom's own
+                y = (xs.transpose(1, 2) @ w.reshape(-1, e * mul_out)).view(n, dim, e, mul_out)  # [N, dim, E, W]
+                pick = groups.index.view(n, 1, 1, 1).expand(n, dim, 1, mul_out)
+                y = y.gather(2, pick).squeeze(2)  # [N, dim, W]
             else:
                 w = w.reshape(-1, e, mul_out).transpose(0, 1)  # [E, U, W]
                 y = torch.bmm(xs.transpose(1, 2), w.index_select(0, groups.index))  # [N, dim, W]
