@@ -34,7 +34,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.data_throughput import write_csv  # noqa: E402
+from equitensor.atomic import write_csv  # noqa: E402
 from benchmarks.data_shards import default_source  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

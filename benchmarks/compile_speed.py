@@ -27,8 +27,6 @@ compiling would reach if everything else cost nothing.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import statistics
 import sys
@@ -47,7 +45,7 @@ from ase.io import read  # noqa: E402
 from torch_geometric.data import Batch  # noqa: E402
 
 from equitensor.bench.model_step import shared_data_dir  # noqa: E402
-from equitensor.datasets.cache import atomic_write_bytes  # noqa: E402
+from equitensor.atomic import write_csv  # noqa: E402
 from equitensor.models import MACE, atoms_to_graph, compile_model  # noqa: E402
 
 SLAB = "random1000100.traj"
@@ -165,15 +163,6 @@ def measure(combo: str, task: str, atoms_list: list, threads: int, repeats: int)
     }  # fmt: skip
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    data = text.getvalue().encode()
-    atomic_write_bytes(path, lambda handle: handle.write(data))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--combos", default="cg/cg", help="comma-separated conv/product backends (default cg/cg)")
@@ -202,7 +191,7 @@ def main(argv=None) -> int:
                 flush=True,
             )
     args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, args.out / "compile_speed.csv")
+    write_csv(args.out / "compile_speed.csv", rows, FIELDS)
     print(f"wrote {args.out / 'compile_speed.csv'}")
     return 0
 

@@ -18,7 +18,6 @@ Two tasks, float32, interleaved medians (``gaunt_speed.interleaved_medians``):
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gaunt_speed import forward_backward, interleaved_medians  # noqa: E402
 
 from equitensor import TensorProduct  # noqa: E402
+from equitensor.atomic import write_csv  # noqa: E402
 from equitensor.irreps import natural_irreps  # noqa: E402
 from equitensor.ops.backends import factorized  # noqa: E402
 
@@ -110,10 +110,7 @@ def main(argv=None) -> int:
             for row in measure(args.repeats):
                 rows.append({"threads": threads, **row})
                 print(", ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
-        with (args.output / name).open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(args.output / name, rows)
         print(f"wrote {args.output / name}")
     return 0
 

@@ -20,7 +20,6 @@ size vs ``max_atoms_per_batch``) and ``data_throughput.png``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import resource
 import subprocess
@@ -167,18 +166,6 @@ def batch_atom_spread(source: str, batch_size: int, world: int = 2) -> list[dict
     ]  # fmt: skip
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """CSV written to a temporary file, fsynced and renamed (never a half-written result)."""
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        fh.flush()
-        __import__("os").fsync(fh.fileno())
-    tmp.replace(path)
-
-
 def plot(rates: list[dict], rss: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -274,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     for row in spread:
         print(f"{row['batching']:<28} atoms per batch {row['atoms_min']}-{row['atoms_max']} ({row['max_over_min']:.2f}x), "
               f"rank spread {row['rank_spread_max']:.3f}", flush=True)  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
+    from equitensor.atomic import write_csv
+
     write_csv(args.out / "data_batching.csv", spread)
     write_csv(args.out / "data_throughput.csv", rates)
     write_csv(args.out / "data_rss.csv", rss)

@@ -13,15 +13,13 @@ and writes ``<out>/element_linear.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from equitensor.datasets.cache import atomic_write_bytes
+from equitensor.atomic import write_csv
 from equitensor.models import blocks
 from equitensor.models.blocks import ElementGroups, ElementLinear
 
@@ -72,11 +70,7 @@ def main(argv=None) -> int:
                   f"ratio {gather / gemm:.2f}", flush=True)  # fmt: skip
     finally:
         blocks.DENSE_ELEMENTS_MAX = default
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(args.out / "element_linear.csv", lambda handle: handle.write(text.getvalue().encode()))
+    write_csv(args.out / "element_linear.csv", rows, FIELDS)
     print(f"wrote {args.out / 'element_linear.csv'}")
     return 0
 

@@ -19,7 +19,6 @@ per dtype) and ``.png``, and prints a table.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import statistics
 import sys
@@ -34,6 +33,7 @@ import torch  # noqa: E402
 from ase.calculators.calculator import all_changes  # noqa: E402
 from ase.io import read  # noqa: E402
 
+from equitensor.atomic import write_csv  # noqa: E402
 from equitensor.datasets.cache import atomic_write_bytes  # noqa: E402
 from equitensor.models import EquitensorCalculator, from_mace  # noqa: E402
 
@@ -107,11 +107,7 @@ def main(argv=None) -> int:
         })  # fmt: skip
         print(rows[-1], flush=True)
     out = Path(args.out)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(out, lambda fh: fh.write(text.getvalue().encode()))
+    write_csv(out, rows)
     plot(rows, out.with_suffix(".png"))
     return 0
 

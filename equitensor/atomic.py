@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["OutputError", "atomic_write", "check_writable", "remove_stale_temporaries", "save_torch"]
+__all__ = ["OutputError", "atomic_write", "check_writable", "remove_stale_temporaries", "save_torch", "write_csv"]
 
 TMP_SUFFIX = ".tmp"
 
@@ -92,6 +92,19 @@ def save_torch(obj, path: str | Path) -> Path:
 
     with atomic_write(path, "wb") as handle:
         torch.save(obj, handle)
+    return Path(path)
+
+
+def write_csv(path: str | Path, rows: list[dict], fieldnames=None, **writer_options) -> Path:
+    """``rows`` as a CSV with a header through :func:`atomic_write`; columns ``fieldnames``
+    (default: the first row's keys); ``writer_options`` go to ``csv.DictWriter`` (``restval``,
+    ``extrasaction``)."""
+    import csv
+
+    with atomic_write(path, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fieldnames or rows[0]), **writer_options)
+        writer.writeheader()
+        writer.writerows(rows)
     return Path(path)
 
 

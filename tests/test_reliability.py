@@ -68,21 +68,27 @@ def test_failed_write_keeps_previous_file_and_names_it(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [target]  # no temporary file left
 
 
-def test_output_files_get_the_permissions_open_would_give(tmp_path):
+def test_output_files_get_the_permissions_open_would_give(tmp_path, monkeypatch):
     import os
     import stat
 
-    with open(tmp_path / "reference", "w") as handle:  # what a plain open() creates under this umask
-        handle.write("x")
-    expected = stat.S_IMODE(os.stat(tmp_path / "reference").st_mode)
-    new = tmp_path / "metrics.csv"
-    with atomic.atomic_write(new) as handle:
-        handle.write("new\n")
-    assert stat.S_IMODE(os.stat(new).st_mode) == expected  # not mkstemp's owner-only 0o600
-    os.chmod(new, 0o640)  # a replaced file keeps the mode its owner gave it
-    with atomic.atomic_write(new) as handle:
-        handle.write("newer\n")
-    assert stat.S_IMODE(os.stat(new).st_mode) == 0o640
+    previous = os.umask(0o022)  # a umask under which open() and mkstemp (0o600) differ
+    try:
+        monkeypatch.setattr(atomic, "NEW_FILE_MODE", 0o666 & ~atomic._process_umask())
+        with open(tmp_path / "reference", "w") as handle:
+            handle.write("x")
+        expected = stat.S_IMODE(os.stat(tmp_path / "reference").st_mode)
+        assert expected == 0o644
+        new = tmp_path / "metrics.csv"
+        with atomic.atomic_write(new) as handle:
+            handle.write("new\n")
+        assert stat.S_IMODE(os.stat(new).st_mode) == expected
+        os.chmod(new, 0o640)  # a replaced file keeps the mode its owner gave it
+        with atomic.atomic_write(new) as handle:
+            handle.write("newer\n")
+        assert stat.S_IMODE(os.stat(new).st_mode) == 0o640
+    finally:
+        os.umask(previous)
 
 
 def test_killed_model_save_keeps_previous_best_model(tmp_path, monkeypatch):

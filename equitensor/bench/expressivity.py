@@ -20,7 +20,7 @@ import torch
 
 from .. import expressivity as ex
 from ..ops.backends.registry import available_backends
-from .output import atomic_write
+from .output import atomic_write, write_csv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,10 +73,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{'' if consistent else ' (paths DISAGREE with the numerics!)'}"
               f"{'; lost: ' + ', '.join(lost[:6]) + (' ...' if len(lost) > 6 else '') if lost else ''}")  # fmt: skip
 
-    with atomic_write(args.output / "expressivity.csv", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.output / "expressivity.csv", rows)
     with atomic_write(args.output / "expressivity_paths.csv", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["backend", "ir_in1", "ir_in2", "ir_out", "listed_in_paths", "numerically_nonzero"])

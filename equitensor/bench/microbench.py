@@ -54,7 +54,6 @@ the current directory) and returns 0.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import platform
 import statistics
@@ -77,7 +76,7 @@ from .device import (
     synchronize,
     time_call,
 )
-from .output import atomic_write, save_figure
+from .output import save_figure, write_csv
 
 SETTINGS = ("siso", "simo", "mimo", "mace", "selfprod")
 #: samples per call (edges for ``mace``) when ``--batch`` is not given: 10^4 keeps a CPU run
@@ -395,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             for dtype_name in dtypes:
                 new = _run_case(case, backends, dtype_name, passes, args, matmul, too_slow, device)
                 rows.extend(dict(row, device=info["device"]) for row in new)
-                _write_csv(out_dir / f"{stem}.csv", rows)  # after every case: a cut-off run keeps its rows
+                # after every case: a cut-off run keeps its rows
+                write_csv(out_dir / f"{stem}.csv", rows, CSV_FIELDS, restval="", extrasaction="ignore")
         if not args.no_plot:
             _plot(out_dir / f"{stem}.png", rows, setting, info)
         all_rows.extend(rows)
@@ -544,14 +544,6 @@ def _time_backend(backend: str, base: dict, run: dict) -> tuple[list[dict], floa
         print(f"  {case.setting:8s} L={case.L:<2d} {backend:10s} {base['dtype']} {pass_name:6s} "
               f"{median * 1e3:10.2f} ms  {gflops:7.2f} GFLOP/s  diff {diff}", flush=True)  # fmt: skip
     return rows, first_call
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with atomic_write(path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
 
 
 def _plot(path: Path, rows: list[dict], setting: str, info: dict) -> None:

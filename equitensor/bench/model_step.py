@@ -49,7 +49,7 @@ from pathlib import Path
 
 from ..irreps import natural_irreps
 from .device import device_name, peak_memory_mb, reset_peak_memory, resolve_device, time_call
-from .output import atomic_write, save_figure
+from .output import save_figure, write_csv
 
 #: the folder holding the ``equitensor`` package: the worker subprocesses import this copy
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -438,10 +438,7 @@ FIELDS = ["system", "max_L", "channels", "dtype", "impl", "conv", "product", "th
 
 def write_results(rows, out: Path, plot: bool = True) -> None:
     """The CSV at ``out`` and, with ``plot``, its bar chart beside it (``.png``)."""
-    with atomic_write(out, newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(out, rows, FIELDS, extrasaction="ignore")
     if not plot:
         return
     try:

@@ -1,32 +1,13 @@
-"""Result files of the benchmark harnesses: written to a temp file, flushed, fsynced and renamed."""
+"""Result files of the benchmark harnesses, written through :mod:`equitensor.atomic` (a temp
+file, flushed, fsynced and renamed: an interrupted run never leaves a truncated file)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
+from ..atomic import atomic_write, write_csv
 
-@contextlib.contextmanager
-def atomic_write(path: Path, mode: str = "w", **open_kwargs):
-    """Open a temp file beside ``path`` for writing; on success it replaces ``path`` in one rename.
-
-    An interrupted run leaves the previous file (or none) in place, never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, mode, **open_kwargs) as stream:
-            yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+__all__ = ["atomic_write", "save_figure", "with_default_out", "write_csv"]
 
 
 def save_figure(figure, path: Path, **savefig_kwargs) -> None:

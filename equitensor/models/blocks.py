@@ -22,8 +22,9 @@ from .radial import RadialMLP
 #: without host counts, up to this many elements every atom runs through all elements' maps in
 #: one GEMM (E times the flops) and keeps its own; beyond it, each atom gathers its element's
 #: ``[U, W]`` weights for a batched mat-vec. Both costs grow with the atoms, only the GEMM's with
-#: the elements. Alone, the GEMM form is the faster one well past this bound on a CPU; inside a
-#: compiled MACE training step with 11 elements it was not, so the bound stays where both agree.
+#: the elements. Alone (``benchmarks/element_linear.py``) the GEMM form is the faster one well past
+#: this bound on a CPU, but in a compiled MACE training step with more elements its extra GEMM
+#: work was not repaid (``benchmarks/compile_speed.py``), so the bound stays where both agree.
 DENSE_ELEMENTS_MAX = 8
 
 

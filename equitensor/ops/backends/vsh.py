@@ -218,21 +218,16 @@ class VSHBackend(TensorProductBackend):
         """The projection of the output slots from ``project [H, (lmax+1)^2]`` (``Y_lm`` times the
         quadrature weights).
 
-        ``project`` ``[D, W, H]``: the table of each distinct output slot degree (in slot order),
-        zero-padded to ``W = 2 lmax_out + 1`` rows; ``project_degree [O]`` the table of each slot
-        (``None`` when it is the identity); ``output_index [irreps_out.dim]`` the row of the
-        flattened ``[K * O * W (+ 1 zero), Z]`` coefficients that feeds each output column.
+        ``project`` ``[O, W, H]``: the table of each output slot's degree, zero-padded to
+        ``W = 2 lmax_out + 1`` rows; ``output_index [irreps_out.dim]`` the row of the flattened
+        ``[K * O * W (+ 1 zero), Z]`` coefficients that feeds each output column.
         """
         degrees = self.slot_degrees[2]
-        distinct = list(dict.fromkeys(degrees))
         width = 2 * max(degrees, default=0) + 1
-        table = np.zeros((len(distinct), width, self.points))
-        for row, l in enumerate(distinct):
-            table[row, : 2 * l + 1] = project[:, l * l : (l + 1) ** 2].T
+        table = np.zeros((len(degrees), width, self.points))
+        for slot, l in enumerate(degrees):
+            table[slot, : 2 * l + 1] = project[:, l * l : (l + 1) ** 2].T
         self.add_table("project", table)
-        rows = [distinct.index(l) for l in degrees]
-        identity = rows == list(range(len(rows)))
-        self.register_buffer("project_degree", None if identity else torch.as_tensor(rows), persistent=False)
         channels = self.channels if self.batched[2] else 1
         zero = channels * len(degrees) * width  # the zero row of unused output blocks
         index = np.full(self.descriptor.irreps_out.dim, zero)
@@ -407,8 +402,6 @@ class VSHBackend(TensorProductBackend):
         """
         k, slots, _ = grid_sums.shape
         table = self.table("project", grid_sums)
-        if self.project_degree is not None:
-            table = table.index_select(0, self.project_degree)
         coefficients = table @ grid_sums.view(k, slots, self.points, z)  # [K, O, W, Z]
         flat = coefficients.view(k * slots * table.shape[1], z)
         if self.pad_output:
