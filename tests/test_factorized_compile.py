@@ -1,4 +1,4 @@
-"""The factorised backends (gaunt_grid, gaunt_fft, cp) under torch.compile, on meta tensors, and
+"""The factorised backends (gaunt_grid, gaunt_fft, cp) and vsh under torch.compile, on meta tensors, and
 the plain (device / compile) form of the FFT route against its CPU autograd Function."""
 
 import pytest
@@ -17,6 +17,7 @@ COMPILED_ROUTES = [
     ("gaunt_fft", {}),
     ("gaunt_fft", {"method": "fft"}),
     ("cp", {}),
+    ("vsh", {}),
 ]
 
 

@@ -191,7 +191,7 @@ def whole_batch_reference(impl, x1, x2, weight):
 
     z = x1.shape[0]
     forms = impl.bilinear_forms(weight, x1)
-    f1, f2 = impl.lift(x1, 0), impl.lift(x2, 1)
+    f1, f2 = impl.signals_by_channel(impl.lift(x1, 0), 0), impl.signals_by_channel(impl.lift(x2, 1), 1)
     sums = 0
     for parity in impl.parities:
         c0, c1 = impl.components[parity]
@@ -200,7 +200,7 @@ def whole_batch_reference(impl, x1, x2, weight):
         )
     if not impl.batched[2]:
         sums = sums.sum(0, keepdim=True)
-    return impl.project(sums, z)
+    return impl.project(sums.transpose(0, 1).reshape(-1, sums.shape[-1]), z)
 
 
 SPARSE_CASES = [
@@ -259,7 +259,7 @@ def test_opcheck_vsh_products(target):
     _, vsh = both("0e+1o+1e+2e", "1o+1e", "0e+0o+1e+1o+2e", mode="uvu")
     impl = vsh.impl
     x1, x2, w = random_inputs(vsh, 2, True)
-    f1, f2 = (impl.lift(x, side).reshape(-1, 2 * impl.points) for side, x in ((0, x1), (1, x2)))
+    f1, f2 = (impl.lift(x, side) for side, x in ((0, x1), (1, x2)))
     operands = [torch.randn(impl.channels * impl.slot_counts[2], 2 * impl.points, dtype=torch.float64), f1, f2]
     operands.append(impl.sparse_values(w, x1))
     shape = operands[target].shape

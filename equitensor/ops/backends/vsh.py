@@ -4,25 +4,23 @@ Same function, weights and weight layout as ``cg`` (e3nn's per-path weights, eve
 instructions, ``l1 + l2 + l3`` odd included), computed on an S2 grid as in ``gaunt_grid``
 (Xie, Daigavane, Kotak, Smidt, arXiv 2602.21466):
 
-* lift: every input is sampled once per signal kind with one batched GEMM per input against
-  padded tables ``[slots, C * H, 2 lmax + 1]`` (``C`` signal components, ``H`` grid points), as
+* lift: every input block is sampled with one batched GEMM against the table of its degree
+  ``[C * H, 2l + 1]`` (``C`` signal components, ``H`` grid points; :mod:`.block_matmul`), as
   scalar signals ``f = sum_m x_m Y_lm`` and, when the instructions have odd paths, as the
   tangent vector signals ``Phi f`` (input 1) and ``Psi f`` (input 2) of :mod:`equitensor.so3.vsh`.
-  The signals are ``[K, slots, C, H * Z]`` (``K`` the batched channels or 1, ``Z`` samples),
-  points ordered ``(grid point, sample)``: the GEMM writes this layout directly and reads the
-  gathered inputs as a strided view;
+  The signals are rows ``(slot, channel, component)`` of ``H * Z`` points ordered ``(grid point,
+  sample)``; the GEMMs read the inputs in place and write this layout directly;
 * pointwise: at every grid point the products scalar x scalar (paths with ``l1 + l2 + l3`` even)
   and ``Phi f1 . Psi f2 = r_hat . (grad f1 x grad f2)`` (odd paths) of every slot pair are mixed
-  into the output slots ``[K, O, H * Z]`` by the bilinear form ``M``: the weight of each path
+  into the output slots (rows ``(slot, channel)``) by the bilinear form ``M``: the weight of each path
   times e3nn's path coefficient divided by the generalised Gaunt factor
   (``so3.vsh.generalised_gaunt_factor``), built from the weights at each call. With shared
   weights on the CPU (outside functorch transforms) this runs the sparse kernels of
   :mod:`.vsh_sparse` over the nonzero entries of ``M``, one row of points per (channel, slot,
   component); otherwise (other devices, per-sample weights, functorch) it runs dense GEMMs per
   block of ``M`` (:class:`GridProducts`, :func:`whole_batch_products`);
-* project: one batched GEMM ``[W, H] @ [H, Z]`` per output slot against ``Y_l3`` times the
-  quadrature weights, zero-padded to ``W = 2 lmax_out + 1`` rows, reads the grid sums in place
-  and gives ``[K, O, W, Z]``; one index picks the ``[Z, irreps_out.dim]`` output (mul_ir layout).
+* project: one batched GEMM ``[2l + 1, H] @ [H, Z]`` per output block against ``Y_l`` times the
+  quadrature weights reads the grid sums in place and writes the output's columns.
 
 The slots of each side are ordered by the parity of their degree. A path's output degree has the
 parity of ``l1 + l2`` (even paths) or ``l1 + l2 + 1`` (odd paths), so ``M`` is block sparse: its
@@ -55,6 +53,7 @@ import torch.nn.functional as F
 from ... import so3
 from ...so3 import vsh as so3_vsh
 from .base import TensorProductBackend, instruction_paths
+from .block_matmul import RowBlock, block_matmul
 from .vsh_sparse import VSH_PRODUCT_OPS
 
 #: per mode, whether the channel of (input 1, input 2, output) is a batch index of the product
@@ -92,6 +91,15 @@ class ProductGroup(NamedTuple):
         return self.o1 - self.o0
 
 
+class LiftPlan(NamedTuple):
+    """The lift of one input: :func:`.block_matmul` blocks, the signal rows they fill
+    (``slots * slot channels * C * H``) and the degree of each table ``lift_{side}_{l}``."""
+
+    blocks: tuple[RowBlock, ...]
+    rows: int
+    degrees: tuple[int, ...]
+
+
 class VSHBackend(TensorProductBackend):
     """Clebsch-Gordan tensor product by scalar and vector signal products on an exact S2 grid."""
 
@@ -106,6 +114,7 @@ class VSHBackend(TensorProductBackend):
         d = descriptor
         self.paths = instruction_paths(d)
         self.weight_numel = d.weight_numel
+        self._dim_out = d.irreps_out.dim  # forward reads plain ints (torch.compile guards on them)
         modes = {ins.mode for ins in d.instructions}
         if len(modes) > 1:
             raise ValueError(f"backend 'vsh' runs one connection mode per product, got {sorted(modes)}")
@@ -197,66 +206,53 @@ class VSHBackend(TensorProductBackend):
             self.components[parity] = (start, start + COMPONENTS[SIGNAL_KINDS[parity][0]])
             start = self.components[parity][1]
         self.signal_components = start
-        for side in (0, 1):
-            # one table for all signal kinds, so each input is lifted by one GEMM
-            kinds = [self._padded_lift_table(side, tables[SIGNAL_KINDS[p][side]]) for p in self.parities]
-            self.add_table(f"lift_{side}", np.concatenate(kinds, axis=1) if kinds else np.zeros((0, 0, 1)))
-            self.register_buffer(f"gather_{side}", torch.as_tensor(self._gather_index(side)), persistent=False)
+        self.lift_plans = [self._build_lift(side, tables) for side in (0, 1)]
         self._build_projection(tables["project"])
 
-    def _padded_lift_table(self, side: int, values: np.ndarray) -> np.ndarray:
-        """``[slots, C * H, 2 lmax + 1]``: the signal table of each slot's degree, zero-padded in ``m``."""
-        values = values.reshape(-1, values.shape[-2], values.shape[-1])  # [C, H, (lmax+1)^2]
-        degrees = self.slot_degrees[side]
-        width = 2 * max(degrees, default=0) + 1
-        table = np.zeros((len(degrees), values.shape[0] * values.shape[1], width))
-        for slot, l in enumerate(degrees):
-            table[slot, :, : 2 * l + 1] = values[:, :, l * l : (l + 1) ** 2].reshape(-1, 2 * l + 1)
-        return table
+    def _slot_channels(self, side: int) -> int:
+        """The channels each slot of ``side`` holds in the signal rows (``K`` if batched, else 1)."""
+        return self.channels if self.batched[side] else 1
+
+    def _build_lift(self, side: int, tables) -> LiftPlan:
+        """The lift of input ``side`` as :func:`.block_matmul` blocks, one per used input block.
+
+        Its tables ``lift_{side}_{l}`` ``[C * H, 2l + 1]`` stack the signal kinds of every parity
+        (:attr:`components`) for degree ``l``; the signal rows are ``(slot, channel, component, point)``
+        with ``slot_channels`` channels per slot (a slot-major layout, so that every block of the
+        input writes one contiguous range).
+        """
+        irreps = self._irreps(side)
+        kinds = [tables[SIGNAL_KINDS[parity][side]].reshape(-1, self.points, tables["scalar"].shape[-1]) for parity in self.parities]
+        rows_per_slot = self._slot_channels(side) * self.signal_components * self.points
+        degrees, blocks = [], []
+        for block, ((mul, ir), block_slice) in enumerate(zip(irreps, irreps.slices())):
+            if block not in self.slots[side]:
+                continue
+            if ir.l not in degrees:
+                columns = slice(ir.l**2, (ir.l + 1) ** 2)
+                self.add_table(f"lift_{side}_{ir.l}", np.concatenate([kind[:, :, columns].reshape(-1, ir.dim) for kind in kinds]))
+                degrees.append(ir.l)
+            rows_out = self.signal_components * self.points
+            blocks.append(RowBlock(block_slice.start, self.slots[side][block] * rows_per_slot, mul, ir.dim, rows_out, degrees.index(ir.l)))
+        return LiftPlan(tuple(blocks), self.slot_counts[side] * rows_per_slot, tuple(degrees))
 
     def _build_projection(self, project: np.ndarray) -> None:
-        """The projection of the output slots from ``project [H, (lmax+1)^2]`` (``Y_lm`` times the
-        quadrature weights).
-
-        ``project`` ``[O, W, H]``: the table of each output slot's degree, zero-padded to
-        ``W = 2 lmax_out + 1`` rows; ``output_index [irreps_out.dim]`` the row of the flattened
-        ``[K * O * W (+ 1 zero), Z]`` coefficients that feeds each output column.
-        """
-        degrees = self.slot_degrees[2]
-        width = 2 * max(degrees, default=0) + 1
-        table = np.zeros((len(degrees), width, self.points))
-        for slot, l in enumerate(degrees):
-            table[slot, : 2 * l + 1] = project[:, l * l : (l + 1) ** 2].T
-        self.add_table("project", table)
-        channels = self.channels if self.batched[2] else 1
-        zero = channels * len(degrees) * width  # the zero row of unused output blocks
-        index = np.full(self.descriptor.irreps_out.dim, zero)
+        """The projection of the grid sums ``[O * K_out * H, Z]`` (rows ``(output slot, channel,
+        point)``) onto the output coefficients ``[irreps_out.dim, Z]`` as :func:`.block_matmul`
+        blocks, one per used output block, with tables ``project_{l}`` ``[2l + 1, H]`` (``Y_lm``
+        times the quadrature weights); the rows of unused output blocks are zero."""
         irreps = self.descriptor.irreps_out
+        rows_per_slot = self._slot_channels(2) * self.points
+        degrees, blocks = [], []
         for block, ((mul, ir), block_slice) in enumerate(zip(irreps, irreps.slices())):
             if block not in self.slots[2]:
                 continue
-            start = self.slots[2][block]
-            for u in range(mul):
-                k, slot = (u, start) if self.batched[2] else (0, start + u)
-                column = block_slice.start + u * ir.dim
-                index[column : column + ir.dim] = (k * len(degrees) + slot) * width + np.arange(ir.dim)
-        self.pad_output = bool((index == zero).any())
-        self.register_buffer("output_index", torch.as_tensor(index, dtype=torch.int64), persistent=False)
-
-    def _gather_index(self, side: int) -> np.ndarray:
-        """``[K, slots, 2 lmax + 1]`` columns of the input (``dim`` = a zero pad) feeding each slot."""
-        irreps = self._irreps(side)
-        degrees = self.slot_degrees[side]
-        channels = self.channels if self.batched[side] else 1
-        index = np.full((channels, len(degrees), 2 * max(degrees, default=0) + 1), irreps.dim)
-        for block, (mul, ir), block_slice in zip(range(len(irreps)), irreps, irreps.slices()):
-            if block not in self.slots[side]:
-                continue
-            start = self.slots[side][block]
-            for u in range(mul):
-                k, slot = (u, start) if self.batched[side] else (0, start + u)
-                index[k, slot, : ir.dim] = block_slice.start + u * ir.dim + np.arange(ir.dim)
-        return index
+            if ir.l not in degrees:
+                self.add_table(f"project_{ir.l}", project[:, ir.l**2 : (ir.l + 1) ** 2].T)
+                degrees.append(ir.l)
+            blocks.append(RowBlock(self.slots[2][block] * rows_per_slot, block_slice.start, mul, self.points, ir.dim, degrees.index(ir.l)))
+        self.projection_degrees = tuple(degrees)
+        self.projection_blocks = tuple(blocks)
 
     def _build_bilinear_plan(self) -> None:
         """The dense blocks of ``M`` per parity and where each weight lands in them.
@@ -309,12 +305,13 @@ class VSHBackend(TensorProductBackend):
         scale)`` (arrays over the path's weights): ``sparse_tables`` (see that module), the
         weight index ``sparse_source [E]`` and constant ``sparse_scale [E]`` of each entry."""
         columns = [[], [], [], [], [], [], []]  # r1, r2, components, row, source, scale, order key
-        k1, k2 = (self.channels if self.batched[side] else 1 for side in (0, 1))
+        k1, k2, k_out = (self._slot_channels(side) for side in range(3))
         for parity, k, a, b, o, source, scale in paths:
             c0, c1 = self.components[parity]
-            r1 = ((k % k1) * self.slot_counts[0] + a) * self.signal_components + c0
-            r2 = ((k % k2) * self.slot_counts[1] + b) * self.signal_components + c0
-            row = (k if self.batched[2] else 0) * self.slot_counts[2] + o
+            # slot-major rows, as the lift writes them and the projection reads them
+            r1 = (a * k1 + k % k1) * self.signal_components + c0
+            r2 = (b * k2 + k % k2) * self.signal_components + c0
+            row = o * k_out + k % k_out
             for column, values in zip(columns, (r1, r2, np.full(k.shape, c1 - c0), row, source, np.full(k.shape, scale))):
                 column.append(np.asarray(values))
         r1, r2, components, row, source, scale = (np.concatenate(c) if c else np.zeros(0, np.int64) for c in columns[:6])
@@ -380,33 +377,34 @@ class VSHBackend(TensorProductBackend):
         return values.unsqueeze(0)
 
     def lift(self, x: torch.Tensor, side: int) -> torch.Tensor:
-        """Signals of every slot of input ``side`` on the grid: ``[K or 1, slots, C, H * Z]``.
+        """Signals of every slot of input ``side`` (``x [Z, irreps.dim]``) on the grid: ``[R, H * Z]``.
 
-        The components are those of every parity's signal kind (:attr:`components`): ``"scalar"``
-        (1) for even paths, ``"phi"`` (input 1) or ``"psi"`` (input 2) (2) for odd ones; points
-        are ordered ``(grid point, sample)``.
+        Rows ``(slot, channel, component)`` (:meth:`signals_by_channel` views them as ``[K or 1,
+        slots, C, H * Z]``); the components are those of every parity's signal kind
+        (:attr:`components`): ``"scalar"`` (1) for even paths, ``"phi"`` (input 1) or ``"psi"``
+        (input 2) (2) for odd ones; points are ordered ``(grid point, sample)``.
         """
-        index = getattr(self, f"gather_{side}")
-        k, slots, width = index.shape
-        padded = F.pad(x, (0, 1))  # the zero column that pads every slot to 2 lmax + 1
-        gathered = padded[:, index.reshape(-1)].view(-1, k, slots, width).permute(1, 2, 3, 0)
-        signals = self.table(f"lift_{side}", x) @ gathered  # [K, slots, C * H, Z]
-        return signals.view(k, slots, self.signal_components, -1)
+        plan = self.lift_plans[side]
+        tables = tuple(self.table(f"lift_{side}_{l}", x) for l in plan.degrees)
+        signals = block_matmul(x.t(), plan.blocks, plan.rows, tables)  # [R * H, Z]
+        return signals.view(plan.rows // self.points, self.points * x.shape[0])
+
+    def signals_by_channel(self, signals: torch.Tensor, side: int) -> torch.Tensor:
+        """:meth:`lift`'s ``[R, N]`` as the (strided) view ``[K or 1, slots, C, N]``."""
+        shape = (self.slot_counts[side], self._slot_channels(side), self.signal_components, signals.shape[-1])
+        return signals.view(shape).transpose(0, 1)
 
     def project(self, grid_sums: torch.Tensor, z: int) -> torch.Tensor:
-        """``grid_sums [K or 1, O, H * Z]`` to the output ``[Z, irreps_out.dim]`` (mul_ir layout).
+        """``grid_sums [O * K_out, H * Z]`` (rows ``(output slot, channel)``, ``K_out`` = ``K`` when
+        the output channel is batched, else 1) to the output ``[Z, irreps_out.dim]`` (mul_ir layout).
 
-        One batched GEMM ``[W, H] @ [H, Z]`` per slot against the padded tables reads the grid
-        sums in place (its backward writes their gradient in the same layout); one index picks
-        the output columns from the ``[K * O * W, Z]`` coefficients.
+        One batched GEMM ``[2l + 1, H] @ [H, Z]`` per output block reads the grid sums in place and
+        writes the output's columns (its backward writes the sums' gradient in the same layout).
         """
-        k, slots, _ = grid_sums.shape
-        table = self.table("project", grid_sums)
-        coefficients = table @ grid_sums.view(k, slots, self.points, z)  # [K, O, W, Z]
-        flat = coefficients.view(k * slots * table.shape[1], z)
-        if self.pad_output:
-            flat = F.pad(flat, (0, 0, 0, 1))
-        return flat.t().index_select(1, self.output_index)
+        tables = tuple(self.table(f"project_{l}", grid_sums) for l in self.projection_degrees)
+        rows = grid_sums.shape[0] * self.points
+        coefficients = block_matmul(grid_sums.reshape(rows, z), self.projection_blocks, self._dim_out, tables)
+        return coefficients.t().contiguous()
 
     def uses_sparse_kernel(self, weight: torch.Tensor | None, like: torch.Tensor) -> bool:
         """Whether :meth:`forward` runs the sparse CPU kernels of :mod:`.vsh_sparse`: shared
@@ -422,26 +420,25 @@ class VSHBackend(TensorProductBackend):
     def forward(self, x1, x2, weight):
         z = x1.shape[0]
         if not self.parities:
-            return x1.new_zeros(z, self.descriptor.irreps_out.dim)
+            return x1.new_zeros(z, self._dim_out)
         f1, f2 = self.lift(x1, 0), self.lift(x2, 1)
         if self.uses_sparse_kernel(weight, x1):
-            rows = (self.channels if self.batched[2] else 1) * self.slot_counts[2]
-            grid_sums = VSH_PRODUCT_OPS.forward(
-                f1.reshape(-1, f1.shape[-1]), f2.reshape(-1, f2.shape[-1]), self.sparse_values(weight, x1),
-                rows, f1.shape[-1], self.sparse_tables,
-            )
-            return self.project(grid_sums.view(-1, self.slot_counts[2], f1.shape[-1]), z)
+            rows = self._slot_channels(2) * self.slot_counts[2]
+            grid_sums = VSH_PRODUCT_OPS.forward(f1, f2, self.sparse_values(weight, x1), rows, f1.shape[-1], self.sparse_tables)
+            return self.project(grid_sums, z)
         forms = self.bilinear_forms(weight, x1)
         widths = [c1 - c0 for c0, c1 in self.components.values()]
         # split, not slices: the backward of each slice would fill a zero copy of all signals
-        f1s, f2s = f1.split(widths, dim=2), f2.split(widths, dim=2)
+        f1s = self.signals_by_channel(f1, 0).split(widths, dim=2)
+        f2s = self.signals_by_channel(f2, 1).split(widths, dim=2)
         grid_sums = None
         for parity, f1p, f2p in zip(self.parities, f1s, f2s):
             sums = grid_products(f1p, f2p, self.groups[parity], self.slot_counts[2], forms[parity], z)
             grid_sums = sums if grid_sums is None else grid_sums + sums
         if not self.batched[2]:  # uuw sums its batch channel u into every output channel w
             grid_sums = grid_sums.sum(0, keepdim=True)
-        return self.project(grid_sums, z)
+        channels, outputs, points = grid_sums.shape
+        return self.project(grid_sums.transpose(0, 1).reshape(outputs * channels, points), z)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mode={self.mode}, resolution={self.resolution}, points={self.points}"
