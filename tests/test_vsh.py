@@ -10,6 +10,7 @@ import torch
 from sympy.physics.wigner import wigner_3j as sympy_wigner_3j
 
 from equitensor import TensorProduct, so3
+from equitensor.ops.backends import vsh as vsh_module
 from equitensor.so3 import vsh as so3_vsh
 
 from .test_models import ethanol, run, slab, small_model
@@ -130,6 +131,25 @@ def test_gradients_twice(shared):
     inputs = tuple(t.requires_grad_() for t in (x1, x2, w))
     assert torch.autograd.gradcheck(vsh, inputs)
     assert torch.autograd.gradgradcheck(vsh, inputs)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_chunked_batches_equal_cg_through_second_derivatives(shared, monkeypatch):
+    """A batch split into chunks of samples (here 3, the last one short) gives cg's outputs,
+    gradients and gradients of gradients (per-sample weights are chunked with their samples)."""
+    cg, vsh = both("0e+1o+2e", "0e+1o+1e", "0e+1o+1e+2e+2o", shared=shared, mode="uvu")
+    monkeypatch.setattr(vsh_module, "CHUNK_BYTES", 3 * 8 * vsh.impl.signal_rows)
+    assert vsh.impl.chunk_samples(8) == 3
+    x1, x2, w = random_inputs(cg, 8, shared)
+
+    def derivatives(tp):
+        inputs = tuple(t.clone().requires_grad_() for t in (x1, x2, w))
+        out = tp(*inputs)
+        grads = torch.autograd.grad((out**2).sum(), inputs, create_graph=True)
+        return (out, *grads, *torch.autograd.grad(sum((g**2).sum() for g in grads), inputs))
+
+    for got, expected in zip(derivatives(vsh), derivatives(cg)):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
 
 
 def test_message_passing_equals_cg():

@@ -100,6 +100,14 @@ class LiftPlan(NamedTuple):
     degrees: tuple[int, ...]
 
 
+#: :meth:`VSHBackend.forward` runs eager batches in chunks of samples whose largest signal tensor
+#: holds at most this many bytes. Below glibc's largest mmap threshold (32 MiB), the memory a chunk
+#: frees is reused from the heap by the next one instead of going back to the OS and being
+#: page-faulted in again (for the whole batch at once that cost about as much as the arithmetic:
+#: MIMO L = 8, batch 10^4), and the whole batch's signals never exist at once.
+CHUNK_BYTES = 16 << 20
+
+
 class VSHBackend(TensorProductBackend):
     """Clebsch-Gordan tensor product by scalar and vector signal products on an exact S2 grid."""
 
@@ -417,10 +425,32 @@ class VSHBackend(TensorProductBackend):
             and not torch._C._are_functorch_transforms_active()
         )
 
+    @property
+    def signal_rows(self) -> int:
+        """Values per sample of the largest signal tensor: either lift or the grid sums."""
+        return max(self.lift_plans[0].rows, self.lift_plans[1].rows, self._slot_channels(2) * self.slot_counts[2] * self.points)
+
+    def chunk_samples(self, itemsize: int) -> int:
+        """Samples per chunk of :meth:`forward` (its largest signal tensor holds at most :data:`CHUNK_BYTES`)."""
+        return max(1, CHUNK_BYTES // (self.signal_rows * itemsize))
+
     def forward(self, x1, x2, weight):
         z = x1.shape[0]
         if not self.parities:
             return x1.new_zeros(z, self._dim_out)
+        chunk = self.chunk_samples(x1.element_size())
+        if z <= chunk or torch.compiler.is_compiling():  # compiled graphs keep the batch symbolic
+            return self._forward_samples(x1, x2, weight)
+        per_sample = weight is not None and weight.ndim == 2 and weight.shape[0] == z and z != 1
+        outputs = [
+            self._forward_samples(x1[i : i + chunk], x2[i : i + chunk], weight[i : i + chunk] if per_sample else weight)
+            for i in range(0, z, chunk)
+        ]
+        return torch.cat(outputs)
+
+    def _forward_samples(self, x1, x2, weight):
+        """The product of one chunk of samples (every sample when it fits :data:`CHUNK_BYTES`)."""
+        z = x1.shape[0]
         f1, f2 = self.lift(x1, 0), self.lift(x2, 1)
         if self.uses_sparse_kernel(weight, x1):
             rows = self._slot_channels(2) * self.slot_counts[2]
