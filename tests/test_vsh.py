@@ -135,8 +135,9 @@ def test_gradients_twice(shared):
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_chunked_batches_equal_cg_through_second_derivatives(shared, monkeypatch):
-    """A batch split into chunks of samples (here 3, the last one short) gives cg's outputs,
-    gradients and gradients of gradients (per-sample weights are chunked with their samples)."""
+    """The unfused execution splits a batch into chunks of samples (here 3, the last one short):
+    cg's outputs, gradients and gradients of gradients (per-sample weights are chunked with their
+    samples; shared weights run the fused kernels, which the chunk size does not change)."""
     cg, vsh = both("0e+1o+2e", "0e+1o+1e", "0e+1o+1e+2e+2o", shared=shared, mode="uvu")
     monkeypatch.setattr(vsh_module, "CHUNK_BYTES", 3 * 8 * vsh.impl.signal_rows)
     assert vsh.impl.chunk_samples(8) == 3
@@ -201,12 +202,12 @@ def test_hemisphere_quadrature_equals_the_full_grid(l1, l2, l3):
     np.testing.assert_allclose(half, so3_vsh.grid_product_tensor(l1, l2, l3), atol=1e-12)
 
 
-# -- the sparse CPU kernels of shared-weight grid products (ops/backends/vsh_sparse.py) ----------
+# -- the fused CPU kernels of shared-weight products (ops/backends/vsh_fused.py) ----------------
 
 
 def whole_batch_reference(impl, x1, x2, weight):
     """The backend's output through :func:`whole_batch_products` (dense forms, plain torch ops):
-    an independent path to the sparse kernels' grid sums."""
+    an independent path to the fused kernels' output."""
     from equitensor.ops.backends.vsh import whole_batch_products
 
     z = x1.shape[0]
@@ -232,10 +233,11 @@ SPARSE_CASES = [
 
 
 @pytest.mark.parametrize("mode,a,b,c", SPARSE_CASES)
-def test_sparse_kernels_equal_whole_batch_products(mode, a, b, c):
+def test_fused_kernels_equal_whole_batch_products(mode, a, b, c):
     _, vsh = both(a, b, c, mode=mode)
-    x1, x2, w = random_inputs(vsh, 7, True, seed=3)
-    assert vsh.impl.uses_sparse_kernel(w, x1) and "odd" in vsh.impl.parities and "even" in vsh.impl.parities
+    x1, x2, w = random_inputs(vsh, 150, True, seed=3)  # several tiles of samples, the last one short
+    assert vsh.impl.fused_integer_tables[-1][-1] < 150 and 150 % vsh.impl.fused_integer_tables[-1][-1]
+    assert vsh.impl.uses_fused_kernel(w, x1) and "odd" in vsh.impl.parities and "even" in vsh.impl.parities
     inputs = [t.clone().requires_grad_() for t in (x1, x2, w)]
     refs = [t.clone().requires_grad_() for t in (x1, x2, w)]
     got, want = vsh.impl(*inputs), whole_batch_reference(vsh.impl, *refs)
@@ -253,12 +255,12 @@ def test_sparse_kernels_equal_whole_batch_products(mode, a, b, c):
         torch.testing.assert_close(grad, grad_ref, atol=1e-10, rtol=0)
 
 
-def test_sparse_kernels_run_only_for_shared_weights_on_the_cpu_outside_functorch(monkeypatch):
-    from equitensor.ops.backends import vsh_sparse
+def test_fused_kernels_run_only_for_shared_weights_on_the_cpu_outside_functorch(monkeypatch):
+    from equitensor.ops.backends import vsh_fused
 
     calls = []
-    kernel = vsh_sparse._forward
-    monkeypatch.setattr(vsh_sparse, "_forward", lambda *args: (calls.append(1), kernel(*args))[1])
+    kernel = vsh_fused._forward
+    monkeypatch.setattr(vsh_fused, "_forward", lambda *args: (calls.append(1), kernel(*args))[1])
     _, vsh = both("0e+1o+1e", "1o+1e", "0e+0o+1e+1o+2e", mode="uvu")
     x1, x2, w = random_inputs(vsh, 3, True)
     vsh(x1, x2, w)
@@ -266,24 +268,46 @@ def test_sparse_kernels_run_only_for_shared_weights_on_the_cpu_outside_functorch
     _, per_sample = both("0e+1o+1e", "1o+1e", "0e+0o+1e+1o+2e", shared=False, mode="uvu")
     x1, x2, w = random_inputs(per_sample, 3, False)
     per_sample(x1, x2, w)
-    assert len(calls) == 1 and not per_sample.impl.uses_sparse_kernel(w, x1)
+    assert len(calls) == 1 and not per_sample.impl.uses_fused_kernel(w, x1)
     seen = []
-    torch.func.vmap(lambda x: (seen.append(vsh.impl.uses_sparse_kernel(None, x)), x)[1])(x1)
+    torch.func.vmap(lambda x: (seen.append(vsh.impl.uses_fused_kernel(None, x)), x)[1])(x1)
     assert seen == [False]
 
 
 @pytest.mark.parametrize("target", range(4))
-def test_opcheck_vsh_products(target):
+def test_opcheck_vsh_fused(target):
     from torch.library import opcheck
 
     _, vsh = both("0e+1o+1e+2e", "1o+1e", "0e+0o+1e+1o+2e", mode="uvu")
     impl = vsh.impl
-    x1, x2, w = random_inputs(vsh, 2, True)
-    f1, f2 = (impl.lift(x, side) for side, x in ((0, x1), (1, x2)))
-    operands = [torch.randn(impl.channels * impl.slot_counts[2], 2 * impl.points, dtype=torch.float64), f1, f2]
+    x1, x2, w = random_inputs(vsh, 3, True)
+    operands = [torch.randn(3, vsh.irreps_out.dim, dtype=torch.float64), x1, x2]
     operands.append(impl.sparse_values(w, x1))
     shape = operands[target].shape
     sources = [operands[s] for s in range(4) if s != target]
-    opcheck(torch.ops.equitensor.vsh_products_contract, (target, *sources, *shape, impl.sparse_tables))
+    tables = impl.fused_tables(x1)
+    opcheck(torch.ops.equitensor.vsh_fused_contract, (target, *sources, *shape, tables))
     if target == 0:
-        opcheck(torch.ops.equitensor.vsh_products_input_gradients, (*operands, impl.sparse_tables))
+        opcheck(torch.ops.equitensor.vsh_fused_input_gradients, (*operands, tables))
+
+
+def test_fused_kernels_compile_fullgraph_through_second_derivatives():
+    """Shared weights (the fused custom ops) under ``torch.compile(fullgraph=True)``: outputs, force-like
+    create_graph gradients and their gradients equal eager."""
+    _, vsh = both("0e+1o+1e+2e", "0e+1o+1e", "0e+0o+1e+1o+2e+2o", mode="uvw")
+    x1, x2, w = random_inputs(vsh, 9, True)
+
+    def run(function):
+        inputs = tuple(t.clone().requires_grad_() for t in (x1, x2, w))
+        out, grad1, grad2 = function(*inputs)
+        return (out, grad1, grad2, *torch.autograd.grad((grad1**2).sum() + (grad2**2).sum(), inputs))
+
+    def forces_like(a, b, weight):
+        out = vsh(a, b, weight)
+        grad1, grad2 = torch.autograd.grad((out**2).sum(), (a, b), create_graph=True)
+        return out, grad1, grad2
+
+    with torch._dynamo.config.patch(trace_autograd_ops=True):
+        compiled = run(torch.compile(forces_like, fullgraph=True, backend="aot_eager"))
+    for got, expected in zip(compiled, run(forces_like)):
+        torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)

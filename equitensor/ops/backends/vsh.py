@@ -4,23 +4,25 @@ Same function, weights and weight layout as ``cg`` (e3nn's per-path weights, eve
 instructions, ``l1 + l2 + l3`` odd included), computed on an S2 grid as in ``gaunt_grid``
 (Xie, Daigavane, Kotak, Smidt, arXiv 2602.21466):
 
-* lift: every input block is sampled with one batched GEMM against the table of its degree
-  ``[C * H, 2l + 1]`` (``C`` signal components, ``H`` grid points; :mod:`.block_matmul`), as
-  scalar signals ``f = sum_m x_m Y_lm`` and, when the instructions have odd paths, as the
-  tangent vector signals ``Phi f`` (input 1) and ``Psi f`` (input 2) of :mod:`equitensor.so3.vsh`.
-  The signals are rows ``(slot, channel, component)`` of ``H * Z`` points ordered ``(grid point,
-  sample)``; the GEMMs read the inputs in place and write this layout directly;
+* lift: every input block is sampled on the grid with the table of its degree ``[C * H, 2l + 1]``
+  (``C`` signal components, ``H`` grid points), as scalar signals ``f = sum_m x_m Y_lm`` and, when
+  the instructions have odd paths, as the tangent vector signals ``Phi f`` (input 1) and ``Psi f``
+  (input 2) of :mod:`equitensor.so3.vsh`; the signals are rows ``(slot, channel, component)``;
 * pointwise: at every grid point the products scalar x scalar (paths with ``l1 + l2 + l3`` even)
   and ``Phi f1 . Psi f2 = r_hat . (grad f1 x grad f2)`` (odd paths) of every slot pair are mixed
-  into the output slots (rows ``(slot, channel)``) by the bilinear form ``M``: the weight of each path
-  times e3nn's path coefficient divided by the generalised Gaunt factor
-  (``so3.vsh.generalised_gaunt_factor``), built from the weights at each call. With shared
-  weights on the CPU (outside functorch transforms) this runs the sparse kernels of
-  :mod:`.vsh_sparse` over the nonzero entries of ``M``, one row of points per (channel, slot,
-  component); otherwise (other devices, per-sample weights, functorch) it runs dense GEMMs per
-  block of ``M`` (:class:`GridProducts`, :func:`whole_batch_products`);
-* project: one batched GEMM ``[2l + 1, H] @ [H, Z]`` per output block against ``Y_l`` times the
-  quadrature weights reads the grid sums in place and writes the output's columns.
+  into the output slots (rows ``(slot, channel)``) by the bilinear form ``M``: the weight of each
+  path times e3nn's path coefficient divided by the generalised Gaunt factor
+  (``so3.vsh.generalised_gaunt_factor``), built from the weights at each call;
+* project: the grid sums times ``Y_lm`` and the quadrature weights give the output's columns.
+
+Two executions of these three steps:
+
+* shared weights on the CPU (outside functorch transforms): the kernels of :mod:`.vsh_fused` run
+  all three per tile of samples in cache-resident scratch, over the nonzero entries of ``M`` only;
+* otherwise (other devices, per-sample weights, functorch, no fused kernel): lift and projection
+  are one batched GEMM per block (:mod:`.block_matmul`) over points ordered ``(grid point,
+  sample)``, the products dense GEMMs per block of ``M`` (:class:`GridProducts`,
+  :func:`whole_batch_products`); eager batches run in chunks of :data:`CHUNK_BYTES`.
 
 The slots of each side are ordered by the parity of their degree. A path's output degree has the
 parity of ``l1 + l2`` (even paths) or ``l1 + l2 + 1`` (odd paths), so ``M`` is block sparse: its
@@ -54,7 +56,7 @@ from ... import so3
 from ...so3 import vsh as so3_vsh
 from .base import TensorProductBackend, instruction_paths
 from .block_matmul import RowBlock, block_matmul
-from .vsh_sparse import VSH_PRODUCT_OPS
+from . import vsh_fused
 
 #: per mode, whether the channel of (input 1, input 2, output) is a batch index of the product
 #: (kept through it) rather than a slot of the bilinear form.
@@ -100,11 +102,11 @@ class LiftPlan(NamedTuple):
     degrees: tuple[int, ...]
 
 
-#: :meth:`VSHBackend.forward` runs eager batches in chunks of samples whose largest signal tensor
-#: holds at most this many bytes. Below glibc's largest mmap threshold (32 MiB), the memory a chunk
-#: frees is reused from the heap by the next one instead of going back to the OS and being
-#: page-faulted in again (for the whole batch at once that cost about as much as the arithmetic:
-#: MIMO L = 8, batch 10^4), and the whole batch's signals never exist at once.
+#: The unfused execution of :meth:`VSHBackend.forward` runs eager batches in chunks of samples
+#: whose largest signal tensor holds at most this many bytes. Below glibc's largest mmap threshold
+#: (32 MiB), the memory a chunk frees is reused from the heap by the next one instead of going back
+#: to the OS and being page-faulted in again (for a whole batch of 10^4 at L = 8 that cost about as
+#: much as the arithmetic), and the whole batch's signals never exist at once.
 CHUNK_BYTES = 16 << 20
 
 
@@ -137,6 +139,7 @@ class VSHBackend(TensorProductBackend):
         )
         self._build_grid(resolution)
         self._build_bilinear_plan()
+        self._build_fused_tables()
 
     # -- construction ---------------------------------------------------------------------------
     def _parity(self, ins) -> str:
@@ -309,7 +312,7 @@ class VSHBackend(TensorProductBackend):
         self._build_sparse_plan(sparse)
 
     def _build_sparse_plan(self, paths) -> None:
-        """The entry tables of :mod:`.vsh_sparse` from the paths' ``(parity, k, a, b, o, source,
+        """The entry tables of :mod:`.vsh_fused` from the paths' ``(parity, k, a, b, o, source,
         scale)`` (arrays over the path's weights): ``sparse_tables`` (see that module), the
         weight index ``sparse_source [E]`` and constant ``sparse_scale [E]`` of each entry."""
         columns = [[], [], [], [], [], [], []]  # r1, r2, components, row, source, scale, order key
@@ -332,6 +335,51 @@ class VSHBackend(TensorProductBackend):
         self.sparse_tables = [torch.as_tensor(np.ascontiguousarray(t), dtype=torch.int64) for t in tables]
         self.register_buffer("sparse_source", torch.as_tensor(source[order], dtype=torch.int64), persistent=False)
         self.add_table("sparse_scale", scale[order])
+
+    def _build_fused_tables(self) -> None:
+        """The tables of :mod:`.vsh_fused` after :attr:`sparse_tables`: per input column (lift) and
+        per output column (projection) its signal row and table offset; the float tables as
+        ``fused_lift_1``, ``fused_lift_2``, ``fused_project`` (flat, ``[dim, C, H]`` / ``[dim, H]``
+        per degree)."""
+        h, c = self.points, self.signal_components
+        integers = []
+        for side, plan in enumerate(self.lift_plans):
+            flat, offsets, columns = [], {}, [[], [], [], []]  # in, row, comp, base
+            for b in plan.blocks:
+                l = plan.degrees[b.table]
+                if l not in offsets:
+                    offsets[l] = sum(t.size for t in flat)
+                    flat.append(self.master(f"lift_{side}_{l}").reshape(c, h, b.rows_in).transpose(2, 0, 1).ravel())
+                for i in range(b.count):
+                    for m in range(b.rows_in):
+                        values = (b.in_start + i * b.rows_in + m, (b.out_start + i * b.rows_out) // h, c, offsets[l] + m * c * h)
+                        for column, value in zip(columns, values):
+                            column.append(value)
+            integers += columns
+            self.add_table(f"fused_lift_{side + 1}", np.concatenate(flat) if flat else np.zeros(1))
+        flat, offsets, columns = [], {}, [[], [], []]  # row, out, base
+        for b in self.projection_blocks:
+            l = self.projection_degrees[b.table]
+            if l not in offsets:
+                offsets[l] = sum(t.size for t in flat)
+                flat.append(self.master(f"project_{l}").ravel())
+            for i in range(b.count):
+                for m in range(b.rows_out):
+                    values = ((b.in_start + i * b.rows_in) // h, b.out_start + i * b.rows_out + m, offsets[l] + m * h)
+                    for column, value in zip(columns, values):
+                        column.append(value)
+        integers += columns
+        self.add_table("fused_project", np.concatenate(flat) if flat else np.zeros(1))
+        rows = (self.lift_plans[0].rows // h, self.lift_plans[1].rows // h, self._slot_channels(2) * self.slot_counts[2])
+        # backward scratch: both signals, both their gradients and the grid sums' gradient
+        tile = vsh_fused.tile_samples(2 * rows[0] + 2 * rows[1] + rows[2], h)
+        integers.append(rows + (h, tile))
+        self.fused_integer_tables = [torch.as_tensor(np.asarray(t, dtype=np.int64)) for t in integers]
+
+    def fused_tables(self, like: torch.Tensor) -> list[torch.Tensor]:
+        """The tables of :mod:`.vsh_fused` (order :data:`.vsh_fused.TABLES`) in ``like``'s dtype."""
+        floats = [self.table(name, like) for name in ("fused_lift_1", "fused_lift_2", "fused_project")]
+        return [*self.sparse_tables, *self.fused_integer_tables, *floats]
 
     def _path_entries(self, ins, muls):
         """Per weight of the path (e3nn's row-major block): batch ``k``, slots ``a, b, o`` within the
@@ -414,8 +462,8 @@ class VSHBackend(TensorProductBackend):
         coefficients = block_matmul(grid_sums.reshape(rows, z), self.projection_blocks, self._dim_out, tables)
         return coefficients.t().contiguous()
 
-    def uses_sparse_kernel(self, weight: torch.Tensor | None, like: torch.Tensor) -> bool:
-        """Whether :meth:`forward` runs the sparse CPU kernels of :mod:`.vsh_sparse`: shared
+    def uses_fused_kernel(self, weight: torch.Tensor | None, like: torch.Tensor) -> bool:
+        """Whether :meth:`forward` runs the fused CPU kernels of :mod:`.vsh_fused`: shared
         weights on the CPU outside functorch transforms (which need plain ops)."""
         shared = weight is None or weight.ndim == 1 or weight.shape[0] == 1
         return (
@@ -438,6 +486,8 @@ class VSHBackend(TensorProductBackend):
         z = x1.shape[0]
         if not self.parities:
             return x1.new_zeros(z, self._dim_out)
+        if self.uses_fused_kernel(weight, x1):
+            return vsh_fused.VSH_FUSED_OPS.forward(x1, x2, self.sparse_values(weight, x1), z, self._dim_out, self.fused_tables(x1))
         chunk = self.chunk_samples(x1.element_size())
         if z <= chunk or torch.compiler.is_compiling():  # compiled graphs keep the batch symbolic
             return self._forward_samples(x1, x2, weight)
@@ -452,10 +502,6 @@ class VSHBackend(TensorProductBackend):
         """The product of one chunk of samples (every sample when it fits :data:`CHUNK_BYTES`)."""
         z = x1.shape[0]
         f1, f2 = self.lift(x1, 0), self.lift(x2, 1)
-        if self.uses_sparse_kernel(weight, x1):
-            rows = self._slot_channels(2) * self.slot_counts[2]
-            grid_sums = VSH_PRODUCT_OPS.forward(f1, f2, self.sparse_values(weight, x1), rows, f1.shape[-1], self.sparse_tables)
-            return self.project(grid_sums, z)
         forms = self.bilinear_forms(weight, x1)
         widths = [c1 - c0 for c0, c1 in self.components.values()]
         # split, not slices: the backward of each slice would fill a zero copy of all signals
