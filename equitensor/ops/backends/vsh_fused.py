@@ -60,15 +60,20 @@ def tile_samples(scratch_rows: int, points: int) -> int:
 # the loops (``table[base + h]`` with ``base`` read from an array runs 10x slower).
 
 
+@numba.njit(cache=True)
+def _zero_rows(rows, n):
+    """``rows[:, :n] = 0``."""
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        for i in range(n):
+            row[i] = 0
+
+
 @numba.njit(cache=True, fastmath=True)
 def _lift(x, t0, width, col_in, col_row, col_comp, col_base, table, points, signals):
     """``signals[row_j + c, t * H + h] = sum_j table[base_j + c * H + h] * x[t0 + t, in_j]`` over
     the input columns ``j`` (rows overwritten)."""
-    n = width * points
-    for r in range(signals.shape[0]):
-        row = signals[r]
-        for i in range(n):
-            row[i] = 0
+    _zero_rows(signals, width * points)
     for t in range(width):
         for j in range(col_in.shape[0]):
             a = x[t0 + t, col_in[j]]
@@ -111,11 +116,7 @@ def _project(sums, t0, width, col_row, col_out, col_base, table, points, out, ze
 @numba.njit(cache=True, fastmath=True)
 def _project_transposed(grad_out, t0, width, col_row, col_out, col_base, table, points, grad_sums):
     """The adjoint of :func:`_project` (``grad_sums`` overwritten)."""
-    n = width * points
-    for r in range(grad_sums.shape[0]):
-        row = grad_sums[r]
-        for i in range(n):
-            row[i] = 0
+    _zero_rows(grad_sums, width * points)
     for t in range(width):
         for j in range(col_out.shape[0]):
             a = grad_out[t0 + t, col_out[j]]
@@ -140,10 +141,7 @@ def _pair_product(f1, f2, r1, r2, components, n, prod):
 @numba.njit(cache=True, fastmath=True)
 def _products(f1, f2, v, r1, r2, components, start, row, n, sums, prod):
     """``sums[:, :n]`` (overwritten): every entry's value times its pair's product."""
-    for r in range(sums.shape[0]):
-        s = sums[r]
-        for j in range(n):
-            s[j] = 0
+    _zero_rows(sums, n)
     for p in range(r1.shape[0]):
         _pair_product(f1, f2, r1[p], r2[p], components[p], n, prod)
         for e in range(start[p], start[p + 1]):
@@ -156,12 +154,10 @@ def _products(f1, f2, v, r1, r2, components, start, row, n, sums, prod):
 def _products_backward(gsums, f1, f2, v, r1, r2, components, start, row, n, g1, g2, gv, need1, need2, needv, prod, gpair, zero):
     """Gradients of ``<gsums, products(f1, f2, v)>`` on ``n`` columns: ``g1``/``g2`` overwritten
     (when needed), ``gv`` accumulated (when needed)."""
-    for g, need in ((g1, need1), (g2, need2)):
-        if need:
-            for r in range(g.shape[0]):
-                gr = g[r]
-                for j in range(n):
-                    gr[j] = 0
+    if need1:
+        _zero_rows(g1, n)
+    if need2:
+        _zero_rows(g2, n)
     for p in range(r1.shape[0]):
         for j in range(n):
             gpair[j] = 0
