@@ -4,7 +4,7 @@ Runs the MIMO setting of :mod:`equitensor.bench.microbench` (natural-parity irre
 each degree up to L in both inputs, up to 2L out, multiplicity 1, shared weights) and writes
 ``benchmarks/results/vsh_speed.csv`` (+ ``.png``)::
 
-    flock /tmp/equitensor-bench.lock python benchmarks/vsh_speed.py --repeats 3 --threads 2
+    flock /tmp/equitensor-bench.lock python benchmarks/vsh_speed.py --repeats 5 --threads 2
 """
 
 import argparse

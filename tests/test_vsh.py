@@ -124,7 +124,7 @@ def test_equivariant_under_rotations_and_inversion():
     torch.testing.assert_close(vsh(x1 @ d1.T, x2 @ d2.T, w), vsh(x1, x2, w) @ d_out.T, atol=1e-10, rtol=0)
 
 
-@pytest.mark.parametrize("shared", [True, False])  # shared: the chunked pair GEMM; per sample: batched forms
+@pytest.mark.parametrize("shared", [True, False])
 def test_gradients_twice(shared):
     _, vsh = both("0e+1o+1e", "1o+1e", "0e+0o+1e+1o+2e", shared=shared, mode="uvu")
     x1, x2, w = random_inputs(vsh, 2, shared)
@@ -135,10 +135,11 @@ def test_gradients_twice(shared):
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_chunked_batches_equal_cg_through_second_derivatives(shared, monkeypatch):
-    """The unfused execution splits a batch into chunks of samples (here 3, the last one short):
-    cg's outputs, gradients and gradients of gradients (per-sample weights are chunked with their
-    samples; shared weights run the fused kernels, which the chunk size does not change)."""
+    """The unfused execution (off the CPU, under functorch) splits a batch into chunks of samples
+    (here 3, the last one short): cg's outputs, gradients and gradients of gradients (per-sample
+    weights are chunked with their samples)."""
     cg, vsh = both("0e+1o+2e", "0e+1o+1e", "0e+1o+1e+2e+2o", shared=shared, mode="uvu")
+    monkeypatch.setattr(type(vsh.impl), "uses_fused_kernel", lambda self, weight, like: False)
     monkeypatch.setattr(vsh_module, "CHUNK_BYTES", 3 * 8 * vsh.impl.signal_rows)
     assert vsh.impl.chunk_samples(8) == 3
     x1, x2, w = random_inputs(cg, 8, shared)
@@ -232,10 +233,11 @@ SPARSE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "per_sample"])
 @pytest.mark.parametrize("mode,a,b,c", SPARSE_CASES)
-def test_fused_kernels_equal_whole_batch_products(mode, a, b, c):
-    _, vsh = both(a, b, c, mode=mode)
-    x1, x2, w = random_inputs(vsh, 150, True, seed=3)  # several tiles of samples, the last one short
+def test_fused_kernels_equal_whole_batch_products(mode, a, b, c, shared):
+    _, vsh = both(a, b, c, mode=mode, shared=shared)
+    x1, x2, w = random_inputs(vsh, 150, shared, seed=3)  # several tiles of samples, the last one short
     assert vsh.impl.fused_integer_tables[-1][-1] < 150 and 150 % vsh.impl.fused_integer_tables[-1][-1]
     assert vsh.impl.uses_fused_kernel(w, x1) and "odd" in vsh.impl.parities and "even" in vsh.impl.parities
     inputs = [t.clone().requires_grad_() for t in (x1, x2, w)]
@@ -255,7 +257,7 @@ def test_fused_kernels_equal_whole_batch_products(mode, a, b, c):
         torch.testing.assert_close(grad, grad_ref, atol=1e-10, rtol=0)
 
 
-def test_fused_kernels_run_only_for_shared_weights_on_the_cpu_outside_functorch(monkeypatch):
+def test_fused_kernels_run_on_the_cpu_outside_functorch(monkeypatch):
     from equitensor.ops.backends import vsh_fused
 
     calls = []
@@ -268,7 +270,7 @@ def test_fused_kernels_run_only_for_shared_weights_on_the_cpu_outside_functorch(
     _, per_sample = both("0e+1o+1e", "1o+1e", "0e+0o+1e+1o+2e", shared=False, mode="uvu")
     x1, x2, w = random_inputs(per_sample, 3, False)
     per_sample(x1, x2, w)
-    assert len(calls) == 1 and not per_sample.impl.uses_fused_kernel(w, x1)
+    assert len(calls) == 2
     seen = []
     torch.func.vmap(lambda x: (seen.append(vsh.impl.uses_fused_kernel(None, x)), x)[1])(x1)
     assert seen == [False]

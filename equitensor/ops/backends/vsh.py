@@ -17,9 +17,10 @@ instructions, ``l1 + l2 + l3`` odd included), computed on an S2 grid as in ``gau
 
 Two executions of these three steps:
 
-* shared weights on the CPU (outside functorch transforms): the kernels of :mod:`.vsh_fused` run
-  all three per tile of samples in cache-resident scratch, over the nonzero entries of ``M`` only;
-* otherwise (other devices, per-sample weights, functorch, no fused kernel): lift and projection
+* on the CPU (outside functorch transforms), shared or per-sample weights: the kernels of
+  :mod:`.vsh_fused` run all three per tile of samples in cache-resident scratch, over the nonzero
+  entries of ``M`` only;
+* otherwise (other devices, functorch transforms): lift and projection
   are one batched GEMM per block (:mod:`.block_matmul`) over points ordered ``(grid point,
   sample)``, the products dense GEMMs per block of ``M`` (:class:`GridProducts`,
   :func:`whole_batch_products`); eager batches run in chunks of :data:`CHUNK_BYTES`.
@@ -424,13 +425,14 @@ class VSHBackend(TensorProductBackend):
         return forms
 
     def sparse_values(self, weight: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-        """``[1, E]``: the nonzero values of the bilinear form for shared weights (order of ``sparse_tables``)."""
+        """The nonzero values of the bilinear form (order of ``sparse_tables``): ``[1, E]`` for
+        shared weights (``None``, ``[numel]`` or ``[1, numel]``), ``[Z, E]`` for per-sample ones."""
         if weight is None:
-            extended = like.new_ones(self.weight_numel + 1)
+            extended = like.new_ones(1, self.weight_numel + 1)
         else:
-            extended = torch.cat([weight.reshape(-1), weight.new_ones(1)])
-        values = extended.index_select(0, self.sparse_source) * self.table("sparse_scale", like)
-        return values.unsqueeze(0)
+            weight = weight.reshape(1, -1) if weight.ndim == 1 else weight
+            extended = torch.cat([weight, weight.new_ones(weight.shape[0], 1)], dim=1)
+        return extended.index_select(1, self.sparse_source) * self.table("sparse_scale", like)
 
     def lift(self, x: torch.Tensor, side: int) -> torch.Tensor:
         """Signals of every slot of input ``side`` (``x [Z, irreps.dim]``) on the grid: ``[R, H * Z]``.
@@ -463,12 +465,10 @@ class VSHBackend(TensorProductBackend):
         return coefficients.t().contiguous()
 
     def uses_fused_kernel(self, weight: torch.Tensor | None, like: torch.Tensor) -> bool:
-        """Whether :meth:`forward` runs the fused CPU kernels of :mod:`.vsh_fused`: shared
-        weights on the CPU outside functorch transforms (which need plain ops)."""
-        shared = weight is None or weight.ndim == 1 or weight.shape[0] == 1
+        """Whether :meth:`forward` runs the fused CPU kernels of :mod:`.vsh_fused` (shared or
+        per-sample weights): on the CPU outside functorch transforms (which need plain ops)."""
         return (
-            shared
-            and bool(self.parities)
+            bool(self.parities)
             and like.device.type == "cpu"
             and not torch._C._are_functorch_transforms_active()
         )

@@ -10,7 +10,7 @@ needs: the unfused pipeline spent most of its time on memory.)
 Within a tile, the signals are rows ``(slot, channel, component)`` of ``T * H`` points ordered
 ``(sample, grid point)``; the grid sums rows ``(output slot, channel)`` in the same order. On such
 rows the product is ``S[row_e] += v_e * sum_(c < C_p) F1[r1_p + c] * F2[r2_p + c]`` for every
-entry ``e`` of every slot pair ``p`` (``v [1, E]`` the nonzero values of the bilinear form: weights
+entry ``e`` of every slot pair ``p`` (``v [1, E]`` shared or ``[Z, E]`` per sample: the nonzero values of the bilinear form: weights
 times constants).
 
 The product is the 4-linear form ``<out, T(x1, x2, v)>`` (lift and projection are linear),
@@ -139,21 +139,36 @@ def _pair_product(f1, f2, r1, r2, components, n, prod):
 
 
 @numba.njit(cache=True, fastmath=True)
-def _products(f1, f2, v, r1, r2, components, start, row, n, sums, prod):
-    """``sums[:, :n]`` (overwritten): every entry's value times its pair's product."""
+def _products(f1, f2, v, r1, r2, components, start, row, t0, width, points, sums, prod):
+    """``sums[:, :width * H]`` (overwritten): every entry's value times its pair's product; ``v``
+    is ``[1, E]`` (shared) or ``[Z, E]`` (per sample: row ``t0 + t`` for sample ``t`` of the tile)."""
+    n = width * points
+    per_sample = v.shape[0] > 1
     _zero_rows(sums, n)
     for p in range(r1.shape[0]):
         _pair_product(f1, f2, r1[p], r2[p], components[p], n, prod)
         for e in range(start[p], start[p + 1]):
-            ve, s = v[e], sums[row[e]]
-            for j in range(n):
-                s[j] += ve * prod[j]
+            s = sums[row[e]]
+            if per_sample:
+                for t in range(width):
+                    ve = v[t0 + t, e]
+                    seg, pseg = s[t * points : (t + 1) * points], prod[t * points : (t + 1) * points]
+                    for h in range(points):
+                        seg[h] += ve * pseg[h]
+            else:
+                ve = v[0, e]
+                for j in range(n):
+                    s[j] += ve * prod[j]
 
 
 @numba.njit(cache=True, fastmath=True)
-def _products_backward(gsums, f1, f2, v, r1, r2, components, start, row, n, g1, g2, gv, need1, need2, needv, prod, gpair, zero):
-    """Gradients of ``<gsums, products(f1, f2, v)>`` on ``n`` columns: ``g1``/``g2`` overwritten
-    (when needed), ``gv`` accumulated (when needed)."""
+def _products_backward(gsums, f1, f2, v, r1, r2, components, start, row, t0, width, points, g1, g2, gv, gv_row,
+                       need1, need2, needv, prod, gpair, zero):  # fmt: skip
+    """Gradients of ``<gsums, products(f1, f2, v)>`` on the tile: ``g1``/``g2`` overwritten (when
+    needed), ``gv`` accumulated (when needed) into row ``gv_row`` (shared ``v``) or ``t0 + t``
+    (per-sample ``v``)."""
+    n = width * points
+    per_sample = v.shape[0] > 1
     if need1:
         _zero_rows(g1, n)
     if need2:
@@ -163,18 +178,31 @@ def _products_backward(gsums, f1, f2, v, r1, r2, components, start, row, n, g1, 
             gpair[j] = 0
         if needv:
             _pair_product(f1, f2, r1[p], r2[p], components[p], n, prod)
-            for e in range(start[p], start[p + 1]):
-                ve, go = v[e], gsums[row[e]]
-                acc = zero
-                for j in range(n):
-                    gpair[j] += ve * go[j]
-                    acc += go[j] * prod[j]
-                gv[e] += acc
-        else:
-            for e in range(start[p], start[p + 1]):
-                ve, go = v[e], gsums[row[e]]
-                for j in range(n):
-                    gpair[j] += ve * go[j]
+        for e in range(start[p], start[p + 1]):
+            go = gsums[row[e]]
+            if per_sample:
+                for t in range(width):
+                    ve = v[t0 + t, e]
+                    gseg, pseg = go[t * points : (t + 1) * points], gpair[t * points : (t + 1) * points]
+                    for h in range(points):
+                        pseg[h] += ve * gseg[h]
+                    if needv:
+                        acc = zero
+                        prseg = prod[t * points : (t + 1) * points]
+                        for h in range(points):
+                            acc += gseg[h] * prseg[h]
+                        gv[t0 + t, e] += acc
+            else:
+                ve = v[0, e]
+                if needv:
+                    acc = zero
+                    for j in range(n):
+                        gpair[j] += ve * go[j]
+                        acc += go[j] * prod[j]
+                    gv[gv_row, e] += acc
+                else:
+                    for j in range(n):
+                        gpair[j] += ve * go[j]
         for c in range(components[p]):
             if need1:
                 ga, b = g1[r1[p] + c], f2[r2[p] + c]
@@ -199,20 +227,19 @@ def _tasks(samples: int, tile: int) -> int:
 def _forward(x1, x2, v, r1, r2, components, start, row,
              l1_in, l1_row, l1_comp, l1_base, l2_in, l2_row, l2_comp, l2_base,
              p_row, p_out, p_base, sizes, lift1, lift2, project, zero, out):  # fmt: skip
-    """``out [Z, D_out]`` (zero-filled by the caller) from ``x1 [Z, D1]``, ``x2 [Z, D2]``, ``v [E]``."""
+    """``out [Z, D_out]`` (zero-filled by the caller) from ``x1 [Z, D1]``, ``x2 [Z, D2]``, ``v [1 or Z, E]``."""
     rows1, rows2, rows_out, points, tile = sizes[0], sizes[1], sizes[2], sizes[3], sizes[4]
     samples = x1.shape[0]
     for it in numba.prange((samples + tile - 1) // tile):
         t0 = it * tile
         width = min(tile, samples - t0)
-        n = width * points
         f1 = np.empty((rows1, tile * points), dtype=x1.dtype)
         f2 = np.empty((rows2, tile * points), dtype=x1.dtype)
         sums = np.empty((rows_out, tile * points), dtype=x1.dtype)
         prod = np.empty(tile * points, dtype=x1.dtype)
         _lift(x1, t0, width, l1_in, l1_row, l1_comp, l1_base, lift1, points, f1)
         _lift(x2, t0, width, l2_in, l2_row, l2_comp, l2_base, lift2, points, f2)
-        _products(f1, f2, v, r1, r2, components, start, row, n, sums, prod)
+        _products(f1, f2, v, r1, r2, components, start, row, t0, width, points, sums, prod)
         _project(sums, t0, width, p_row, p_out, p_base, project, points, out, zero)
 
 
@@ -225,7 +252,7 @@ def _backward(gout, x1, x2, v, r1, r2, components, start, row,
     rows1, rows2, rows_out, points, tile = sizes[0], sizes[1], sizes[2], sizes[3], sizes[4]
     samples = gout.shape[0]
     tiles = (samples + tile - 1) // tile
-    tasks = gv.shape[0] if needv else min(tiles, 64)
+    tasks = min(tiles, 64)  # as _tasks: a shared v's gradient has one row per task
     per_task = (tiles + tasks - 1) // max(1, tasks)
     for task in numba.prange(tasks):
         f1 = np.empty((rows1, tile * points), dtype=gout.dtype)
@@ -235,17 +262,18 @@ def _backward(gout, x1, x2, v, r1, r2, components, start, row,
         gsums = np.empty((rows_out, tile * points), dtype=gout.dtype)
         prod = np.empty(tile * points, dtype=gout.dtype)
         gpair = np.empty(tile * points, dtype=gout.dtype)
-        gv_task = gv[task] if needv else np.empty(0, dtype=gout.dtype)
         for it in range(task * per_task, min(tiles, (task + 1) * per_task)):
             t0 = it * tile
             width = min(tile, samples - t0)
-            n = width * points
             _project_transposed(gout, t0, width, p_row, p_out, p_base, project, points, gsums)
             if need2 or needv:
                 _lift(x1, t0, width, l1_in, l1_row, l1_comp, l1_base, lift1, points, f1)
             if need1 or needv:
                 _lift(x2, t0, width, l2_in, l2_row, l2_comp, l2_base, lift2, points, f2)
-            _products_backward(gsums, f1, f2, v, r1, r2, components, start, row, n, gf1, gf2, gv_task, need1, need2, needv, prod, gpair, zero)
+            _products_backward(
+                gsums, f1, f2, v, r1, r2, components, start, row, t0, width, points, gf1, gf2, gv, task,
+                need1, need2, needv, prod, gpair, zero,
+            )  # fmt: skip
             if need1:
                 _lift_transposed(gf1, t0, width, l1_in, l1_row, l1_comp, l1_base, lift1, points, g1, zero)
             if need2:
@@ -266,21 +294,24 @@ def _kernel_tables(tables) -> list[np.ndarray]:
 
 
 def _gradients(gout, x1, x2, v, tables, shapes, need: tuple[bool, bool, bool]):
-    """``(g1, g2, gv [1, E])`` of ``<gout, out(x1, x2, v)>`` (``shapes`` of ``x1``, ``x2``); a
-    gradient not in ``need`` comes back empty, and its input may then be ``None``."""
+    """``(g1, g2, gv)`` of ``<gout, out(x1, x2, v)>`` (``shapes`` of ``x1``, ``x2``; ``gv`` shaped
+    like ``v``: ``[1, E]`` shared, ``[Z, E]`` per sample); a gradient not in ``need`` comes back
+    empty, and its input may then be ``None``."""
     sizes = tables[TABLES.index("sizes")]
     samples, dtype = gout.shape[0], gout.dtype
+    shared = v.shape[0] == 1
     g1 = torch.zeros(shapes[0] if need[0] else (0, 0), dtype=dtype)
     g2 = torch.zeros(shapes[1] if need[1] else (0, 0), dtype=dtype)
-    gv = torch.zeros(_tasks(samples, int(sizes[4])) if need[2] else 0, v.shape[-1], dtype=dtype)
+    gv_rows = (_tasks(samples, int(sizes[4])) if shared else samples) if need[2] else 0
+    gv = torch.zeros(gv_rows, v.shape[-1], dtype=dtype)
     absent = torch.zeros(samples, 0, dtype=dtype)
     x1 = absent if x1 is None else x1
     x2 = absent if x2 is None else x2
     _backward(
-        _numpy(gout), _numpy(x1), _numpy(x2), _numpy(v).reshape(-1), *_kernel_tables(tables),
+        _numpy(gout), _numpy(x1), _numpy(x2), _numpy(v), *_kernel_tables(tables),
         _zero(dtype), need[0], need[1], need[2], g1.numpy(), g2.numpy(), gv.numpy(),
     )  # fmt: skip
-    return g1, g2, gv.sum(0, keepdim=True)
+    return g1, g2, (gv.sum(0, keepdim=True) if shared else gv)
 
 
 def _contract(target, sources, rows, width, tables):
@@ -289,13 +320,13 @@ def _contract(target, sources, rows, width, tables):
     a, b, c = sources
     if target == OUT:
         out = torch.zeros(rows, width, dtype=a.dtype)
-        _forward(_numpy(a), _numpy(b), _numpy(c).reshape(-1), *_kernel_tables(tables), _zero(a.dtype), out.numpy())
+        _forward(_numpy(a), _numpy(b), _numpy(c), *_kernel_tables(tables), _zero(a.dtype), out.numpy())
         return out
     if target == X1:  # a = out, b = x2, c = v
         return _gradients(a, None, b, c, tables, ((rows, width), None), (True, False, False))[0]
     if target == X2:  # a = out, b = x1, c = v
         return _gradients(a, b, None, c, tables, (None, (rows, width)), (False, True, False))[1]
-    return _gradients(a, b, c, torch.ones(1, width, dtype=a.dtype), tables, (None, None), (False, False, True))[2]
+    return _gradients(a, b, c, torch.ones(rows, width, dtype=a.dtype), tables, (None, None), (False, False, True))[2]
 
 
 def _input_gradients(grad_out, x1, x2, v, tables):
@@ -304,5 +335,5 @@ def _input_gradients(grad_out, x1, x2, v, tables):
 
 
 #: ``equitensor::vsh_fused_contract`` / ``equitensor::vsh_fused_input_gradients`` (slots
-#: ``out [Z, D_out], x1 [Z, D1], x2 [Z, D2], v [1, E]``; tables :data:`TABLES`).
+#: ``out [Z, D_out], x1 [Z, D1], x2 [Z, D2], v [1 or Z, E]``; tables :data:`TABLES`).
 VSH_FUSED_OPS = define_multilinear_ops("vsh_fused", _contract, _input_gradients)
