@@ -139,6 +139,16 @@ def _pair_product(f1, f2, r1, r2, components, n, prod):
 
 
 @numba.njit(cache=True, fastmath=True)
+def _add_scaled_per_sample(target, source, v, e, t0, width, points):
+    """``target[t * H + h] += v[t0 + t, e] * source[t * H + h]`` for the tile's samples ``t``."""
+    for t in range(width):
+        ve = v[t0 + t, e]
+        tseg, sseg = target[t * points : (t + 1) * points], source[t * points : (t + 1) * points]
+        for h in range(points):
+            tseg[h] += ve * sseg[h]
+
+
+@numba.njit(cache=True, fastmath=True)
 def _products(f1, f2, v, r1, r2, components, start, row, t0, width, points, sums, prod):
     """``sums[:, :width * H]`` (overwritten): every entry's value times its pair's product; ``v``
     is ``[1, E]`` (shared) or ``[Z, E]`` (per sample: row ``t0 + t`` for sample ``t`` of the tile)."""
@@ -148,15 +158,10 @@ def _products(f1, f2, v, r1, r2, components, start, row, t0, width, points, sums
     for p in range(r1.shape[0]):
         _pair_product(f1, f2, r1[p], r2[p], components[p], n, prod)
         for e in range(start[p], start[p + 1]):
-            s = sums[row[e]]
             if per_sample:
-                for t in range(width):
-                    ve = v[t0 + t, e]
-                    seg, pseg = s[t * points : (t + 1) * points], prod[t * points : (t + 1) * points]
-                    for h in range(points):
-                        seg[h] += ve * pseg[h]
+                _add_scaled_per_sample(sums[row[e]], prod, v, e, t0, width, points)
             else:
-                ve = v[0, e]
+                ve, s = v[0, e], sums[row[e]]
                 for j in range(n):
                     s[j] += ve * prod[j]
 
@@ -181,14 +186,11 @@ def _products_backward(gsums, f1, f2, v, r1, r2, components, start, row, t0, wid
         for e in range(start[p], start[p + 1]):
             go = gsums[row[e]]
             if per_sample:
-                for t in range(width):
-                    ve = v[t0 + t, e]
-                    gseg, pseg = go[t * points : (t + 1) * points], gpair[t * points : (t + 1) * points]
-                    for h in range(points):
-                        pseg[h] += ve * gseg[h]
-                    if needv:
+                _add_scaled_per_sample(gpair, go, v, e, t0, width, points)
+                if needv:
+                    for t in range(width):
+                        gseg, prseg = go[t * points : (t + 1) * points], prod[t * points : (t + 1) * points]
                         acc = zero
-                        prseg = prod[t * points : (t + 1) * points]
                         for h in range(points):
                             acc += gseg[h] * prseg[h]
                         gv[t0 + t, e] += acc
