@@ -1,17 +1,17 @@
-"""Backend ``vsh`` with shared weights on the CPU: lift, grid products and projection fused per tile of samples.
+"""Backend ``vsh`` on the CPU: lift, grid products and projection fused per tile of samples.
 
 For a tile of ``T`` samples the kernels sample the inputs on the grid (the lift tables of
 :class:`~equitensor.ops.backends.vsh.VSHBackend`), form the products of the sparse entries of the
-bilinear form and project the grid sums onto the output, all in per-thread scratch arrays that stay
-in the cache; only the inputs and the output touch main memory. (Materialising the signals of a
-whole batch, then multiplying and projecting them, moves 10-100x more bytes than the arithmetic
-needs: the unfused pipeline spent most of its time on memory.)
+bilinear form and project the grid sums onto the output, all in per-thread scratch arrays that
+stay in the cache; only the inputs, the weights and the output touch main memory (the signals of
+a whole batch are many times larger than its inputs and outputs, and moving them is what the
+unfused execution spends much of its time on).
 
 Within a tile, the signals are rows ``(slot, channel, component)`` of ``T * H`` points ordered
 ``(sample, grid point)``; the grid sums rows ``(output slot, channel)`` in the same order. On such
 rows the product is ``S[row_e] += v_e * sum_(c < C_p) F1[r1_p + c] * F2[r2_p + c]`` for every
-entry ``e`` of every slot pair ``p`` (``v [1, E]`` shared or ``[Z, E]`` per sample: the nonzero values of the bilinear form: weights
-times constants).
+entry ``e`` of every slot pair ``p``; ``v`` holds the nonzero values of the bilinear form (weights
+times constants), ``[1, E]`` for shared weights or ``[Z, E]`` per sample.
 
 The product is the 4-linear form ``<out, T(x1, x2, v)>`` (lift and projection are linear),
 registered through :func:`~equitensor.ops.backends.multilinear.define_multilinear_ops` as
@@ -232,17 +232,21 @@ def _forward(x1, x2, v, r1, r2, components, start, row,
     """``out [Z, D_out]`` (zero-filled by the caller) from ``x1 [Z, D1]``, ``x2 [Z, D2]``, ``v [1 or Z, E]``."""
     rows1, rows2, rows_out, points, tile = sizes[0], sizes[1], sizes[2], sizes[3], sizes[4]
     samples = x1.shape[0]
-    for it in numba.prange((samples + tile - 1) // tile):
-        t0 = it * tile
-        width = min(tile, samples - t0)
+    tiles = (samples + tile - 1) // tile
+    tasks = min(tiles, 64)
+    per_task = (tiles + tasks - 1) // max(1, tasks)
+    for task in numba.prange(tasks):  # scratch allocated once per task, reused by its tiles
         f1 = np.empty((rows1, tile * points), dtype=x1.dtype)
         f2 = np.empty((rows2, tile * points), dtype=x1.dtype)
         sums = np.empty((rows_out, tile * points), dtype=x1.dtype)
         prod = np.empty(tile * points, dtype=x1.dtype)
-        _lift(x1, t0, width, l1_in, l1_row, l1_comp, l1_base, lift1, points, f1)
-        _lift(x2, t0, width, l2_in, l2_row, l2_comp, l2_base, lift2, points, f2)
-        _products(f1, f2, v, r1, r2, components, start, row, t0, width, points, sums, prod)
-        _project(sums, t0, width, p_row, p_out, p_base, project, points, out, zero)
+        for it in range(task * per_task, min(tiles, (task + 1) * per_task)):
+            t0 = it * tile
+            width = min(tile, samples - t0)
+            _lift(x1, t0, width, l1_in, l1_row, l1_comp, l1_base, lift1, points, f1)
+            _lift(x2, t0, width, l2_in, l2_row, l2_comp, l2_base, lift2, points, f2)
+            _products(f1, f2, v, r1, r2, components, start, row, t0, width, points, sums, prod)
+            _project(sums, t0, width, p_row, p_out, p_base, project, points, out, zero)
 
 
 @ThreadedKernel.define(cache=True, fastmath=True)
@@ -250,7 +254,8 @@ def _backward(gout, x1, x2, v, r1, r2, components, start, row,
               l1_in, l1_row, l1_comp, l1_base, l2_in, l2_row, l2_comp, l2_base,
               p_row, p_out, p_base, sizes, lift1, lift2, project, zero, need1, need2, needv, g1, g2, gv):  # fmt: skip
     """Gradients of ``<gout, out(x1, x2, v)>``: ``g1``, ``g2`` (zero-filled by the caller) and
-    ``gv [tasks, E]`` (zero-filled; row ``task`` accumulates) as ``need1``/``need2``/``needv`` ask."""
+    ``gv`` (zero-filled; ``[tasks, E]`` for a shared ``v``, row ``task`` accumulating, or ``[Z, E]``
+    per sample) as ``need1``/``need2``/``needv`` ask."""
     rows1, rows2, rows_out, points, tile = sizes[0], sizes[1], sizes[2], sizes[3], sizes[4]
     samples = gout.shape[0]
     tiles = (samples + tile - 1) // tile
